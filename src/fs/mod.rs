@@ -1,0 +1,3 @@
+//! Filesystems written from userspace: the ext4 data partition builder.
+
+pub mod ext4;

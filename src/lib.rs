@@ -1,0 +1,7 @@
+//! image-creator: a rootless builder of Offspot / Kiwix Raspberry Pi disk images.
+//!
+//! The library does the work; `main.rs` only parses the command line and maps
+//! errors to exit codes. See `shared/docs/DESIGN.md` for the architecture.
+
+pub mod fs;
+pub mod partition;

@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("image-creator: not implemented yet");
+    std::process::exit(1);
+}
