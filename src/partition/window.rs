@@ -136,7 +136,7 @@ impl PartitionWindow {
         let zeros = vec![0u8; ZERO_CHUNK];
         let mut done = 0u64;
         while done < len {
-            let n = (len - done).min(ZERO_CHUNK as u64) as usize;
+            let n = usize::try_from(len - done).map_or(ZERO_CHUNK, |left| left.min(ZERO_CHUNK));
             let at = abs + done;
             self.file
                 .write_all_at(&zeros[..n], at)
