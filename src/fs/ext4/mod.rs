@@ -1,1 +1,24 @@
-//! ext4 builder
+//! A streaming ext4 builder: lays out a fresh ext4 filesystem inside a
+//! [`PartitionWindow`](crate::partition::PartitionWindow) and streams file
+//! data straight into the blocks it reserved (see DESIGN.md, "The ext4 builder").
+
+mod alloc;
+mod builder;
+mod bytes;
+mod csum;
+mod dir;
+mod error;
+mod extent;
+mod file;
+mod group;
+mod inode;
+mod journal;
+mod layout;
+mod params;
+mod superblock;
+
+pub use builder::{Ext4Builder, FinishStats, Ino, SpecialKind, ROOT_INO};
+pub use error::Ext4Error;
+pub use file::{FileWriter, SequentialWriter};
+pub use params::{source_date_epoch, Ext4Params, InodeMeta, InodePolicy, Timestamp, MAX_EXTENT_BLOCKS};
+pub use superblock::OldSuperblock;

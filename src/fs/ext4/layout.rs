@@ -1,0 +1,334 @@
+//! Geometry of a new filesystem: groups, backups, flex_bg metadata, journal.
+//!
+//! Fixed choices (with the reason): 4 KiB blocks (the ext4 default and the
+//! page size), 32768 blocks per group (one bitmap block's bits), 256-byte
+//! inodes (room for nanosecond times and crtime), 64-byte group descriptors
+//! (`64bit`), 16 groups per flex group (mke2fs's default `-G 16`).
+
+use super::alloc::{Allocator, Run};
+use super::error::Ext4Error;
+use super::params::Ext4Params;
+
+pub(crate) const BLOCK_SIZE: u64 = 4096;
+pub(crate) const BLOCK_SIZE_USIZE: usize = 4096;
+pub(crate) const LOG_BLOCK_SIZE: u32 = 2; // 1024 << 2
+pub(crate) const BLOCKS_PER_GROUP: u64 = 8 * BLOCK_SIZE;
+pub(crate) const INODE_SIZE: u64 = 256;
+pub(crate) const INODES_PER_BLOCK: u64 = BLOCK_SIZE / INODE_SIZE;
+pub(crate) const DESC_SIZE: u64 = 64;
+pub(crate) const DESCS_PER_BLOCK: u64 = BLOCK_SIZE / DESC_SIZE;
+pub(crate) const LOG_GROUPS_PER_FLEX: u32 = 4;
+pub(crate) const GROUPS_PER_FLEX: u64 = 1 << LOG_GROUPS_PER_FLEX;
+/// First non-reserved inode (`s_first_ino`); inodes 1..=10 are reserved.
+pub(crate) const FIRST_INO: u32 = 11;
+/// Block pointers per indirect block (resize inode).
+pub(crate) const ADDR_PER_BLOCK: u64 = BLOCK_SIZE / 4;
+/// Smallest filesystem we lay out: mke2fs refuses a journal below 2048
+/// blocks, and a journal is required.
+pub(crate) const MIN_BLOCKS: u64 = 2048;
+
+/// Where one group's bitmaps and inode table live.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GroupMeta {
+    pub block_bitmap: u64,
+    pub inode_bitmap: u64,
+    pub inode_table: u64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    pub blocks_count: u64,
+    pub groups: u64,
+    pub inodes_per_group: u64,
+    pub inode_table_blocks: u64,
+    pub desc_blocks: u64,
+    pub reserved_gdt_blocks: u64,
+    pub groups_meta: Vec<GroupMeta>,
+    pub journal: Vec<Run>,
+    pub journal_blocks: u64,
+    /// Double-indirect block of the resize inode (when `reserved_gdt_blocks > 0`).
+    pub resize_dind: Option<u64>,
+    pub reserved_blocks: u64,
+}
+
+/// sparse_super: groups 0, 1 and powers of 3, 5 and 7 hold superblock backups.
+pub(crate) fn group_has_super(g: u64) -> bool {
+    if g <= 1 {
+        return true;
+    }
+    [3u64, 5, 7].iter().any(|&b| {
+        let mut p = b;
+        while p < g {
+            p *= b;
+        }
+        p == g
+    })
+}
+
+/// Journal blocks for a filesystem of `blocks` 4 KiB blocks, following the
+/// size table of e2fsprogs' `ext2fs_default_journal_size` (mke2fs 1.47):
+/// 4 MiB below 128 MiB, 16 MiB below 1 GiB, 32 MiB below 2 GiB, 64 MiB below
+/// 16 GiB, 128 MiB below 32 GiB, 256 MiB below 64 GiB, 512 MiB below 128 GiB,
+/// 1 GiB above.
+pub(crate) fn default_journal_blocks(blocks: u64) -> u64 {
+    match blocks {
+        b if b < 32_768 => 1024,
+        b if b < 256 * 1024 => 4096,
+        b if b < 512 * 1024 => 8192,
+        b if b < 4096 * 1024 => 16_384,
+        b if b < 8192 * 1024 => 32_768,
+        b if b < 16_384 * 1024 => 65_536,
+        b if b < 32_768 * 1024 => 131_072,
+        _ => 262_144,
+    }
+}
+
+/// Reserved GDT blocks so that `resize2fs` can grow the filesystem to 1024×
+/// its size or 2^32 blocks, whichever is smaller (mke2fs's rule), capped at
+/// one indirect block's worth of pointers.
+fn reserved_gdt_blocks(blocks: u64, desc_blocks: u64) -> u64 {
+    if blocks > u64::from(u32::MAX) {
+        return 0; // the resize inode has 32-bit block pointers
+    }
+    let max_blocks = if blocks < u64::from(u32::MAX) / 1024 { blocks * 1024 } else { u64::from(u32::MAX) };
+    let rsv_groups = max_blocks.div_ceil(BLOCKS_PER_GROUP);
+    let rsv = rsv_groups.div_ceil(DESCS_PER_BLOCK).saturating_sub(desc_blocks);
+    rsv.min(ADDR_PER_BLOCK)
+}
+
+fn inodes_per_group(params: &Ext4Params, blocks: u64, groups: u64) -> Result<u64, Ext4Error> {
+    let bytes = blocks * BLOCK_SIZE;
+    let by_ratio = bytes / params.inodes.bytes_per_inode.max(1024);
+    let expected = params.inodes.expected_inodes;
+    let wanted = by_ratio.max(expected.saturating_add(expected / 4).saturating_add(1024));
+    let per_group = wanted.div_ceil(groups).next_multiple_of(INODES_PER_BLOCK).max(INODES_PER_BLOCK);
+    // An inode bitmap is one block: at most 8 * 4096 inodes per group.
+    let max = 8 * BLOCK_SIZE;
+    if per_group > max || per_group.saturating_mul(groups) > u64::from(u32::MAX) {
+        return Err(Ext4Error::TooManyInodes { wanted, max: (max * groups).min(u64::from(u32::MAX)) });
+    }
+    Ok(per_group)
+}
+
+impl Layout {
+    /// Lay out a filesystem in `size_bytes`; returns the layout and an
+    /// allocator with every fixed metadata block marked used.
+    pub fn new(size_bytes: u64, params: &Ext4Params) -> Result<(Self, Allocator), Ext4Error> {
+        let mut blocks = size_bytes / BLOCK_SIZE;
+        if blocks < MIN_BLOCKS {
+            return Err(Ext4Error::TooSmall { size: size_bytes, min: MIN_BLOCKS * BLOCK_SIZE });
+        }
+        loop {
+            let groups = blocks.div_ceil(BLOCKS_PER_GROUP);
+            let ipg = inodes_per_group(params, blocks, groups)?;
+            let itb = ipg * INODE_SIZE / BLOCK_SIZE;
+            let desc_blocks = groups.div_ceil(DESCS_PER_BLOCK);
+            let rsv = reserved_gdt_blocks(blocks, desc_blocks);
+            // Like mke2fs: a last group too small for its own overhead plus
+            // 50 blocks is dropped.
+            let last = groups - 1;
+            let rem = blocks - last * BLOCKS_PER_GROUP;
+            let sb_overhead = if group_has_super(last) { 1 + desc_blocks + rsv } else { 0 };
+            let overhead = sb_overhead + 2 + itb;
+            if groups > 1 && rem < overhead + 50 {
+                blocks -= rem;
+                continue;
+            }
+            return Self::place(blocks, groups, ipg, itb, desc_blocks, rsv, params);
+        }
+    }
+
+    fn place(
+        blocks: u64,
+        groups: u64,
+        ipg: u64,
+        itb: u64,
+        desc_blocks: u64,
+        rsv: u64,
+        params: &Ext4Params,
+    ) -> Result<(Self, Allocator), Ext4Error> {
+        let too_small = |what: &str| Ext4Error::NoSpace {
+            what: what.to_string(),
+            needed: 0,
+            available: 0,
+            size: blocks * BLOCK_SIZE,
+        };
+        let mut alloc = Allocator::new(blocks);
+        for g in (0..groups).filter(|&g| group_has_super(g)) {
+            alloc
+                .mark(g * BLOCKS_PER_GROUP, 1 + desc_blocks + rsv)
+                .map_err(|_| too_small("superblock backups"))?;
+        }
+        // flex_bg: each flex group's bitmaps and inode tables are packed at
+        // the start of its first group (block bitmaps, then inode bitmaps,
+        // then inode tables), as mke2fs does.
+        let mut groups_meta = Vec::with_capacity(usize::try_from(groups).unwrap_or(0));
+        let mut flex_start = 0;
+        while flex_start < groups {
+            let n = GROUPS_PER_FLEX.min(groups - flex_start);
+            let goal = flex_start * BLOCKS_PER_GROUP;
+            let mut bbs = Vec::new();
+            let mut ibs = Vec::new();
+            let mut its = Vec::new();
+            let mut pos = goal;
+            for _ in 0..n {
+                let b = alloc.alloc_contiguous(pos, 1).ok_or_else(|| too_small("block bitmaps"))?;
+                pos = b + 1;
+                bbs.push(b);
+            }
+            for _ in 0..n {
+                let b = alloc.alloc_contiguous(pos, 1).ok_or_else(|| too_small("inode bitmaps"))?;
+                pos = b + 1;
+                ibs.push(b);
+            }
+            for _ in 0..n {
+                let b = alloc.alloc_contiguous(pos, itb).ok_or_else(|| too_small("inode tables"))?;
+                pos = b + itb;
+                its.push(b);
+            }
+            for i in 0..bbs.len() {
+                groups_meta.push(GroupMeta { block_bitmap: bbs[i], inode_bitmap: ibs[i], inode_table: its[i] });
+            }
+            flex_start += n;
+        }
+        // The resize inode's double-indirect block, right after group 0's
+        // metadata.
+        let resize_dind = if rsv > 0 {
+            Some(alloc.alloc_contiguous(0, 1).ok_or_else(|| too_small("resize inode"))?)
+        } else {
+            None
+        };
+        // Journal: mke2fs puts it at the start of the middle group (rounded
+        // down to a flex group when there are more than 16 groups).
+        let journal_blocks = default_journal_blocks(blocks);
+        let mut mid = (blocks / 2) / BLOCKS_PER_GROUP;
+        if groups > GROUPS_PER_FLEX {
+            mid &= !(GROUPS_PER_FLEX - 1);
+        }
+        let journal = alloc_from(&mut alloc, mid * BLOCKS_PER_GROUP, journal_blocks, u64::from(params.max_extent_blocks))
+            .ok_or_else(|| too_small("journal"))?;
+        let reserved_blocks = blocks * u64::from(params.reserved_percent.min(50)) / 100;
+        let layout = Self {
+            blocks_count: blocks,
+            groups,
+            inodes_per_group: ipg,
+            inode_table_blocks: itb,
+            desc_blocks,
+            reserved_gdt_blocks: rsv,
+            groups_meta,
+            journal,
+            journal_blocks,
+            resize_dind,
+            reserved_blocks,
+        };
+        Ok((layout, alloc))
+    }
+
+    pub fn inodes_count(&self) -> u64 {
+        self.inodes_per_group * self.groups
+    }
+
+    /// Blocks in group `g` (the last one may be short).
+    pub fn blocks_in_group(&self, g: u64) -> u64 {
+        let start = g * BLOCKS_PER_GROUP;
+        (self.blocks_count - start).min(BLOCKS_PER_GROUP)
+    }
+
+    /// Groups (other than 0) that carry superblock/GDT backups, ascending.
+    pub fn backup_groups(&self) -> impl Iterator<Item = u64> + '_ {
+        (1..self.groups).filter(|&g| group_has_super(g))
+    }
+}
+
+/// Allocate `count` blocks starting the search at `from`, as runs of at most
+/// `max_run` (wrapping to the start of the filesystem if needed).
+fn alloc_from(alloc: &mut Allocator, from: u64, count: u64, max_run: u64) -> Option<Vec<Run>> {
+    let mut runs: Vec<Run> = Vec::new();
+    let mut left = count;
+    let mut pos = from;
+    let mut wrapped = false;
+    while left > 0 {
+        let want = left.min(max_run);
+        // Largest free run available at pos, up to `want`.
+        let at = match alloc.find_contiguous(pos, 1) {
+            Some(at) => at,
+            None if !wrapped => {
+                wrapped = true;
+                pos = 0;
+                continue;
+            }
+            None => return None,
+        };
+        let mut len = 1;
+        while len < want && alloc.find_contiguous(at + len, 1) == Some(at + len) {
+            len += 1;
+        }
+        alloc.mark(at, len).ok()?;
+        match runs.last_mut() {
+            Some(r) if r.end() == at && r.len + len <= max_run => r.len += len,
+            _ => runs.push(Run { start: at, len }),
+        }
+        left -= len;
+        pos = at + len;
+    }
+    Some(runs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> Ext4Params {
+        Ext4Params { inodes: super::super::params::InodePolicy { bytes_per_inode: 1 << 20, expected_inodes: 0 }, ..Ext4Params::default() }
+    }
+
+    #[test]
+    fn sparse_super_groups() {
+        let with: Vec<u64> = (0..130).filter(|&g| group_has_super(g)).collect();
+        assert_eq!(with, vec![0, 1, 3, 5, 7, 9, 25, 27, 49, 81, 125]);
+    }
+
+    #[test]
+    fn journal_sizes_follow_mke2fs_table() {
+        assert_eq!(default_journal_blocks(65_536), 4096); // 256 MiB -> 16 MiB
+        assert_eq!(default_journal_blocks(2048), 1024);
+        assert_eq!(default_journal_blocks(4096 * 1024 - 1), 16_384); // just below 16 GiB
+        assert_eq!(default_journal_blocks(4096 * 1024), 32_768);
+        assert_eq!(default_journal_blocks(100 << 30 >> 12), 131_072);
+        assert_eq!(default_journal_blocks(1 << 40 >> 12), 262_144);
+    }
+
+    #[test]
+    fn reserved_gdt_matches_mke2fs_for_256_mib() {
+        // mke2fs -T largefile on 256 MiB: "Reserved GDT blocks: 31".
+        assert_eq!(reserved_gdt_blocks(65_536, 1), 31);
+    }
+
+    #[test]
+    fn layout_256_mib_like_mke2fs() {
+        let mut p = params();
+        p.inodes.bytes_per_inode = 1 << 20;
+        let (l, a) = Layout::new(256 << 20, &p).expect("layout");
+        assert_eq!(l.groups, 2);
+        assert_eq!(l.inodes_per_group, 128);
+        assert_eq!(l.inode_table_blocks, 8);
+        assert_eq!(l.reserved_gdt_blocks, 31);
+        assert_eq!(l.groups_meta[0].block_bitmap, 33);
+        assert_eq!(l.groups_meta[1].inode_bitmap, 36);
+        assert_eq!(l.groups_meta[1].inode_table, 45);
+        assert_eq!(l.journal, vec![Run { start: 32_801, len: 4096 }]);
+        assert!(a.used_count() > 4096);
+    }
+
+    #[test]
+    fn tiny_last_group_is_dropped() {
+        let (l, _) = Layout::new((32_768 + 40) * 4096, &params()).expect("layout");
+        assert_eq!(l.groups, 1);
+        assert_eq!(l.blocks_count, 32_768);
+    }
+
+    #[test]
+    fn too_small_is_an_error() {
+        assert!(matches!(Layout::new(1 << 20, &params()), Err(Ext4Error::TooSmall { .. })));
+    }
+}
