@@ -32,7 +32,12 @@ pub(crate) struct Allocator {
 
 impl Allocator {
     pub fn new(total: u64) -> Self {
-        Self { used: BTreeMap::new(), total, used_count: 0, cursor: 0 }
+        Self {
+            used: BTreeMap::new(),
+            total,
+            used_count: 0,
+            cursor: 0,
+        }
     }
 
     pub fn total(&self) -> u64 {
@@ -49,7 +54,10 @@ impl Allocator {
 
     /// Iterate used ranges in ascending order.
     pub fn used_runs(&self) -> impl Iterator<Item = Run> + '_ {
-        self.used.iter().map(|(&s, &e)| Run { start: s, len: e - s })
+        self.used.iter().map(|(&s, &e)| Run {
+            start: s,
+            len: e - s,
+        })
     }
 
     /// Mark `[start, start+len)` used. It must be free and inside the
@@ -58,12 +66,20 @@ impl Allocator {
         if len == 0 {
             return Ok(());
         }
-        let end = start.checked_add(len).filter(|&e| e <= self.total).ok_or_else(|| {
-            format!("block range {start}+{len} is past the end of the filesystem ({} blocks)", self.total)
-        })?;
+        let end = start
+            .checked_add(len)
+            .filter(|&e| e <= self.total)
+            .ok_or_else(|| {
+                format!(
+                    "block range {start}+{len} is past the end of the filesystem ({} blocks)",
+                    self.total
+                )
+            })?;
         if let Some((&s, &e)) = self.used.range(..end).next_back() {
             if e > start {
-                return Err(format!("block range {start}..{end} overlaps used range {s}..{e}"));
+                return Err(format!(
+                    "block range {start}..{end} overlaps used range {s}..{e}"
+                ));
             }
         }
         let mut new_start = start;
@@ -91,7 +107,11 @@ impl Allocator {
         let end = start + len;
         let (s, e) = match self.used.range(..=start).next_back() {
             Some((&s, &e)) if e >= end => (s, e),
-            _ => return Err(format!("releasing blocks {start}..{end} that are not allocated")),
+            _ => {
+                return Err(format!(
+                    "releasing blocks {start}..{end} that are not allocated"
+                ))
+            }
         };
         self.used.remove(&s);
         if s < start {
@@ -138,7 +158,11 @@ impl Allocator {
             if let Some((_, &e)) = self.used.range(..=pos).next_back() {
                 pos = pos.max(e);
             }
-            let next_used = self.used.range(pos..).next().map_or(self.total, |(&s, _)| s);
+            let next_used = self
+                .used
+                .range(pos..)
+                .next()
+                .map_or(self.total, |(&s, _)| s);
             if pos >= self.total {
                 return None;
             }
@@ -150,7 +174,9 @@ impl Allocator {
             while take > 0 {
                 let n = take.min(max_run);
                 match runs.last_mut() {
-                    Some(Run { start, len }) if *start + *len == pos && *len + n <= max_run => *len += n,
+                    Some(Run { start, len }) if *start + *len == pos && *len + n <= max_run => {
+                        *len += n
+                    }
                     _ => runs.push(Run { start: pos, len: n }),
                 }
                 pos += n;
@@ -188,7 +214,10 @@ mod tests {
         a.mark(10, 5).expect("mark");
         a.mark(15, 5).expect("adjacent");
         a.mark(5, 5).expect("adjacent before");
-        assert_eq!(a.used_runs().collect::<Vec<_>>(), vec![Run { start: 5, len: 15 }]);
+        assert_eq!(
+            a.used_runs().collect::<Vec<_>>(),
+            vec![Run { start: 5, len: 15 }]
+        );
         assert_eq!(a.used_count(), 15);
         assert!(a.mark(19, 2).is_err(), "overlap refused");
         assert!(a.mark(99, 2).is_err(), "past end refused");
@@ -201,7 +230,11 @@ mod tests {
         let runs = a.alloc_runs(10, 4).expect("fits");
         assert_eq!(
             runs,
-            vec![Run { start: 0, len: 3 }, Run { start: 5, len: 4 }, Run { start: 9, len: 3 }]
+            vec![
+                Run { start: 0, len: 3 },
+                Run { start: 5, len: 4 },
+                Run { start: 9, len: 3 }
+            ]
         );
         assert_eq!(a.used_count(), 12);
         assert!(a.alloc_runs(89, 100).is_none(), "only 88 left");

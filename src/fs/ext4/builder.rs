@@ -20,7 +20,10 @@ use super::file::FileWriter;
 use super::group::{set_bits, GroupDesc, BG_INODE_UNINIT, BG_INODE_ZEROED};
 use super::inode::{self, RawInode, EXTENTS_FL, S_IFDIR, S_IFLNK, S_IFREG};
 use super::journal;
-use super::layout::{Layout, ADDR_PER_BLOCK, BLOCKS_PER_GROUP, BLOCK_SIZE, BLOCK_SIZE_USIZE, DESC_SIZE, FIRST_INO, INODE_SIZE};
+use super::layout::{
+    Layout, ADDR_PER_BLOCK, BLOCKS_PER_GROUP, BLOCK_SIZE, BLOCK_SIZE_USIZE, DESC_SIZE, FIRST_INO,
+    INODE_SIZE,
+};
 use super::params::{Ext4Params, InodeMeta, Timestamp};
 use super::superblock::{self, SuperInfo, JOURNAL_INO};
 use crate::partition::PartitionWindow;
@@ -66,9 +69,20 @@ pub enum SpecialKind {
 
 #[derive(Debug)]
 enum Kind {
-    Dir { children: BTreeMap<Box<[u8]>, u32>, subdirs: u32, min_blocks: usize },
-    File { runs: Vec<Run>, tree: Vec<u64>, limit: Arc<AtomicU64> },
-    Symlink { target: Box<[u8]>, block: Option<u64> },
+    Dir {
+        children: BTreeMap<Box<[u8]>, u32>,
+        subdirs: u32,
+        min_blocks: usize,
+    },
+    File {
+        runs: Vec<Run>,
+        tree: Vec<u64>,
+        limit: Arc<AtomicU64>,
+    },
+    Symlink {
+        target: Box<[u8]>,
+        block: Option<u64>,
+    },
     Special(SpecialKind),
 }
 
@@ -169,9 +183,12 @@ impl Ext4Builder {
         }
         let size = window.len();
         let (layout, mut alloc) = Layout::new(size, &params)?;
-        let uuid = params.uuid.unwrap_or_else(|| as_uuid_v4(make_id("uuid", &params.label, size, params.time)));
-        let hash_seed =
-            params.hash_seed.unwrap_or_else(|| as_uuid_v4(make_id("hash-seed", &params.label, size, params.time)));
+        let uuid = params
+            .uuid
+            .unwrap_or_else(|| as_uuid_v4(make_id("uuid", &params.label, size, params.time)));
+        let hash_seed = params
+            .hash_seed
+            .unwrap_or_else(|| as_uuid_v4(make_id("hash-seed", &params.label, size, params.time)));
         let fs_seed = csum::fs_seed(&uuid);
         // Journal extent tree blocks (only for journals of more than 4 runs).
         let jtree = extent::tree_blocks(layout.journal.len()) as u64;
@@ -205,11 +222,19 @@ impl Ext4Builder {
             links: 2,
             parent: 2,
             name: Box::from(&b""[..]),
-            kind: Kind::Dir { children: BTreeMap::new(), subdirs: 0, min_blocks: 1 },
+            kind: Kind::Dir {
+                children: BTreeMap::new(),
+                subdirs: 0,
+                min_blocks: 1,
+            },
         });
         let lf = b.mkdir(ROOT_INO, b"lost+found", InodeMeta::new(0o700, t))?;
         debug_assert_eq!(lf.0, LOST_FOUND_INO);
-        if let Some(Some(Node { kind: Kind::Dir { min_blocks, .. }, .. })) = b.nodes.get_mut((LOST_FOUND_INO - 1) as usize) {
+        if let Some(Some(Node {
+            kind: Kind::Dir { min_blocks, .. },
+            ..
+        })) = b.nodes.get_mut((LOST_FOUND_INO - 1) as usize)
+        {
             *min_blocks = LOST_FOUND_BLOCKS;
         }
         Ok(b)
@@ -232,7 +257,9 @@ impl Ext4Builder {
 
     /// Inodes still free.
     pub fn free_inodes(&self) -> u64 {
-        self.layout.inodes_count().saturating_sub(self.nodes.len() as u64)
+        self.layout
+            .inodes_count()
+            .saturating_sub(self.nodes.len() as u64)
     }
 
     fn node(&self, ino: u32) -> Result<&Node, Ext4Error> {
@@ -285,7 +312,11 @@ impl Ext4Builder {
     /// Look up a `/`-separated path from the root.
     pub fn lookup(&self, path: impl AsRef<[u8]>) -> Option<Ino> {
         let mut cur = ROOT_INO;
-        for comp in path.as_ref().split(|&c| c == b'/').filter(|c| !c.is_empty() && *c != b".") {
+        for comp in path
+            .as_ref()
+            .split(|&c| c == b'/')
+            .filter(|c| !c.is_empty() && *c != b".")
+        {
             cur = self.lookup_in(cur, comp)?;
         }
         Some(cur)
@@ -307,30 +338,51 @@ impl Ext4Builder {
         match &self.node(parent.0)?.kind {
             Kind::Dir { children, .. } => {
                 if children.contains_key(name) {
-                    return Err(Ext4Error::Exists { path: self.child_path(parent, name) });
+                    return Err(Ext4Error::Exists {
+                        path: self.child_path(parent, name),
+                    });
                 }
                 Ok(())
             }
-            _ => Err(Ext4Error::NotADirectory { path: self.path_of(parent), reason: "not a directory" }),
+            _ => Err(Ext4Error::NotADirectory {
+                path: self.path_of(parent),
+                reason: "not a directory",
+            }),
         }
     }
 
-    fn new_inode(&mut self, parent: Ino, name: &[u8], meta: InodeMeta, kind: Kind) -> Result<Ino, Ext4Error> {
+    fn new_inode(
+        &mut self,
+        parent: Ino,
+        name: &[u8],
+        meta: InodeMeta,
+        kind: Kind,
+    ) -> Result<Ino, Ext4Error> {
         let next = self.nodes.len() as u64 + 1;
         if next > self.layout.inodes_count() {
-            return Err(Ext4Error::NoInodes { path: self.child_path(parent, name), count: self.layout.inodes_count() });
+            return Err(Ext4Error::NoInodes {
+                path: self.child_path(parent, name),
+                count: self.layout.inodes_count(),
+            });
         }
-        let ino = u32::try_from(next).map_err(|_| Ext4Error::Internal("inode number overflow".into()))?;
+        let ino =
+            u32::try_from(next).map_err(|_| Ext4Error::Internal("inode number overflow".into()))?;
         let is_dir = matches!(kind, Kind::Dir { .. });
         self.nodes.push(Some(Node {
-            perm_meta: InodeMeta { perm: meta.perm & 0o7777, ..meta },
+            perm_meta: InodeMeta {
+                perm: meta.perm & 0o7777,
+                ..meta
+            },
             links: if is_dir { 2 } else { 1 },
             parent: parent.0,
             name: Box::from(name),
             kind,
         }));
         let p = self.node_mut(parent.0)?;
-        if let Kind::Dir { children, subdirs, .. } = &mut p.kind {
+        if let Kind::Dir {
+            children, subdirs, ..
+        } = &mut p.kind
+        {
             children.insert(Box::from(name), ino);
             if is_dir {
                 *subdirs += 1;
@@ -342,18 +394,34 @@ impl Ext4Builder {
     /// Create directory `name` in `parent`.
     pub fn mkdir(&mut self, parent: Ino, name: &[u8], meta: InodeMeta) -> Result<Ino, Ext4Error> {
         self.check_new_entry(parent, name)?;
-        self.new_inode(parent, name, meta, Kind::Dir { children: BTreeMap::new(), subdirs: 0, min_blocks: 1 })
+        self.new_inode(
+            parent,
+            name,
+            meta,
+            Kind::Dir {
+                children: BTreeMap::new(),
+                subdirs: 0,
+                min_blocks: 1,
+            },
+        )
     }
 
     /// Create every missing directory of `path` (from the root) with `meta`;
     /// returns the last one. Existing directories are kept as they are.
     pub fn mkdir_all(&mut self, path: impl AsRef<[u8]>, meta: InodeMeta) -> Result<Ino, Ext4Error> {
         let mut cur = ROOT_INO;
-        for comp in path.as_ref().split(|&c| c == b'/').filter(|c| !c.is_empty() && *c != b".") {
+        for comp in path
+            .as_ref()
+            .split(|&c| c == b'/')
+            .filter(|c| !c.is_empty() && *c != b".")
+        {
             cur = match self.lookup_in(cur, comp) {
                 Some(i) if self.is_dir(i) => i,
                 Some(_) => {
-                    return Err(Ext4Error::NotADirectory { path: self.child_path(cur, comp), reason: "exists and is not a directory" })
+                    return Err(Ext4Error::NotADirectory {
+                        path: self.child_path(cur, comp),
+                        reason: "exists and is not a directory",
+                    })
                 }
                 None => self.mkdir(cur, comp, meta)?,
             };
@@ -365,11 +433,21 @@ impl Ext4Builder {
     /// reserve its blocks now (allocation order = call order, so the layout
     /// never depends on when data arrives). Stream the bytes with the
     /// returned writer; bytes never written read as zeros.
-    pub fn create_file(&mut self, parent: Ino, name: &[u8], size: u64, meta: InodeMeta) -> Result<FileWriter, Ext4Error> {
+    pub fn create_file(
+        &mut self,
+        parent: Ino,
+        name: &[u8],
+        size: u64,
+        meta: InodeMeta,
+    ) -> Result<FileWriter, Ext4Error> {
         self.check_new_entry(parent, name)?;
         let path = self.child_path(parent, name);
         if size > MAX_FILE_SIZE {
-            return Err(Ext4Error::BadSize { path, size, reason: "larger than ext4's 16 TiB file limit" });
+            return Err(Ext4Error::BadSize {
+                path,
+                size,
+                reason: "larger than ext4's 16 TiB file limit",
+            });
         }
         let nblocks = size.div_ceil(BLOCK_SIZE);
         let runs = self.alloc_data(&path, nblocks)?;
@@ -385,7 +463,16 @@ impl Ext4Builder {
         };
         let limit = Arc::new(AtomicU64::new(size));
         let runs_arc: Arc<[Run]> = Arc::from(runs.as_slice());
-        let ino = match self.new_inode(parent, name, meta, Kind::File { runs, tree, limit: limit.clone() }) {
+        let ino = match self.new_inode(
+            parent,
+            name,
+            meta,
+            Kind::File {
+                runs,
+                tree,
+                limit: limit.clone(),
+            },
+        ) {
             Ok(i) => i,
             Err(e) => {
                 for r in runs_arc.iter() {
@@ -394,23 +481,33 @@ impl Ext4Builder {
                 return Err(e);
             }
         };
-        Ok(FileWriter::new(ino.0, Arc::from(path.as_str()), self.window.clone(), runs_arc, limit))
+        Ok(FileWriter::new(
+            ino.0,
+            Arc::from(path.as_str()),
+            self.window.clone(),
+            runs_arc,
+            limit,
+        ))
     }
 
     fn release(&mut self, r: Run) -> Result<(), Ext4Error> {
-        self.alloc.release(r.start, r.len).map_err(Ext4Error::Internal)
+        self.alloc
+            .release(r.start, r.len)
+            .map_err(Ext4Error::Internal)
     }
 
     fn alloc_data(&mut self, what: &str, nblocks: u64) -> Result<Vec<Run>, Ext4Error> {
         if nblocks == 0 {
             return Ok(Vec::new());
         }
-        self.alloc.alloc_runs(nblocks, u64::from(self.params.max_extent_blocks.max(1))).ok_or_else(|| Ext4Error::NoSpace {
-            what: what.to_string(),
-            needed: nblocks * BLOCK_SIZE,
-            available: self.alloc.free_after_cursor() * BLOCK_SIZE,
-            size: self.layout.blocks_count * BLOCK_SIZE,
-        })
+        self.alloc
+            .alloc_runs(nblocks, u64::from(self.params.max_extent_blocks.max(1)))
+            .ok_or_else(|| Ext4Error::NoSpace {
+                what: what.to_string(),
+                needed: nblocks * BLOCK_SIZE,
+                available: self.alloc.free_after_cursor() * BLOCK_SIZE,
+                size: self.layout.blocks_count * BLOCK_SIZE,
+            })
     }
 
     /// Shrink a file to `len` bytes (at most its reserved size), releasing
@@ -419,11 +516,19 @@ impl Ext4Builder {
         let path = self.path_of(file);
         let node = self.node_mut(file.0)?;
         let Kind::File { runs, tree, limit } = &mut node.kind else {
-            return Err(Ext4Error::BadSize { path, size: len, reason: "not a regular file" });
+            return Err(Ext4Error::BadSize {
+                path,
+                size: len,
+                reason: "not a regular file",
+            });
         };
         let cur = limit.load(Ordering::Relaxed);
         if len > cur {
-            return Err(Ext4Error::BadSize { path, size: len, reason: "files can only shrink after creation" });
+            return Err(Ext4Error::BadSize {
+                path,
+                size: len,
+                reason: "files can only shrink after creation",
+            });
         }
         limit.store(len, Ordering::Relaxed);
         let keep = len.div_ceil(BLOCK_SIZE);
@@ -435,8 +540,14 @@ impl Ext4Builder {
                 freed.push(*r);
             } else if kept + r.len > keep {
                 let k = keep - kept;
-                new_runs.push(Run { start: r.start, len: k });
-                freed.push(Run { start: r.start + k, len: r.len - k });
+                new_runs.push(Run {
+                    start: r.start,
+                    len: k,
+                });
+                freed.push(Run {
+                    start: r.start + k,
+                    len: r.len - k,
+                });
                 kept = keep;
             } else {
                 new_runs.push(*r);
@@ -456,7 +567,13 @@ impl Ext4Builder {
     }
 
     /// Create symlink `name` → `target` in `parent`.
-    pub fn symlink(&mut self, parent: Ino, name: &[u8], target: &[u8], meta: InodeMeta) -> Result<Ino, Ext4Error> {
+    pub fn symlink(
+        &mut self,
+        parent: Ino,
+        name: &[u8],
+        target: &[u8],
+        meta: InodeMeta,
+    ) -> Result<Ino, Ext4Error> {
         self.check_new_entry(parent, name)?;
         let path = self.child_path(parent, name);
         if target.is_empty() || target.len() >= BLOCK_SIZE_USIZE {
@@ -471,11 +588,25 @@ impl Ext4Builder {
         } else {
             Some(self.alloc_data(&path, 1)?[0].start)
         };
-        self.new_inode(parent, name, meta, Kind::Symlink { target: Box::from(target), block })
+        self.new_inode(
+            parent,
+            name,
+            meta,
+            Kind::Symlink {
+                target: Box::from(target),
+                block,
+            },
+        )
     }
 
     /// Create a FIFO, socket or device node.
-    pub fn mknod(&mut self, parent: Ino, name: &[u8], kind: SpecialKind, meta: InodeMeta) -> Result<Ino, Ext4Error> {
+    pub fn mknod(
+        &mut self,
+        parent: Ino,
+        name: &[u8],
+        kind: SpecialKind,
+        meta: InodeMeta,
+    ) -> Result<Ino, Ext4Error> {
         self.check_new_entry(parent, name)?;
         self.new_inode(parent, name, meta, Kind::Special(kind))
     }
@@ -486,7 +617,10 @@ impl Ext4Builder {
         let path = self.child_path(parent, name);
         let node = self.node_mut(target.0)?;
         if matches!(node.kind, Kind::Dir { .. }) {
-            return Err(Ext4Error::NotADirectory { path, reason: "hard links to directories are not allowed" });
+            return Err(Ext4Error::NotADirectory {
+                path,
+                reason: "hard links to directories are not allowed",
+            });
         }
         if node.links >= LINK_MAX {
             return Err(Ext4Error::TooManyLinks { path });
@@ -500,7 +634,10 @@ impl Ext4Builder {
 
     /// Replace the owner, permissions and times of an inode.
     pub fn set_meta(&mut self, ino: Ino, meta: InodeMeta) -> Result<(), Ext4Error> {
-        self.node_mut(ino.0)?.perm_meta = InodeMeta { perm: meta.perm & 0o7777, ..meta };
+        self.node_mut(ino.0)?.perm_meta = InodeMeta {
+            perm: meta.perm & 0o7777,
+            ..meta
+        };
         Ok(())
     }
 
@@ -513,8 +650,18 @@ impl Ext4Builder {
         for idx in 0..self.nodes.len() {
             let ino = idx as u32 + 1;
             let n = match &self.nodes[idx] {
-                Some(Node { kind: Kind::Dir { children, min_blocks, .. }, .. }) => {
-                    let names = [1usize, 2].into_iter().chain(children.keys().map(|k| k.len()));
+                Some(Node {
+                    kind:
+                        Kind::Dir {
+                            children,
+                            min_blocks,
+                            ..
+                        },
+                    ..
+                }) => {
+                    let names = [1usize, 2]
+                        .into_iter()
+                        .chain(children.keys().map(|k| k.len()));
                     dir::blocks_needed(names).max(*min_blocks) as u64
                 }
                 _ => continue,
@@ -522,7 +669,11 @@ impl Ext4Builder {
             let what = format!("directory {}", self.path_of(Ino(ino)));
             let runs = self.alloc_data(&what, n)?;
             let tn = extent::tree_blocks(runs.len()) as u64;
-            let tree = self.alloc_data(&what, tn)?.iter().flat_map(|r| r.start..r.end()).collect();
+            let tree = self
+                .alloc_data(&what, tn)?
+                .iter()
+                .flat_map(|r| r.start..r.end())
+                .collect();
             dir_blocks.insert(ino, (runs, tree));
         }
         let _ = size;
@@ -549,14 +700,24 @@ impl Ext4Builder {
                     group_dirs[g as usize] += 1;
                 }
                 let off = ((ino - 1 - g * ipg) * INODE_SIZE) as usize;
-                table[off..off + INODE_SIZE as usize].copy_from_slice(&raw.encode(ino as u32, self.fs_seed));
+                table[off..off + INODE_SIZE as usize]
+                    .copy_from_slice(&raw.encode(ino as u32, self.fs_seed));
             }
         }
         self.flush_table(table_group, &table)?;
 
         // 3. Journal superblock, resize inode blocks.
-        let jsb = journal::superblock(BLOCK_SIZE as u32, self.layout.journal_blocks as u32, &self.uuid);
-        let j0 = self.layout.journal.first().map(|r| r.start).ok_or_else(|| Ext4Error::Internal("no journal".into()))?;
+        let jsb = journal::superblock(
+            BLOCK_SIZE as u32,
+            self.layout.journal_blocks as u32,
+            &self.uuid,
+        );
+        let j0 = self
+            .layout
+            .journal
+            .first()
+            .map(|r| r.start)
+            .ok_or_else(|| Ext4Error::Internal("no journal".into()))?;
         self.window.write_at(j0 * BLOCK_SIZE, &jsb)?;
         self.write_resize_blocks()?;
 
@@ -681,7 +842,11 @@ impl Ext4Builder {
 
     /// The inode record for `ino` (writing its directory blocks, extent tree
     /// and symlink block on the way), or `None` for an unused reserved inode.
-    fn inode_for(&self, ino: u32, dir_blocks: &BTreeMap<u32, (Vec<Run>, Vec<u64>)>) -> Result<Option<RawInode>, Ext4Error> {
+    fn inode_for(
+        &self,
+        ino: u32,
+        dir_blocks: &BTreeMap<u32, (Vec<Run>, Vec<u64>)>,
+    ) -> Result<Option<RawInode>, Ext4Error> {
         let t = self.params.time;
         let seed = csum::inode_seed(self.fs_seed, ino, 0);
         if ino == JOURNAL_INO {
@@ -699,7 +864,9 @@ impl Ext4Builder {
             }));
         }
         if ino == RESIZE_INO {
-            let Some(dind) = self.layout.resize_dind else { return Ok(None) };
+            let Some(dind) = self.layout.resize_dind else {
+                return Ok(None);
+            };
             let mut i_block = [0u8; 60];
             put_u32(&mut i_block, 13 * 4, dind as u32); // i_block[EXT2_DIND_BLOCK]
             let rsv = self.layout.reserved_gdt_blocks;
@@ -716,31 +883,57 @@ impl Ext4Builder {
                 i_block,
             }));
         }
-        let Some(Some(node)) = self.nodes.get(ino as usize - 1) else { return Ok(None) };
+        let Some(Some(node)) = self.nodes.get(ino as usize - 1) else {
+            return Ok(None);
+        };
         let meta = node.perm_meta;
         let perm = meta.perm & 0o7777;
         let raw = match &node.kind {
-            Kind::Dir { children, subdirs, .. } => {
-                let (runs, tree_at) = dir_blocks.get(&ino).ok_or_else(|| Ext4Error::Internal(format!("no blocks for directory inode {ino}")))?;
-                let parent = if ino == ROOT_INO.0 { ROOT_INO.0 } else { node.parent };
+            Kind::Dir {
+                children, subdirs, ..
+            } => {
+                let (runs, tree_at) = dir_blocks.get(&ino).ok_or_else(|| {
+                    Ext4Error::Internal(format!("no blocks for directory inode {ino}"))
+                })?;
+                let parent = if ino == ROOT_INO.0 {
+                    ROOT_INO.0
+                } else {
+                    node.parent
+                };
                 let mut entries = vec![
-                    dir::Entry { name: b".", ino, file_type: dir::FT_DIR },
-                    dir::Entry { name: b"..", ino: parent, file_type: dir::FT_DIR },
+                    dir::Entry {
+                        name: b".",
+                        ino,
+                        file_type: dir::FT_DIR,
+                    },
+                    dir::Entry {
+                        name: b"..",
+                        ino: parent,
+                        file_type: dir::FT_DIR,
+                    },
                 ];
                 for (name, &child) in children {
                     let ft = self.file_type_of(child)?;
-                    entries.push(dir::Entry { name, ino: child, file_type: ft });
+                    entries.push(dir::Entry {
+                        name,
+                        ino: child,
+                        file_type: ft,
+                    });
                 }
                 let nblocks: u64 = runs.iter().map(|r| r.len).sum();
-                let blocks = dir::build_blocks(&entries, nblocks as usize, seed).map_err(Ext4Error::Internal)?;
+                let blocks = dir::build_blocks(&entries, nblocks as usize, seed)
+                    .map_err(Ext4Error::Internal)?;
                 let mut bi = blocks.iter();
                 for r in runs {
                     for b in r.start..r.end() {
-                        let data = bi.next().ok_or_else(|| Ext4Error::Internal("directory block count".into()))?;
+                        let data = bi
+                            .next()
+                            .ok_or_else(|| Ext4Error::Internal("directory block count".into()))?;
                         self.window.write_at(b * BLOCK_SIZE, data)?;
                     }
                 }
-                let tree = extent::build(&runs_to_extents(runs)?, tree_at, seed).map_err(Ext4Error::Internal)?;
+                let tree = extent::build(&runs_to_extents(runs)?, tree_at, seed)
+                    .map_err(Ext4Error::Internal)?;
                 self.write_tree(&tree)?;
                 let links = 2 + subdirs;
                 RawInode {
@@ -754,7 +947,8 @@ impl Ext4Builder {
                 }
             }
             Kind::File { runs, tree, limit } => {
-                let t = extent::build(&runs_to_extents(runs)?, tree, seed).map_err(Ext4Error::Internal)?;
+                let t = extent::build(&runs_to_extents(runs)?, tree, seed)
+                    .map_err(Ext4Error::Internal)?;
                 self.write_tree(&t)?;
                 let nblocks: u64 = runs.iter().map(|r| r.len).sum();
                 RawInode {
@@ -778,15 +972,26 @@ impl Ext4Builder {
                         let mut data = vec![0u8; BLOCK_SIZE_USIZE];
                         data[..target.len()].copy_from_slice(target);
                         self.window.write_at(b * BLOCK_SIZE, &data)?;
-                        let t = extent::build(&[Extent { logical: 0, len: 1, physical: *b }], &[], seed)
-                            .map_err(Ext4Error::Internal)?;
+                        let t = extent::build(
+                            &[Extent {
+                                logical: 0,
+                                len: 1,
+                                physical: *b,
+                            }],
+                            &[],
+                            seed,
+                        )
+                        .map_err(Ext4Error::Internal)?;
                         i_block = t.i_block;
                         (EXTENTS_FL, BLOCK_SIZE / 512)
                     }
                 };
                 RawInode {
                     mode: S_IFLNK | 0o777,
-                    meta: InodeMeta { perm: 0o777, ..meta },
+                    meta: InodeMeta {
+                        perm: 0o777,
+                        ..meta
+                    },
                     size: target.len() as u64,
                     links: node.links as u16,
                     sectors,
@@ -812,7 +1017,15 @@ impl Ext4Builder {
                         put_u32(&mut i_block, 4, v);
                     }
                 }
-                RawInode { mode: ty | perm, meta, size: 0, links: node.links as u16, sectors: 0, flags: 0, i_block }
+                RawInode {
+                    mode: ty | perm,
+                    meta,
+                    size: 0,
+                    links: node.links as u16,
+                    sectors: 0,
+                    flags: 0,
+                    i_block,
+                }
             }
         };
         Ok(Some(raw))
@@ -835,7 +1048,9 @@ impl Ext4Builder {
     /// The resize inode's double-indirect block and the primary reserved GDT
     /// blocks, which (as its indirect blocks) list their backup copies.
     fn write_resize_blocks(&self) -> Result<(), Ext4Error> {
-        let Some(dind) = self.layout.resize_dind else { return Ok(()) };
+        let Some(dind) = self.layout.resize_dind else {
+            return Ok(());
+        };
         let rsv = self.layout.reserved_gdt_blocks;
         let desc = self.layout.desc_blocks;
         let backups: Vec<u64> = self.layout.backup_groups().collect();
@@ -860,8 +1075,10 @@ fn runs_to_extents(runs: &[Run]) -> Result<Vec<Extent>, Ext4Error> {
     let mut out = Vec::with_capacity(runs.len());
     for r in runs {
         out.push(Extent {
-            logical: u32::try_from(logical).map_err(|_| Ext4Error::Internal("logical block past 2^32".into()))?,
-            len: u16::try_from(r.len).map_err(|_| Ext4Error::Internal("extent longer than 32768 blocks".into()))?,
+            logical: u32::try_from(logical)
+                .map_err(|_| Ext4Error::Internal("logical block past 2^32".into()))?,
+            len: u16::try_from(r.len)
+                .map_err(|_| Ext4Error::Internal("extent longer than 32768 blocks".into()))?,
             physical: r.start,
         });
         logical += r.len;

@@ -42,7 +42,11 @@ pub(crate) fn blocks_needed<'a>(names: impl Iterator<Item = usize>) -> usize {
 
 /// Serialise `entries` into exactly `nblocks` blocks (extra blocks are empty),
 /// each sealed with the checksum seeded by the directory's inode.
-pub(crate) fn build_blocks(entries: &[Entry<'_>], nblocks: usize, inode_seed: u32) -> Result<Vec<Vec<u8>>, String> {
+pub(crate) fn build_blocks(
+    entries: &[Entry<'_>],
+    nblocks: usize,
+    inode_seed: u32,
+) -> Result<Vec<Vec<u8>>, String> {
     let mut blocks: Vec<Vec<u8>> = Vec::with_capacity(nblocks);
     let mut cur = vec![0u8; BLOCK_SIZE_USIZE];
     let mut used = 0usize;
@@ -65,7 +69,10 @@ pub(crate) fn build_blocks(entries: &[Entry<'_>], nblocks: usize, inode_seed: u3
     finish_block(&mut cur, last_off, used, inode_seed);
     blocks.push(cur);
     if blocks.len() > nblocks {
-        return Err(format!("directory needs {} blocks, {nblocks} reserved", blocks.len()));
+        return Err(format!(
+            "directory needs {} blocks, {nblocks} reserved",
+            blocks.len()
+        ));
     }
     while blocks.len() < nblocks {
         let mut b = vec![0u8; BLOCK_SIZE_USIZE];
@@ -108,8 +115,17 @@ mod tests {
 
     #[test]
     fn block_count_matches_build() {
-        let names: Vec<Vec<u8>> = (0..1000).map(|i| format!("file-{i:05}").into_bytes()).collect();
-        let entries: Vec<Entry<'_>> = names.iter().map(|n| Entry { name: n, ino: 12, file_type: 1 }).collect();
+        let names: Vec<Vec<u8>> = (0..1000)
+            .map(|i| format!("file-{i:05}").into_bytes())
+            .collect();
+        let entries: Vec<Entry<'_>> = names
+            .iter()
+            .map(|n| Entry {
+                name: n,
+                ino: 12,
+                file_type: 1,
+            })
+            .collect();
         let n = blocks_needed(entries.iter().map(|e| e.name.len()));
         let blocks = build_blocks(&entries, n, 0).expect("fits");
         assert_eq!(blocks.len(), n);

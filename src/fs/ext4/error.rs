@@ -6,7 +6,9 @@ use crate::partition::WindowError;
 #[derive(Debug, thiserror::Error)]
 pub enum Ext4Error {
     /// The window is too small for any filesystem.
-    #[error("a filesystem of {size} bytes is too small: ext4 with a journal needs at least {min} bytes")]
+    #[error(
+        "a filesystem of {size} bytes is too small: ext4 with a journal needs at least {min} bytes"
+    )]
     TooSmall {
         /// Window size.
         size: u64,
@@ -66,7 +68,9 @@ pub enum Ext4Error {
         reason: &'static str,
     },
     /// A write past the size reserved for a file.
-    #[error("{path}: write of {len} bytes at offset {offset} is past the file's reserved size {size}")]
+    #[error(
+        "{path}: write of {len} bytes at offset {offset} is past the file's reserved size {size}"
+    )]
     WritePastEnd {
         /// File.
         path: String,

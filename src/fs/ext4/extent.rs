@@ -68,7 +68,11 @@ pub(crate) struct Tree {
 /// `tree_blocks(extents.len())` blocks from `tree_at` (in order).
 pub(crate) fn build(extents: &[Extent], tree_at: &[u64], inode_seed: u32) -> Result<Tree, String> {
     if tree_at.len() != tree_blocks(extents.len()) {
-        return Err(format!("{} tree blocks given for {} extents", tree_at.len(), extents.len()));
+        return Err(format!(
+            "{} tree blocks given for {} extents",
+            tree_at.len(),
+            extents.len()
+        ));
     }
     let mut i_block = [0u8; 60];
     let mut blocks = Vec::with_capacity(tree_at.len());
@@ -141,8 +145,13 @@ mod tests {
     #[test]
     fn depth_two_tree_structure() {
         let n = 340 * 4 + 1;
-        let extents: Vec<Extent> =
-            (0..n).map(|i| Extent { logical: i as u32, len: 1, physical: 1000 + 2 * i as u64 }).collect();
+        let extents: Vec<Extent> = (0..n)
+            .map(|i| Extent {
+                logical: i as u32,
+                len: 1,
+                physical: 1000 + 2 * i as u64,
+            })
+            .collect();
         let tb = tree_blocks(n);
         let at: Vec<u64> = (0..tb as u64).map(|i| 10 + i).collect();
         let t = build(&extents, &at, 0).expect("build");

@@ -26,8 +26,20 @@ pub struct FileWriter {
 }
 
 impl FileWriter {
-    pub(crate) fn new(ino: u32, path: Arc<str>, window: PartitionWindow, runs: Arc<[Run]>, limit: Arc<AtomicU64>) -> Self {
-        Self { ino, path, window, runs, limit }
+    pub(crate) fn new(
+        ino: u32,
+        path: Arc<str>,
+        window: PartitionWindow,
+        runs: Arc<[Run]>,
+        limit: Arc<AtomicU64>,
+    ) -> Self {
+        Self {
+            ino,
+            path,
+            window,
+            runs,
+            limit,
+        }
     }
 
     /// The file's inode number.
@@ -51,7 +63,12 @@ impl FileWriter {
         let len = data.len() as u64;
         let size = self.size();
         if offset.checked_add(len).is_none_or(|end| end > size) {
-            return Err(Ext4Error::WritePastEnd { path: self.path.to_string(), offset, len, size });
+            return Err(Ext4Error::WritePastEnd {
+                path: self.path.to_string(),
+                offset,
+                len,
+                size,
+            });
         }
         let mut done = 0usize;
         let mut logical_byte = 0u64; // file offset where the current run starts
@@ -62,8 +79,11 @@ impl FileWriter {
             if pos < run_end {
                 let within = pos - logical_byte;
                 let n = usize::try_from((run_bytes - within).min((data.len() - done) as u64))
-                    .map_err(|_| Ext4Error::Internal("write chunk does not fit in memory".into()))?;
-                self.window.write_at(run.start * BLOCK_SIZE + within, &data[done..done + n])?;
+                    .map_err(|_| {
+                        Ext4Error::Internal("write chunk does not fit in memory".into())
+                    })?;
+                self.window
+                    .write_at(run.start * BLOCK_SIZE + within, &data[done..done + n])?;
                 done += n;
                 if done == data.len() {
                     return Ok(());
@@ -74,13 +94,20 @@ impl FileWriter {
         if done == data.len() {
             Ok(())
         } else {
-            Err(Ext4Error::Internal(format!("{}: reserved blocks do not cover offset {}", self.path, offset + done as u64)))
+            Err(Ext4Error::Internal(format!(
+                "{}: reserved blocks do not cover offset {}",
+                self.path,
+                offset + done as u64
+            )))
         }
     }
 
     /// A `std::io::Write` that appends from offset 0.
     pub fn sequential(self) -> SequentialWriter {
-        SequentialWriter { inner: self, pos: 0 }
+        SequentialWriter {
+            inner: self,
+            pos: 0,
+        }
     }
 }
 
@@ -105,7 +132,9 @@ impl SequentialWriter {
 
 impl std::io::Write for SequentialWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.inner.write_at(self.pos, buf).map_err(std::io::Error::other)?;
+        self.inner
+            .write_at(self.pos, buf)
+            .map_err(std::io::Error::other)?;
         self.pos += buf.len() as u64;
         Ok(buf.len())
     }

@@ -49,8 +49,8 @@ impl GroupDesc {
         put_u16(&mut b, 0x32, hi16(self.itable_unused)); // bg_itable_unused_hi
         put_u16(&mut b, 0x38, hi16(self.block_bitmap_csum)); // bg_block_bitmap_csum_hi
         put_u16(&mut b, 0x3A, hi16(self.inode_bitmap_csum)); // bg_inode_bitmap_csum_hi
-        // bg_checksum (0x1E) is zero here; the crc covers the group number
-        // then the whole descriptor.
+                                                             // bg_checksum (0x1E) is zero here; the crc covers the group number
+                                                             // then the whole descriptor.
         let c = csum::raw(csum::raw(fs_seed, &group.to_le_bytes()), &b);
         put_u16(&mut b, 0x1E, lo16(c));
         b

@@ -64,8 +64,8 @@ impl RawInode {
         put_u32(&mut b, 0x8C, atime_x); // i_atime_extra
         put_u32(&mut b, 0x90, crtime); // i_crtime
         put_u32(&mut b, 0x94, crtime_x); // i_crtime_extra
-        // Checksum over the whole inode with both checksum fields zero
-        // (they are: nothing above wrote 0x7C or 0x82).
+                                         // Checksum over the whole inode with both checksum fields zero
+                                         // (they are: nothing above wrote 0x7C or 0x82).
         let seed = csum::inode_seed(fs_seed, ino, 0);
         let c = csum::raw(seed, &b);
         put_u16(&mut b, 0x7C, lo16(c)); // l_i_checksum_lo

@@ -33,7 +33,7 @@ pub(crate) fn superblock(block_size: u32, maxlen: u32, fs_uuid: &[u8; 16]) -> Ve
     b[0x30..0x40].copy_from_slice(fs_uuid); // s_uuid
     put_be32(&mut b, 0x40, 1); // s_nr_users
     put_u8(&mut b, 0x50, CHECKSUM_TYPE_CRC32C); // s_checksum_type
-    // s_users stays zero: an internal journal has no external users list.
+                                                // s_users stays zero: an internal journal has no external users list.
     let c = csum::raw(!0, &b);
     put_be32(&mut b, 0xFC, c); // s_checksum
     b

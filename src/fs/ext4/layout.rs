@@ -90,9 +90,15 @@ fn reserved_gdt_blocks(blocks: u64, desc_blocks: u64) -> u64 {
     if blocks > u64::from(u32::MAX) {
         return 0; // the resize inode has 32-bit block pointers
     }
-    let max_blocks = if blocks < u64::from(u32::MAX) / 1024 { blocks * 1024 } else { u64::from(u32::MAX) };
+    let max_blocks = if blocks < u64::from(u32::MAX) / 1024 {
+        blocks * 1024
+    } else {
+        u64::from(u32::MAX)
+    };
     let rsv_groups = max_blocks.div_ceil(BLOCKS_PER_GROUP);
-    let rsv = rsv_groups.div_ceil(DESCS_PER_BLOCK).saturating_sub(desc_blocks);
+    let rsv = rsv_groups
+        .div_ceil(DESCS_PER_BLOCK)
+        .saturating_sub(desc_blocks);
     rsv.min(ADDR_PER_BLOCK)
 }
 
@@ -101,11 +107,17 @@ fn inodes_per_group(params: &Ext4Params, blocks: u64, groups: u64) -> Result<u64
     let by_ratio = bytes / params.inodes.bytes_per_inode.max(1024);
     let expected = params.inodes.expected_inodes;
     let wanted = by_ratio.max(expected.saturating_add(expected / 4).saturating_add(1024));
-    let per_group = wanted.div_ceil(groups).next_multiple_of(INODES_PER_BLOCK).max(INODES_PER_BLOCK);
+    let per_group = wanted
+        .div_ceil(groups)
+        .next_multiple_of(INODES_PER_BLOCK)
+        .max(INODES_PER_BLOCK);
     // An inode bitmap is one block: at most 8 * 4096 inodes per group.
     let max = 8 * BLOCK_SIZE;
     if per_group > max || per_group.saturating_mul(groups) > u64::from(u32::MAX) {
-        return Err(Ext4Error::TooManyInodes { wanted, max: (max * groups).min(u64::from(u32::MAX)) });
+        return Err(Ext4Error::TooManyInodes {
+            wanted,
+            max: (max * groups).min(u64::from(u32::MAX)),
+        });
     }
     Ok(per_group)
 }
@@ -116,7 +128,10 @@ impl Layout {
     pub fn new(size_bytes: u64, params: &Ext4Params) -> Result<(Self, Allocator), Ext4Error> {
         let mut blocks = size_bytes / BLOCK_SIZE;
         if blocks < MIN_BLOCKS {
-            return Err(Ext4Error::TooSmall { size: size_bytes, min: MIN_BLOCKS * BLOCK_SIZE });
+            return Err(Ext4Error::TooSmall {
+                size: size_bytes,
+                min: MIN_BLOCKS * BLOCK_SIZE,
+            });
         }
         loop {
             let groups = blocks.div_ceil(BLOCKS_PER_GROUP);
@@ -128,7 +143,11 @@ impl Layout {
             // 50 blocks is dropped.
             let last = groups - 1;
             let rem = blocks - last * BLOCKS_PER_GROUP;
-            let sb_overhead = if group_has_super(last) { 1 + desc_blocks + rsv } else { 0 };
+            let sb_overhead = if group_has_super(last) {
+                1 + desc_blocks + rsv
+            } else {
+                0
+            };
             let overhead = sb_overhead + 2 + itb;
             if groups > 1 && rem < overhead + 50 {
                 blocks -= rem;
@@ -172,29 +191,43 @@ impl Layout {
             let mut its = Vec::new();
             let mut pos = goal;
             for _ in 0..n {
-                let b = alloc.alloc_contiguous(pos, 1).ok_or_else(|| too_small("block bitmaps"))?;
+                let b = alloc
+                    .alloc_contiguous(pos, 1)
+                    .ok_or_else(|| too_small("block bitmaps"))?;
                 pos = b + 1;
                 bbs.push(b);
             }
             for _ in 0..n {
-                let b = alloc.alloc_contiguous(pos, 1).ok_or_else(|| too_small("inode bitmaps"))?;
+                let b = alloc
+                    .alloc_contiguous(pos, 1)
+                    .ok_or_else(|| too_small("inode bitmaps"))?;
                 pos = b + 1;
                 ibs.push(b);
             }
             for _ in 0..n {
-                let b = alloc.alloc_contiguous(pos, itb).ok_or_else(|| too_small("inode tables"))?;
+                let b = alloc
+                    .alloc_contiguous(pos, itb)
+                    .ok_or_else(|| too_small("inode tables"))?;
                 pos = b + itb;
                 its.push(b);
             }
             for i in 0..bbs.len() {
-                groups_meta.push(GroupMeta { block_bitmap: bbs[i], inode_bitmap: ibs[i], inode_table: its[i] });
+                groups_meta.push(GroupMeta {
+                    block_bitmap: bbs[i],
+                    inode_bitmap: ibs[i],
+                    inode_table: its[i],
+                });
             }
             flex_start += n;
         }
         // The resize inode's double-indirect block, right after group 0's
         // metadata.
         let resize_dind = if rsv > 0 {
-            Some(alloc.alloc_contiguous(0, 1).ok_or_else(|| too_small("resize inode"))?)
+            Some(
+                alloc
+                    .alloc_contiguous(0, 1)
+                    .ok_or_else(|| too_small("resize inode"))?,
+            )
         } else {
             None
         };
@@ -205,8 +238,13 @@ impl Layout {
         if groups > GROUPS_PER_FLEX {
             mid &= !(GROUPS_PER_FLEX - 1);
         }
-        let journal = alloc_from(&mut alloc, mid * BLOCKS_PER_GROUP, journal_blocks, u64::from(params.max_extent_blocks))
-            .ok_or_else(|| too_small("journal"))?;
+        let journal = alloc_from(
+            &mut alloc,
+            mid * BLOCKS_PER_GROUP,
+            journal_blocks,
+            u64::from(params.max_extent_blocks),
+        )
+        .ok_or_else(|| too_small("journal"))?;
         let reserved_blocks = blocks * u64::from(params.reserved_percent.min(50)) / 100;
         let layout = Self {
             blocks_count: blocks,
@@ -279,7 +317,13 @@ mod tests {
     use super::*;
 
     fn params() -> Ext4Params {
-        Ext4Params { inodes: super::super::params::InodePolicy { bytes_per_inode: 1 << 20, expected_inodes: 0 }, ..Ext4Params::default() }
+        Ext4Params {
+            inodes: super::super::params::InodePolicy {
+                bytes_per_inode: 1 << 20,
+                expected_inodes: 0,
+            },
+            ..Ext4Params::default()
+        }
     }
 
     #[test]
@@ -316,7 +360,13 @@ mod tests {
         assert_eq!(l.groups_meta[0].block_bitmap, 33);
         assert_eq!(l.groups_meta[1].inode_bitmap, 36);
         assert_eq!(l.groups_meta[1].inode_table, 45);
-        assert_eq!(l.journal, vec![Run { start: 32_801, len: 4096 }]);
+        assert_eq!(
+            l.journal,
+            vec![Run {
+                start: 32_801,
+                len: 4096
+            }]
+        );
         assert!(a.used_count() > 4096);
     }
 
@@ -329,6 +379,9 @@ mod tests {
 
     #[test]
     fn too_small_is_an_error() {
-        assert!(matches!(Layout::new(1 << 20, &params()), Err(Ext4Error::TooSmall { .. })));
+        assert!(matches!(
+            Layout::new(1 << 20, &params()),
+            Err(Ext4Error::TooSmall { .. })
+        ));
     }
 }

@@ -11,6 +11,7 @@ mod error;
 mod extent;
 mod file;
 mod group;
+mod host;
 mod inode;
 mod journal;
 mod layout;
@@ -20,5 +21,8 @@ mod superblock;
 pub use builder::{Ext4Builder, FinishStats, Ino, SpecialKind, ROOT_INO};
 pub use error::Ext4Error;
 pub use file::{FileWriter, SequentialWriter};
-pub use params::{source_date_epoch, Ext4Params, InodeMeta, InodePolicy, Timestamp, MAX_EXTENT_BLOCKS};
+pub use host::{add_host_tree, count_host_entries, host_meta, PendingCopies, COPY_BUF};
+pub use params::{
+    source_date_epoch, Ext4Params, InodeMeta, InodePolicy, Timestamp, MAX_EXTENT_BLOCKS,
+};
 pub use superblock::OldSuperblock;

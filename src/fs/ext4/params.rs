@@ -72,7 +72,15 @@ pub struct InodeMeta {
 impl InodeMeta {
     /// `perm`, root-owned, all four times `at`.
     pub fn new(perm: u16, at: Timestamp) -> Self {
-        Self { perm: perm & 0o7777, uid: 0, gid: 0, atime: at, mtime: at, ctime: at, crtime: at }
+        Self {
+            perm: perm & 0o7777,
+            uid: 0,
+            gid: 0,
+            atime: at,
+            mtime: at,
+            ctime: at,
+            crtime: at,
+        }
     }
 
     /// Same metadata with another owner.
@@ -109,7 +117,10 @@ pub struct InodePolicy {
 
 impl Default for InodePolicy {
     fn default() -> Self {
-        Self { bytes_per_inode: 64 * 1024, expected_inodes: 0 }
+        Self {
+            bytes_per_inode: 64 * 1024,
+            expected_inodes: 0,
+        }
     }
 }
 
@@ -165,7 +176,14 @@ mod tests {
     #[test]
     fn timestamp_encoding_matches_kernel_rules() {
         // 1970..2038: plain seconds, epoch bits 0.
-        assert_eq!(Timestamp { secs: 1_700_000_000, nanos: 5 }.encode(), (1_700_000_000, 5 << 2));
+        assert_eq!(
+            Timestamp {
+                secs: 1_700_000_000,
+                nanos: 5
+            }
+            .encode(),
+            (1_700_000_000, 5 << 2)
+        );
         // Before 1970: the signed 32-bit field carries it, epoch bits 0.
         assert_eq!(Timestamp::from_secs(-1).encode(), (0xFFFF_FFFF, 0));
         // After 2038: epoch bit 1 set.

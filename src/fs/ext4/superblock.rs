@@ -2,7 +2,9 @@
 
 use super::bytes::{hi32, lo32, put_u16, put_u32, put_u64, put_u8};
 use super::csum;
-use super::layout::{Layout, BLOCKS_PER_GROUP, DESC_SIZE, FIRST_INO, INODE_SIZE, LOG_BLOCK_SIZE, LOG_GROUPS_PER_FLEX};
+use super::layout::{
+    Layout, BLOCKS_PER_GROUP, DESC_SIZE, FIRST_INO, INODE_SIZE, LOG_BLOCK_SIZE, LOG_GROUPS_PER_FLEX,
+};
 
 pub(crate) const EXT4_SUPER_MAGIC: u16 = 0xEF53;
 
@@ -86,7 +88,11 @@ pub(crate) fn encode(info: &SuperInfo<'_>, group: u64) -> Vec<u8> {
         compat |= COMPAT_RESIZE_INODE;
     }
     put_u32(&mut b, 0x5C, compat); // s_feature_compat
-    put_u32(&mut b, 0x60, INCOMPAT_FILETYPE | INCOMPAT_EXTENTS | INCOMPAT_64BIT | INCOMPAT_FLEX_BG); // s_feature_incompat
+    put_u32(
+        &mut b,
+        0x60,
+        INCOMPAT_FILETYPE | INCOMPAT_EXTENTS | INCOMPAT_64BIT | INCOMPAT_FLEX_BG,
+    ); // s_feature_incompat
     put_u32(
         &mut b,
         0x64,
@@ -115,7 +121,11 @@ pub(crate) fn encode(info: &SuperInfo<'_>, group: u64) -> Vec<u8> {
     put_u32(&mut b, 0x158, hi32(info.free_blocks)); // s_free_blocks_count_hi
     put_u16(&mut b, 0x15C, super::inode::EXTRA_ISIZE); // s_min_extra_isize
     put_u16(&mut b, 0x15E, super::inode::EXTRA_ISIZE); // s_want_extra_isize
-    let flags = if info.signed_hash { FLAGS_SIGNED_HASH } else { FLAGS_UNSIGNED_HASH };
+    let flags = if info.signed_hash {
+        FLAGS_SIGNED_HASH
+    } else {
+        FLAGS_UNSIGNED_HASH
+    };
     put_u32(&mut b, 0x160, flags); // s_flags
     put_u8(&mut b, 0x174, LOG_GROUPS_PER_FLEX as u8); // s_log_groups_per_flex
     put_u8(&mut b, 0x175, CHECKSUM_CRC32C); // s_checksum_type
@@ -154,9 +164,21 @@ impl OldSuperblock {
         let end = label_raw.iter().position(|&c| c == 0).unwrap_or(16);
         let label = String::from_utf8_lossy(&label_raw[..end]).into_owned();
         let flags = super::bytes::get_u32(b, 0x160);
-        let blocks = u64::from(super::bytes::get_u32(b, 0x04)) | (u64::from(super::bytes::get_u32(b, 0x150)) << 32);
-        let reserved = u64::from(super::bytes::get_u32(b, 0x08)) | (u64::from(super::bytes::get_u32(b, 0x154)) << 32);
-        let reserved_percent = if blocks == 0 { 0 } else { u8::try_from((reserved * 100).div_ceil(blocks).min(50)).unwrap_or(0) };
-        Some(Self { uuid, label, hash_seed, signed_hash: flags & FLAGS_UNSIGNED_HASH == 0, reserved_percent })
+        let blocks = u64::from(super::bytes::get_u32(b, 0x04))
+            | (u64::from(super::bytes::get_u32(b, 0x150)) << 32);
+        let reserved = u64::from(super::bytes::get_u32(b, 0x08))
+            | (u64::from(super::bytes::get_u32(b, 0x154)) << 32);
+        let reserved_percent = if blocks == 0 {
+            0
+        } else {
+            u8::try_from((reserved * 100).div_ceil(blocks).min(50)).unwrap_or(0)
+        };
+        Some(Self {
+            uuid,
+            label,
+            hash_seed,
+            signed_hash: flags & FLAGS_UNSIGNED_HASH == 0,
+            reserved_percent,
+        })
     }
 }

@@ -1,0 +1,208 @@
+//! Import a directory tree of the host into a builder (what `mke2fs -d` does).
+//!
+//! Used by the `mkext4` example and the tests: the walk creates every
+//! directory, symlink, special file and hard link and reserves every regular
+//! file in a stable order (sorted names, depth first), then the data is
+//! copied by a pool of threads straight into the reserved blocks.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::builder::{Ext4Builder, Ino, SpecialKind};
+use super::error::Ext4Error;
+use super::file::FileWriter;
+use super::params::{InodeMeta, Timestamp};
+
+/// Copy buffer per thread. 1 MiB: large enough that syscall overhead is
+/// negligible (measured: 256 KiB, 1 MiB and 4 MiB copy a 3 GiB file at the
+/// same speed here), small enough to keep memory flat.
+pub const COPY_BUF: usize = 1 << 20;
+
+fn io(what: impl std::fmt::Display, path: &Path, source: std::io::Error) -> Ext4Error {
+    Ext4Error::Io {
+        what: format!("{what} {}", path.display()),
+        source,
+    }
+}
+
+/// Owner, permissions and times of a host file.
+pub fn host_meta(md: &std::fs::Metadata) -> InodeMeta {
+    let ts = |s: i64, n: i64| Timestamp {
+        secs: s,
+        nanos: u32::try_from(n).unwrap_or(0),
+    };
+    InodeMeta {
+        perm: u16::try_from(md.mode() & 0o7777).unwrap_or(0),
+        uid: md.uid(),
+        gid: md.gid(),
+        atime: ts(md.atime(), md.atime_nsec()),
+        mtime: ts(md.mtime(), md.mtime_nsec()),
+        ctime: ts(md.ctime(), md.ctime_nsec()),
+        // Linux `stat` has no portable birth time; use mtime.
+        crtime: ts(md.mtime(), md.mtime_nsec()),
+    }
+}
+
+/// glibc's `dev_t` layout (`gnu_dev_major` / `gnu_dev_minor`).
+fn dev_major(dev: u64) -> u32 {
+    u32::try_from(((dev >> 32) & 0xFFFF_F000) | ((dev >> 8) & 0x0000_0FFF)).unwrap_or(0)
+}
+fn dev_minor(dev: u64) -> u32 {
+    u32::try_from(((dev >> 12) & 0xFFFF_FF00) | (dev & 0x0000_00FF)).unwrap_or(0)
+}
+
+/// Files reserved by [`add_host_tree`] whose bytes still have to be copied.
+#[derive(Debug, Default)]
+pub struct PendingCopies {
+    files: Vec<(PathBuf, FileWriter)>,
+}
+
+impl PendingCopies {
+    /// Number of files to copy.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// True when nothing is left to copy.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// Copy every file with `threads` threads. A file that changed size since
+    /// it was reserved is an error naming it.
+    pub fn copy(self, threads: usize) -> Result<(), Ext4Error> {
+        let next = AtomicUsize::new(0);
+        let files = &self.files;
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads.max(1))
+                .map(|_| {
+                    s.spawn(|| -> Result<(), Ext4Error> {
+                        let mut buf = vec![0u8; COPY_BUF];
+                        while let Some((p, w)) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
+                            copy_one(p, w, &mut buf)?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            handles.into_iter().try_for_each(|h| {
+                h.join()
+                    .map_err(|_| Ext4Error::Internal("copy thread panicked".into()))?
+            })
+        })
+    }
+}
+
+fn copy_one(src: &Path, w: &FileWriter, buf: &mut [u8]) -> Result<(), Ext4Error> {
+    let mut f = File::open(src).map_err(|e| io("opening", src, e))?;
+    let mut off = 0u64;
+    loop {
+        let n = f.read(buf).map_err(|e| io("reading", src, e))?;
+        if n == 0 {
+            break;
+        }
+        w.write_at(off, &buf[..n])?;
+        off += n as u64;
+    }
+    if off != w.size() {
+        return Err(Ext4Error::BadSize {
+            path: src.display().to_string(),
+            size: off,
+            reason: "the file changed size while being copied",
+        });
+    }
+    Ok(())
+}
+
+/// Count the entries under `dir` (for the inode policy's `expected_inodes`).
+pub fn count_host_entries(dir: &Path) -> Result<u64, Ext4Error> {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).map_err(|e| io("reading directory", dir, e))? {
+        let e = e.map_err(|e| io("reading directory", dir, e))?;
+        n += 1;
+        if e.file_type()
+            .map_err(|err| io("stat", &e.path(), err))?
+            .is_dir()
+        {
+            n += count_host_entries(&e.path())?;
+        }
+    }
+    Ok(n)
+}
+
+/// Create `src`'s tree (not `src` itself) under directory `dest`. Returns
+/// the regular files whose data must then be copied.
+pub fn add_host_tree(
+    builder: &mut Ext4Builder,
+    src: &Path,
+    dest: Ino,
+) -> Result<PendingCopies, Ext4Error> {
+    let mut links = HashMap::new();
+    let mut pending = PendingCopies::default();
+    walk(builder, src, dest, &mut links, &mut pending)?;
+    Ok(pending)
+}
+
+fn walk(
+    b: &mut Ext4Builder,
+    src: &Path,
+    dir: Ino,
+    links: &mut HashMap<(u64, u64), Ino>,
+    pending: &mut PendingCopies,
+) -> Result<(), Ext4Error> {
+    let mut entries = std::fs::read_dir(src)
+        .map_err(|e| io("reading directory", src, e))?
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(|e| io("reading directory", src, e))?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let path = e.path();
+        let name = e.file_name();
+        let name = name.as_bytes();
+        let md = std::fs::symlink_metadata(&path).map_err(|e| io("stat", &path, e))?;
+        let ft = md.file_type();
+        let meta = host_meta(&md);
+        if ft.is_dir() {
+            let ino = b.mkdir(dir, name, meta)?;
+            walk(b, &path, ino, links, pending)?;
+            continue;
+        }
+        let key = (md.dev(), md.ino());
+        if md.nlink() > 1 {
+            if let Some(&target) = links.get(&key) {
+                b.hard_link(dir, name, target)?;
+                continue;
+            }
+        }
+        let ino = if ft.is_file() {
+            let w = b.create_file(dir, name, md.len(), meta)?;
+            let ino = w.ino();
+            pending.files.push((path.clone(), w));
+            ino
+        } else if ft.is_symlink() {
+            let target = std::fs::read_link(&path).map_err(|e| io("readlink", &path, e))?;
+            b.symlink(dir, name, target.as_os_str().as_bytes(), meta)?
+        } else {
+            let (major, minor) = (dev_major(md.rdev()), dev_minor(md.rdev()));
+            let kind = if ft.is_fifo() {
+                SpecialKind::Fifo
+            } else if ft.is_socket() {
+                SpecialKind::Socket
+            } else if ft.is_char_device() {
+                SpecialKind::CharDevice(major, minor)
+            } else {
+                SpecialKind::BlockDevice(major, minor)
+            };
+            b.mknod(dir, name, kind, meta)?
+        };
+        if md.nlink() > 1 {
+            links.insert(key, ino);
+        }
+    }
+    Ok(())
+}
