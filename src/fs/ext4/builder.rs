@@ -142,9 +142,14 @@ fn is_valid_name(name: &[u8]) -> Result<(), &'static str> {
 
 /// Derive 16 bytes from the inputs (reproducible builds) or take them from
 /// the OS's random source.
-fn make_id(purpose: &str, label: &str, size: u64, time: Timestamp) -> [u8; 16] {
+fn make_id(
+    deterministic: bool,
+    purpose: &str,
+    label: &str,
+    size: u64,
+    time: Timestamp,
+) -> [u8; 16] {
     let mut out = [0u8; 16];
-    let deterministic = super::params::source_date_epoch().is_some();
     if !deterministic {
         use std::io::Read;
         if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
@@ -183,12 +188,24 @@ impl Ext4Builder {
         }
         let size = window.len();
         let (layout, mut alloc) = Layout::new(size, &params)?;
-        let uuid = params
-            .uuid
-            .unwrap_or_else(|| as_uuid_v4(make_id("uuid", &params.label, size, params.time)));
-        let hash_seed = params
-            .hash_seed
-            .unwrap_or_else(|| as_uuid_v4(make_id("hash-seed", &params.label, size, params.time)));
+        let uuid = params.uuid.unwrap_or_else(|| {
+            as_uuid_v4(make_id(
+                params.deterministic,
+                "uuid",
+                &params.label,
+                size,
+                params.time,
+            ))
+        });
+        let hash_seed = params.hash_seed.unwrap_or_else(|| {
+            as_uuid_v4(make_id(
+                params.deterministic,
+                "hash-seed",
+                &params.label,
+                size,
+                params.time,
+            ))
+        });
         let fs_seed = csum::fs_seed(&uuid);
         // Journal extent tree blocks (only for journals of more than 4 runs).
         let jtree = extent::tree_blocks(layout.journal.len()) as u64;

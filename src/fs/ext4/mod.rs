@@ -5,6 +5,7 @@
 mod alloc;
 mod builder;
 mod bytes;
+mod carry;
 mod csum;
 mod dir;
 mod error;
@@ -19,6 +20,7 @@ mod params;
 mod superblock;
 
 pub use builder::{Ext4Builder, FinishStats, Ino, SpecialKind, ROOT_INO};
+pub use carry::OldTree;
 pub use error::Ext4Error;
 pub use file::{FileWriter, SequentialWriter};
 pub use host::{add_host_tree, count_host_entries, host_meta, PendingCopies, COPY_BUF};

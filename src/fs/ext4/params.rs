@@ -145,6 +145,9 @@ pub struct Ext4Params {
     /// `s_flags`: signed (true) or unsigned directory hash. Default: signed,
     /// as mke2fs sets it on x86 (kept from the old filesystem when carried over).
     pub signed_hash: bool,
+    /// No randomness: UUID and hash seed, when not given, are derived from
+    /// the label, size and time. Default: true when `SOURCE_DATE_EPOCH` is set.
+    pub deterministic: bool,
     /// Longest extent in blocks. ext4's maximum for an initialised extent is
     /// 32768 (128 MiB); tests lower it to force deep extent trees on small files.
     pub max_extent_blocks: u16,
@@ -160,6 +163,7 @@ impl Default for Ext4Params {
             reserved_percent: 1,
             time: Timestamp::build_time(),
             signed_hash: true,
+            deterministic: source_date_epoch().is_some(),
             max_extent_blocks: MAX_EXTENT_BLOCKS,
         }
     }

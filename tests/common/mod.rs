@@ -1,0 +1,276 @@
+//! Helpers shared by the integration tests: external oracles (e2fsprogs,
+//! util-linux) and a model of an expected tree.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use image_creator::fs::ext4::{
+    Ext4Builder, Ext4Params, FinishStats, Ino, InodeMeta, Timestamp, ROOT_INO,
+};
+use image_creator::partition::PartitionWindow;
+
+/// True when `tool` can be run; prints a SKIP line otherwise.
+pub fn have(tool: &str) -> bool {
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("SKIP: `{tool}` is not installed (CI installs it; see .ci/run)");
+    }
+    ok
+}
+
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Run a command, returning (exit code, stdout+stderr).
+pub fn run(cmd: &mut Command) -> (i32, String) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
+    s.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), s)
+}
+
+/// `e2fsck -fn IMG` must exit 0.
+pub fn assert_e2fsck_clean(img: &Path) {
+    let (code, out) = run(Command::new("e2fsck").arg("-fn").arg(img));
+    assert_eq!(code, 0, "e2fsck -fn {} failed:\n{out}", img.display());
+}
+
+pub fn debugfs(img: &Path, req: &str) -> String {
+    let (code, out) = run(Command::new("debugfs").arg("-R").arg(req).arg(img));
+    assert_eq!(code, 0, "debugfs -R '{req}' failed:\n{out}");
+    out
+}
+
+/// `debugfs -R 'rdump / DIR'` into a fresh directory under `into`.
+pub fn rdump(img: &Path, into: &Path) -> PathBuf {
+    let dst = into.join("rdump");
+    std::fs::create_dir_all(&dst).unwrap();
+    debugfs(img, &format!("rdump / {}", dst.display()));
+    dst
+}
+
+/// A fresh zero-filled image file of `size` bytes and a window over it.
+pub fn image(dir: &Path, name: &str, size: u64) -> (PathBuf, PartitionWindow) {
+    let path = dir.join(name);
+    let f = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    f.set_len(size).unwrap();
+    let w = PartitionWindow::new(Arc::new(f), &path, 0, size);
+    (path, w)
+}
+
+/// Fixed identity and time so builds are comparable.
+pub fn fixed_params() -> Ext4Params {
+    Ext4Params {
+        label: "data".into(),
+        uuid: Some(*b"\x12\x34\x56\x78\x9a\xbc\x4d\xef\x81\x23\x45\x67\x89\xab\xcd\xef"),
+        hash_seed: Some([7; 16]),
+        time: Timestamp::from_secs(1_700_000_000),
+        deterministic: true,
+        ..Ext4Params::default()
+    }
+}
+
+/// One entry of an expected tree.
+#[derive(Debug, Clone)]
+pub enum MKind {
+    Dir,
+    File(Vec<u8>),
+    Symlink(Vec<u8>),
+    /// Hard link to the entry at this index (a file).
+    HardLink(usize),
+}
+
+#[derive(Debug, Clone)]
+pub struct MEntry {
+    /// Relative path, parents listed before children.
+    pub path: String,
+    pub kind: MKind,
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Build the model into a fresh image; data is written in reverse order of
+/// creation to show the layout does not depend on write order.
+pub fn build_model(entries: &[MEntry], img: &PartitionWindow, params: Ext4Params) -> FinishStats {
+    let mut b = Ext4Builder::new(img.clone(), params).unwrap();
+    let mut inos: Vec<Option<Ino>> = Vec::new();
+    let mut writes = Vec::new();
+    for e in entries {
+        let (parent_path, name) = match e.path.rfind('/') {
+            Some(i) => (&e.path[..i], &e.path[i + 1..]),
+            None => ("", e.path.as_str()),
+        };
+        let parent = if parent_path.is_empty() {
+            ROOT_INO
+        } else {
+            b.lookup(parent_path).unwrap()
+        };
+        let meta = InodeMeta {
+            mtime: Timestamp {
+                secs: e.mtime,
+                nanos: 123_456_789,
+            },
+            ..InodeMeta::new(e.perm, Timestamp::from_secs(e.mtime))
+        }
+        .with_owner(e.uid, e.gid);
+        let ino = match &e.kind {
+            MKind::Dir => Some(b.mkdir(parent, name.as_bytes(), meta).unwrap()),
+            MKind::File(data) => {
+                let w = b
+                    .create_file(parent, name.as_bytes(), data.len() as u64, meta)
+                    .unwrap();
+                let ino = w.ino();
+                writes.push((w, data.clone()));
+                Some(ino)
+            }
+            MKind::Symlink(t) => Some(b.symlink(parent, name.as_bytes(), t, meta).unwrap()),
+            MKind::HardLink(i) => {
+                b.hard_link(parent, name.as_bytes(), inos[*i].unwrap())
+                    .unwrap();
+                None
+            }
+        };
+        inos.push(ino);
+    }
+    for (w, data) in writes.iter().rev() {
+        // In two halves, second half first.
+        let mid = data.len() / 2;
+        w.write_at(mid as u64, &data[mid..]).unwrap();
+        w.write_at(0, &data[..mid]).unwrap();
+    }
+    b.finish().unwrap()
+}
+
+/// Check an image against its model with e2fsck and debugfs.
+pub fn verify_model(entries: &[MEntry], img: &Path, scratch: &Path) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    assert_e2fsck_clean(img);
+    let root = rdump(img, scratch);
+    let mut expected_names: Vec<String> = Vec::new();
+    for e in entries {
+        let p = root.join(&e.path);
+        expected_names.push(e.path.clone());
+        let md = std::fs::symlink_metadata(&p).unwrap_or_else(|err| panic!("{}: {err}", e.path));
+        match &e.kind {
+            MKind::Dir => assert!(md.is_dir(), "{} should be a directory", e.path),
+            MKind::File(data) => {
+                assert!(md.is_file(), "{} should be a file", e.path);
+                let got = std::fs::read(&p).unwrap();
+                assert!(
+                    got == *data,
+                    "{}: content differs ({} vs {} bytes)",
+                    e.path,
+                    got.len(),
+                    data.len()
+                );
+            }
+            MKind::Symlink(t) => {
+                let got = std::fs::read_link(&p).unwrap();
+                use std::os::unix::ffi::OsStrExt;
+                assert_eq!(
+                    got.as_os_str().as_bytes(),
+                    t.as_slice(),
+                    "{} target",
+                    e.path
+                );
+            }
+            MKind::HardLink(i) => {
+                let MKind::File(data) = &entries[*i].kind else {
+                    panic!("hard link to non-file")
+                };
+                assert_eq!(&std::fs::read(&p).unwrap(), data, "{} (hard link)", e.path);
+            }
+        }
+        if !matches!(e.kind, MKind::Symlink(_) | MKind::HardLink(_)) {
+            // rdump chowns after chmod, which clears setuid/setgid on the
+            // copy: compare the low bits here and the full mode with stat.
+            assert_eq!(
+                md.permissions().mode() & 0o777,
+                u32::from(e.perm & 0o777),
+                "{} permissions",
+                e.path
+            );
+            if e.perm & 0o7000 != 0 {
+                let st = debugfs(img, &format!("stat \"/{}\"", e.path));
+                assert!(
+                    st.contains(&format!("Mode:  0{:04o}", e.perm)),
+                    "{} mode: {st}",
+                    e.path
+                );
+            }
+            if is_root() {
+                assert_eq!((md.uid(), md.gid()), (e.uid, e.gid), "{} owner", e.path);
+            }
+            assert_eq!(md.mtime(), e.mtime, "{} mtime", e.path);
+        }
+    }
+    // Nothing else in the image but lost+found.
+    let mut found = Vec::new();
+    collect(&root, &root, &mut found);
+    found.retain(|p| p != "lost+found");
+    found.sort();
+    expected_names.sort();
+    assert_eq!(found, expected_names, "set of paths in the image");
+    // Hard link counts, from the inode.
+    for e in entries {
+        if let MKind::HardLink(i) = e.kind {
+            let out = debugfs(img, &format!("stat \"/{}\"", entries[i].path));
+            let n = 1 + entries
+                .iter()
+                .filter(|x| matches!(x.kind, MKind::HardLink(j) if j == i))
+                .count();
+            assert!(
+                out.contains(&format!("Links: {n}")),
+                "links of {}: {out}",
+                entries[i].path
+            );
+        }
+    }
+}
+
+fn collect(root: &Path, dir: &Path, out: &mut Vec<String>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let rel = e
+            .path()
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        out.push(rel);
+        if e.file_type().unwrap().is_dir() {
+            collect(root, &e.path(), out);
+        }
+    }
+}
