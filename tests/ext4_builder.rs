@@ -1,6 +1,6 @@
 //! The ext4 builder checked by tools nobody here wrote: e2fsck, debugfs,
 //! resize2fs and (as root with loop devices) the kernel.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
 mod common;
 

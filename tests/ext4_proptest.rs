@@ -1,7 +1,7 @@
 //! Property test: random trees → e2fsck clean → read back equal with debugfs.
 //!
 //! 100 cases by default (CI); set `EXT4_PROPTEST_CASES` for more.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
 mod common;
 

@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests: external oracles (e2fsprogs,
 //! util-linux) and a model of an expected tree.
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code, clippy::unwrap_used, clippy::cast_possible_truncation)]
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

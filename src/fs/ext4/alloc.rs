@@ -40,10 +40,7 @@ impl Allocator {
         }
     }
 
-    pub fn total(&self) -> u64 {
-        self.total
-    }
-
+    #[cfg(test)]
     pub fn used_count(&self) -> u64 {
         self.used_count
     }

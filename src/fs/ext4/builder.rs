@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::alloc::{Allocator, Run};
-use super::bytes::{get_u32, put_u32};
+use super::bytes::{get_u32, hi32, lo16, lo32, put_u32, u64_of, us};
 use super::csum;
 use super::dir;
 use super::error::Ext4Error;
@@ -232,7 +232,7 @@ impl Ext4Builder {
             nodes: Vec::new(),
             journal_tree,
         };
-        b.nodes.resize_with((FIRST_INO - 1) as usize, || None);
+        b.nodes.resize_with(us(u64::from(FIRST_INO - 1)), || None);
         let t = b.params.time;
         b.nodes[1] = Some(Node {
             perm_meta: InodeMeta::new(0o755, t),
@@ -250,7 +250,7 @@ impl Ext4Builder {
         if let Some(Some(Node {
             kind: Kind::Dir { min_blocks, .. },
             ..
-        })) = b.nodes.get_mut((LOST_FOUND_INO - 1) as usize)
+        })) = b.nodes.get_mut(us(u64::from(LOST_FOUND_INO - 1)))
         {
             *min_blocks = LOST_FOUND_BLOCKS;
         }
@@ -281,14 +281,14 @@ impl Ext4Builder {
 
     fn node(&self, ino: u32) -> Result<&Node, Ext4Error> {
         ino.checked_sub(1)
-            .and_then(|i| self.nodes.get(i as usize))
+            .and_then(|i| self.nodes.get(us(u64::from(i))))
             .and_then(Option::as_ref)
             .ok_or(Ext4Error::UnknownInode { ino })
     }
 
     fn node_mut(&mut self, ino: u32) -> Result<&mut Node, Ext4Error> {
         ino.checked_sub(1)
-            .and_then(|i| self.nodes.get_mut(i as usize))
+            .and_then(|i| self.nodes.get_mut(us(u64::from(i))))
             .and_then(Option::as_mut)
             .ok_or(Ext4Error::UnknownInode { ino })
     }
@@ -665,7 +665,8 @@ impl Ext4Builder {
         // 1. Directory blocks (allocated now that their sizes are known).
         let mut dir_blocks: BTreeMap<u32, (Vec<Run>, Vec<u64>)> = BTreeMap::new();
         for idx in 0..self.nodes.len() {
-            let ino = idx as u32 + 1;
+            let ino = u32::try_from(idx + 1)
+                .map_err(|_| Ext4Error::Internal("inode number overflow".into()))?;
             let n = match &self.nodes[idx] {
                 Some(Node {
                     kind:
@@ -696,8 +697,8 @@ impl Ext4Builder {
         let _ = size;
 
         // 2. Inodes, directory contents, extent trees, symlink blocks.
-        let mut group_used_inodes = vec![0u64; self.layout.groups as usize];
-        let mut group_dirs = vec![0u32; self.layout.groups as usize];
+        let mut group_used_inodes = vec![0u64; us(self.layout.groups)];
+        let mut group_dirs = vec![0u32; us(self.layout.groups)];
         let ipg = self.layout.inodes_per_group;
         let last_ino = self.nodes.len() as u64;
         let mut table: Vec<u8> = Vec::new();
@@ -708,25 +709,25 @@ impl Ext4Builder {
                 self.flush_table(table_group, &table)?;
                 table_group = g;
                 let used_here = (last_ino - g * ipg).min(ipg);
-                table = vec![0u8; (used_here * INODE_SIZE).next_multiple_of(BLOCK_SIZE) as usize];
+                table = vec![0u8; us((used_here * INODE_SIZE).next_multiple_of(BLOCK_SIZE))];
             }
-            group_used_inodes[g as usize] = ino - g * ipg;
-            let raw = self.inode_for(ino as u32, &dir_blocks)?;
+            group_used_inodes[us(g)] = ino - g * ipg;
+            let raw = self.inode_for(lo32(ino), &dir_blocks)?;
             if let Some(raw) = raw {
                 if raw.mode & 0o170000 == S_IFDIR {
-                    group_dirs[g as usize] += 1;
+                    group_dirs[us(g)] += 1;
                 }
-                let off = ((ino - 1 - g * ipg) * INODE_SIZE) as usize;
-                table[off..off + INODE_SIZE as usize]
-                    .copy_from_slice(&raw.encode(ino as u32, self.fs_seed));
+                let off = us((ino - 1 - g * ipg) * INODE_SIZE);
+                table[off..off + us(INODE_SIZE)]
+                    .copy_from_slice(&raw.encode(lo32(ino), self.fs_seed));
             }
         }
         self.flush_table(table_group, &table)?;
 
         // 3. Journal superblock, resize inode blocks.
         let jsb = journal::superblock(
-            BLOCK_SIZE as u32,
-            self.layout.journal_blocks as u32,
+            lo32(BLOCK_SIZE),
+            lo32(self.layout.journal_blocks),
             &self.uuid,
         );
         let j0 = self
@@ -739,7 +740,7 @@ impl Ext4Builder {
         self.write_resize_blocks()?;
 
         // 4. Bitmaps and group descriptors.
-        let mut descs = Vec::with_capacity(self.layout.groups as usize);
+        let mut descs = Vec::with_capacity(us(self.layout.groups));
         let runs: Vec<Run> = self.alloc.used_runs().collect();
         let mut run_idx = 0usize;
         for g in 0..self.layout.groups {
@@ -755,22 +756,22 @@ impl Ext4Builder {
             while k < runs.len() && runs[k].start < gend {
                 let s = runs[k].start.max(gstart);
                 let e = runs[k].end().min(gend);
-                set_bits(&mut bb, (s - gstart) as usize, (e - gstart) as usize);
+                set_bits(&mut bb, us(s - gstart), us(e - gstart));
                 used += e - s;
                 k += 1;
             }
             // Bits past the end of a short last group are set (in use).
-            set_bits(&mut bb, gblocks as usize, BLOCK_SIZE_USIZE * 8);
-            let meta = self.layout.groups_meta[g as usize];
+            set_bits(&mut bb, us(gblocks), BLOCK_SIZE_USIZE * 8);
+            let meta = self.layout.groups_meta[us(g)];
             self.window.write_at(meta.block_bitmap * BLOCK_SIZE, &bb)?;
-            let bb_csum = csum::raw(self.fs_seed, &bb[..(BLOCKS_PER_GROUP / 8) as usize]);
+            let bb_csum = csum::raw(self.fs_seed, &bb[..us(BLOCKS_PER_GROUP / 8)]);
 
-            let used_inodes = group_used_inodes[g as usize];
+            let used_inodes = group_used_inodes[us(g)];
             let mut ib = vec![0u8; BLOCK_SIZE_USIZE];
-            set_bits(&mut ib, 0, used_inodes as usize);
-            set_bits(&mut ib, ipg as usize, BLOCK_SIZE_USIZE * 8);
+            set_bits(&mut ib, 0, us(used_inodes));
+            set_bits(&mut ib, us(ipg), BLOCK_SIZE_USIZE * 8);
             self.window.write_at(meta.inode_bitmap * BLOCK_SIZE, &ib)?;
-            let ib_csum = csum::raw(self.fs_seed, &ib[..(ipg / 8) as usize]);
+            let ib_csum = csum::raw(self.fs_seed, &ib[..us(ipg / 8)]);
             let mut flags = BG_INODE_ZEROED;
             if used_inodes == 0 {
                 flags |= BG_INODE_UNINIT;
@@ -779,19 +780,19 @@ impl Ext4Builder {
                 block_bitmap: meta.block_bitmap,
                 inode_bitmap: meta.inode_bitmap,
                 inode_table: meta.inode_table,
-                free_blocks: (gblocks - used) as u32,
-                free_inodes: (ipg - used_inodes) as u32,
-                used_dirs: group_dirs[g as usize],
+                free_blocks: lo32(gblocks - used),    // <= 32768
+                free_inodes: lo32(ipg - used_inodes), // <= 32768
+                used_dirs: group_dirs[us(g)],
                 flags,
                 block_bitmap_csum: bb_csum,
                 inode_bitmap_csum: ib_csum,
-                itable_unused: (ipg - used_inodes) as u32,
+                itable_unused: lo32(ipg - used_inodes),
             });
         }
-        let mut gdt = vec![0u8; (self.layout.desc_blocks * BLOCK_SIZE) as usize];
+        let mut gdt = vec![0u8; us(self.layout.desc_blocks * BLOCK_SIZE)];
         for (g, d) in descs.iter().enumerate() {
-            let off = g * DESC_SIZE as usize;
-            gdt[off..off + DESC_SIZE as usize].copy_from_slice(&d.encode(g as u32, self.fs_seed));
+            let off = g * us(DESC_SIZE);
+            gdt[off..off + us(DESC_SIZE)].copy_from_slice(&d.encode(lo32(u64_of(g)), self.fs_seed));
         }
 
         // 5. Superblocks and descriptor tables, primary and backups.
@@ -805,8 +806,8 @@ impl Ext4Builder {
             *w = get_u32(&jtree.i_block, 4 * i);
         }
         let jsize = self.layout.journal_blocks * BLOCK_SIZE;
-        jnl_blocks[15] = (jsize >> 32) as u32;
-        jnl_blocks[16] = (jsize & 0xFFFF_FFFF) as u32;
+        jnl_blocks[15] = hi32(jsize);
+        jnl_blocks[16] = lo32(jsize);
         let info = SuperInfo {
             layout: &self.layout,
             free_blocks,
@@ -839,7 +840,7 @@ impl Ext4Builder {
         if group == u64::MAX || table.is_empty() {
             return Ok(());
         }
-        let at = self.layout.groups_meta[group as usize].inode_table * BLOCK_SIZE;
+        let at = self.layout.groups_meta[us(group)].inode_table * BLOCK_SIZE;
         self.window.write_at(at, table)?;
         Ok(())
     }
@@ -885,7 +886,7 @@ impl Ext4Builder {
                 return Ok(None);
             };
             let mut i_block = [0u8; 60];
-            put_u32(&mut i_block, 13 * 4, dind as u32); // i_block[EXT2_DIND_BLOCK]
+            put_u32(&mut i_block, 13 * 4, lo32(dind)); // < 2^32: resize inode only exists then // i_block[EXT2_DIND_BLOCK]
             let rsv = self.layout.reserved_gdt_blocks;
             let backups = self.layout.backup_groups().count() as u64;
             let apb = ADDR_PER_BLOCK;
@@ -900,7 +901,7 @@ impl Ext4Builder {
                 i_block,
             }));
         }
-        let Some(Some(node)) = self.nodes.get(ino as usize - 1) else {
+        let Some(Some(node)) = self.nodes.get(us(u64::from(ino)).wrapping_sub(1)) else {
             return Ok(None);
         };
         let meta = node.perm_meta;
@@ -938,8 +939,8 @@ impl Ext4Builder {
                     });
                 }
                 let nblocks: u64 = runs.iter().map(|r| r.len).sum();
-                let blocks = dir::build_blocks(&entries, nblocks as usize, seed)
-                    .map_err(Ext4Error::Internal)?;
+                let blocks =
+                    dir::build_blocks(&entries, us(nblocks), seed).map_err(Ext4Error::Internal)?;
                 let mut bi = blocks.iter();
                 for r in runs {
                     for b in r.start..r.end() {
@@ -957,7 +958,7 @@ impl Ext4Builder {
                     mode: S_IFDIR | perm,
                     meta,
                     size: nblocks * BLOCK_SIZE,
-                    links: if links > LINK_MAX { 1 } else { links as u16 },
+                    links: if links > LINK_MAX { 1 } else { lo16(links) },
                     sectors: (nblocks + tree_at.len() as u64) * (BLOCK_SIZE / 512),
                     flags: EXTENTS_FL,
                     i_block: tree.i_block,
@@ -972,7 +973,7 @@ impl Ext4Builder {
                     mode: S_IFREG | perm,
                     meta,
                     size: limit.load(Ordering::Relaxed),
-                    links: node.links as u16,
+                    links: lo16(node.links), // <= LINK_MAX
                     sectors: (nblocks + tree.len() as u64) * (BLOCK_SIZE / 512),
                     flags: EXTENTS_FL,
                     i_block: t.i_block,
@@ -1010,7 +1011,7 @@ impl Ext4Builder {
                         ..meta
                     },
                     size: target.len() as u64,
-                    links: node.links as u16,
+                    links: lo16(node.links), // <= LINK_MAX
                     sectors,
                     flags,
                     i_block,
@@ -1038,7 +1039,7 @@ impl Ext4Builder {
                     mode: ty | perm,
                     meta,
                     size: 0,
-                    links: node.links as u16,
+                    links: lo16(node.links), // <= LINK_MAX
                     sectors: 0,
                     flags: 0,
                     i_block,
@@ -1074,11 +1075,11 @@ impl Ext4Builder {
         let mut dind_buf = vec![0u8; BLOCK_SIZE_USIZE];
         for i in 0..rsv {
             let pblk = 1 + desc + i;
-            let slot = ((desc + i) % ADDR_PER_BLOCK) as usize;
-            put_u32(&mut dind_buf, slot * 4, pblk as u32);
+            let slot = us((desc + i) % ADDR_PER_BLOCK);
+            put_u32(&mut dind_buf, slot * 4, lo32(pblk));
             let mut ind = vec![0u8; BLOCK_SIZE_USIZE];
-            for (k, g) in backups.iter().enumerate().take(ADDR_PER_BLOCK as usize) {
-                put_u32(&mut ind, k * 4, (pblk + g * BLOCKS_PER_GROUP) as u32);
+            for (k, g) in backups.iter().enumerate().take(us(ADDR_PER_BLOCK)) {
+                put_u32(&mut ind, k * 4, lo32(pblk + g * BLOCKS_PER_GROUP));
             }
             self.window.write_at(pblk * BLOCK_SIZE, &ind)?;
         }

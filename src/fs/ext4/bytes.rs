@@ -5,6 +5,34 @@
 //! are buffers this module sized itself, so an out-of-range offset is a bug in
 //! the layout code (caught by the tests), never a consequence of input.
 
+#[cfg(not(target_pointer_width = "64"))]
+compile_error!("image-creator indexes images larger than 4 GiB: it needs a 64-bit target");
+
+/// `u64` to `usize`: lossless, since the crate only builds for 64-bit
+/// targets (see the `compile_error!` above).
+#[allow(clippy::cast_possible_truncation)]
+pub(crate) const fn us(v: u64) -> usize {
+    v as usize
+}
+
+/// `usize` to `u64`: lossless on every target Rust supports.
+pub(crate) const fn u64_of(v: usize) -> u64 {
+    v as u64
+}
+
+/// Low 16 bits of a `usize` that the on-disk format bounds (entry counts,
+/// record lengths inside a 4 KiB block).
+#[allow(clippy::cast_possible_truncation)] // masked: truncation is the intent
+pub(crate) const fn field16(v: usize) -> u16 {
+    (v & 0xFFFF) as u16
+}
+
+/// Low 8 bits of a `usize` that the format bounds (name lengths <= 255).
+#[allow(clippy::cast_possible_truncation)] // masked: truncation is the intent
+pub(crate) const fn field8(v: usize) -> u8 {
+    (v & 0xFF) as u8
+}
+
 pub(crate) fn put_u8(buf: &mut [u8], off: usize, v: u8) {
     buf[off] = v;
 }

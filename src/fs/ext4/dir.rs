@@ -4,7 +4,7 @@
 //! padded to 4 bytes; the last entry of a block stretches to the 12-byte
 //! `ext4_dir_entry_tail` that holds the block's crc32c.
 
-use super::bytes::{put_u16, put_u32, put_u8};
+use super::bytes::{field16, field8, put_u16, put_u32, put_u8};
 use super::csum;
 use super::layout::BLOCK_SIZE_USIZE;
 
@@ -26,7 +26,7 @@ pub(crate) struct Entry<'a> {
 }
 
 /// How many blocks the given entries (including `.` and `..`) need.
-pub(crate) fn blocks_needed<'a>(names: impl Iterator<Item = usize>) -> usize {
+pub(crate) fn blocks_needed(names: impl Iterator<Item = usize>) -> usize {
     let mut blocks = 1;
     let mut used = 0;
     for n in names {
@@ -59,8 +59,8 @@ pub(crate) fn build_blocks(
             used = 0;
         }
         put_u32(&mut cur, used, e.ino); // inode
-        put_u16(&mut cur, used + 4, len as u16); // rec_len (<= 4084)
-        put_u8(&mut cur, used + 6, e.name.len() as u8); // name_len (<= 255, checked by the builder)
+        put_u16(&mut cur, used + 4, field16(len)); // rec_len (<= 4084)
+        put_u8(&mut cur, used + 6, field8(e.name.len())); // name_len (<= 255, checked by the builder)
         put_u8(&mut cur, used + 7, e.file_type); // file_type
         cur[used + 8..used + 8 + e.name.len()].copy_from_slice(e.name);
         last_off = Some(used);
@@ -85,15 +85,15 @@ pub(crate) fn build_blocks(
 fn finish_block(b: &mut [u8], last_off: Option<usize>, used: usize, inode_seed: u32) {
     match last_off {
         // Stretch the last entry over the free space.
-        Some(off) => put_u16(b, off + 4, (USABLE - off) as u16),
+        Some(off) => put_u16(b, off + 4, field16(USABLE - off)),
         // An empty block: one unused entry (inode 0) covering it.
-        None => put_u16(b, 4, USABLE as u16),
+        None => put_u16(b, 4, field16(USABLE)),
     }
     let _ = used;
     // ext4_dir_entry_tail: det_reserved_zero1 = 0, det_rec_len = 12,
     // det_reserved_zero2 = 0, det_reserved_ft = 0xDE, det_checksum.
     put_u32(b, USABLE, 0);
-    put_u16(b, USABLE + 4, TAIL_SIZE as u16);
+    put_u16(b, USABLE + 4, field16(TAIL_SIZE));
     put_u8(b, USABLE + 6, 0);
     put_u8(b, USABLE + 7, 0xDE);
     let c = csum::raw(inode_seed, &b[..USABLE]);

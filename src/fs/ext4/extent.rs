@@ -1,7 +1,7 @@
 //! Extent trees: up to 4 extents in the inode, else leaf blocks of 340
 //! extents under index levels (depth 1, 2, ...), each block with its crc32c tail.
 
-use super::bytes::{hi32, lo32, put_u16, put_u32};
+use super::bytes::{field16, hi32, lo32, put_u16, put_u32};
 use super::csum;
 use super::layout::BLOCK_SIZE_USIZE;
 
@@ -38,8 +38,8 @@ pub(crate) fn tree_blocks(n: usize) -> usize {
 
 fn header(buf: &mut [u8], entries: usize, max: usize, depth: u16) {
     put_u16(buf, 0, EXT4_EXT_MAGIC); // eh_magic
-    put_u16(buf, 2, entries as u16); // eh_entries (<= 340)
-    put_u16(buf, 4, max as u16); // eh_max
+    put_u16(buf, 2, field16(entries)); // eh_entries (<= 340)
+    put_u16(buf, 4, field16(max)); // eh_max
     put_u16(buf, 6, depth); // eh_depth
     put_u32(buf, 8, 0); // eh_generation
 }
@@ -147,7 +147,7 @@ mod tests {
         let n = 340 * 4 + 1;
         let extents: Vec<Extent> = (0..n)
             .map(|i| Extent {
-                logical: i as u32,
+                logical: u32::try_from(i).expect("test sizes are small"),
                 len: 1,
                 physical: 1000 + 2 * i as u64,
             })
@@ -160,7 +160,10 @@ mod tests {
         assert_eq!(get_u16(&t.i_block, 2), 1, "one index block under the inode");
         // the index block points at 5 leaves
         let (idx_at, idx) = t.blocks.last().expect("index block");
-        assert_eq!(get_u32(&t.i_block, 16), *idx_at as u32);
+        assert_eq!(
+            get_u32(&t.i_block, 16),
+            u32::try_from(*idx_at).expect("small")
+        );
         assert_eq!(get_u16(idx, 2), 5);
         assert_eq!(get_u16(idx, 6), 1);
     }

@@ -2,7 +2,7 @@
 
 use super::bytes::{hi16, hi32, lo16, lo32, put_u16, put_u32};
 use super::csum;
-use super::layout::DESC_SIZE;
+use super::layout::DESC_SIZE_USIZE;
 
 /// `EXT4_BG_INODE_UNINIT`: no inode of the group is in use; its inode
 /// bitmap and table need not be read.
@@ -28,8 +28,8 @@ pub(crate) struct GroupDesc {
 
 impl GroupDesc {
     /// Serialise descriptor `group` with its crc32c (low 16 bits).
-    pub fn encode(&self, group: u32, fs_seed: u32) -> [u8; DESC_SIZE as usize] {
-        let mut b = [0u8; DESC_SIZE as usize];
+    pub fn encode(&self, group: u32, fs_seed: u32) -> [u8; DESC_SIZE_USIZE] {
+        let mut b = [0u8; DESC_SIZE_USIZE];
         put_u32(&mut b, 0x00, lo32(self.block_bitmap)); // bg_block_bitmap_lo
         put_u32(&mut b, 0x04, lo32(self.inode_bitmap)); // bg_inode_bitmap_lo
         put_u32(&mut b, 0x08, lo32(self.inode_table)); // bg_inode_table_lo

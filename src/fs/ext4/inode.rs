@@ -2,7 +2,7 @@
 
 use super::bytes::{hi16, hi32, lo16, lo32, put_u16, put_u32};
 use super::csum;
-use super::layout::INODE_SIZE;
+use super::layout::INODE_SIZE_USIZE;
 use super::params::InodeMeta;
 
 pub(crate) const S_IFIFO: u16 = 0o010000;
@@ -35,8 +35,8 @@ pub(crate) struct RawInode {
 impl RawInode {
     /// Serialise at the offsets of the kernel's `struct ext4_inode`, with the
     /// crc32c of `metadata_csum` in `l_i_checksum_lo` / `i_checksum_hi`.
-    pub fn encode(&self, ino: u32, fs_seed: u32) -> [u8; INODE_SIZE as usize] {
-        let mut b = [0u8; INODE_SIZE as usize];
+    pub fn encode(&self, ino: u32, fs_seed: u32) -> [u8; INODE_SIZE_USIZE] {
+        let mut b = [0u8; INODE_SIZE_USIZE];
         let m = &self.meta;
         put_u16(&mut b, 0x00, self.mode); // i_mode
         put_u16(&mut b, 0x02, lo16(m.uid)); // i_uid

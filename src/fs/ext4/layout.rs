@@ -14,10 +14,15 @@ pub(crate) const BLOCK_SIZE_USIZE: usize = 4096;
 pub(crate) const LOG_BLOCK_SIZE: u32 = 2; // 1024 << 2
 pub(crate) const BLOCKS_PER_GROUP: u64 = 8 * BLOCK_SIZE;
 pub(crate) const INODE_SIZE: u64 = 256;
+pub(crate) const INODE_SIZE_U16: u16 = 256;
+pub(crate) const INODE_SIZE_USIZE: usize = 256;
 pub(crate) const INODES_PER_BLOCK: u64 = BLOCK_SIZE / INODE_SIZE;
 pub(crate) const DESC_SIZE: u64 = 64;
+pub(crate) const DESC_SIZE_U16: u16 = 64;
+pub(crate) const DESC_SIZE_USIZE: usize = 64;
 pub(crate) const DESCS_PER_BLOCK: u64 = BLOCK_SIZE / DESC_SIZE;
 pub(crate) const LOG_GROUPS_PER_FLEX: u32 = 4;
+pub(crate) const LOG_GROUPS_PER_FLEX_U8: u8 = 4;
 pub(crate) const GROUPS_PER_FLEX: u64 = 1 << LOG_GROUPS_PER_FLEX;
 /// First non-reserved inode (`s_first_ino`); inodes 1..=10 are reserved.
 pub(crate) const FIRST_INO: u32 = 11;
@@ -40,7 +45,6 @@ pub(crate) struct Layout {
     pub blocks_count: u64,
     pub groups: u64,
     pub inodes_per_group: u64,
-    pub inode_table_blocks: u64,
     pub desc_blocks: u64,
     pub reserved_gdt_blocks: u64,
     pub groups_meta: Vec<GroupMeta>,
@@ -250,7 +254,6 @@ impl Layout {
             blocks_count: blocks,
             groups,
             inodes_per_group: ipg,
-            inode_table_blocks: itb,
             desc_blocks,
             reserved_gdt_blocks: rsv,
             groups_meta,
@@ -355,7 +358,10 @@ mod tests {
         let (l, a) = Layout::new(256 << 20, &p).expect("layout");
         assert_eq!(l.groups, 2);
         assert_eq!(l.inodes_per_group, 128);
-        assert_eq!(l.inode_table_blocks, 8);
+        assert_eq!(
+            l.groups_meta[1].inode_table - l.groups_meta[0].inode_table,
+            8
+        );
         assert_eq!(l.reserved_gdt_blocks, 31);
         assert_eq!(l.groups_meta[0].block_bitmap, 33);
         assert_eq!(l.groups_meta[1].inode_bitmap, 36);

@@ -3,7 +3,8 @@
 use super::bytes::{hi32, lo32, put_u16, put_u32, put_u64, put_u8};
 use super::csum;
 use super::layout::{
-    Layout, BLOCKS_PER_GROUP, DESC_SIZE, FIRST_INO, INODE_SIZE, LOG_BLOCK_SIZE, LOG_GROUPS_PER_FLEX,
+    Layout, BLOCKS_PER_GROUP, DESC_SIZE_U16, FIRST_INO, INODE_SIZE_U16, LOG_BLOCK_SIZE,
+    LOG_GROUPS_PER_FLEX_U8,
 };
 
 pub(crate) const EXT4_SUPER_MAGIC: u16 = 0xEF53;
@@ -81,7 +82,7 @@ pub(crate) fn encode(info: &SuperInfo<'_>, group: u64) -> Vec<u8> {
     put_u32(&mut b, 0x48, 0); // s_creator_os: Linux
     put_u32(&mut b, 0x4C, 1); // s_rev_level: dynamic
     put_u32(&mut b, 0x54, FIRST_INO); // s_first_ino
-    put_u16(&mut b, 0x58, INODE_SIZE as u16); // s_inode_size
+    put_u16(&mut b, 0x58, INODE_SIZE_U16); // s_inode_size
     put_u16(&mut b, 0x5A, (group & 0xFFFF) as u16); // s_block_group_nr
     let mut compat = COMPAT_HAS_JOURNAL | COMPAT_EXT_ATTR | COMPAT_DIR_INDEX;
     if l.reserved_gdt_blocks > 0 {
@@ -110,7 +111,7 @@ pub(crate) fn encode(info: &SuperInfo<'_>, group: u64) -> Vec<u8> {
     b[0xEC..0xFC].copy_from_slice(&info.hash_seed); // s_hash_seed
     put_u8(&mut b, 0xFC, HASH_HALF_MD4); // s_def_hash_version
     put_u8(&mut b, 0xFD, JNL_BACKUP_BLOCKS); // s_jnl_backup_type
-    put_u16(&mut b, 0xFE, DESC_SIZE as u16); // s_desc_size
+    put_u16(&mut b, 0xFE, DESC_SIZE_U16); // s_desc_size
     put_u32(&mut b, 0x100, DEFM_XATTR_USER | DEFM_ACL); // s_default_mount_opts
     put_u32(&mut b, 0x108, info.time); // s_mkfs_time
     for (i, w) in info.jnl_blocks.iter().enumerate() {
@@ -127,7 +128,7 @@ pub(crate) fn encode(info: &SuperInfo<'_>, group: u64) -> Vec<u8> {
         FLAGS_UNSIGNED_HASH
     };
     put_u32(&mut b, 0x160, flags); // s_flags
-    put_u8(&mut b, 0x174, LOG_GROUPS_PER_FLEX as u8); // s_log_groups_per_flex
+    put_u8(&mut b, 0x174, LOG_GROUPS_PER_FLEX_U8); // s_log_groups_per_flex
     put_u8(&mut b, 0x175, CHECKSUM_CRC32C); // s_checksum_type
     put_u64(&mut b, 0x178, 0); // s_kbytes_written
     let c = csum::raw(!0, &b[..0x3FC]);
