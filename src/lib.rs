@@ -5,3 +5,4 @@
 
 pub mod fs;
 pub mod partition;
+pub mod cli;

@@ -1,0 +1,102 @@
+//! The command line, compatible with the old image-creator (SPEC §7).
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Build an Offspot / Kiwix Raspberry Pi disk image from a YAML config,
+/// without root, loop devices or mounts.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "image-creator", version, about, long_about = None)]
+pub struct Cli {
+    /// Temporary space (spill files, zip archives); created if missing and
+    /// never deleted. Default: a temporary directory next to OUTPUT.
+    #[arg(long, value_name = "DIR")]
+    pub build_dir: Option<PathBuf>,
+
+    /// Enable the download cache in DIR.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Print the cache's entries and exit.
+    #[arg(long)]
+    pub show_cache: bool,
+
+    /// Parse, resolve every source, compute sizes and print the plan; write
+    /// nothing and change nothing.
+    #[arg(short = 'C', long)]
+    pub check: bool,
+
+    /// Keep the output file when the build fails.
+    #[arg(short = 'K', long)]
+    pub keep: bool,
+
+    /// Replace an existing OUTPUT.
+    #[arg(short = 'X', long)]
+    pub overwrite: bool,
+
+    /// Fail if the image would be larger than SIZE (e.g. `1TB`, `500GiB`).
+    #[arg(long, value_name = "SIZE")]
+    pub max_size: Option<String>,
+
+    /// Parallel downloads.
+    #[arg(short = 'T', long, value_name = "N", default_value_t = 4)]
+    pub concurrency: usize,
+
+    /// Verbose, timestamped logs on stderr.
+    #[arg(short = 'D', long)]
+    pub debug: bool,
+
+    /// Image config: a path or an http(s) URL.
+    #[arg(value_name = "CONFIG_SRC", required_unless_present = "show_cache")]
+    pub config_src: Option<String>,
+
+    /// Image file to write.
+    #[arg(value_name = "OUTPUT", required_unless_present = "show_cache")]
+    pub output: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn production_command_line_parses() {
+        let cli = Cli::try_parse_from([
+            "image-creator",
+            "--max-size",
+            "1TB",
+            "--debug",
+            "--cache-dir",
+            "C",
+            "--build-dir",
+            "B",
+            "CONFIG.yaml",
+            "OUT.img",
+        ])
+        .expect("parses");
+        assert_eq!(cli.max_size.as_deref(), Some("1TB"));
+        assert!(cli.debug);
+        assert_eq!(cli.config_src.as_deref(), Some("CONFIG.yaml"));
+        assert_eq!(cli.output, Some(PathBuf::from("OUT.img")));
+    }
+
+    #[test]
+    fn short_flags() {
+        let cli = Cli::try_parse_from(["image-creator", "-C", "-K", "-X", "-T", "8", "-D", "c.yaml", "o.img"]).expect("parses");
+        assert!(cli.check && cli.keep && cli.overwrite && cli.debug);
+        assert_eq!(cli.concurrency, 8);
+    }
+
+    #[test]
+    fn positionals_required_unless_show_cache() {
+        assert!(Cli::try_parse_from(["image-creator"]).is_err());
+        assert!(Cli::try_parse_from(["image-creator", "--show-cache", "--cache-dir", "c"]).is_ok());
+    }
+}
