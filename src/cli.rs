@@ -89,7 +89,18 @@ mod tests {
 
     #[test]
     fn short_flags() {
-        let cli = Cli::try_parse_from(["image-creator", "-C", "-K", "-X", "-T", "8", "-D", "c.yaml", "o.img"]).expect("parses");
+        let cli = Cli::try_parse_from([
+            "image-creator",
+            "-C",
+            "-K",
+            "-X",
+            "-T",
+            "8",
+            "-D",
+            "c.yaml",
+            "o.img",
+        ])
+        .expect("parses");
         assert!(cli.check && cli.keep && cli.overwrite && cli.debug);
         assert_eq!(cli.concurrency, 8);
     }

@@ -3,6 +3,6 @@
 //! The library does the work; `main.rs` only parses the command line and maps
 //! errors to exit codes. See `shared/docs/DESIGN.md` for the architecture.
 
+pub mod cli;
 pub mod fs;
 pub mod partition;
-pub mod cli;

@@ -5,6 +5,7 @@
 mod alloc;
 mod builder;
 mod bytes;
+mod capacity;
 mod carry;
 mod csum;
 mod dir;
@@ -20,6 +21,7 @@ mod params;
 mod superblock;
 
 pub use builder::{Ext4Builder, FinishStats, Ino, SpecialKind, ROOT_INO};
+pub use capacity::{capacity, dir_blocks, file_blocks, min_size, Capacity};
 pub use carry::OldTree;
 pub use error::Ext4Error;
 pub use file::{FileWriter, SequentialWriter};

@@ -1,0 +1,121 @@
+//! Sizing: how much a filesystem of a given size holds, and the smallest
+//! size that holds a given amount (for `output.size: auto`).
+
+use super::error::Ext4Error;
+use super::extent;
+use super::layout::{Layout, BLOCK_SIZE, MIN_BLOCKS};
+use super::params::Ext4Params;
+
+/// What a filesystem of some size can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    /// Filesystem size in bytes (a multiple of the block size).
+    pub size: u64,
+    /// Blocks free for data, directories and extent trees once the fixed
+    /// metadata (superblocks, descriptors, bitmaps, inode tables, journal,
+    /// resize inode) is laid out.
+    pub free_blocks: u64,
+    /// Inodes (reserved ones included).
+    pub inodes: u64,
+}
+
+/// Capacity of a filesystem of `size` bytes with `params`.
+pub fn capacity(size: u64, params: &Ext4Params) -> Result<Capacity, Ext4Error> {
+    let (layout, alloc) = Layout::new(size, params)?;
+    Ok(Capacity {
+        size: layout.blocks_count * BLOCK_SIZE,
+        free_blocks: alloc.free_count(),
+        inodes: layout.inodes_count(),
+    })
+}
+
+/// Blocks a regular file of `size` bytes takes, its extent tree included,
+/// in the worst case the allocator can produce (an extent break at every
+/// block group).
+pub fn file_blocks(size: u64, max_extent_blocks: u16) -> u64 {
+    let data = size.div_ceil(BLOCK_SIZE);
+    if data == 0 {
+        return 0;
+    }
+    let per_extent = u64::from(max_extent_blocks.max(1));
+    // Extents: one per max-length run, plus one break per block group crossed.
+    let extents = data.div_ceil(per_extent) + data.div_ceil(32_768) + 1;
+    data + u64::try_from(extent::tree_blocks(
+        usize::try_from(extents).unwrap_or(usize::MAX),
+    ))
+    .unwrap_or(u64::MAX)
+}
+
+/// Blocks a directory of `entries` entries whose names average `avg_name`
+/// bytes takes (4 KiB blocks of `8 + name` byte records).
+pub fn dir_blocks(entries: u64, avg_name: u64) -> u64 {
+    let per_block = (BLOCK_SIZE - 12) / (8 + avg_name).next_multiple_of(4);
+    (entries + 2).div_ceil(per_block.max(1))
+}
+
+/// Smallest filesystem size (a multiple of 4 KiB) with at least
+/// `need_blocks` free blocks and `need_inodes` inodes.
+pub fn min_size(need_blocks: u64, need_inodes: u64, params: &Ext4Params) -> Result<u64, Ext4Error> {
+    let fits = |blocks: u64| -> Result<bool, Ext4Error> {
+        match capacity(blocks * BLOCK_SIZE, params) {
+            Ok(c) => Ok(c.free_blocks >= need_blocks && c.inodes >= need_inodes),
+            Err(Ext4Error::TooSmall { .. } | Ext4Error::NoSpace { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    };
+    let mut lo = MIN_BLOCKS.max(need_blocks);
+    if fits(lo)? {
+        return Ok(lo * BLOCK_SIZE);
+    }
+    // Exponential search for a size that fits, then bisect.
+    let mut hi = lo;
+    loop {
+        hi = hi.checked_mul(2).ok_or(Ext4Error::TooManyInodes {
+            wanted: need_inodes,
+            max: 0,
+        })?;
+        if fits(hi)? {
+            break;
+        }
+        lo = hi;
+    }
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if fits(mid)? {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Ok(hi * BLOCK_SIZE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn min_size_is_tight_and_sufficient() {
+        let p = Ext4Params::default();
+        for need in [0u64, 10, 5_000, 100_000, 1_000_000] {
+            let s = min_size(need, 0, &p).expect("size");
+            let c = capacity(s, &p).expect("capacity");
+            assert!(c.free_blocks >= need, "need {need}: {c:?}");
+            if s > MIN_BLOCKS * BLOCK_SIZE {
+                let smaller = capacity(s - BLOCK_SIZE, &p)
+                    .map(|c| c.free_blocks)
+                    .unwrap_or(0);
+                assert!(smaller < need, "need {need}: {s} is not the smallest");
+            }
+        }
+    }
+
+    #[test]
+    fn file_blocks_cover_trees() {
+        assert_eq!(file_blocks(0, 32768), 0);
+        assert_eq!(file_blocks(1, 32768), 1);
+        // 100 GB: ~24.4 M blocks, ~1500 extents worst case → a few tree blocks.
+        let b = file_blocks(100_000_000_000, 32768);
+        assert!(b > 24_414_063 && b < 24_414_063 + 16, "{b}");
+    }
+}
