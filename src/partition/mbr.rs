@@ -1,0 +1,240 @@
+//! DOS MBR: read the partition table, grow a partition, write it back.
+//!
+//! Offsets are those of the classic MBR: disk id at 440 (4 bytes, little
+//! endian), four 16-byte entries from 446, signature 0x55 0xAA at 510.
+//! Rewriting keeps every byte we did not change (boot code, disk id,
+//! untouched entries) identical.
+
+/// Bytes per sector: MBR LBAs count 512-byte sectors.
+pub const SECTOR: u64 = 512;
+const DISK_ID: usize = 440;
+const TABLE: usize = 446;
+const ENTRY: usize = 16;
+const SIGNATURE: usize = 510;
+
+/// A sector number (512-byte units).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Lba(pub u64);
+
+impl Lba {
+    /// Byte offset of this sector.
+    pub fn bytes(self) -> u64 {
+        self.0 * SECTOR
+    }
+}
+
+/// Problems with an MBR.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MbrError {
+    /// No 0x55AA signature.
+    #[error("no MBR partition table (missing 0x55AA signature at byte 510)")]
+    NoSignature,
+    /// A partition the image needs is absent.
+    #[error("partition {0} is missing from the MBR")]
+    Missing(usize),
+    /// A partition extends past the end of the image.
+    #[error("partition {n} ends at byte {end}, past the end of the image ({len} bytes)")]
+    PastEnd {
+        /// Partition number (1-based).
+        n: usize,
+        /// End offset.
+        end: u64,
+        /// Image length.
+        len: u64,
+    },
+    /// Two partitions overlap.
+    #[error("partitions {0} and {1} overlap")]
+    Overlap(usize, usize),
+    /// A requested size does not fit an MBR entry.
+    #[error("partition {n}: {sectors} sectors do not fit a 32-bit MBR entry")]
+    TooLarge {
+        /// Partition number.
+        n: usize,
+        /// Requested sectors.
+        sectors: u64,
+    },
+}
+
+/// One primary partition entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Partition {
+    /// Boot flag (0x80 active).
+    pub boot: u8,
+    /// Partition type (0x0c FAT32 LBA, 0x83 Linux, ...).
+    pub kind: u8,
+    /// First sector.
+    pub start: Lba,
+    /// Length in sectors.
+    pub sectors: u64,
+}
+
+impl Partition {
+    /// Byte offset of the partition.
+    pub fn offset(&self) -> u64 {
+        self.start.bytes()
+    }
+    /// Length in bytes.
+    pub fn len(&self) -> u64 {
+        self.sectors * SECTOR
+    }
+    /// True for an empty entry.
+    pub fn is_empty(&self) -> bool {
+        self.kind == 0 || self.sectors == 0
+    }
+    /// Byte offset just past the partition.
+    pub fn end(&self) -> u64 {
+        self.offset() + self.len()
+    }
+}
+
+/// A parsed MBR, keeping the original sector for byte-exact rewriting.
+#[derive(Debug, Clone)]
+pub struct Mbr {
+    raw: [u8; 512],
+    parts: [Option<Partition>; 4],
+}
+
+fn le32(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
+}
+
+impl Mbr {
+    /// Parse sector 0.
+    pub fn parse(raw: &[u8; 512]) -> Result<Self, MbrError> {
+        if raw[SIGNATURE] != 0x55 || raw[SIGNATURE + 1] != 0xAA {
+            return Err(MbrError::NoSignature);
+        }
+        let mut parts = [None; 4];
+        for (i, p) in parts.iter_mut().enumerate() {
+            let e = &raw[TABLE + i * ENTRY..TABLE + (i + 1) * ENTRY];
+            let part = Partition {
+                boot: e[0],
+                kind: e[4],
+                start: Lba(u64::from(le32(e, 8))),
+                sectors: u64::from(le32(e, 12)),
+            };
+            if !part.is_empty() {
+                *p = Some(part);
+            }
+        }
+        Ok(Self { raw: *raw, parts })
+    }
+
+    /// Check the partitions the image needs (1..=`required`) exist, do not
+    /// overlap and end within `image_len` bytes.
+    pub fn validate(&self, required: usize, image_len: u64) -> Result<(), MbrError> {
+        for n in 1..=required.min(4) {
+            let p = self.partition(n)?;
+            if p.end() > image_len {
+                return Err(MbrError::PastEnd { n, end: p.end(), len: image_len });
+            }
+        }
+        for a in 0..4 {
+            for b in a + 1..4 {
+                if let (Some(x), Some(y)) = (self.parts[a], self.parts[b]) {
+                    if x.offset() < y.end() && y.offset() < x.end() {
+                        return Err(MbrError::Overlap(a + 1, b + 1));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Partition `n` (1-based).
+    pub fn partition(&self, n: usize) -> Result<Partition, MbrError> {
+        n.checked_sub(1).and_then(|i| self.parts.get(i).copied().flatten()).ok_or(MbrError::Missing(n))
+    }
+
+    /// The disk identifier (bytes 440–443), used in PARTUUIDs `<id>-0N`.
+    pub fn disk_id(&self) -> u32 {
+        le32(&self.raw, DISK_ID)
+    }
+
+    /// Resize partition `n` to `sectors`, keeping its start.
+    pub fn set_sectors(&mut self, n: usize, sectors: u64) -> Result<(), MbrError> {
+        let count = u32::try_from(sectors).map_err(|_| MbrError::TooLarge { n, sectors })?;
+        let mut p = self.partition(n)?;
+        let end = p.start.0.checked_add(sectors).ok_or(MbrError::TooLarge { n, sectors })?;
+        u32::try_from(end - 1).map_err(|_| MbrError::TooLarge { n, sectors })?;
+        p.sectors = sectors;
+        self.parts[n - 1] = Some(p);
+        let off = TABLE + (n - 1) * ENTRY;
+        self.raw[off + 12..off + 16].copy_from_slice(&count.to_le_bytes());
+        // CHS of the last sector: beyond 1023 cylinders every tool writes the
+        // 1023/254/63 marker (0xFE 0xFF 0xFF) and relies on the LBA fields.
+        let chs = chs(end - 1);
+        self.raw[off + 5..off + 8].copy_from_slice(&chs);
+        Ok(())
+    }
+
+    /// The sector to write back.
+    pub fn to_bytes(&self) -> [u8; 512] {
+        self.raw
+    }
+}
+
+/// CHS triple for an LBA with the 255 heads × 63 sectors geometry.
+fn chs(lba: u64) -> [u8; 3] {
+    let (heads, spt) = (255u64, 63u64);
+    let c = lba / (heads * spt);
+    if c > 1023 {
+        return [0xFE, 0xFF, 0xFF];
+    }
+    let h = (lba / spt) % heads;
+    let s = lba % spt + 1;
+    let c_lo = (c & 0xFF) as u8;
+    let c_hi = ((c >> 2) & 0xC0) as u8;
+    [(h & 0xFF) as u8, (s & 0x3F) as u8 | c_hi, c_lo]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> [u8; 512] {
+        let mut b = [0u8; 512];
+        b[0] = 0xEB; // boot code byte
+        b[440..444].copy_from_slice(&0x5452_574fu32.to_le_bytes());
+        for (i, (kind, start, len)) in [(0x0c, 8192u32, 65536u32), (0x83, 73728, 32768), (0x83, 106_496, 32768)].iter().enumerate() {
+            let off = 446 + i * 16;
+            b[off + 4] = *kind;
+            b[off + 8..off + 12].copy_from_slice(&start.to_le_bytes());
+            b[off + 12..off + 16].copy_from_slice(&len.to_le_bytes());
+        }
+        b[510] = 0x55;
+        b[511] = 0xAA;
+        b
+    }
+
+    #[test]
+    fn parses_and_grows_p3_only() {
+        let raw = sample();
+        let mut m = Mbr::parse(&raw).expect("parse");
+        assert_eq!(m.disk_id(), 0x5452_574f);
+        assert_eq!(m.partition(3).expect("p3").offset(), 106_496 * 512);
+        m.validate(3, 139_264 * 512).expect("valid");
+        m.set_sectors(3, 1_000_000).expect("grow");
+        let out = m.to_bytes();
+        let changed: Vec<usize> = (0..512).filter(|&i| out[i] != raw[i]).collect();
+        assert!(changed.iter().all(|&i| (478..494).contains(&i)), "only p3's entry changes: {changed:?}");
+        assert_eq!(Mbr::parse(&out).expect("reparse").partition(3).expect("p3").sectors, 1_000_000);
+    }
+
+    #[test]
+    fn errors() {
+        let mut raw = sample();
+        assert_eq!(Mbr::parse(&raw).expect("ok").validate(3, 1000).unwrap_err(), MbrError::PastEnd { n: 1, end: (8192 + 65536) * 512, len: 1000 });
+        assert!(Mbr::parse(&raw).expect("ok").partition(4).is_err());
+        let mut m = Mbr::parse(&raw).expect("ok");
+        assert!(matches!(m.set_sectors(3, 1 << 33), Err(MbrError::TooLarge { .. })));
+        raw[510] = 0;
+        assert_eq!(Mbr::parse(&raw).unwrap_err(), MbrError::NoSignature);
+    }
+
+    #[test]
+    fn chs_marker_beyond_1023_cylinders() {
+        assert_eq!(chs(100_000_000), [0xFE, 0xFF, 0xFF]);
+        assert_eq!(chs(0), [0, 1, 0]);
+    }
+}
