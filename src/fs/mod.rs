@@ -1,3 +1,4 @@
-//! Filesystems written from userspace: the ext4 data partition builder.
+//! Filesystems written from userspace: the ext4 data partition builder and FAT boot partition edits.
 
 pub mod ext4;
+pub mod fat;

@@ -1,0 +1,150 @@
+//! Edits of the FAT boot partition (p1) through `fatfs`, on a window of the
+//! image: replace or read one file at the partition's root.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+
+use crate::fs::ext4::Timestamp;
+use crate::partition::PartitionWindow;
+
+/// A FAT operation failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{file} in the FAT boot partition at offset {offset} of {image}: {source}")]
+pub struct FatError {
+    /// File inside the partition.
+    pub file: String,
+    /// Partition offset in the image.
+    pub offset: u64,
+    /// Image path.
+    pub image: String,
+    /// Cause.
+    pub source: std::io::Error,
+}
+
+/// `Read + Write + Seek` over a window: fatfs can not leave the partition.
+struct WindowIo {
+    window: PartitionWindow,
+    pos: u64,
+}
+
+impl Read for WindowIo {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.window.len().saturating_sub(self.pos);
+        let n = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
+        if n == 0 {
+            return Ok(0);
+        }
+        self.window.read_at(self.pos, &mut buf[..n]).map_err(std::io::Error::other)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Write for WindowIo {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.window.write_at(self.pos, buf).map_err(std::io::Error::other)?;
+        self.pos += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Seek for WindowIo {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        let target = match to {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.window.len().checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = target.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek out of range"))?;
+        Ok(self.pos)
+    }
+}
+
+/// File times: `SOURCE_DATE_EPOCH` when set (reproducible), else now (UTC).
+#[derive(Debug)]
+struct BuildTime;
+
+static BUILD_TIME: BuildTime = BuildTime;
+
+/// Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil(days: i64) -> (i64, u16, u16) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, u16::try_from(m).unwrap_or(1), u16::try_from(d).unwrap_or(1))
+}
+
+impl fatfs::TimeProvider for BuildTime {
+    fn get_current_date(&self) -> fatfs::Date {
+        self.get_current_date_time().date
+    }
+    fn get_current_date_time(&self) -> fatfs::DateTime {
+        let t = Timestamp::build_time().secs;
+        let (y, month, day) = civil(t.div_euclid(86_400));
+        let secs = t.rem_euclid(86_400);
+        // FAT dates cover 1980..=2107.
+        let year = u16::try_from(y.clamp(1980, 2107)).unwrap_or(1980);
+        let part = |v: i64| u16::try_from(v).unwrap_or(0);
+        fatfs::DateTime {
+            date: fatfs::Date { year, month, day },
+            time: fatfs::Time { hour: part(secs / 3600), min: part(secs / 60 % 60), sec: part(secs % 60), millis: 0 },
+        }
+    }
+}
+
+fn err(window: &PartitionWindow, file: &str, source: std::io::Error) -> FatError {
+    FatError { file: file.to_string(), offset: window.start(), image: window.path().display().to_string(), source }
+}
+
+fn open(window: &PartitionWindow, file: &str) -> Result<fatfs::FileSystem<WindowIo>, FatError> {
+    let io = WindowIo { window: window.clone(), pos: 0 };
+    let opts = fatfs::FsOptions::new().update_accessed_date(false).time_provider(&BUILD_TIME);
+    fatfs::FileSystem::new(io, opts).map_err(|e| err(window, file, e))
+}
+
+/// Replace (or create) `name` at the root of the FAT filesystem in `window`
+/// with `content`.
+pub fn replace_file(window: &PartitionWindow, name: &str, content: &[u8]) -> Result<(), FatError> {
+    let fs = open(window, name)?;
+    {
+        let root = fs.root_dir();
+        let mut f = root.create_file(name).map_err(|e| err(window, name, e))?;
+        f.truncate().map_err(|e| err(window, name, e))?;
+        f.write_all(content).map_err(|e| err(window, name, e))?;
+        f.flush().map_err(|e| err(window, name, e))?;
+    }
+    fs.unmount().map_err(|e| err(window, name, e))
+}
+
+/// Read `name` from the root of the FAT filesystem in `window`.
+pub fn read_file(window: &PartitionWindow, name: &str) -> Result<Vec<u8>, FatError> {
+    let fs = open(window, name)?;
+    let mut out = Vec::new();
+    {
+        let root = fs.root_dir();
+        let mut f = root.open_file(name).map_err(|e| err(window, name, e))?;
+        f.read_to_end(&mut out).map_err(|e| err(window, name, e))?;
+    }
+    fs.unmount().map_err(|e| err(window, name, e))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil(0), (1970, 1, 1));
+        assert_eq!(civil(19_675), (2023, 11, 14));
+        assert_eq!(civil(-1), (1969, 12, 31));
+    }
+}
