@@ -4,5 +4,6 @@
 //! errors to exit codes. See `shared/docs/DESIGN.md` for the architecture.
 
 pub mod cli;
+pub mod config;
 pub mod fs;
 pub mod partition;

@@ -33,7 +33,9 @@ impl Read for WindowIo {
         if n == 0 {
             return Ok(0);
         }
-        self.window.read_at(self.pos, &mut buf[..n]).map_err(std::io::Error::other)?;
+        self.window
+            .read_at(self.pos, &mut buf[..n])
+            .map_err(std::io::Error::other)?;
         self.pos += n as u64;
         Ok(n)
     }
@@ -41,7 +43,9 @@ impl Read for WindowIo {
 
 impl Write for WindowIo {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.window.write_at(self.pos, buf).map_err(std::io::Error::other)?;
+        self.window
+            .write_at(self.pos, buf)
+            .map_err(std::io::Error::other)?;
         self.pos += buf.len() as u64;
         Ok(buf.len())
     }
@@ -57,7 +61,9 @@ impl Seek for WindowIo {
             SeekFrom::End(d) => self.window.len().checked_add_signed(d),
             SeekFrom::Current(d) => self.pos.checked_add_signed(d),
         };
-        self.pos = target.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek out of range"))?;
+        self.pos = target.ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek out of range")
+        })?;
         Ok(self.pos)
     }
 }
@@ -79,7 +85,11 @@ fn civil(days: i64) -> (i64, u16, u16) {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, u16::try_from(m).unwrap_or(1), u16::try_from(d).unwrap_or(1))
+    (
+        y,
+        u16::try_from(m).unwrap_or(1),
+        u16::try_from(d).unwrap_or(1),
+    )
 }
 
 impl fatfs::TimeProvider for BuildTime {
@@ -95,18 +105,33 @@ impl fatfs::TimeProvider for BuildTime {
         let part = |v: i64| u16::try_from(v).unwrap_or(0);
         fatfs::DateTime {
             date: fatfs::Date { year, month, day },
-            time: fatfs::Time { hour: part(secs / 3600), min: part(secs / 60 % 60), sec: part(secs % 60), millis: 0 },
+            time: fatfs::Time {
+                hour: part(secs / 3600),
+                min: part(secs / 60 % 60),
+                sec: part(secs % 60),
+                millis: 0,
+            },
         }
     }
 }
 
 fn err(window: &PartitionWindow, file: &str, source: std::io::Error) -> FatError {
-    FatError { file: file.to_string(), offset: window.start(), image: window.path().display().to_string(), source }
+    FatError {
+        file: file.to_string(),
+        offset: window.start(),
+        image: window.path().display().to_string(),
+        source,
+    }
 }
 
 fn open(window: &PartitionWindow, file: &str) -> Result<fatfs::FileSystem<WindowIo>, FatError> {
-    let io = WindowIo { window: window.clone(), pos: 0 };
-    let opts = fatfs::FsOptions::new().update_accessed_date(false).time_provider(&BUILD_TIME);
+    let io = WindowIo {
+        window: window.clone(),
+        pos: 0,
+    };
+    let opts = fatfs::FsOptions::new()
+        .update_accessed_date(false)
+        .time_provider(&BUILD_TIME);
     fatfs::FileSystem::new(io, opts).map_err(|e| err(window, file, e))
 }
 

@@ -126,7 +126,11 @@ impl Mbr {
         for n in 1..=required.min(4) {
             let p = self.partition(n)?;
             if p.end() > image_len {
-                return Err(MbrError::PastEnd { n, end: p.end(), len: image_len });
+                return Err(MbrError::PastEnd {
+                    n,
+                    end: p.end(),
+                    len: image_len,
+                });
             }
         }
         for a in 0..4 {
@@ -143,7 +147,9 @@ impl Mbr {
 
     /// Partition `n` (1-based).
     pub fn partition(&self, n: usize) -> Result<Partition, MbrError> {
-        n.checked_sub(1).and_then(|i| self.parts.get(i).copied().flatten()).ok_or(MbrError::Missing(n))
+        n.checked_sub(1)
+            .and_then(|i| self.parts.get(i).copied().flatten())
+            .ok_or(MbrError::Missing(n))
     }
 
     /// The disk identifier (bytes 440–443), used in PARTUUIDs `<id>-0N`.
@@ -155,7 +161,11 @@ impl Mbr {
     pub fn set_sectors(&mut self, n: usize, sectors: u64) -> Result<(), MbrError> {
         let count = u32::try_from(sectors).map_err(|_| MbrError::TooLarge { n, sectors })?;
         let mut p = self.partition(n)?;
-        let end = p.start.0.checked_add(sectors).ok_or(MbrError::TooLarge { n, sectors })?;
+        let end = p
+            .start
+            .0
+            .checked_add(sectors)
+            .ok_or(MbrError::TooLarge { n, sectors })?;
         u32::try_from(end - 1).map_err(|_| MbrError::TooLarge { n, sectors })?;
         p.sectors = sectors;
         self.parts[n - 1] = Some(p);
@@ -196,7 +206,14 @@ mod tests {
         let mut b = [0u8; 512];
         b[0] = 0xEB; // boot code byte
         b[440..444].copy_from_slice(&0x5452_574fu32.to_le_bytes());
-        for (i, (kind, start, len)) in [(0x0c, 8192u32, 65536u32), (0x83, 73728, 32768), (0x83, 106_496, 32768)].iter().enumerate() {
+        for (i, (kind, start, len)) in [
+            (0x0c, 8192u32, 65536u32),
+            (0x83, 73728, 32768),
+            (0x83, 106_496, 32768),
+        ]
+        .iter()
+        .enumerate()
+        {
             let off = 446 + i * 16;
             b[off + 4] = *kind;
             b[off + 8..off + 12].copy_from_slice(&start.to_le_bytes());
@@ -217,19 +234,45 @@ mod tests {
         m.set_sectors(3, 1_000_000).expect("grow");
         let out = m.to_bytes();
         let changed: Vec<usize> = (0..512).filter(|&i| out[i] != raw[i]).collect();
-        assert!(changed.iter().all(|&i| (478..494).contains(&i)), "only p3's entry changes: {changed:?}");
-        assert_eq!(Mbr::parse(&out).expect("reparse").partition(3).expect("p3").sectors, 1_000_000);
+        assert!(
+            changed.iter().all(|&i| (478..494).contains(&i)),
+            "only p3's entry changes: {changed:?}"
+        );
+        assert_eq!(
+            Mbr::parse(&out)
+                .expect("reparse")
+                .partition(3)
+                .expect("p3")
+                .sectors,
+            1_000_000
+        );
     }
 
     #[test]
     fn errors() {
         let mut raw = sample();
-        assert_eq!(Mbr::parse(&raw).expect("ok").validate(3, 1000).unwrap_err(), MbrError::PastEnd { n: 1, end: (8192 + 65536) * 512, len: 1000 });
+        assert_eq!(
+            Mbr::parse(&raw)
+                .expect("ok")
+                .validate(3, 1000)
+                .expect_err("past end"),
+            MbrError::PastEnd {
+                n: 1,
+                end: (8192 + 65536) * 512,
+                len: 1000
+            }
+        );
         assert!(Mbr::parse(&raw).expect("ok").partition(4).is_err());
         let mut m = Mbr::parse(&raw).expect("ok");
-        assert!(matches!(m.set_sectors(3, 1 << 33), Err(MbrError::TooLarge { .. })));
+        assert!(matches!(
+            m.set_sectors(3, 1 << 33),
+            Err(MbrError::TooLarge { .. })
+        ));
         raw[510] = 0;
-        assert_eq!(Mbr::parse(&raw).unwrap_err(), MbrError::NoSignature);
+        assert_eq!(
+            Mbr::parse(&raw).expect_err("no signature"),
+            MbrError::NoSignature
+        );
     }
 
     #[test]

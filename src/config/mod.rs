@@ -1,0 +1,17 @@
+//! The image config (SPEC §4): schema, sizes, durations, checksums, OCI
+//! references and `offspot.yaml` rendering.
+
+mod checksum;
+mod oci;
+mod offspot;
+mod schema;
+mod size;
+
+pub use checksum::{Checksum, ChecksumKind, HashAlgo};
+pub use oci::OciReference;
+pub use offspot::render_offspot_yaml;
+pub use schema::{
+    normalize_data_path, Base, BaseSource, ConfigError, FileEntry, ImageConfig, OciEntry,
+    OutputSize, Payload, Source, Via,
+};
+pub use size::{parse_duration, parse_size, Duration, ParseError, Size};
