@@ -5,5 +5,6 @@
 
 pub mod cli;
 pub mod config;
+pub mod fetch;
 pub mod fs;
 pub mod partition;
