@@ -85,7 +85,7 @@ mod tests {
                 if zero {
                     data.extend(std::iter::repeat_n(0u8, len));
                 } else {
-                    data.extend((0..len).map(|i| (i % 251) as u8 | 1));
+                    data.extend((0..len).map(|i| u8::try_from(i % 251).unwrap_or(0) | 1));
                 }
             }
             let tmp = tempfile::tempfile().expect("tmp");
