@@ -43,6 +43,10 @@ pub struct Cli {
     #[arg(short = 'T', long, value_name = "N", default_value_t = 4)]
     pub concurrency: usize,
 
+    /// Where versioned base images (`base.source: 1.4.2`) are downloaded from.
+    #[arg(long, value_name = "URL", env = "IMAGE_CREATOR_BASE_URL", default_value = crate::plan::DEFAULT_BASE_URL)]
+    pub base_url: String,
+
     /// Verbose, timestamped logs on stderr.
     #[arg(short = 'D', long)]
     pub debug: bool,

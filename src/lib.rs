@@ -3,8 +3,12 @@
 //! The library does the work; `main.rs` only parses the command line and maps
 //! errors to exit codes. See `shared/docs/DESIGN.md` for the architecture.
 
+pub mod build;
 pub mod cli;
 pub mod config;
+pub mod error;
 pub mod fetch;
 pub mod fs;
 pub mod partition;
+pub mod plan;
+pub mod progress;

@@ -1,33 +1,135 @@
 //! `offspot.yaml` rendering: keys sorted at every level, block style, and
-//! every string that YAML 1.1 readers (PyYAML on the Pi) would take for
-//! something else quoted.
+//! every string that a YAML 1.1 reader (PyYAML, on the Pi) could take for
+//! something else — `yes`, `on`, `null`, `~`, `1.0`, `0x10`, `012`,
+//! `2024-01-01`, `1_000`, `.inf`... — double-quoted.
+//!
+//! A small emitter of our own: serde's YAML serializers target YAML 1.2 and
+//! leave strings such as `yes` unquoted, which PyYAML reads back as `true`.
 
 use serde_norway::{Mapping, Value};
-
-fn sorted(v: &Value) -> Value {
-    match v {
-        Value::Mapping(m) => {
-            let mut entries: Vec<(Value, Value)> =
-                m.iter().map(|(k, v)| (k.clone(), sorted(v))).collect();
-            entries.sort_by_key(|(k, _)| key_text(k));
-            Value::Mapping(entries.into_iter().collect())
-        }
-        Value::Sequence(s) => Value::Sequence(s.iter().map(sorted).collect()),
-        Value::Tagged(t) => sorted(&t.value),
-        other => other.clone(),
-    }
-}
+use std::fmt::Write;
 
 fn key_text(k: &Value) -> String {
     match k {
         Value::String(s) => s.clone(),
-        other => serde_norway::to_string(other).unwrap_or_default(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::Null => "null".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// True when `s` can be written as a plain scalar and every YAML 1.1 or
+/// 1.2 reader reads it back as this same string.
+fn plain_ok(s: &str) -> bool {
+    if s.is_empty() || s != s.trim() {
+        return false;
+    }
+    let lower = s.to_ascii_lowercase();
+    const WORDS: &[&str] = &[
+        "y", "n", "yes", "no", "on", "off", "true", "false", "null", "~", ".inf", "-.inf", "+.inf",
+        ".nan", "=", "<<",
+    ];
+    if WORDS.contains(&lower.as_str()) {
+        return false;
+    }
+    // Only a conservative character set, not starting with an indicator.
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b" _-./@".contains(&b))
+    {
+        return false;
+    }
+    let first = s.as_bytes()[0];
+    if b"-./@ ".contains(&first) || first.is_ascii_digit() || s.ends_with(' ') {
+        // Leading digits could be ints, floats, octals, dates or times.
+        return false;
+    }
+    true
+}
+
+fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7F => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn scalar(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) if plain_ok(s) => s.clone(),
+        Value::String(s) => quote(s),
+        Value::Tagged(t) => scalar(&t.value),
+        Value::Sequence(s) if s.is_empty() => "[]".into(),
+        Value::Mapping(m) if m.is_empty() => "{}".into(),
+        _ => String::new(),
+    }
+}
+
+fn is_block(v: &Value) -> bool {
+    match v {
+        Value::Mapping(m) => !m.is_empty(),
+        Value::Sequence(s) => !s.is_empty(),
+        Value::Tagged(t) => is_block(&t.value),
+        _ => false,
+    }
+}
+
+fn emit(out: &mut String, v: &Value, indent: usize) {
+    let pad = " ".repeat(indent);
+    match v {
+        Value::Tagged(t) => emit(out, &t.value, indent),
+        Value::Mapping(m) => {
+            let mut entries: Vec<(String, &Value)> =
+                m.iter().map(|(k, v)| (key_text(k), v)).collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            for (k, val) in entries {
+                let key = if plain_ok(&k) { k } else { quote(&k) };
+                if is_block(val) {
+                    let _ = writeln!(out, "{pad}{key}:");
+                    emit(out, val, indent + 2);
+                } else {
+                    let _ = writeln!(out, "{pad}{key}: {}", scalar(val));
+                }
+            }
+        }
+        Value::Sequence(s) => {
+            for item in s {
+                if is_block(item) {
+                    let _ = writeln!(out, "{pad}-");
+                    emit(out, item, indent + 2);
+                } else {
+                    let _ = writeln!(out, "{pad}- {}", scalar(item));
+                }
+            }
+        }
+        other => {
+            let _ = writeln!(out, "{pad}{}", scalar(other));
+        }
     }
 }
 
 /// Render the `offspot` mapping as `offspot.yaml`.
-pub fn render_offspot_yaml(m: &Mapping) -> Result<String, serde_norway::Error> {
-    serde_norway::to_string(&sorted(&Value::Mapping(m.clone())))
+pub fn render_offspot_yaml(m: &Mapping) -> String {
+    let mut out = String::new();
+    emit(&mut out, &Value::Mapping(m.clone()), 0);
+    out
 }
 
 #[cfg(test)]
@@ -36,8 +138,125 @@ mod tests {
 
     #[test]
     fn sorted_block_style() {
-        let m: Mapping = serde_norway::from_str("b: 1\na: {z: [1, 2], y: x}\n").expect("yaml");
-        let out = render_offspot_yaml(&m).expect("render");
-        assert_eq!(out, "a:\n  y: x\n  z:\n  - 1\n  - 2\nb: 1\n");
+        let m: Mapping =
+            serde_norway::from_str("b: 1\na: {z: [1, {k: v}], w: x}\nc: []\n").expect("yaml");
+        assert_eq!(
+            render_offspot_yaml(&m),
+            "a:\n  w: x\n  z:\n    - 1\n    -\n      k: v\nb: 1\nc: []\n"
+        );
+    }
+
+    #[test]
+    fn ambiguous_strings_are_quoted() {
+        for s in [
+            "yes",
+            "No",
+            "on",
+            "OFF",
+            "y",
+            "null",
+            "~",
+            "1.0",
+            "0x10",
+            "012",
+            "2024-01-01",
+            "1_000",
+            ".inf",
+            "",
+            " x",
+            "a: b",
+            "#c",
+            "x\ny",
+            "12:30",
+        ] {
+            assert!(!plain_ok(s), "{s:?} must be quoted");
+        }
+        for s in ["Kiwix Offspot", "kiwix-serve", "UTC", "a.b/c"] {
+            assert!(plain_ok(s), "{s:?} can be plain");
+        }
+    }
+
+    /// PyYAML (what the Pi reads offspot.yaml with) must read back the same
+    /// data: compare JSON dumps. Skips when python3 + PyYAML are missing.
+    #[test]
+    fn pyyaml_reads_back_the_same_data() {
+        use std::process::Command;
+        let ok = Command::new("python3")
+            .args(["-c", "import yaml, json"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ok {
+            eprintln!("SKIP: python3 with PyYAML is not available");
+            return;
+        }
+        let src = r#"{ap: {ssid: "yes", channel: 6, pass: "0x10", hidden: false}, when: "2024-01-01", tricky: ["on", "~", "1.5", "a\"b\\c", "line\nbreak", "é日本", "- x", "null", "012"], empty: {}, none: null, num: 1.5, "key: colon": 1, "yes": "n"}"#;
+        let m: Mapping = serde_norway::from_str(src).expect("yaml");
+        let rendered = render_offspot_yaml(&m);
+        let expected = serde_norway::from_str::<serde_json_like::Json>(src);
+        let py = Command::new("python3")
+            .args(["-c", "import sys, yaml, json; print(json.dumps(yaml.safe_load(sys.stdin.read()), sort_keys=True))"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write as _;
+                c.stdin.take().expect("stdin").write_all(rendered.as_bytes())?;
+                c.wait_with_output()
+            })
+            .expect("python3");
+        assert!(py.status.success(), "PyYAML failed on:\n{rendered}");
+        let got = String::from_utf8_lossy(&py.stdout).trim().to_string();
+        let want = serde_json_like::to_json(&expected.expect("parse"));
+        assert_eq!(got, want, "rendered:\n{rendered}");
+    }
+
+    /// A tiny JSON writer matching `json.dumps(sort_keys=True)` for the test.
+    mod serde_json_like {
+        use serde_norway::Value;
+        pub type Json = Value;
+        pub fn to_json(v: &Value) -> String {
+            match v {
+                Value::Null => "null".into(),
+                Value::Bool(b) => b.to_string(),
+                Value::Number(n) => n.to_string(),
+                Value::String(s) => {
+                    let mut o = String::from("\"");
+                    for c in s.chars() {
+                        match c {
+                            '"' => o.push_str("\\\""),
+                            '\\' => o.push_str("\\\\"),
+                            '\n' => o.push_str("\\n"),
+                            c if c.is_ascii() => o.push(c),
+                            c => {
+                                let mut b = [0u16; 2];
+                                for u in c.encode_utf16(&mut b) {
+                                    o.push_str(&format!("\\u{u:04x}"));
+                                }
+                            }
+                        }
+                    }
+                    o.push('"');
+                    o
+                }
+                Value::Sequence(s) => {
+                    format!("[{}]", s.iter().map(to_json).collect::<Vec<_>>().join(", "))
+                }
+                Value::Mapping(m) => {
+                    let mut e: Vec<(String, String)> = m
+                        .iter()
+                        .map(|(k, v)| (super::super::key_text(k), to_json(v)))
+                        .collect();
+                    e.sort();
+                    format!(
+                        "{{{}}}",
+                        e.iter()
+                            .map(|(k, v)| format!("{}: {v}", to_json(&Value::String(k.clone()))))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+                Value::Tagged(t) => to_json(&t.value),
+            }
+        }
     }
 }

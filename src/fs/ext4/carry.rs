@@ -95,6 +95,69 @@ fn meta_of(m: &Metadata) -> InodeMeta {
     }
 }
 
+/// What an old filesystem holds, from metadata only (no file content read).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OldSummary {
+    /// Entries (files, dirs, links), root and `lost+found` excluded.
+    pub entries: u64,
+    /// Directories among them.
+    pub dirs: u64,
+    /// Bytes of regular file content.
+    pub bytes: u64,
+    /// Blocks the regular files will take in a new filesystem (trees included).
+    pub file_blocks: u64,
+}
+
+/// Summarise the ext4 filesystem in `window` without reading file contents.
+pub fn scan_old(window: &PartitionWindow) -> Result<OldSummary, Ext4Error> {
+    let mut sb_buf = vec![0u8; 1024];
+    window.read_at(1024, &mut sb_buf)?;
+    if OldSuperblock::parse(&sb_buf).is_none() {
+        return Err(Ext4Error::Read {
+            path: "/".into(),
+            message: format!(
+                "no ext4 superblock at offset {} of {}",
+                window.start() + 1024,
+                window.path().display()
+            ),
+        });
+    }
+    let fs = Ext4::load(Box::new(WindowReader(window.clone()))).map_err(|e| err(b"", e))?;
+    let mut sum = OldSummary::default();
+    scan_dir(&fs, b"", &mut sum)?;
+    Ok(sum)
+}
+
+fn scan_dir(fs: &Ext4, dir: &[u8], sum: &mut OldSummary) -> Result<(), Ext4Error> {
+    let abs = [b"/".as_slice(), dir].concat();
+    for e in fs
+        .read_dir(ext4_view::Path::new(&abs))
+        .map_err(|e| err(dir, e))?
+    {
+        let e = e.map_err(|e| err(dir, e))?;
+        let name = e.file_name().as_ref().to_vec();
+        if name == b"." || name == b".." || (dir.is_empty() && name == b"lost+found") {
+            continue;
+        }
+        let rel = if dir.is_empty() {
+            name.clone()
+        } else {
+            [dir, b"/", &name].concat()
+        };
+        let md = e.metadata().map_err(|e| err(&rel, e))?;
+        sum.entries += 1;
+        if md.is_dir() {
+            sum.dirs += 1;
+            scan_dir(fs, &rel, sum)?;
+        } else if md.file_type().is_regular_file() {
+            sum.bytes += md.len();
+            sum.file_blocks +=
+                super::capacity::file_blocks(md.len(), super::params::MAX_EXTENT_BLOCKS);
+        }
+    }
+    Ok(())
+}
+
 /// Spill copy buffer: 1 MiB, like the host copy.
 const SPILL_BUF: usize = 1 << 20;
 

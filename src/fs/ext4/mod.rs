@@ -22,7 +22,7 @@ mod superblock;
 
 pub use builder::{Ext4Builder, FinishStats, Ino, SpecialKind, ROOT_INO};
 pub use capacity::{capacity, dir_blocks, file_blocks, min_size, Capacity};
-pub use carry::OldTree;
+pub use carry::{scan_old, OldSummary, OldTree};
 pub use error::Ext4Error;
 pub use file::{FileWriter, SequentialWriter};
 pub use host::{add_host_tree, count_host_entries, host_meta, PendingCopies, COPY_BUF};

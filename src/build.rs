@@ -1,0 +1,415 @@
+//! The build pipeline (DESIGN.md "Data flow"), step by step, with cleanup:
+//! config → plan → base copy → data partition → boot partition → MBR.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::config::{render_offspot_yaml, ImageConfig};
+use crate::error::{fail, BuildError, ExitKind, Kind};
+use crate::fetch::{data_regions, sparse_copy, StreamVerifier, SPARSE_BUF};
+use crate::fs::ext4::{Ext4Builder, Ext4Params, InodeMeta, OldTree, Timestamp};
+use crate::partition::{Mbr, PartitionWindow, SECTOR};
+use crate::plan::{self, ItemSource, Plan, DIR_PERM, FILE_PERM};
+use crate::progress::Reporter;
+
+/// What to build, from the command line.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Config path (or URL).
+    pub config_src: String,
+    /// Output image path.
+    pub output: PathBuf,
+    /// Temporary space; default: the output's directory.
+    pub build_dir: Option<PathBuf>,
+    /// Only plan.
+    pub check: bool,
+    /// Keep a failed output.
+    pub keep: bool,
+    /// Replace an existing output.
+    pub overwrite: bool,
+    /// `--max-size`.
+    pub max_size: Option<u64>,
+    /// Base URL for versioned base images.
+    pub base_url: String,
+}
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// `--check`: the plan, nothing written.
+    Checked(Plan),
+    /// The image was written.
+    Built {
+        /// The plan that was carried out.
+        plan: Plan,
+        /// Output path.
+        output: PathBuf,
+    },
+}
+
+/// Path of the in-progress output, removed by [`cleanup_after_signal`].
+static IN_PROGRESS: Mutex<Option<(PathBuf, bool)>> = Mutex::new(None);
+
+/// Remove the in-progress output (unless `--keep`); for signal handlers.
+pub fn cleanup_after_signal() {
+    if let Ok(mut g) = IN_PROGRESS.lock() {
+        if let Some((p, keep)) = g.take() {
+            if !keep {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+}
+
+fn load_config(src: &str) -> Result<(ImageConfig, String), BuildError> {
+    if src.starts_with("http://") || src.starts_with("https://") {
+        return Err(fail(
+            ExitKind::MissingRequirement,
+            format!("{src}: configs from URLs need HTTP downloads, not available in this version"),
+        ));
+    }
+    let path = Path::new(src.strip_prefix("file://").unwrap_or(src));
+    let text = fs_err::read_to_string(path).map_err(|e| {
+        let kind = if e.kind() == std::io::ErrorKind::NotFound {
+            ExitKind::BadInput
+        } else {
+            ExitKind::Failure
+        };
+        BuildError {
+            kind,
+            error: e.into(),
+        }
+    })?;
+    let dir = path
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let dir = if dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        dir
+    };
+    let config = ImageConfig::parse(&text, src, &dir).kind(ExitKind::BadInput)?;
+    Ok((config, src.to_string()))
+}
+
+/// Run a build (or a check).
+pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, BuildError> {
+    let steps = 6;
+    reporter.step(1, steps, "reading the config");
+    let (config, _name) = load_config(&opts.config_src)?;
+    if opts.output.exists() && !opts.overwrite {
+        return Err(fail(
+            ExitKind::BadInput,
+            format!(
+                "{} already exists (use -X/--overwrite to replace it)",
+                opts.output.display()
+            ),
+        ));
+    }
+    let out_dir = match opts.output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !out_dir.is_dir() {
+        return Err(fail(
+            ExitKind::BadInput,
+            format!("output directory {} does not exist", out_dir.display()),
+        ));
+    }
+
+    reporter.step(2, steps, "planning");
+    let (base_path, xz) = plan::base_path(&config, &opts.base_url)?;
+    let base = plan::inspect_base(&base_path, xz, true)?;
+    let the_plan = plan::make_plan(&config, &base, opts.max_size)?;
+    for w in &the_plan.warnings {
+        reporter.warn(w);
+    }
+    if opts.check {
+        return Ok(Outcome::Checked(the_plan));
+    }
+    check_free_space(&out_dir, &base, &the_plan)?;
+    let mut built_plan: Option<Plan> = None;
+    if let Some(d) = &opts.build_dir {
+        fs_err::create_dir_all(d).kind(ExitKind::BadInput)?;
+    }
+    let build_dir = opts.build_dir.clone().unwrap_or_else(|| out_dir.clone());
+
+    // The image is written to a temporary file beside the output and renamed
+    // at the end, so an existing output is untouched until success.
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(
+            ".{}.",
+            opts.output
+                .file_name()
+                .map_or_else(|| "image".into(), |n| n.to_string_lossy())
+        ))
+        .suffix(".part")
+        .tempfile_in(&out_dir)
+        .kind(ExitKind::Failure)?;
+    if let Ok(mut g) = IN_PROGRESS.lock() {
+        *g = Some((tmp.path().to_path_buf(), opts.keep));
+    }
+    let result = (|| {
+        reporter.step(3, 6, "copying the base image");
+        copy_base(tmp.as_file(), &base)?;
+        // An xz base could not be scanned before decompression: plan again,
+        // exactly, from the copy.
+        let the_plan = if base.xz {
+            let copied = plan::inspect_base(tmp.path(), false, true)?;
+            plan::make_plan(&config, &copied, opts.max_size)?
+        } else {
+            the_plan.clone()
+        };
+        build_into(
+            tmp.as_file(),
+            tmp.path(),
+            &config,
+            &base,
+            &the_plan,
+            &build_dir,
+            reporter,
+        )?;
+        Ok::<Plan, BuildError>(the_plan)
+    })();
+    let result = result.map(|p| {
+        built_plan = Some(p);
+    });
+    let result = result.and_then(|()| {
+        use std::os::unix::fs::PermissionsExt;
+        // tempfile creates 0600; an image is an ordinary output file.
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .kind(ExitKind::Failure)?;
+        let persisted = if opts.overwrite {
+            tmp.persist(&opts.output).map(|_| ())
+        } else {
+            tmp.persist_noclobber(&opts.output).map(|_| ())
+        };
+        persisted.map_err(|e| {
+            let _ = std::fs::remove_file(e.file.path());
+            fail(
+                ExitKind::Failure,
+                format!("moving the image to {}: {}", opts.output.display(), e.error),
+            )
+        })
+    });
+    let keep_path = IN_PROGRESS.lock().ok().and_then(|mut g| g.take());
+    match result {
+        Ok(()) => Ok(Outcome::Built {
+            plan: built_plan.unwrap_or(the_plan),
+            output: opts.output.clone(),
+        }),
+        Err(e) => {
+            if opts.keep {
+                // Keep the partial image at the output path if that is free.
+                if let Some((p, _)) = keep_path {
+                    if p.exists() && (!opts.output.exists() || opts.overwrite) {
+                        let _ = std::fs::rename(&p, &opts.output);
+                    }
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+fn check_free_space(dir: &Path, base: &plan::BaseInfo, plan: &Plan) -> Result<(), BuildError> {
+    let needed = base.size.min(plan.p3_start) + plan.content_bytes;
+    if let Ok(st) = rustix::fs::statvfs(dir) {
+        let free = st.f_bavail.saturating_mul(st.f_frsize);
+        if free < needed {
+            return Err(fail(
+                ExitKind::MissingRequirement,
+                format!(
+                    "{} has {free} bytes free; the image needs about {needed}",
+                    dir.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn copy_base(out: &File, base: &plan::BaseInfo) -> Result<(), BuildError> {
+    let name = base.path.display().to_string();
+    let src = fs_err::File::open(&base.path).kind(ExitKind::Unreachable)?;
+    if base.xz {
+        let mut dec = liblzma::read::XzDecoder::new_multi_decoder(src);
+        let st = sparse_copy(&mut dec, out, 0, |_| {}).map_err(|e| {
+            fail(
+                ExitKind::BadInput,
+                format!("decompressing base image {name}: {e}"),
+            )
+        })?;
+        if st.read < base.size {
+            return Err(fail(ExitKind::BadInput, format!("base image {name}: decompressed to {} bytes, but its partition table ends at {}", st.read, base.size)));
+        }
+        // Trailing zeros were skipped: give the copy its full length.
+        out.set_len(st.read).kind(ExitKind::Failure)?;
+    } else {
+        // Copy only the data regions: holes are neither read nor written.
+        let raw: &File = src.file();
+        for (start, end) in data_regions(raw, base.size).kind(ExitKind::Failure)? {
+            let mut region = ReadAt {
+                file: raw,
+                pos: start,
+                end,
+            };
+            sparse_copy(&mut region, out, start, |_| {})
+                .map_err(|e| fail(ExitKind::Failure, format!("copying base image {name}: {e}")))?;
+        }
+        out.set_len(base.size).kind(ExitKind::Failure)?;
+    }
+    Ok(())
+}
+
+/// `Read` over `[pos, end)` of a file, positionally.
+struct ReadAt<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.end.saturating_sub(self.pos);
+        let n = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
+        if n == 0 {
+            return Ok(0);
+        }
+        let got = self.file.read_at(&mut buf[..n], self.pos)?;
+        if got == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("unexpected end of file at offset {}", self.pos),
+            ));
+        }
+        self.pos += got as u64;
+        Ok(got)
+    }
+}
+
+fn build_into(
+    out: &File,
+    out_path: &Path,
+    config: &ImageConfig,
+    base: &plan::BaseInfo,
+    plan: &Plan,
+    build_dir: &Path,
+    reporter: &dyn Reporter,
+) -> Result<(), BuildError> {
+    let steps = 6;
+    out.set_len(plan.image_size).kind(ExitKind::Failure)?;
+    let file = Arc::new(out.try_clone().kind(ExitKind::Failure)?);
+
+    reporter.step(4, steps, "writing the data partition");
+    let mut sector = [0u8; 512];
+    out.read_exact_at(&mut sector, 0).kind(ExitKind::Failure)?;
+    let mut mbr = Mbr::parse(&sector).kind(ExitKind::BadInput)?;
+    let p3 = mbr.partition(3).kind(ExitKind::BadInput)?;
+    let old_window = PartitionWindow::new(file.clone(), out_path, p3.offset(), p3.len());
+    let old = OldTree::read(&old_window, build_dir).map_err(|e| {
+        fail(
+            ExitKind::BadInput,
+            format!(
+                "base image {}: data partition (p3): {e}",
+                base.path.display()
+            ),
+        )
+    })?;
+    let time = Timestamp::build_time();
+    let mut params = Ext4Params {
+        time,
+        ..Ext4Params::default()
+    };
+    params.reserved_percent = old.superblock().reserved_percent;
+    params.inodes.expected_inodes = plan.inodes_expected;
+    old.apply_identity(&mut params);
+    params.inodes.expected_inodes = plan.inodes_expected;
+    let window = PartitionWindow::new(file.clone(), out_path, plan.p3_start, plan.fs_size);
+    let mut builder = Ext4Builder::new(window.clone(), params).kind(ExitKind::Failure)?;
+    old.write_into(&mut builder).kind(ExitKind::Failure)?;
+    let dir_meta = InodeMeta::new(DIR_PERM, time);
+    let file_meta = InodeMeta::new(FILE_PERM, time);
+    let mut buf = vec![0u8; SPARSE_BUF];
+    for item in &plan.items {
+        let (parent_path, name) = item
+            .dest
+            .rsplit_once('/')
+            .unwrap_or(("", item.dest.as_str()));
+        let parent = builder
+            .mkdir_all(parent_path, dir_meta)
+            .kind(ExitKind::Failure)?;
+        let w = builder
+            .create_file(parent, name.as_bytes(), item.size, file_meta)
+            .kind(ExitKind::Failure)?;
+        match &item.source {
+            ItemSource::Bytes(b) => w.write_at(0, b).kind(ExitKind::Failure)?,
+            ItemSource::Local { path, checksum } => {
+                let mut f = fs_err::File::open(path).kind(ExitKind::Unreachable)?;
+                let name = path.display().to_string();
+                let mut verifier = checksum
+                    .as_ref()
+                    .map(|c| StreamVerifier::new(c.algo, &c.value, &name));
+                let mut off = 0u64;
+                loop {
+                    let n = f.read(&mut buf).kind(ExitKind::Failure)?;
+                    if n == 0 {
+                        break;
+                    }
+                    if let Some(v) = verifier.as_mut() {
+                        v.update(&buf[..n]);
+                    }
+                    w.write_at(off, &buf[..n]).map_err(|e| {
+                        fail(
+                            ExitKind::Failure,
+                            format!("{name} changed while being copied: {e}"),
+                        )
+                    })?;
+                    off += n as u64;
+                }
+                if off != item.size {
+                    return Err(fail(
+                        ExitKind::Failure,
+                        format!(
+                            "{name} changed size while being copied ({off} of {} bytes)",
+                            item.size
+                        ),
+                    ));
+                }
+                let digest = match verifier {
+                    Some(v) => Some(v.finish().kind(ExitKind::Failure)?),
+                    None => None,
+                };
+                reporter.item_done(
+                    &format!("/data/{}", item.dest),
+                    item.size,
+                    digest.as_deref(),
+                );
+                continue;
+            }
+        }
+        reporter.item_done(&format!("/data/{}", item.dest), item.size, None);
+    }
+    builder.finish().kind(ExitKind::Failure)?;
+
+    reporter.step(5, steps, "writing the boot partition");
+    if let Some(m) = &config.offspot {
+        let yaml = render_offspot_yaml(m);
+        let p1 = mbr.partition(1).kind(ExitKind::BadInput)?;
+        let w1 = PartitionWindow::new(file.clone(), out_path, p1.offset(), p1.len());
+        crate::fs::fat::replace_file(&w1, "offspot.yaml", yaml.as_bytes())
+            .kind(ExitKind::Failure)?;
+    }
+
+    reporter.step(6, steps, "writing the partition table");
+    mbr.set_sectors(3, plan.fs_size / SECTOR)
+        .kind(ExitKind::Failure)?;
+    out.write_all_at(&mbr.to_bytes(), 0)
+        .kind(ExitKind::Failure)?;
+    out.sync_all().kind(ExitKind::Failure)?;
+    Ok(())
+}
