@@ -1,0 +1,528 @@
+//! The whole build, end to end, checked with tools nobody here wrote:
+//! sfdisk, fsck.fat, mtools, e2fsck, debugfs, dumpe2fs, resize2fs, PyYAML.
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{have, is_root, run};
+
+const BIN: &str = env!("CARGO_BIN_EXE_image-creator");
+const MIB: u64 = 1 << 20;
+
+fn tools() -> bool {
+    [
+        "sfdisk",
+        "mkfs.vfat",
+        "mkfs.ext4",
+        "mcopy",
+        "mtype",
+        "fsck.fat",
+        "e2fsck",
+        "debugfs",
+        "dumpe2fs",
+        "xz",
+    ]
+    .iter()
+    .all(|t| have(t))
+}
+
+/// A fresh base image made by the committed fixture script; returns
+/// (path, rootfs_size).
+fn make_base(dir: &Path) -> (PathBuf, u64) {
+    let img = dir.join("base.img");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-base-image.sh");
+    let out = Command::new("bash").arg(script).arg(&img).output().unwrap();
+    assert!(
+        out.status.success(),
+        "make-base-image: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let start: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    (img, start)
+}
+
+fn image_creator(args: &[&str]) -> (i32, String) {
+    run(Command::new(BIN).args(args).env_remove("SOURCE_DATE_EPOCH"))
+}
+
+struct Part {
+    start: u64,
+    size: u64,
+}
+
+fn sfdisk_json(img: &Path) -> (String, Vec<Part>) {
+    let (code, out) = run(Command::new("sfdisk").arg("-J").arg(img));
+    assert_eq!(code, 0, "sfdisk -J: {out}");
+    let id = out
+        .split("\"id\": \"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let mut parts = Vec::new();
+    for chunk in out.split("\"start\": ").skip(1) {
+        let start: u64 = chunk.split(',').next().unwrap().trim().parse().unwrap();
+        let size: u64 = chunk
+            .split("\"size\": ")
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        parts.push(Part {
+            start: start * 512,
+            size: size * 512,
+        });
+    }
+    (id, parts)
+}
+
+fn extract(img: &Path, p: &Part, to: &Path) {
+    let data = std::fs::read(img).unwrap();
+    std::fs::write(to, &data[p.start as usize..(p.start + p.size) as usize]).unwrap();
+}
+
+fn p3_spec(img: &Path, p: &Part) -> String {
+    format!("{}?offset={}", img.display(), p.start)
+}
+
+fn write_config(dir: &Path, base: &Path, rootfs: u64, extra: &str) -> PathBuf {
+    let cfg = dir.join("image.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "base:\n  source: {}\n  rootfs_size: {rootfs}\n{extra}",
+            base.display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+#[test]
+fn demo_build_passes_every_oracle() {
+    if !tools() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = tmp.path().join("demo.img");
+    let (code, log) = image_creator(&[
+        root.join("examples/demo.yaml").to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{log}");
+    // The base, decompressed, to compare with.
+    let base = tmp.path().join("base.img");
+    let dec = Command::new("xz")
+        .arg("-dc")
+        .arg(root.join("examples/demo/base.img.xz"))
+        .output()
+        .unwrap();
+    std::fs::write(&base, &dec.stdout).unwrap();
+
+    let (id0, b) = sfdisk_json(&base);
+    let (id1, o) = sfdisk_json(&out);
+    assert_eq!(id0, id1, "disk id kept");
+    assert_eq!(
+        (o[0].start, o[0].size, o[1].start, o[1].size),
+        (b[0].start, b[0].size, b[1].start, b[1].size),
+        "p1, p2 unchanged"
+    );
+    assert_eq!(o[2].start, b[2].start, "p3 starts where it did");
+    let len = std::fs::metadata(&out).unwrap().len();
+    assert!(o[2].start + o[2].size <= len, "p3 ends inside the file");
+    let (bd, od) = (std::fs::read(&base).unwrap(), std::fs::read(&out).unwrap());
+    let p2 = b[1].start as usize..(b[1].start + b[1].size) as usize;
+    assert!(bd[p2.clone()] == od[p2], "p2 bytes identical");
+
+    // Boot partition: fsck.fat clean, new offspot.yaml, other files intact.
+    let p1 = tmp.path().join("p1.img");
+    extract(&out, &o[0], &p1);
+    let (code, log) = run(Command::new("fsck.fat").arg("-n").arg(&p1));
+    assert_eq!(code, 0, "fsck.fat -n: {log}");
+    let at = format!("{}@@{}", out.display(), o[0].start);
+    let base_at = format!("{}@@{}", base.display(), b[0].start);
+    let (_, yaml) = run(Command::new("mtype").args(["-i", &at, "::offspot.yaml"]));
+    assert!(
+        yaml.contains("ssid: Offspot Demo") && yaml.contains("enabled: \"yes\""),
+        "{yaml}"
+    );
+    for f in [
+        "::cmdline.txt",
+        "::config.txt",
+        "::kernel8.img",
+        "::overlays/README",
+    ] {
+        let (c1, a) = run(Command::new("mtype").args(["-i", &at, f]));
+        let (c2, bb) = run(Command::new("mtype").args(["-i", &base_at, f]));
+        assert!(c1 == 0 && c2 == 0 && a == bb, "{f} differs");
+    }
+
+    // Data partition.
+    let spec = p3_spec(&out, &o[2]);
+    let (code, log) = run(Command::new("e2fsck").arg("-fn").arg(&spec));
+    assert_eq!(code, 0, "e2fsck: {log}");
+    let (_, h) = run(Command::new("dumpe2fs").arg("-h").arg(&spec));
+    assert!(
+        h.contains("0e9f5c44-2f0b-4b3e-9c62-1a2b3c4d5e6f") && h.contains("volume name:   data"),
+        "{h}"
+    );
+    let cat = |p: &str| {
+        run(Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("cat {p}"))
+            .arg(&spec))
+        .1
+    };
+    assert!(cat("/contents/hello.txt").contains("Hello from the image-creator demo!"));
+    assert!(
+        !cat("/contents/hello.txt").contains("demo!\n"),
+        "content is stripped"
+    );
+    assert!(cat("/contents/logo.txt").contains("offline knowledge for everyone"));
+    assert!(cat("/image.yaml")
+        .contains(&std::fs::read_to_string(root.join("examples/demo.yaml")).unwrap()));
+    let bspec = p3_spec(&base, &b[2]);
+    let bcat = |p: &str| {
+        run(Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("cat {p}"))
+            .arg(&bspec))
+        .1
+    };
+    assert_eq!(
+        cat("/images/base-httpd-1.0.tar"),
+        bcat("/images/base-httpd-1.0.tar"),
+        "carried over"
+    );
+    let (_, st) = run(Command::new("debugfs")
+        .arg("-R")
+        .arg("stat /master_fs")
+        .arg(&spec));
+    assert!(st.contains("Type: regular"), "{st}");
+}
+
+#[test]
+fn pi_first_boot_growth_is_clean() {
+    if !tools() || !have("resize2fs") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, rootfs) = make_base(tmp.path());
+    let blob = tmp.path().join("blob.bin");
+    std::fs::write(&blob, common::bytes(1, 3 * MIB as usize)).unwrap();
+    let cfg = write_config(
+        tmp.path(),
+        &base,
+        rootfs,
+        "files:\n  - to: /data/blob.bin\n    url: blob.bin\n",
+    );
+    let out = tmp.path().join("out.img");
+    let (code, log) = image_creator(&[cfg.to_str().unwrap(), out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{log}");
+    // What the Pi does: grow p3 to the card, resize2fs, then it must be clean.
+    let f = std::fs::OpenOptions::new().write(true).open(&out).unwrap();
+    f.set_len(std::fs::metadata(&out).unwrap().len() + 2048 * MIB)
+        .unwrap();
+    let grow = Command::new("sfdisk")
+        .args(["--quiet", "-N", "3"])
+        .arg(&out)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(b", +\n")?;
+            c.wait_with_output()
+        });
+    assert!(grow.unwrap().status.success());
+    let (_, parts) = sfdisk_json(&out);
+    let p3 = tmp.path().join("p3.img");
+    extract(&out, &parts[2], &p3);
+    let (code, log) = run(Command::new("resize2fs").arg(&p3));
+    assert_eq!(code, 0, "resize2fs: {log}");
+    let (code, log) = run(Command::new("e2fsck").arg("-fn").arg(&p3));
+    assert_eq!(code, 0, "e2fsck after growth: {log}");
+    let (_, cat) = run(Command::new("debugfs")
+        .args(["-R", "dump /blob.bin /dev/stdout"])
+        .arg(&p3));
+    assert!(cat.len() >= 3 * MIB as usize);
+}
+
+#[test]
+fn unprivileged_build_succeeds() {
+    if !tools() {
+        return;
+    }
+    if !is_root() {
+        // Already unprivileged: the demo test covers it.
+        eprintln!("SKIP: not root, so every other test already ran unprivileged");
+        return;
+    }
+    if !have("setpriv") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, rootfs) = make_base(tmp.path());
+    let cfg = write_config(
+        tmp.path(),
+        &base,
+        rootfs,
+        "files:\n  - to: /data/a.txt\n    content: hi\n",
+    );
+    let outdir = tmp.path().join("out");
+    std::fs::create_dir(&outdir).unwrap();
+    for p in [tmp.path(), outdir.as_path()] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    for p in [&base, &cfg] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    // Copy the binary somewhere `nobody` can execute it.
+    let bin = tmp.path().join("image-creator");
+    std::fs::copy(BIN, &bin).unwrap();
+    let out = outdir.join("out.img");
+    let (code, log) = run(Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .arg(&cfg)
+        .arg(&out));
+    assert_eq!(code, 0, "build as nobody: {log}");
+    let (_, parts) = sfdisk_json(&out);
+    let (code, log) = run(Command::new("e2fsck")
+        .arg("-fn")
+        .arg(p3_spec(&out, &parts[2])));
+    assert_eq!(code, 0, "{log}");
+}
+
+#[test]
+fn checksums_of_every_algorithm_are_verified() {
+    if !tools() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, rootfs) = make_base(tmp.path());
+    let blob = tmp.path().join("blob.bin");
+    std::fs::write(&blob, common::bytes(2, 100_000)).unwrap();
+    // Digests from the coreutils tools and python's zlib, not from us.
+    let mut files = String::from("files:\n");
+    for (i, (algo, tool)) in [
+        ("md5", "md5sum"),
+        ("sha-1", "sha1sum"),
+        ("sha-224", "sha224sum"),
+        ("sha-256", "sha256sum"),
+        ("sha-384", "sha384sum"),
+        ("sha-512", "sha512sum"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (code, out) = run(Command::new(tool).arg(&blob));
+        assert_eq!(code, 0);
+        let digest = out.split_whitespace().next().unwrap();
+        files.push_str(&format!("  - to: /data/f{i}\n    url: blob.bin\n    checksum: {{algo: {algo}, value: {digest}}}\n"));
+    }
+    if have("python3") {
+        let (code, out) = run(Command::new("python3").arg("-c").arg(format!(
+            "import zlib;print('%08x' % zlib.adler32(open('{}','rb').read()))",
+            blob.display()
+        )));
+        assert_eq!(code, 0, "{out}");
+        files.push_str(&format!(
+            "  - to: /data/adler\n    url: blob.bin\n    checksum: {{algo: adler32, value: {}}}\n",
+            out.trim()
+        ));
+    }
+    let cfg = write_config(tmp.path(), &base, rootfs, &files);
+    let out = tmp.path().join("ok.img");
+    let (code, log) = image_creator(&[cfg.to_str().unwrap(), out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{log}");
+
+    // A wrong digest fails, names the file, both digests, and leaves nothing.
+    let cfg = write_config(tmp.path(), &base, rootfs, "files:\n  - to: /data/x\n    url: blob.bin\n    checksum: {algo: md5, value: 00000000000000000000000000000000}\n");
+    let bad = tmp.path().join("bad.img");
+    let (code, log) = image_creator(&[cfg.to_str().unwrap(), bad.to_str().unwrap()]);
+    assert_eq!(code, 1, "{log}");
+    assert!(
+        log.contains("blob.bin")
+            && log.contains("md5")
+            && log.contains("00000000000000000000000000000000"),
+        "{log}"
+    );
+    assert!(!bad.exists(), "no output left behind");
+    assert_no_partials(tmp.path());
+}
+
+fn assert_no_partials(dir: &Path) {
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".part"))
+        .collect();
+    assert!(left.is_empty(), "partial files left: {left:?}");
+}
+
+#[test]
+fn errors_have_the_right_codes_and_leave_nothing() {
+    if !tools() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let (base, rootfs) = make_base(d);
+    let out = d.join("out.img");
+    let o = out.to_str().unwrap();
+
+    // Unknown key: exit 3, naming it.
+    let cfg = write_config(
+        d,
+        &base,
+        rootfs,
+        "files:\n  - to: /data/a\n    content: x\n    sise: 1\n",
+    );
+    let (code, log) = image_creator(&[cfg.to_str().unwrap(), o]);
+    assert_eq!(code, 3, "{log}");
+    assert!(log.contains("sise"), "{log}");
+    assert!(!out.exists());
+
+    // Existing output without -X: exit 3, untouched.
+    std::fs::write(&out, b"precious").unwrap();
+    let cfg = write_config(
+        d,
+        &base,
+        rootfs,
+        "files:\n  - to: /data/a\n    content: x\n",
+    );
+    let (code, log) = image_creator(&[cfg.to_str().unwrap(), o]);
+    assert_eq!(code, 3, "{log}");
+    assert_eq!(std::fs::read(&out).unwrap(), b"precious");
+
+    // --check: prints the plan, changes nothing anywhere.
+    let snapshot = |p: &Path| -> Vec<(String, Vec<u8>)> {
+        let mut v: Vec<_> = std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_file())
+            .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap()))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = snapshot(d);
+    let (code, log) = image_creator(&["--check", "-X", cfg.to_str().unwrap(), o]);
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        log.contains("/data/a") && log.contains("image size"),
+        "{log}"
+    );
+    assert!(before == snapshot(d), "--check changed files");
+
+    // With -X it is replaced.
+    let (code, log) = image_creator(&["-X", cfg.to_str().unwrap(), o]);
+    assert_eq!(code, 0, "{log}");
+    assert_ne!(std::fs::read(&out).unwrap(), b"precious");
+    std::fs::remove_file(&out).unwrap();
+
+    // Missing base: exit 4.
+    let cfg = write_config(d, &d.join("nope.img"), rootfs, "");
+    let (code, log) = image_creator(&[cfg.to_str().unwrap(), o]);
+    assert_eq!(code, 4, "{log}");
+    assert!(log.contains("nope.img"), "{log}");
+
+    // Corrupt bases: no MBR; p3 not ext4.
+    let junk = d.join("junk.img");
+    std::fs::write(&junk, vec![0u8; 4 * MIB as usize]).unwrap();
+    let cfg = write_config(d, &junk, rootfs, "");
+    let (code, log) = image_creator(&[cfg.to_str().unwrap(), o]);
+    assert_eq!(code, 3, "{log}");
+    assert!(
+        log.contains("MBR") || log.contains("partition table"),
+        "{log}"
+    );
+    let broken = d.join("broken.img");
+    let mut data = std::fs::read(&base).unwrap();
+    let (_, parts) = sfdisk_json(&base);
+    let p3 = parts[2].start as usize;
+    data[p3..p3 + 2 * MIB as usize].fill(0);
+    std::fs::write(&broken, &data).unwrap();
+    let cfg = write_config(d, &broken, rootfs, "");
+    let (code, log) = image_creator(&[cfg.to_str().unwrap(), o]);
+    assert_eq!(code, 3, "{log}");
+    assert!(log.contains("p3") && log.contains("superblock"), "{log}");
+    assert!(!out.exists());
+
+    // Content larger than an explicit size: exit 3, naming both sizes.
+    let big = d.join("big.bin");
+    std::fs::write(&big, common::bytes(3, 40 * MIB as usize)).unwrap();
+    let cfg = write_config(
+        d,
+        &base,
+        rootfs,
+        "output:\n  size: 80MiB\nfiles:\n  - to: /data/big\n    url: big.bin\n",
+    );
+    let (code, log) = image_creator(&[cfg.to_str().unwrap(), o]);
+    assert_eq!(code, 3, "{log}");
+    assert!(
+        log.contains("output.size") && log.contains(&(80 * MIB).to_string()),
+        "{log}"
+    );
+    // --max-size below the need.
+    let cfg = write_config(
+        d,
+        &base,
+        rootfs,
+        "files:\n  - to: /data/big\n    url: big.bin\n",
+    );
+    let (code, log) = image_creator(&["--max-size", "50MB", cfg.to_str().unwrap(), o]);
+    assert_eq!(code, 3, "{log}");
+    assert!(log.contains("--max-size"), "{log}");
+    assert!(!out.exists());
+    assert_no_partials(d);
+}
+
+#[test]
+fn explicit_size_is_honoured_and_base_holes_stay_holes() {
+    if !tools() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, rootfs) = make_base(tmp.path());
+    let cfg = write_config(
+        tmp.path(),
+        &base,
+        rootfs,
+        "output:\n  size: 1GiB\nfiles:\n  - to: /data/deep/er/file.txt\n    content: deep\n",
+    );
+    let out = tmp.path().join("out.img");
+    let (code, log) = image_creator(&[cfg.to_str().unwrap(), out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{log}");
+    let md = std::fs::metadata(&out).unwrap();
+    assert_eq!(md.len(), 1 << 30);
+    use std::os::unix::fs::MetadataExt;
+    // A 1 GiB image of a ~70 MiB mostly-empty base: only a few MiB allocated.
+    assert!(
+        md.blocks() * 512 < 16 * MIB,
+        "allocated {} bytes",
+        md.blocks() * 512
+    );
+    let (_, parts) = sfdisk_json(&out);
+    assert_eq!(parts[2].start + parts[2].size, 1 << 30);
+    let spec = p3_spec(&out, &parts[2]);
+    let (code, log) = run(Command::new("e2fsck").arg("-fn").arg(&spec));
+    assert_eq!(code, 0, "{log}");
+    let (_, st) = run(Command::new("debugfs")
+        .args(["-R", "cat /deep/er/file.txt"])
+        .arg(&spec));
+    assert!(st.contains("deep"));
+}
