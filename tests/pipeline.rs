@@ -526,3 +526,55 @@ fn explicit_size_is_honoured_and_base_holes_stay_holes() {
         .arg(&spec));
     assert!(st.contains("deep"));
 }
+
+#[test]
+fn sigterm_mid_build_leaves_nothing() {
+    if !tools() || !have("kill") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, rootfs) = make_base(tmp.path());
+    // A 4 GiB sparse source: cheap to read, long enough to write that the
+    // signal lands mid-build.
+    let big = tmp.path().join("big.bin");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(4 << 30)
+        .unwrap();
+    let cfg = write_config(
+        tmp.path(),
+        &base,
+        rootfs,
+        "files:\n  - to: /data/big\n    url: big.bin\n",
+    );
+    let out = tmp.path().join("out.img");
+    let mut child = Command::new(BIN)
+        .arg(&cfg)
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the partial image to appear, then SIGTERM.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let partial = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().ends_with(".part"));
+        if partial || std::time::Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let _ = run(Command::new("kill").args(["-TERM", &child.id().to_string()]));
+    let status = child.wait().unwrap();
+    if status.success() {
+        eprintln!("SKIP: the build finished before the signal");
+        return;
+    }
+    assert_eq!(status.code(), Some(130), "interrupted builds exit 130");
+    assert!(!out.exists(), "no output after SIGTERM");
+    assert_no_partials(tmp.path());
+}
