@@ -9,10 +9,12 @@ use std::sync::{Arc, Mutex};
 
 use crate::config::{render_offspot_yaml, ImageConfig};
 use crate::error::{fail, BuildError, ExitKind, Kind};
-use crate::fetch::{data_regions, sparse_copy, StreamVerifier, SPARSE_BUF};
+use crate::fetch::{
+    data_regions, sparse_copy, ChunkSink, FetchOptions, HttpError, StreamVerifier, SPARSE_BUF,
+};
 use crate::fs::ext4::{Ext4Builder, Ext4Params, InodeMeta, OldTree, Timestamp};
 use crate::partition::{Mbr, PartitionWindow, SECTOR};
-use crate::plan::{self, ItemSource, Plan, DIR_PERM, FILE_PERM};
+use crate::plan::{self, BaseLocation, ItemSource, Net, Plan, DIR_PERM, FILE_PERM};
 use crate::progress::Reporter;
 
 /// What to build, from the command line.
@@ -34,6 +36,10 @@ pub struct BuildOptions {
     pub max_size: Option<u64>,
     /// Base URL for versioned base images.
     pub base_url: String,
+    /// Parallel downloads (`-T`).
+    pub concurrency: usize,
+    /// Network timeouts and retries.
+    pub fetch: FetchOptions,
 }
 
 /// What a build produced.
@@ -64,12 +70,21 @@ pub fn cleanup_after_signal() {
     }
 }
 
-fn load_config(src: &str) -> Result<(ImageConfig, String), BuildError> {
+/// Largest config accepted from a URL: 4 MiB (real configs are a few KiB).
+const MAX_REMOTE_CONFIG: usize = 4 << 20;
+
+fn load_config(src: &str, net: &Net) -> Result<(ImageConfig, String), BuildError> {
     if src.starts_with("http://") || src.starts_with("https://") {
-        return Err(fail(
-            ExitKind::MissingRequirement,
-            format!("{src}: configs from URLs need HTTP downloads, not available in this version"),
-        ));
+        let body = net
+            .rt
+            .block_on(net.http.get_small(src, MAX_REMOTE_CONFIG))
+            .map_err(http_fail)?;
+        let name = crate::fetch::redact(src);
+        let text = String::from_utf8(body)
+            .map_err(|_| fail(ExitKind::BadInput, format!("{name}: not UTF-8 text")))?;
+        // Relative local paths in a remote config resolve against the working directory.
+        let config = ImageConfig::parse(&text, &name, Path::new(".")).kind(ExitKind::BadInput)?;
+        return Ok((config, src.to_string()));
     }
     let path = Path::new(src.strip_prefix("file://").unwrap_or(src));
     let text = fs_err::read_to_string(path).map_err(|e| {
@@ -99,7 +114,8 @@ fn load_config(src: &str) -> Result<(ImageConfig, String), BuildError> {
 pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, BuildError> {
     let steps = 6;
     reporter.step(1, steps, "reading the config");
-    let (config, _name) = load_config(&opts.config_src)?;
+    let net = Net::new(opts.fetch.clone())?;
+    let (config, _name) = load_config(&opts.config_src, &net)?;
     if opts.output.exists() && !opts.overwrite {
         return Err(fail(
             ExitKind::BadInput,
@@ -121,9 +137,9 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
     }
 
     reporter.step(2, steps, "planning");
-    let (base_path, xz) = plan::base_path(&config, &opts.base_url)?;
-    let base = plan::inspect_base(&base_path, xz, true)?;
-    let the_plan = plan::make_plan(&config, &base, opts.max_size)?;
+    let (location, xz, checksum) = plan::locate_base(&config, &opts.base_url, &net)?;
+    let base = plan::inspect_base(&location, xz, checksum, true, &net)?;
+    let the_plan = plan::make_plan(&config, &base, opts.max_size, &net)?;
     for w in &the_plan.warnings {
         reporter.warn(w);
     }
@@ -154,24 +170,27 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
     }
     let result = (|| {
         reporter.step(3, 6, "copying the base image");
-        copy_base(tmp.as_file(), &base)?;
-        // An xz base could not be scanned before decompression: plan again,
-        // exactly, from the copy.
-        let the_plan = if base.xz {
-            let copied = plan::inspect_base(tmp.path(), false, true)?;
-            plan::make_plan(&config, &copied, opts.max_size)?
+        copy_base(tmp.as_file(), &base, &net)?;
+        // A compressed or remote base could not be scanned before the copy:
+        // plan again, exactly, from the copy.
+        let the_plan = if base.xz || matches!(base.location, BaseLocation::Http(_)) {
+            let copy = BaseLocation::Local(tmp.path().to_path_buf());
+            let copied = plan::inspect_base(&copy, false, None, true, &net)?;
+            plan::make_plan(&config, &copied, opts.max_size, &net)?
         } else {
             the_plan.clone()
         };
-        build_into(
-            tmp.as_file(),
-            tmp.path(),
-            &config,
-            &base,
-            &the_plan,
-            &build_dir,
+        build_into(&BuildCtx {
+            out: tmp.as_file(),
+            out_path: tmp.path(),
+            config: &config,
+            base: &base,
+            plan: &the_plan,
+            build_dir: &build_dir,
+            net: &net,
+            concurrency: opts.concurrency,
             reporter,
-        )?;
+        })?;
         Ok::<Plan, BuildError>(the_plan)
     })();
     let result = result.map(|p| {
@@ -233,37 +252,207 @@ fn check_free_space(dir: &Path, base: &plan::BaseInfo, plan: &Plan) -> Result<()
     Ok(())
 }
 
-fn copy_base(out: &File, base: &plan::BaseInfo) -> Result<(), BuildError> {
-    let name = base.path.display().to_string();
-    let src = fs_err::File::open(&base.path).kind(ExitKind::Unreachable)?;
-    if base.xz {
-        let mut dec = liblzma::read::XzDecoder::new_multi_decoder(src);
-        let st = sparse_copy(&mut dec, out, 0, |_| {}).map_err(|e| {
-            fail(
-                ExitKind::BadInput,
-                format!("decompressing base image {name}: {e}"),
-            )
-        })?;
-        if st.read < base.size {
-            return Err(fail(ExitKind::BadInput, format!("base image {name}: decompressed to {} bytes, but its partition table ends at {}", st.read, base.size)));
-        }
-        // Trailing zeros were skipped: give the copy its full length.
-        out.set_len(st.read).kind(ExitKind::Failure)?;
+fn http_fail(e: HttpError) -> BuildError {
+    let kind = if e.is_unreachable() {
+        ExitKind::Unreachable
     } else {
-        // Copy only the data regions: holes are neither read nor written.
-        let raw: &File = src.file();
-        for (start, end) in data_regions(raw, base.size).kind(ExitKind::Failure)? {
-            let mut region = ReadAt {
-                file: raw,
-                pos: start,
-                end,
-            };
-            sparse_copy(&mut region, out, start, |_| {})
-                .map_err(|e| fail(ExitKind::Failure, format!("copying base image {name}: {e}")))?;
-        }
-        out.set_len(base.size).kind(ExitKind::Failure)?;
+        ExitKind::Failure
+    };
+    BuildError {
+        kind,
+        error: e.into(),
     }
+}
+
+/// Writes downloaded bytes to a file at their offsets, skipping all-zero
+/// 4 KiB blocks (the destination is fresh, so they already read as zeros).
+struct SparseFileSink<'a> {
+    file: &'a File,
+    base: u64,
+}
+
+impl ChunkSink for SparseFileSink<'_> {
+    fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), String> {
+        sparse_copy(&mut &data[..], self.file, self.base + offset, |_| {})
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Sends downloaded bytes to a decoder thread (bounded: at most
+/// `XZ_QUEUE` batches of 1 MiB in flight).
+struct ChannelSink(std::sync::mpsc::SyncSender<Vec<u8>>);
+
+impl ChunkSink for ChannelSink {
+    fn write(&mut self, _offset: u64, data: &[u8]) -> Result<(), String> {
+        self.0
+            .send(data.to_vec())
+            .map_err(|_| "the decoder stopped".to_string())
+    }
+    fn restart(&mut self) -> bool {
+        false
+    }
+}
+
+/// `Read` over the chunks of a channel.
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(c) => {
+                    self.cur = c;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Batches queued between a download and its xz decoder.
+const XZ_QUEUE: usize = 8;
+
+fn copy_base(out: &File, base: &plan::BaseInfo, net: &Net) -> Result<(), BuildError> {
+    let name = base.location.name();
+    let decoded = match &base.location {
+        BaseLocation::Local(path) => {
+            let src = fs_err::File::open(path).kind(ExitKind::Unreachable)?;
+            if base.xz || base.checksum.is_some() {
+                // Stream the whole file (hashing it as stored), decoding xz.
+                let mut verifier = base
+                    .checksum
+                    .as_ref()
+                    .map(|(a, v)| StreamVerifier::new(*a, v, &name));
+                let mut hashing = HashingReader {
+                    inner: src,
+                    verifier: verifier.as_mut(),
+                };
+                let st = if base.xz {
+                    let mut dec = liblzma::read::XzDecoder::new_multi_decoder(&mut hashing);
+                    let st = sparse_copy(&mut dec, out, 0, |_| {});
+                    // Hash any bytes past the xz stream too.
+                    std::io::copy(&mut hashing, &mut std::io::sink()).kind(ExitKind::Failure)?;
+                    st
+                } else {
+                    sparse_copy(&mut hashing, out, 0, |_| {})
+                };
+                let st = st.map_err(|e| {
+                    fail(
+                        ExitKind::BadInput,
+                        format!("reading base image {name}: {e}"),
+                    )
+                })?;
+                if let Some(v) = verifier {
+                    v.finish().kind(ExitKind::Failure)?;
+                }
+                st.read
+            } else {
+                // Copy only the data regions: holes are neither read nor written.
+                let raw: &File = src.file();
+                for (start, end) in data_regions(raw, base.size).kind(ExitKind::Failure)? {
+                    let mut region = ReadAt {
+                        file: raw,
+                        pos: start,
+                        end,
+                    };
+                    sparse_copy(&mut region, out, start, |_| {}).map_err(|e| {
+                        fail(ExitKind::Failure, format!("copying base image {name}: {e}"))
+                    })?;
+                }
+                base.size
+            }
+        }
+        BaseLocation::Http(url) => {
+            let verify = base.checksum.clone();
+            if base.xz {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(XZ_QUEUE);
+                let out2 = out.try_clone().kind(ExitKind::Failure)?;
+                let decoder = std::thread::spawn(move || {
+                    let mut dec = liblzma::read::XzDecoder::new_multi_decoder(ChannelReader {
+                        rx,
+                        cur: Vec::new(),
+                        pos: 0,
+                    });
+                    let r = sparse_copy(&mut dec, &out2, 0, |_| {});
+                    // Drain so the downloader never blocks on a dead decoder.
+                    let _ = std::io::copy(dec.get_mut(), &mut std::io::sink());
+                    r
+                });
+                let mut sink = ChannelSink(tx);
+                let res = net
+                    .rt
+                    .block_on(net.http.download(url, None, verify, &mut sink));
+                drop(sink);
+                let st = decoder
+                    .join()
+                    .map_err(|_| fail(ExitKind::Failure, "xz decoder thread panicked"))?;
+                res.map_err(http_fail)?;
+                st.map_err(|e| {
+                    fail(
+                        ExitKind::BadInput,
+                        format!("decompressing base image {name}: {e}"),
+                    )
+                })?
+                .read
+            } else {
+                let mut sink = SparseFileSink { file: out, base: 0 };
+                net.rt
+                    .block_on(net.http.download(url, None, verify, &mut sink))
+                    .map_err(http_fail)?;
+                base.size
+            }
+        }
+    };
+    if decoded < base.size {
+        return Err(fail(
+            ExitKind::BadInput,
+            format!(
+                "base image {name}: {decoded} bytes, but its partition table ends at {}",
+                base.size
+            ),
+        ));
+    }
+    // Trailing zeros were skipped: give the copy its full length.
+    out.set_len(decoded).kind(ExitKind::Failure)?;
     Ok(())
+}
+
+/// Hashes what passes through.
+struct HashingReader<'a, R> {
+    inner: R,
+    verifier: Option<&'a mut StreamVerifier>,
+}
+
+impl<R: Read> Read for HashingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(v) = self.verifier.as_deref_mut() {
+            v.update(&buf[..n]);
+        }
+        Ok(n)
+    }
+}
+
+/// A finished download: path, size, digest.
+type Done = (String, u64, Option<String>);
+
+/// Streams a download into a reserved file.
+struct FileSink(crate::fs::ext4::FileWriter);
+
+impl ChunkSink for FileSink {
+    fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), String> {
+        self.0.write_at(offset, data).map_err(|e| e.to_string())
+    }
 }
 
 /// `Read` over `[pos, end)` of a file, positionally.
@@ -292,15 +481,31 @@ impl Read for ReadAt<'_> {
     }
 }
 
-fn build_into(
-    out: &File,
-    out_path: &Path,
-    config: &ImageConfig,
-    base: &plan::BaseInfo,
-    plan: &Plan,
-    build_dir: &Path,
-    reporter: &dyn Reporter,
-) -> Result<(), BuildError> {
+/// Everything the data/boot/MBR steps need.
+struct BuildCtx<'a> {
+    out: &'a File,
+    out_path: &'a Path,
+    config: &'a ImageConfig,
+    base: &'a plan::BaseInfo,
+    plan: &'a Plan,
+    build_dir: &'a Path,
+    net: &'a Net,
+    concurrency: usize,
+    reporter: &'a dyn Reporter,
+}
+
+fn build_into(ctx: &BuildCtx<'_>) -> Result<(), BuildError> {
+    let BuildCtx {
+        out,
+        out_path,
+        config,
+        base,
+        plan,
+        build_dir,
+        net,
+        concurrency,
+        reporter,
+    } = *ctx;
     let steps = 6;
     out.set_len(plan.image_size).kind(ExitKind::Failure)?;
     let file = Arc::new(out.try_clone().kind(ExitKind::Failure)?);
@@ -316,7 +521,7 @@ fn build_into(
             ExitKind::BadInput,
             format!(
                 "base image {}: data partition (p3): {e}",
-                base.path.display()
+                base.location.name()
             ),
         )
     })?;
@@ -335,6 +540,9 @@ fn build_into(
     let dir_meta = InodeMeta::new(DIR_PERM, time);
     let file_meta = InodeMeta::new(FILE_PERM, time);
     let mut buf = vec![0u8; SPARSE_BUF];
+    // Reserve every file first, in plan order: the layout never depends on
+    // which download finishes first.
+    let mut writers = Vec::with_capacity(plan.items.len());
     for item in &plan.items {
         let (parent_path, name) = item
             .dest
@@ -343,10 +551,19 @@ fn build_into(
         let parent = builder
             .mkdir_all(parent_path, dir_meta)
             .kind(ExitKind::Failure)?;
-        let w = builder
-            .create_file(parent, name.as_bytes(), item.size, file_meta)
-            .kind(ExitKind::Failure)?;
+        writers.push(
+            builder
+                .create_file(parent, name.as_bytes(), item.size, file_meta)
+                .kind(ExitKind::Failure)?,
+        );
+    }
+    let mut downloads = Vec::new();
+    for (item, w) in plan.items.iter().zip(writers) {
         match &item.source {
+            ItemSource::Http { url, checksum } => {
+                downloads.push((item, url.clone(), checksum.clone(), w));
+                continue;
+            }
             ItemSource::Bytes(b) => w.write_at(0, b).kind(ExitKind::Failure)?,
             ItemSource::Local { path, checksum } => {
                 let mut f = fs_err::File::open(path).kind(ExitKind::Unreachable)?;
@@ -393,6 +610,27 @@ fn build_into(
             }
         }
         reporter.item_done(&format!("/data/{}", item.dest), item.size, None);
+    }
+    // Downloads, `concurrency` at a time, each straight into its blocks.
+    let results: Vec<Result<Done, HttpError>> = net.rt.block_on(async {
+        use futures_util::stream::StreamExt;
+        futures_util::stream::iter(downloads.into_iter().map(|(item, url, checksum, w)| {
+            let http = net.http.clone();
+            async move {
+                let mut sink = FileSink(w);
+                let digest = http
+                    .download(&url, Some(item.size), checksum, &mut sink)
+                    .await?;
+                Ok((format!("/data/{}", item.dest), item.size, digest))
+            }
+        }))
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await
+    });
+    for r in results {
+        let (name, size, digest) = r.map_err(http_fail)?;
+        reporter.item_done(&name, size, digest.as_deref());
     }
     builder.finish().kind(ExitKind::Failure)?;
 

@@ -47,6 +47,19 @@ pub struct Cli {
     #[arg(long, value_name = "URL", env = "IMAGE_CREATOR_BASE_URL", default_value = crate::plan::DEFAULT_BASE_URL)]
     pub base_url: String,
 
+    /// Seconds to wait for a connection.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub connect_timeout: u64,
+
+    /// Seconds without data before a download is retried.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub idle_timeout: u64,
+
+    /// Attempts per request (retries on 408, 429, 5xx, connection errors
+    /// and truncated bodies, with capped exponential backoff).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub attempts: u32,
+
     /// Verbose, timestamped logs on stderr.
     #[arg(short = 'D', long)]
     pub debug: bool,

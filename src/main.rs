@@ -2,13 +2,14 @@
 //! the exit codes of SPEC §7. Everything else lives in the library.
 
 use std::io::Write;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use image_creator::build::{self, BuildOptions, Outcome};
 use image_creator::cli::Cli;
 use image_creator::config::parse_size;
 use image_creator::error::ExitKind;
+use image_creator::fetch::FetchOptions;
 use image_creator::progress::Reporter;
 
 /// Prints a readable history: steps on stdout, warnings on stderr.
@@ -78,6 +79,13 @@ fn run(cli: Cli) -> i32 {
         overwrite: cli.overwrite,
         max_size,
         base_url: cli.base_url.clone(),
+        concurrency: cli.concurrency,
+        fetch: FetchOptions {
+            connect_timeout: Duration::from_secs(cli.connect_timeout),
+            idle_timeout: Duration::from_secs(cli.idle_timeout),
+            max_attempts: cli.attempts.max(1),
+            ..FetchOptions::default()
+        },
     };
     let start = Instant::now();
     let reporter = TextReporter {

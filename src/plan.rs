@@ -1,10 +1,13 @@
 //! Planning: config + base image → the items to write, the data partition's
 //! size and the image size (SPEC §6), before anything is written.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use crate::config::{BaseSource, Checksum, ImageConfig, OutputSize, Payload, Source, Via};
+use crate::config::{
+    BaseSource, Checksum, ChecksumKind, HashAlgo, ImageConfig, OutputSize, Payload, Source, Via,
+};
 use crate::error::{fail, BuildError, ExitKind, Kind};
+use crate::fetch::{first_token, redact, Http, HttpError};
 use crate::fs::ext4::{self, Ext4Params, OldSummary};
 use crate::partition::{Mbr, SECTOR};
 
@@ -28,6 +31,14 @@ pub enum ItemSource {
         /// Declared checksum.
         checksum: Option<Checksum>,
     },
+    /// An http(s) URL, streamed into place; `checksum` is (algorithm, hex
+    /// digest) with `kind: url` already resolved.
+    Http {
+        /// URL.
+        url: String,
+        /// Expected digest.
+        checksum: Option<(HashAlgo, String)>,
+    },
 }
 
 /// A file to write into the data partition.
@@ -41,11 +52,35 @@ pub struct Item {
     pub source: ItemSource,
 }
 
+/// An expected digest: algorithm and lowercase hex.
+pub type Expected = Option<(HashAlgo, String)>;
+
+/// Where the base image is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BaseLocation {
+    /// A local file.
+    Local(PathBuf),
+    /// An http(s) URL.
+    Http(String),
+}
+
+impl BaseLocation {
+    /// For messages.
+    pub fn name(&self) -> String {
+        match self {
+            Self::Local(p) => p.display().to_string(),
+            Self::Http(u) => redact(u),
+        }
+    }
+}
+
 /// The base image as found.
 #[derive(Debug, Clone)]
 pub struct BaseInfo {
-    /// The local file.
-    pub path: PathBuf,
+    /// Where it is.
+    pub location: BaseLocation,
+    /// Expected digest of the file as stored/served (md5 of a versioned base).
+    pub checksum: Option<(HashAlgo, String)>,
     /// xz-compressed.
     pub xz: bool,
     /// Uncompressed size (for xz: the end of p3, where the image ends).
@@ -77,95 +112,180 @@ pub struct Plan {
     pub warnings: Vec<String>,
 }
 
-/// Resolve the base source to a local file.
-pub fn base_path(config: &ImageConfig, base_url: &str) -> Result<(PathBuf, bool), BuildError> {
-    let source = match &config.base.source {
+/// Network access for planning and downloads: the HTTP client and the
+/// runtime it runs on (async stays at the network edge).
+#[derive(Debug)]
+pub struct Net {
+    /// The client.
+    pub http: Http,
+    /// A multi-threaded tokio runtime.
+    pub rt: tokio::runtime::Runtime,
+}
+
+impl Net {
+    /// A runtime with 2 workers (downloads are I/O-bound) and a client.
+    pub fn new(opts: crate::fetch::FetchOptions) -> Result<Self, BuildError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .kind(ExitKind::Failure)?;
+        let http = Http::new(opts).kind(ExitKind::Failure)?;
+        Ok(Self { http, rt })
+    }
+}
+
+fn http_fail(e: HttpError) -> BuildError {
+    let kind = if e.is_unreachable() {
+        ExitKind::Unreachable
+    } else {
+        ExitKind::Failure
+    };
+    BuildError {
+        kind,
+        error: e.into(),
+    }
+}
+
+/// Resolve the base source: location, xz or not, expected digest.
+pub fn locate_base(
+    config: &ImageConfig,
+    base_url: &str,
+    net: &Net,
+) -> Result<(BaseLocation, bool, Expected), BuildError> {
+    let declared = config.base.checksum.clone();
+    let (source, checksum) = match &config.base.source {
         BaseSource::Version(v) => {
             let url = format!(
                 "{}/offspot-base-arm64-{v}.img",
                 base_url.trim_end_matches('/')
             );
-            Source::parse(&url, Path::new("/"))
-                .map_err(|m| fail(ExitKind::BadInput, format!("base.source: {m}")))?
+            // The published md5 sits beside the image.
+            let body = net
+                .rt
+                .block_on(net.http.get_small(&format!("{url}.md5"), 2048))
+                .map_err(http_fail)?;
+            let md5 = first_token(&body)
+                .filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+                .ok_or_else(|| {
+                    fail(
+                        ExitKind::Unreachable,
+                        format!("{}.md5: no md5 digest in it", redact(&url)),
+                    )
+                })?;
+            (Source::Http(url), Some((HashAlgo::Md5, md5)))
         }
-        BaseSource::Source(s) => s.clone(),
+        BaseSource::Source(s) => (
+            s.clone(),
+            resolve_checksum(declared.as_ref(), net, "base.checksum")?,
+        ),
     };
+    let xz = source.is_xz();
     match source {
         Source::Local(p) => {
             if !p.is_file() {
-                return Err(fail(ExitKind::Unreachable, format!("base image {} not found", p.display())));
+                return Err(fail(
+                    ExitKind::Unreachable,
+                    format!("base image {} not found", p.display()),
+                ));
             }
-            let xz = p.extension().is_some_and(|e| e == "xz");
-            Ok((p, xz))
+            Ok((BaseLocation::Local(p), xz, checksum))
         }
-        Source::Http(url) => Err(fail(
-            ExitKind::MissingRequirement,
-            format!("base image {url}: HTTP downloads are not available in this version (local paths and file:// URLs are)"),
-        )),
+        Source::Http(url) => Ok((BaseLocation::Http(url), xz, checksum)),
     }
 }
 
-/// Read the base's MBR (and, when `scan`, its data partition's summary).
-pub fn inspect_base(path: &Path, xz: bool, scan: bool) -> Result<BaseInfo, BuildError> {
-    use std::io::Read;
-    let f = fs_err::File::open(path).kind(ExitKind::Unreachable)?;
-    let mut sector = [0u8; 512];
-    let size;
-    if xz {
-        let mut dec = liblzma::read::XzDecoder::new_multi_decoder(f);
-        dec.read_exact(&mut sector).map_err(|e| {
-            fail(
-                ExitKind::BadInput,
-                format!(
-                    "base image {}: not a readable xz stream: {e}",
-                    path.display()
-                ),
-            )
-        })?;
-        size = 0;
-    } else {
-        size = f.metadata().kind(ExitKind::Failure)?.len();
-        let mut r = f;
-        r.read_exact(&mut sector).map_err(|e| {
-            fail(
-                ExitKind::BadInput,
-                format!("base image {}: too short for an MBR: {e}", path.display()),
-            )
-        })?;
+/// A declared checksum as (algorithm, digest), fetching `kind: url` values
+/// (at most 2 KiB, first token).
+pub fn resolve_checksum(
+    c: Option<&Checksum>,
+    net: &Net,
+    key: &str,
+) -> Result<Option<(HashAlgo, String)>, BuildError> {
+    let Some(c) = c else { return Ok(None) };
+    match c.kind {
+        ChecksumKind::Digest => Ok(Some((c.algo, c.value.clone()))),
+        ChecksumKind::Url => {
+            let body = net
+                .rt
+                .block_on(net.http.get_small(&c.value, 2048))
+                .map_err(http_fail)?;
+            let t = first_token(&body)
+                .filter(|t| t.len() == c.algo.hex_len() && t.bytes().all(|b| b.is_ascii_hexdigit()))
+                .ok_or_else(|| {
+                    fail(
+                        ExitKind::BadInput,
+                        format!("{key}: {} holds no {} digest", redact(&c.value), c.algo),
+                    )
+                })?;
+            Ok(Some((c.algo, t)))
+        }
     }
-    let mbr = Mbr::parse(&sector).map_err(|e| {
-        fail(
-            ExitKind::BadInput,
-            format!("base image {}: {e}", path.display()),
-        )
-    })?;
-    let p3 = mbr.partition(3).map_err(|e| {
-        fail(
-            ExitKind::BadInput,
-            format!("base image {}: {e}", path.display()),
-        )
-    })?;
-    let size = if xz { p3.end() } else { size };
-    mbr.validate(3, size).map_err(|e| {
-        fail(
-            ExitKind::BadInput,
-            format!("base image {}: {e}", path.display()),
-        )
-    })?;
-    let old = if scan && !xz {
-        let file = std::sync::Arc::new(std::fs::File::open(path).kind(ExitKind::Failure)?);
-        let w = crate::partition::PartitionWindow::new(file, path, p3.offset(), p3.len());
-        Some(ext4::scan_old(&w).map_err(|e| {
-            fail(
-                ExitKind::BadInput,
-                format!("base image {}: data partition (p3): {e}", path.display()),
-            )
-        })?)
+}
+
+/// Bytes fetched to find the MBR of a remote base (enough compressed xz
+/// input to decode the first sector).
+const HEAD_BYTES: usize = 256 * 1024;
+
+/// Read the base's MBR (and, when `scan` and the base is a plain local
+/// file, its data partition's summary).
+pub fn inspect_base(
+    location: &BaseLocation,
+    xz: bool,
+    checksum: Option<(HashAlgo, String)>,
+    scan: bool,
+    net: &Net,
+) -> Result<BaseInfo, BuildError> {
+    use std::io::Read;
+    let name = location.name();
+    let bad = |what: String| fail(ExitKind::BadInput, format!("base image {name}: {what}"));
+    let (head, file_size): (Vec<u8>, Option<u64>) = match location {
+        BaseLocation::Local(path) => {
+            let mut f = fs_err::File::open(path).kind(ExitKind::Unreachable)?;
+            let size = f.metadata().kind(ExitKind::Failure)?.len();
+            let mut head = vec![0u8; HEAD_BYTES.min(usize::try_from(size).unwrap_or(HEAD_BYTES))];
+            f.read_exact(&mut head).kind(ExitKind::Failure)?;
+            (head, Some(size))
+        }
+        BaseLocation::Http(url) => {
+            let probe = net.rt.block_on(net.http.probe(url)).map_err(http_fail)?;
+            let head = net
+                .rt
+                .block_on(net.http.get_prefix(url, HEAD_BYTES))
+                .map_err(http_fail)?;
+            (head, probe.size)
+        }
+    };
+    let mut sector = [0u8; 512];
+    if xz {
+        let mut dec = liblzma::read::XzDecoder::new_multi_decoder(head.as_slice());
+        dec.read_exact(&mut sector)
+            .map_err(|e| bad(format!("not a readable xz stream: {e}")))?;
     } else {
-        None
+        let first = head
+            .get(..512)
+            .ok_or_else(|| bad("too short for an MBR".into()))?;
+        sector.copy_from_slice(first);
+    }
+    let mbr = Mbr::parse(&sector).map_err(|e| bad(e.to_string()))?;
+    let p3 = mbr.partition(3).map_err(|e| bad(e.to_string()))?;
+    let size = if xz {
+        p3.end()
+    } else {
+        file_size.unwrap_or(p3.end())
+    };
+    mbr.validate(3, size).map_err(|e| bad(e.to_string()))?;
+    let old = match location {
+        BaseLocation::Local(path) if scan && !xz => {
+            let file = std::sync::Arc::new(std::fs::File::open(path).kind(ExitKind::Failure)?);
+            let w = crate::partition::PartitionWindow::new(file, path, p3.offset(), p3.len());
+            Some(ext4::scan_old(&w).map_err(|e| bad(format!("data partition (p3): {e}")))?)
+        }
+        _ => None,
     };
     Ok(BaseInfo {
-        path: path.to_path_buf(),
+        location: location.clone(),
+        checksum,
         xz,
         size,
         mbr,
@@ -184,6 +304,7 @@ pub fn make_plan(
     config: &ImageConfig,
     base: &BaseInfo,
     max_size: Option<u64>,
+    net: &Net,
 ) -> Result<Plan, BuildError> {
     let mut warnings = Vec::new();
     let p3 = base.mbr.partition(3).kind(ExitKind::BadInput)?;
@@ -201,6 +322,7 @@ pub fn make_plan(
         ));
     }
     let mut items = Vec::new();
+    let mut unreachable: Vec<String> = Vec::new();
     for (i, f) in config.files.iter().enumerate() {
         let key = format!("files[{i}]");
         if f.via.is_archive() && f.via != Via::Direct {
@@ -219,14 +341,49 @@ pub fn make_plan(
                 checksum: f.checksum.clone(),
             },
             Payload::Source(Source::Http(u)) => {
-                return Err(fail(
-                    ExitKind::MissingRequirement,
-                    format!("{key}.url {u}: HTTP downloads are not available in this version"),
-                ))
+                let checksum =
+                    match resolve_checksum(f.checksum.as_ref(), net, &format!("{key}.checksum")) {
+                        Ok(c) => c,
+                        Err(e) if e.kind == ExitKind::Unreachable => {
+                            unreachable.push(format!("{key}.checksum: {e}"));
+                            None
+                        }
+                        Err(e) => return Err(e),
+                    };
+                ItemSource::Http {
+                    url: u.clone(),
+                    checksum,
+                }
             }
         };
         let size = match &source {
             ItemSource::Bytes(b) => b.len() as u64,
+            ItemSource::Http { url, .. } => match net.rt.block_on(net.http.probe(url)) {
+                Ok(p) => match (f.size, p.size) {
+                    (Some(d), Some(s)) if d != s => {
+                        return Err(fail(
+                            ExitKind::BadInput,
+                            format!(
+                                "{key}.size: declared {d} bytes but {} is {s} bytes",
+                                redact(url)
+                            ),
+                        ));
+                    }
+                    (Some(d), _) => d,
+                    (None, Some(s)) => s,
+                    (None, None) => {
+                        return Err(fail(
+                            ExitKind::BadInput,
+                            format!("{key}: {} sends no size; declare `size`", redact(url)),
+                        ));
+                    }
+                },
+                Err(e) if e.is_unreachable() => {
+                    unreachable.push(format!("{key}.url: {e}"));
+                    0
+                }
+                Err(e) => return Err(http_fail(e)),
+            },
             ItemSource::Local { path, .. } => {
                 let md = std::fs::metadata(path).map_err(|e| {
                     fail(
@@ -259,6 +416,12 @@ pub fn make_plan(
             size,
             source,
         });
+    }
+    if !unreachable.is_empty() {
+        return Err(fail(
+            ExitKind::Unreachable,
+            format!("unreachable sources:\n  {}", unreachable.join("\n  ")),
+        ));
     }
     if config.write_config {
         if items.iter().any(|i| i.dest == "image.yaml") {
@@ -353,6 +516,7 @@ impl std::fmt::Display for Plan {
             let from = match &it.source {
                 ItemSource::Bytes(_) => "inline".to_string(),
                 ItemSource::Local { path, .. } => path.display().to_string(),
+                ItemSource::Http { url, .. } => redact(url),
             };
             writeln!(f, "  /data/{}  {} bytes  from {from}", it.dest, it.size)?;
         }

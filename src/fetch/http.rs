@@ -1,0 +1,547 @@
+//! HTTP(S) client at the network edge: probes, small fetches and resilient
+//! streaming downloads (retries with capped exponential backoff honouring
+//! `Retry-After`, `Range` resume guarded by `If-Range`, idle timeouts, and a
+//! hard cap at the expected size).
+//!
+//! Async (tokio + reqwest) lives here only; bytes leave through a
+//! [`ChunkSink`] in bounded 1 MiB batches written from a blocking section,
+//! so memory does not grow with file size or slow disks.
+
+use std::time::Duration;
+
+use reqwest::header::{
+    HeaderMap, ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED,
+    RANGE, RETRY_AFTER,
+};
+use reqwest::StatusCode;
+
+use super::digest::{ChecksumMismatch, StreamVerifier};
+use crate::config::HashAlgo;
+
+/// Download batch: bytes are handed to the sink 1 MiB at a time (a multiple
+/// of the 4 KiB block, large enough that per-write overhead is negligible).
+pub const BATCH: usize = 1 << 20;
+
+/// Network behaviour, with documented defaults.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// TCP/TLS connect timeout (default 30 s).
+    pub connect_timeout: Duration,
+    /// Longest wait for the next bytes of a body (default 60 s): a stalled
+    /// server is an error (then retried), not a hang.
+    pub idle_timeout: Duration,
+    /// Attempts per request, first included (default 5).
+    pub max_attempts: u32,
+    /// First retry delay (default 1 s), doubled each time...
+    pub backoff_initial: Duration,
+    /// ...up to this (default 30 s). `Retry-After` is honoured up to it too.
+    pub backoff_max: Duration,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_attempts: 5,
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A failed request; every variant names the URL (credentials redacted).
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// A final HTTP status (404, 403, 5xx after retries...).
+    #[error("{url}: HTTP {status}")]
+    Status {
+        /// URL.
+        url: String,
+        /// Status code.
+        status: u16,
+    },
+    /// Connection, TLS or timeout failure after every attempt.
+    #[error("{url}: {message}")]
+    Transport {
+        /// URL.
+        url: String,
+        /// What failed.
+        message: String,
+    },
+    /// The server sent more than expected (download bomb).
+    #[error(
+        "{url}: the server sent more than the expected {expected} bytes; refusing to write past it"
+    )]
+    TooLong {
+        /// URL.
+        url: String,
+        /// Expected size.
+        expected: u64,
+    },
+    /// The body kept ending early.
+    #[error("{url}: the body ended at {got} of {expected} bytes ({attempts} attempts)")]
+    Short {
+        /// URL.
+        url: String,
+        /// Bytes received.
+        got: u64,
+        /// Expected size.
+        expected: u64,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The server's size disagrees with the declared one.
+    #[error("{url}: the server says {server} bytes but {declared} were declared")]
+    SizeMismatch {
+        /// URL.
+        url: String,
+        /// Content-Length.
+        server: u64,
+        /// Declared size.
+        declared: u64,
+    },
+    /// No size known (no `size` and no Content-Length).
+    #[error("{url}: size unknown: the server sends no Content-Length; declare `size`")]
+    NoSize {
+        /// URL.
+        url: String,
+    },
+    /// Payload checksum mismatch.
+    #[error(transparent)]
+    Checksum(#[from] ChecksumMismatch),
+    /// Writing the bytes failed.
+    #[error("{url}: writing: {message}")]
+    Sink {
+        /// URL.
+        url: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+impl HttpError {
+    /// True for "the source can't be reached" (exit code 4).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            Self::Status { .. } | Self::Transport { .. } | Self::NoSize { .. }
+        )
+    }
+}
+
+/// `user:pass@` removed, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (auth, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            match auth.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://***@{host}{tail}"),
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+/// What a probe learned about a URL.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Probe {
+    /// Content-Length.
+    pub size: Option<u64>,
+    /// ETag.
+    pub etag: Option<String>,
+    /// Last-Modified.
+    pub last_modified: Option<String>,
+}
+
+/// Receives a download's bytes at their offsets.
+pub trait ChunkSink: Send {
+    /// Write `data` at `offset` of the payload.
+    fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), String>;
+    /// The server ignored `Range`: the payload restarts at 0. Return false
+    /// if this sink can't start over (a streaming decoder).
+    fn restart(&mut self) -> bool {
+        true
+    }
+}
+
+/// Retryable statuses: 408 Request Timeout, 429 Too Many Requests, 5xx.
+fn retryable(status: StatusCode) -> bool {
+    status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status.is_server_error()
+}
+
+fn header(h: &HeaderMap, name: reqwest::header::HeaderName) -> Option<String> {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    header(h, CONTENT_LENGTH).and_then(|v| v.trim().parse().ok())
+}
+
+/// The HTTP client.
+#[derive(Debug, Clone)]
+pub struct Http {
+    client: reqwest::Client,
+    opts: FetchOptions,
+}
+
+impl Http {
+    /// A client with rustls (ring provider), the system's roots, redirects
+    /// followed, `Accept-Encoding: identity` and our User-Agent.
+    pub fn new(opts: FetchOptions) -> Result<Self, HttpError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("image-creator/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(opts.connect_timeout)
+            .build()
+            .map_err(|e| HttpError::Transport {
+                url: String::new(),
+                message: format!("building the HTTP client: {e}"),
+            })?;
+        Ok(Self { client, opts })
+    }
+
+    fn backoff(&self, attempt: u32, retry_after: Option<&str>) -> Duration {
+        if let Some(secs) = retry_after.and_then(|v| v.trim().parse::<u64>().ok()) {
+            return Duration::from_secs(secs).min(self.opts.backoff_max);
+        }
+        let exp = self
+            .opts
+            .backoff_initial
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+        exp.min(self.opts.backoff_max)
+    }
+
+    /// Send with retries on connection errors and retryable statuses.
+    async fn send(
+        &self,
+        url: &str,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, HttpError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let res = tokio::time::timeout(
+                self.opts.idle_timeout,
+                build().header(ACCEPT_ENCODING, "identity").send(),
+            )
+            .await;
+            let (err, retry_after) = match res {
+                Ok(Ok(r)) if r.status().is_success() => return Ok(r),
+                Ok(Ok(r)) if retryable(r.status()) => {
+                    let ra = header(r.headers(), RETRY_AFTER);
+                    (
+                        HttpError::Status {
+                            url: redact(url),
+                            status: r.status().as_u16(),
+                        },
+                        ra,
+                    )
+                }
+                Ok(Ok(r)) => {
+                    return Err(HttpError::Status {
+                        url: redact(url),
+                        status: r.status().as_u16(),
+                    })
+                }
+                Ok(Err(e)) => (
+                    HttpError::Transport {
+                        url: redact(url),
+                        message: error_chain(&e),
+                    },
+                    None,
+                ),
+                Err(_) => (
+                    HttpError::Transport {
+                        url: redact(url),
+                        message: "timed out waiting for a response".into(),
+                    },
+                    None,
+                ),
+            };
+            if attempt >= self.opts.max_attempts {
+                return Err(err);
+            }
+            tokio::time::sleep(self.backoff(attempt, retry_after.as_deref())).await;
+        }
+    }
+
+    /// HEAD the URL (falling back to a GET's headers when HEAD fails or
+    /// gives no Content-Length).
+    pub async fn probe(&self, url: &str) -> Result<Probe, HttpError> {
+        let from = |h: &HeaderMap| Probe {
+            size: content_length(h),
+            etag: header(h, ETAG),
+            last_modified: header(h, LAST_MODIFIED),
+        };
+        if let Ok(r) = self.send(url, || self.client.head(url)).await {
+            let p = from(r.headers());
+            if p.size.is_some() {
+                return Ok(p);
+            }
+        }
+        let r = self.send(url, || self.client.get(url)).await?;
+        Ok(from(r.headers()))
+    }
+
+    /// GET a small body (checksum files, configs): at most `max` bytes.
+    pub async fn get_small(&self, url: &str, max: usize) -> Result<Vec<u8>, HttpError> {
+        let mut r = self.send(url, || self.client.get(url)).await?;
+        let mut out = Vec::new();
+        loop {
+            let chunk = tokio::time::timeout(self.opts.idle_timeout, r.chunk())
+                .await
+                .map_err(|_| HttpError::Transport {
+                    url: redact(url),
+                    message: "timed out reading the body".into(),
+                })?
+                .map_err(|e| HttpError::Transport {
+                    url: redact(url),
+                    message: error_chain(&e),
+                })?;
+            let Some(c) = chunk else { return Ok(out) };
+            if out.len() + c.len() > max {
+                return Err(HttpError::TooLong {
+                    url: redact(url),
+                    expected: max as u64,
+                });
+            }
+            out.extend_from_slice(&c);
+        }
+    }
+
+    /// The first `n` bytes of `url` (asked with `Range`; a server that
+    /// ignores it is read only that far).
+    pub async fn get_prefix(&self, url: &str, n: usize) -> Result<Vec<u8>, HttpError> {
+        let mut r = self
+            .send(url, || {
+                self.client
+                    .get(url)
+                    .header(RANGE, format!("bytes=0-{}", n.saturating_sub(1)))
+            })
+            .await?;
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let chunk = tokio::time::timeout(self.opts.idle_timeout, r.chunk())
+                .await
+                .map_err(|_| HttpError::Transport {
+                    url: redact(url),
+                    message: "timed out reading the body".into(),
+                })?
+                .map_err(|e| HttpError::Transport {
+                    url: redact(url),
+                    message: error_chain(&e),
+                })?;
+            let Some(c) = chunk else { break };
+            let take = c.len().min(n - out.len());
+            out.extend_from_slice(&c[..take]);
+        }
+        Ok(out)
+    }
+
+    /// Stream `url` into `sink`. `expected` is the declared size (the
+    /// Content-Length when `None`); nothing past it is ever written. The
+    /// digest, when `verify` is given, is checked at the end.
+    pub async fn download(
+        &self,
+        url: &str,
+        expected: Option<u64>,
+        verify: Option<(HashAlgo, String)>,
+        sink: &mut dyn ChunkSink,
+    ) -> Result<Option<String>, HttpError> {
+        let name = redact(url);
+        let new_verifier = || {
+            verify
+                .as_ref()
+                .map(|(a, v)| StreamVerifier::new(*a, v, &name))
+        };
+        let mut verifier = new_verifier();
+        let mut expected = expected;
+        let mut offset = 0u64;
+        let mut validator: Option<String> = None;
+        let mut buf: Vec<u8> = Vec::with_capacity(BATCH);
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let resume = offset > 0;
+            let resp = self
+                .send(url, || {
+                    let mut rq = self.client.get(url);
+                    if resume {
+                        rq = rq.header(RANGE, format!("bytes={offset}-"));
+                        if let Some(v) = &validator {
+                            rq = rq.header(IF_RANGE, v.as_str());
+                        }
+                    }
+                    rq
+                })
+                .await?;
+            let headers = resp.headers().clone();
+            if resume && resp.status() == StatusCode::PARTIAL_CONTENT {
+                let start = header(&headers, CONTENT_RANGE).and_then(|v| {
+                    v.strip_prefix("bytes ")
+                        .and_then(|r| r.split('-').next())
+                        .and_then(|s| s.trim().parse::<u64>().ok())
+                });
+                if start != Some(offset) {
+                    return Err(HttpError::Transport {
+                        url: name,
+                        message: format!(
+                            "resume at {offset}: unexpected Content-Range {:?}",
+                            header(&headers, CONTENT_RANGE)
+                        ),
+                    });
+                }
+            } else {
+                if resume {
+                    // The server ignored Range (or the resource changed): start over.
+                    if !sink.restart() {
+                        return Err(HttpError::Transport { url: name, message: "the server does not support resuming and this stream can not restart".into() });
+                    }
+                    offset = 0;
+                    verifier = new_verifier();
+                }
+                let len = content_length(&headers);
+                match (expected, len) {
+                    (Some(d), Some(s)) if d != s => {
+                        return Err(HttpError::SizeMismatch {
+                            url: name,
+                            server: s,
+                            declared: d,
+                        })
+                    }
+                    (None, Some(s)) => expected = Some(s),
+                    (None, None) => return Err(HttpError::NoSize { url: name }),
+                    _ => {}
+                }
+                validator = header(&headers, ETAG)
+                    .filter(|e| !e.starts_with("W/"))
+                    .or_else(|| header(&headers, LAST_MODIFIED));
+            }
+            let total = expected.unwrap_or(0);
+            let mut resp = resp;
+            let mut failure: Option<String> = None;
+            loop {
+                match tokio::time::timeout(self.opts.idle_timeout, resp.chunk()).await {
+                    Err(_) => {
+                        failure =
+                            Some(format!("no data for {}s", self.opts.idle_timeout.as_secs()));
+                        break;
+                    }
+                    Ok(Err(e)) => {
+                        failure = Some(error_chain(&e));
+                        break;
+                    }
+                    Ok(Ok(None)) => break,
+                    Ok(Ok(Some(chunk))) => {
+                        let pending = offset + buf.len() as u64;
+                        if pending + chunk.len() as u64 > total {
+                            return Err(HttpError::TooLong {
+                                url: name,
+                                expected: total,
+                            });
+                        }
+                        buf.extend_from_slice(&chunk);
+                        if buf.len() >= BATCH {
+                            flush(sink, &mut buf, &mut offset, verifier.as_mut(), &name)?;
+                        }
+                    }
+                }
+            }
+            flush(sink, &mut buf, &mut offset, verifier.as_mut(), &name)?;
+            if offset == total {
+                return match verifier {
+                    Some(v) => Ok(Some(v.finish()?)),
+                    None => Ok(None),
+                };
+            }
+            if attempt >= self.opts.max_attempts {
+                return Err(match failure {
+                    Some(message) => HttpError::Transport {
+                        url: name,
+                        message: format!(
+                            "{message} (at byte {offset} of {total}, {attempt} attempts)"
+                        ),
+                    },
+                    None => HttpError::Short {
+                        url: name,
+                        got: offset,
+                        expected: total,
+                        attempts: attempt,
+                    },
+                });
+            }
+            tokio::time::sleep(self.backoff(attempt, None)).await;
+        }
+    }
+}
+
+fn flush(
+    sink: &mut dyn ChunkSink,
+    buf: &mut Vec<u8>,
+    offset: &mut u64,
+    verifier: Option<&mut StreamVerifier>,
+    name: &str,
+) -> Result<(), HttpError> {
+    if buf.is_empty() {
+        return Ok(());
+    }
+    if let Some(v) = verifier {
+        v.update(buf);
+    }
+    // Disk writes are blocking: run them off the async workers' hot path.
+    tokio::task::block_in_place(|| sink.write(*offset, buf)).map_err(|message| {
+        HttpError::Sink {
+            url: name.to_string(),
+            message,
+        }
+    })?;
+    *offset += buf.len() as u64;
+    buf.clear();
+    Ok(())
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// The first whitespace-separated token of a checksum file (`md5sum` /
+/// MirrorBrain format `digest  filename`).
+pub fn first_token(body: &[u8]) -> Option<String> {
+    String::from_utf8_lossy(body)
+        .split_whitespace()
+        .next()
+        .map(str::to_ascii_lowercase)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_credentials() {
+        assert_eq!(redact("https://u:p@host/x?y"), "https://***@host/x?y");
+        assert_eq!(redact("https://host/a@b"), "https://host/a@b");
+    }
+
+    #[test]
+    fn tokens() {
+        assert_eq!(
+            first_token(b"ABC123  file.zim\n").as_deref(),
+            Some("abc123")
+        );
+        assert_eq!(first_token(b"  \n"), None);
+    }
+}
