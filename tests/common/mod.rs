@@ -2,6 +2,8 @@
 //! util-linux) and a model of an expected tree.
 #![allow(dead_code, clippy::unwrap_used, clippy::cast_possible_truncation)]
 
+pub mod servers;
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;

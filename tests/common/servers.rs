@@ -1,0 +1,288 @@
+//! Test servers: a real nginx (started per test on a loopback port) and an
+//! in-process HTTP/1.1 server for faults nginx can't produce.
+#![allow(dead_code, clippy::unwrap_used, clippy::cast_possible_truncation)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A running nginx serving `root`; stopped on drop.
+pub struct Nginx {
+    child: Child,
+    pub port: u16,
+    pub root: PathBuf,
+}
+
+pub fn nginx_binary() -> Option<PathBuf> {
+    ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+impl Nginx {
+    /// Start nginx on a free loopback port serving `dir/www`; None (with a
+    /// SKIP line) when nginx is not installed.
+    pub fn start(dir: &Path) -> Option<Self> {
+        let Some(bin) = nginx_binary() else {
+            eprintln!("SKIP: nginx is not installed (CI installs it; see .ci/run)");
+            return None;
+        };
+        let root = dir.join("www");
+        std::fs::create_dir_all(&root).unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let d = dir.display();
+        let user = if super::is_root() {
+            "user root root;"
+        } else {
+            ""
+        };
+        let conf = format!(
+            "{user}\ndaemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n  access_log {d}/nginx-access.log;\n  default_type application/octet-stream;\n\
+               client_body_temp_path {d}/t1; proxy_temp_path {d}/t2; fastcgi_temp_path {d}/t3; uwsgi_temp_path {d}/t4; scgi_temp_path {d}/t5;\n\
+               server {{ listen 127.0.0.1:{port}; root {root}; }}\n}}\n",
+            root = root.display()
+        );
+        let conf_path = dir.join("nginx.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-p")
+            .arg(dir)
+            .arg("-e")
+            .arg(dir.join("nginx-error.log"))
+            .spawn()
+            .unwrap();
+        for _ in 0..200 {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(Self { child, port, root });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "nginx did not start: {}",
+            std::fs::read_to_string(dir.join("nginx-error.log")).unwrap_or_default()
+        );
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}/{path}", self.port)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How the fault server answers one path.
+#[derive(Clone)]
+pub enum Behaviour {
+    /// Serve `body` with Range support; the first `fail_first` requests are
+    /// cut after half the body.
+    DropThenResume {
+        body: Arc<Vec<u8>>,
+        fail_first: usize,
+    },
+    /// Answer 503 with `Retry-After: 1` `times` times, then serve `body`.
+    Unavailable { body: Arc<Vec<u8>>, times: usize },
+    /// A chunked body that never ends.
+    Endless,
+    /// Promise `len` bytes, send half, close.
+    Short { len: usize },
+    /// Send headers and a few bytes, then stall.
+    Stall { len: usize },
+    /// 404.
+    NotFound,
+    /// Plain 200 with a body.
+    Ok(Arc<Vec<u8>>),
+}
+
+/// In-process HTTP/1.1 server on a loopback port; requests are logged.
+pub struct Faulty {
+    pub port: u16,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Faulty {
+    pub fn start(routes: Vec<(&'static str, Behaviour)>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let counts = Arc::new(Mutex::new(std::collections::HashMap::<String, usize>::new()));
+        let routes = Arc::new(routes);
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let routes = routes.clone();
+                let log = log2.clone();
+                let counts = counts.clone();
+                std::thread::spawn(move || {
+                    let _ = serve(stream, &routes, &log, &counts);
+                });
+            }
+        });
+        Self { port, log }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}/{path}", self.port)
+    }
+
+    pub fn requests(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+fn serve(
+    mut stream: TcpStream,
+    routes: &[(&'static str, Behaviour)],
+    log: &Mutex<Vec<String>>,
+    counts: &Mutex<std::collections::HashMap<String, usize>>,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or("").to_string();
+    let path = parts
+        .next()
+        .unwrap_or("/")
+        .trim_start_matches('/')
+        .to_string();
+    let mut range: Option<u64> = None;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h)? == 0 || h == "\r\n" {
+            break;
+        }
+        let lower = h.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("range: bytes=") {
+            range = v.trim().trim_end_matches('-').parse().ok();
+        }
+    }
+    let n = {
+        let mut c = counts.lock().unwrap();
+        let e = c.entry(format!("{method} {path}")).or_insert(0);
+        *e += 1;
+        *e
+    };
+    log.lock()
+        .unwrap()
+        .push(format!("{method} {path} range={range:?}"));
+    let head = method == "HEAD";
+    let behaviour = routes
+        .iter()
+        .find(|(p, _)| *p == path)
+        .map(|(_, b)| b.clone())
+        .unwrap_or(Behaviour::NotFound);
+    let send_body = |stream: &mut TcpStream,
+                     body: &[u8],
+                     status: &str,
+                     extra: &str|
+     -> std::io::Result<()> {
+        write!(stream, "HTTP/1.1 {status}\r\nContent-Length: {}\r\nAccept-Ranges: bytes\r\nETag: \"v1\"\r\n{extra}Connection: close\r\n\r\n", body.len())?;
+        if !head {
+            stream.write_all(body)?;
+        }
+        Ok(())
+    };
+    match behaviour {
+        Behaviour::NotFound => send_body(&mut stream, b"not found", "404 Not Found", ""),
+        Behaviour::Ok(body) => send_body(&mut stream, &body, "200 OK", ""),
+        Behaviour::Unavailable { body, times } => {
+            if n <= times && !head {
+                send_body(
+                    &mut stream,
+                    b"busy",
+                    "503 Service Unavailable",
+                    "Retry-After: 1\r\n",
+                )
+            } else {
+                send_body(&mut stream, &body, "200 OK", "")
+            }
+        }
+        Behaviour::DropThenResume { body, fail_first } => {
+            if head {
+                return send_body(&mut stream, &body, "200 OK", "");
+            }
+            let get_n = log
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.starts_with(&format!("GET {path} ")))
+                .count();
+            if let Some(start) = range {
+                let start = start as usize;
+                let part = &body[start..];
+                write!(stream, "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {start}-{}/{}\r\nETag: \"v1\"\r\nConnection: close\r\n\r\n", part.len(), body.len() - 1, body.len())?;
+                if get_n <= fail_first {
+                    stream.write_all(&part[..part.len() / 2])?;
+                    return Ok(());
+                }
+                return stream.write_all(part);
+            }
+            write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nAccept-Ranges: bytes\r\nETag: \"v1\"\r\nConnection: close\r\n\r\n", body.len())?;
+            if get_n <= fail_first {
+                stream.write_all(&body[..body.len() / 2])?;
+                stream.flush()?;
+                return Ok(());
+            }
+            stream.write_all(&body)
+        }
+        Behaviour::Endless => {
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            )?;
+            if head {
+                return Ok(());
+            }
+            let chunk = vec![b'z'; 64 * 1024];
+            for _ in 0..100_000 {
+                write!(stream, "{:x}\r\n", chunk.len())?;
+                stream.write_all(&chunk)?;
+                stream.write_all(b"\r\n")?;
+            }
+            Ok(())
+        }
+        Behaviour::Short { len } => {
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+            )?;
+            if !head {
+                stream.write_all(&vec![b's'; len / 2])?;
+            }
+            Ok(())
+        }
+        Behaviour::Stall { len } => {
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+            )?;
+            if !head {
+                stream.write_all(b"abc")?;
+                stream.flush()?;
+                std::thread::sleep(Duration::from_secs(30));
+            }
+            Ok(())
+        }
+    }?;
+    let mut sink = Vec::new();
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(10)));
+    let _ = stream.read_to_end(&mut sink);
+    Ok(())
+}
