@@ -69,6 +69,15 @@ pub enum HttpError {
         /// What failed.
         message: String,
     },
+    /// The body kept breaking off (idle timeout, reset) after the server
+    /// answered: the source is reachable, the transfer failed (exit 1).
+    #[error("{url}: {message}")]
+    Broken {
+        /// URL.
+        url: String,
+        /// What failed, with the offset reached and the attempts made.
+        message: String,
+    },
     /// The server sent more than expected (download bomb).
     #[error(
         "{url}: the server sent more than the expected {expected} bytes; refusing to write past it"
@@ -462,7 +471,7 @@ impl Http {
             }
             if attempt >= self.opts.max_attempts {
                 return Err(match failure {
-                    Some(message) => HttpError::Transport {
+                    Some(message) => HttpError::Broken {
                         url: name,
                         message: format!(
                             "{message} (at byte {offset} of {total}, {attempt} attempts)"
