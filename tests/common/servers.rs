@@ -54,7 +54,7 @@ impl Nginx {
         );
         let conf_path = dir.join("nginx.conf");
         std::fs::write(&conf_path, conf).unwrap();
-        let child = Command::new(bin)
+        let mut child = Command::new(bin)
             .arg("-c")
             .arg(&conf_path)
             .arg("-p")
@@ -69,6 +69,8 @@ impl Nginx {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!(
             "nginx did not start: {}",
             std::fs::read_to_string(dir.join("nginx-error.log")).unwrap_or_default()
@@ -82,6 +84,17 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
+        // SIGTERM lets the master stop its workers (SIGKILL would orphan
+        // them); SIGKILL only if it has not exited after 2 s.
+        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        for _ in 0..100 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
