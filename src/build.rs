@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::config::{render_offspot_yaml, ImageConfig};
-use crate::error::{fail, BuildError, ExitKind, Kind};
+use crate::error::{fail, http_fail, BuildError, ExitKind, Kind};
 use crate::fetch::{
     data_regions, sparse_copy, ChunkSink, FetchOptions, HttpError, StreamVerifier, SPARSE_BUF,
 };
@@ -250,18 +250,6 @@ fn check_free_space(dir: &Path, base: &plan::BaseInfo, plan: &Plan) -> Result<()
         }
     }
     Ok(())
-}
-
-fn http_fail(e: HttpError) -> BuildError {
-    let kind = if e.is_unreachable() {
-        ExitKind::Unreachable
-    } else {
-        ExitKind::Failure
-    };
-    BuildError {
-        kind,
-        error: e.into(),
-    }
 }
 
 /// Writes downloaded bytes to a file at their offsets, skipping all-zero

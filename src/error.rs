@@ -64,3 +64,17 @@ pub fn fail(kind: ExitKind, message: impl std::fmt::Display) -> BuildError {
         error: anyhow::anyhow!("{message}"),
     }
 }
+
+/// A failed HTTP request as a `BuildError`: exit 4 when the source can't be
+/// reached (status, connection), 1 otherwise (bad body, checksum, disk).
+pub fn http_fail(e: crate::fetch::HttpError) -> BuildError {
+    let kind = if e.is_unreachable() {
+        ExitKind::Unreachable
+    } else {
+        ExitKind::Failure
+    };
+    BuildError {
+        kind,
+        error: e.into(),
+    }
+}

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use crate::config::{
     BaseSource, Checksum, ChecksumKind, HashAlgo, ImageConfig, OutputSize, Payload, Source, Via,
 };
-use crate::error::{fail, BuildError, ExitKind, Kind};
-use crate::fetch::{first_token, redact, Http, HttpError};
+use crate::error::{fail, http_fail, BuildError, ExitKind, Kind};
+use crate::fetch::{first_token, redact, Http};
 use crate::fs::ext4::{self, Ext4Params, OldSummary};
 use crate::partition::{Mbr, SECTOR};
 
@@ -132,18 +132,6 @@ impl Net {
             .kind(ExitKind::Failure)?;
         let http = Http::new(opts).kind(ExitKind::Failure)?;
         Ok(Self { http, rt })
-    }
-}
-
-fn http_fail(e: HttpError) -> BuildError {
-    let kind = if e.is_unreachable() {
-        ExitKind::Unreachable
-    } else {
-        ExitKind::Failure
-    };
-    BuildError {
-        kind,
-        error: e.into(),
     }
 }
 
