@@ -419,3 +419,49 @@ fn wrong_checksum_fails_naming_url_and_digests() {
     );
     no_leftovers(tmp.path(), &out);
 }
+
+#[test]
+fn same_config_gives_identical_images_whatever_the_concurrency() {
+    if !tools() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(ng) = Nginx::start(tmp.path()) else {
+        return;
+    };
+    let (base, rootfs) = make_base(tmp.path());
+    // Sizes chosen so that downloads finish in a different order than
+    // the config lists them.
+    let mut files = String::from("files:\n");
+    for (i, size) in [9 * MIB, 1, 3 * MIB + 7, 0, 200_000].iter().enumerate() {
+        std::fs::write(
+            ng.root.join(format!("r{i}")),
+            common::bytes(i as u64, *size),
+        )
+        .unwrap();
+        files.push_str(&format!(
+            "  - to: /data/r/{i}.bin\n    url: {}\n",
+            ng.url(&format!("r{i}"))
+        ));
+    }
+    let cfg = tmp.path().join("c.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "base: {{source: {}, rootfs_size: {rootfs}}}\n{files}",
+            base.display()
+        ),
+    )
+    .unwrap();
+    let mut images = Vec::new();
+    for t in ["1", "5"] {
+        let out = tmp.path().join(format!("out{t}.img"));
+        let (code, log) = run(Command::new(BIN)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args(["-T", t, cfg.to_str().unwrap(), out.to_str().unwrap()]));
+        assert_eq!(code, 0, "{log}");
+        fsck_p3(&out);
+        images.push(std::fs::read(&out).unwrap());
+    }
+    assert!(images[0] == images[1], "-T 1 and -T 5 images differ");
+}
