@@ -16,6 +16,7 @@ use reqwest::header::{
 use reqwest::StatusCode;
 
 use super::digest::{ChecksumMismatch, StreamVerifier};
+use super::overlap::BackgroundVerifier;
 use crate::config::HashAlgo;
 
 /// Download batch: bytes are handed to the sink 1 MiB at a time (a multiple
@@ -369,7 +370,7 @@ impl Http {
                 .as_ref()
                 .map(|(a, v)| StreamVerifier::new(*a, v, &name))
         };
-        let mut verifier = new_verifier();
+        let mut verifier = BackgroundVerifier::new(new_verifier(), BATCH);
         let mut expected = expected;
         let mut offset = 0u64;
         let mut validator: Option<String> = None;
@@ -413,7 +414,7 @@ impl Http {
                         return Err(HttpError::Transport { url: name, message: "the server does not support resuming and this stream can not restart".into() });
                     }
                     offset = 0;
-                    verifier = new_verifier();
+                    verifier = BackgroundVerifier::new(new_verifier(), BATCH);
                 }
                 let len = content_length(&headers);
                 match (expected, len) {
@@ -457,17 +458,14 @@ impl Http {
                         }
                         buf.extend_from_slice(&chunk);
                         if buf.len() >= BATCH {
-                            flush(sink, &mut buf, &mut offset, verifier.as_mut(), &name)?;
+                            flush(sink, &mut buf, &mut offset, &mut verifier, &name).await?;
                         }
                     }
                 }
             }
-            flush(sink, &mut buf, &mut offset, verifier.as_mut(), &name)?;
+            flush(sink, &mut buf, &mut offset, &mut verifier, &name).await?;
             if offset == total {
-                return match verifier {
-                    Some(v) => Ok(Some(v.finish()?)),
-                    None => Ok(None),
-                };
+                return Ok(verifier.finish().await?);
             }
             if attempt >= self.opts.max_attempts {
                 return Err(match failure {
@@ -490,18 +488,17 @@ impl Http {
     }
 }
 
-fn flush(
+/// Write the batch at its offset, then hash it in the background while the
+/// next one is received ([`BackgroundVerifier`]); `buf` comes back empty.
+async fn flush(
     sink: &mut dyn ChunkSink,
     buf: &mut Vec<u8>,
     offset: &mut u64,
-    verifier: Option<&mut StreamVerifier>,
+    verifier: &mut BackgroundVerifier,
     name: &str,
 ) -> Result<(), HttpError> {
     if buf.is_empty() {
         return Ok(());
-    }
-    if let Some(v) = verifier {
-        v.update(buf);
     }
     // Disk writes are blocking: run them off the async workers' hot path.
     tokio::task::block_in_place(|| sink.write(*offset, buf)).map_err(|message| {
@@ -511,7 +508,7 @@ fn flush(
         }
     })?;
     *offset += buf.len() as u64;
-    buf.clear();
+    *buf = verifier.submit(std::mem::take(buf)).await;
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 mod digest;
 mod holes;
 mod http;
+mod overlap;
 mod sparse;
 
 pub use digest::{ChecksumMismatch, Hasher, StreamVerifier};
