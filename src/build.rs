@@ -15,7 +15,7 @@ use crate::fetch::{
 use crate::fs::ext4::{Ext4Builder, Ext4Params, InodeMeta, OldTree, Timestamp};
 use crate::partition::{Mbr, PartitionWindow, SECTOR};
 use crate::plan::{self, BaseLocation, ItemSource, Net, Plan, DIR_PERM, FILE_PERM};
-use crate::progress::Reporter;
+use crate::progress::{ProgressSink, Reporter};
 
 /// What to build, from the command line.
 #[derive(Debug, Clone)]
@@ -443,9 +443,6 @@ impl<R: Read> Read for HashingReader<'_, R> {
     }
 }
 
-/// A finished download: path, size, digest.
-type Done = (String, u64, Option<String>);
-
 /// Streams a download into a reserved file.
 struct FileSink(crate::fs::ext4::FileWriter);
 
@@ -540,6 +537,12 @@ fn build_into(ctx: &BuildCtx<'_>) -> Result<(), BuildError> {
     let dir_meta = InodeMeta::new(DIR_PERM, time);
     let file_meta = InodeMeta::new(FILE_PERM, time);
     let mut buf = vec![0u8; SPARSE_BUF];
+    let planned: Vec<(String, u64)> = plan
+        .items
+        .iter()
+        .map(|i| (format!("/data/{}", i.dest), i.size))
+        .collect();
+    reporter.items_planned(&planned);
     // Reserve every file first, in plan order: the layout never depends on
     // which download finishes first.
     let mut writers = Vec::with_capacity(plan.items.len());
@@ -559,13 +562,19 @@ fn build_into(ctx: &BuildCtx<'_>) -> Result<(), BuildError> {
     }
     let mut downloads = Vec::new();
     for (item, w) in plan.items.iter().zip(writers) {
+        let item_name = format!("/data/{}", item.dest);
         match &item.source {
             ItemSource::Http { url, checksum } => {
                 downloads.push((item, url.clone(), checksum.clone(), w));
                 continue;
             }
-            ItemSource::Bytes(b) => w.write_at(0, b).kind(ExitKind::Failure)?,
+            ItemSource::Bytes(b) => {
+                reporter.item_started(&item_name, Some(item.size));
+                w.write_at(0, b).kind(ExitKind::Failure)?;
+                reporter.item_progress(&item_name, item.size);
+            }
             ItemSource::Local { path, checksum } => {
+                reporter.item_started(&item_name, Some(item.size));
                 let mut f = fs_err::File::open(path).kind(ExitKind::Unreachable)?;
                 let name = path.display().to_string();
                 let mut verifier = checksum
@@ -587,6 +596,7 @@ fn build_into(ctx: &BuildCtx<'_>) -> Result<(), BuildError> {
                         )
                     })?;
                     off += n as u64;
+                    reporter.item_progress(&item_name, n as u64);
                 }
                 if off != item.size {
                     return Err(fail(
@@ -601,27 +611,35 @@ fn build_into(ctx: &BuildCtx<'_>) -> Result<(), BuildError> {
                     Some(v) => Some(v.finish().kind(ExitKind::Failure)?),
                     None => None,
                 };
-                reporter.item_done(
-                    &format!("/data/{}", item.dest),
-                    item.size,
-                    digest.as_deref(),
-                );
+                reporter.item_done(&item_name, item.size, digest.as_deref());
                 continue;
             }
         }
-        reporter.item_done(&format!("/data/{}", item.dest), item.size, None);
+        reporter.item_done(&item_name, item.size, None);
     }
     // Downloads, `concurrency` at a time, each straight into its blocks.
-    let results: Vec<Result<Done, HttpError>> = net.rt.block_on(async {
+    let results: Vec<Result<(), HttpError>> = net.rt.block_on(async {
         use futures_util::stream::StreamExt;
         futures_util::stream::iter(downloads.into_iter().map(|(item, url, checksum, w)| {
             let http = net.http.clone();
             async move {
-                let mut sink = FileSink(w);
-                let digest = http
+                let name = format!("/data/{}", item.dest);
+                reporter.item_started(&name, Some(item.size));
+                let mut sink = ProgressSink::new(FileSink(w), reporter, &name);
+                match http
                     .download(&url, Some(item.size), checksum, &mut sink)
-                    .await?;
-                Ok((format!("/data/{}", item.dest), item.size, digest))
+                    .await
+                {
+                    Ok(digest) => {
+                        // Reported as each finishes, so the history is live.
+                        reporter.item_done(&name, item.size, digest.as_deref());
+                        Ok(())
+                    }
+                    Err(e) => {
+                        reporter.item_failed(&name, &e.to_string());
+                        Err(e)
+                    }
+                }
             }
         }))
         .buffer_unordered(concurrency.max(1))
@@ -629,8 +647,7 @@ fn build_into(ctx: &BuildCtx<'_>) -> Result<(), BuildError> {
         .await
     });
     for r in results {
-        let (name, size, digest) = r.map_err(http_fail)?;
-        reporter.item_done(&name, size, digest.as_deref());
+        r.map_err(http_fail)?;
     }
     builder.finish().kind(ExitKind::Failure)?;
 

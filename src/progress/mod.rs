@@ -1,0 +1,199 @@
+//! Progress reporting: library code reports events to a [`Reporter`]; it
+//! never prints. Renderers turn the events into a text history
+//! ([`TextHistory`]), live bars ([`Bars`]) and a JSON progress file
+//! ([`ProgressFile`], schema in `docs/progress.md`); [`Tee`] feeds several.
+//!
+//! The event model:
+//! - `step(i, n, name)` starts step `i` of `n` and ends the previous one
+//!   successfully; the last step ends with `finished`.
+//! - `items_planned` lists every item with its size before any starts.
+//! - `item_started` → `item_progress`* → `item_done` | `item_failed`.
+//! - `finished` ends the build: success (with the image) or the error.
+
+mod bars;
+mod file;
+mod recorder;
+mod text;
+mod time;
+
+pub use bars::Bars;
+pub use file::{ProgressFile, ProgressFileOptions, SCHEMA_VERSION};
+pub use recorder::{Event, Recorder};
+pub use text::{human_bytes, TextHistory};
+pub use time::rfc3339;
+
+use std::path::PathBuf;
+
+/// How a build ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finish {
+    /// The image was written.
+    Succeeded {
+        /// Output path.
+        image: PathBuf,
+        /// Image size in bytes.
+        image_bytes: u64,
+        /// Bytes of content written into the data partition.
+        content_bytes: u64,
+    },
+    /// `--check`: planned only.
+    Checked,
+    /// The build failed with this message.
+    Failed {
+        /// The error, as shown to the user.
+        message: String,
+    },
+}
+
+/// Receives build events. Every method but the first three has a no-op
+/// default, so a reporter implements only what it renders.
+pub trait Reporter: Send + Sync {
+    /// A step starts (`index` of `count`); the previous step, if any, ended
+    /// successfully.
+    fn step(&self, index: usize, count: usize, name: &str);
+    /// An item (file, archive, image) is done: `bytes` written, and its
+    /// digest when one was computed.
+    fn item_done(&self, name: &str, bytes: u64, digest: Option<&str>);
+    /// Something the user should know but that does not stop the build.
+    fn warn(&self, message: &str);
+
+    /// Every item of the current step, with its size, before any starts.
+    fn items_planned(&self, _items: &[(String, u64)]) {}
+    /// An item starts; `total_bytes` when known.
+    fn item_started(&self, _name: &str, _total_bytes: Option<u64>) {}
+    /// `bytes_delta` more bytes of an item are written.
+    fn item_progress(&self, _name: &str, _bytes_delta: u64) {}
+    /// An item failed (the build will fail too).
+    fn item_failed(&self, _name: &str, _error: &str) {}
+    /// The build ended; the current step ends with it.
+    fn finished(&self, _how: &Finish) {}
+}
+
+/// A reporter that drops everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Silent;
+
+impl Reporter for Silent {
+    fn step(&self, _: usize, _: usize, _: &str) {}
+    fn item_done(&self, _: &str, _: u64, _: Option<&str>) {}
+    fn warn(&self, _: &str) {}
+}
+
+/// Sends every event to each reporter, in order.
+pub struct Tee<'a>(pub Vec<&'a dyn Reporter>);
+
+impl Reporter for Tee<'_> {
+    fn step(&self, index: usize, count: usize, name: &str) {
+        self.0.iter().for_each(|r| r.step(index, count, name));
+    }
+    fn item_done(&self, name: &str, bytes: u64, digest: Option<&str>) {
+        self.0.iter().for_each(|r| r.item_done(name, bytes, digest));
+    }
+    fn warn(&self, message: &str) {
+        self.0.iter().for_each(|r| r.warn(message));
+    }
+    fn items_planned(&self, items: &[(String, u64)]) {
+        self.0.iter().for_each(|r| r.items_planned(items));
+    }
+    fn item_started(&self, name: &str, total_bytes: Option<u64>) {
+        self.0
+            .iter()
+            .for_each(|r| r.item_started(name, total_bytes));
+    }
+    fn item_progress(&self, name: &str, bytes_delta: u64) {
+        self.0
+            .iter()
+            .for_each(|r| r.item_progress(name, bytes_delta));
+    }
+    fn item_failed(&self, name: &str, error: &str) {
+        self.0.iter().for_each(|r| r.item_failed(name, error));
+    }
+    fn finished(&self, how: &Finish) {
+        self.0.iter().for_each(|r| r.finished(how));
+    }
+}
+
+/// A [`ChunkSink`](crate::fetch::ChunkSink) adapter that reports the bytes
+/// of one item as they are written. It counts the high-water mark of the
+/// payload, so a resumed or restarted transfer never counts a byte twice.
+pub struct ProgressSink<'a, S> {
+    inner: S,
+    reporter: &'a dyn Reporter,
+    name: &'a str,
+    high: u64,
+}
+
+impl<'a, S> ProgressSink<'a, S> {
+    /// Wrap `inner`, reporting to `reporter` under `name`.
+    pub fn new(inner: S, reporter: &'a dyn Reporter, name: &'a str) -> Self {
+        Self {
+            inner,
+            reporter,
+            name,
+            high: 0,
+        }
+    }
+}
+
+impl<S: crate::fetch::ChunkSink> crate::fetch::ChunkSink for ProgressSink<'_, S> {
+    fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), String> {
+        self.inner.write(offset, data)?;
+        let end = offset.saturating_add(data.len() as u64);
+        if end > self.high {
+            self.reporter.item_progress(self.name, end - self.high);
+            self.high = end;
+        }
+        Ok(())
+    }
+    fn restart(&mut self) -> bool {
+        self.inner.restart()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fetch::ChunkSink;
+
+    struct Null;
+    impl ChunkSink for Null {
+        fn write(&mut self, _: u64, _: &[u8]) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn progress_sink_counts_each_byte_once() {
+        let rec = Recorder::default();
+        let mut s = ProgressSink::new(Null, &rec, "f");
+        s.write(0, &[0; 10]).ok();
+        s.write(10, &[0; 5]).ok();
+        // A restart rewrites from 0: nothing new until past 15.
+        assert!(s.restart());
+        s.write(0, &[0; 12]).ok();
+        s.write(12, &[0; 8]).ok();
+        let total: u64 = rec
+            .events()
+            .iter()
+            .map(|e| match e {
+                Event::ItemProgress { bytes, .. } => *bytes,
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(total, 20);
+    }
+
+    #[test]
+    fn tee_forwards_in_order() {
+        let (a, b) = (Recorder::default(), Recorder::default());
+        let tee = Tee(vec![&a, &b]);
+        tee.step(1, 2, "one");
+        tee.item_started("x", Some(3));
+        tee.item_progress("x", 3);
+        tee.item_done("x", 3, None);
+        tee.warn("w");
+        tee.finished(&Finish::Checked);
+        assert_eq!(a.events(), b.events());
+        assert_eq!(a.events().len(), 6);
+    }
+}
