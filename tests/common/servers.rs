@@ -26,6 +26,8 @@ pub fn nginx_binary() -> Option<PathBuf> {
 impl Nginx {
     /// Start nginx on a free loopback port serving `dir/www`; None (with a
     /// SKIP line) when nginx is not installed.
+    // The child is killed and waited for in `Drop`.
+    #[allow(clippy::zombie_processes)]
     pub fn start(dir: &Path) -> Option<Self> {
         let Some(bin) = nginx_binary() else {
             eprintln!("SKIP: nginx is not installed (CI installs it; see .ci/run)");
