@@ -29,7 +29,7 @@ fn rate(bytes: u64, d: Duration) -> Option<String> {
     let s = d.as_secs_f64();
     #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
     // display only; sign and range checked by the guard
-    (s > 0.001).then(|| format!("{}/s", human_bytes((bytes as f64 / s) as u64)))
+    (s > 0.0).then(|| format!("{}/s", human_bytes((bytes as f64 / s) as u64)))
 }
 
 struct State<W> {
