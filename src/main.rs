@@ -41,8 +41,8 @@ impl Console {
 
 impl Reporter for Console {
     fn step(&self, index: usize, count: usize, name: &str) {
-        self.log(format_args!("step {index}/{count}: {name}"));
         self.print(|| self.history.step(index, count, name));
+        self.log(format_args!("step {index}/{count}: {name}"));
         if let Some(b) = &self.bars {
             b.step(index, count, name);
         }
@@ -54,7 +54,10 @@ impl Reporter for Console {
         }
     }
     fn item_started(&self, name: &str, total_bytes: Option<u64>) {
-        self.log(format_args!("start {name} ({total_bytes:?} bytes)"));
+        match total_bytes {
+            Some(n) => self.log(format_args!("start {name} ({n} bytes)")),
+            None => self.log(format_args!("start {name} (size unknown)")),
+        }
         self.history.item_started(name, total_bytes);
         if let Some(b) = &self.bars {
             b.item_started(name, total_bytes);
