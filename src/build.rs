@@ -147,6 +147,14 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
         return Ok(Outcome::Checked(the_plan));
     }
     check_free_space(&out_dir, &base, &the_plan)?;
+    let mut planned = vec![(base.location.name(), base.size)];
+    planned.extend(
+        the_plan
+            .items
+            .iter()
+            .map(|i| (format!("/data/{}", i.dest), i.size)),
+    );
+    reporter.items_planned(&planned);
     let mut built_plan: Option<Plan> = None;
     if let Some(d) = &opts.build_dir {
         fs_err::create_dir_all(d).kind(ExitKind::BadInput)?;
@@ -170,7 +178,7 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
     }
     let result = (|| {
         reporter.step(3, 6, "copying the base image");
-        copy_base(tmp.as_file(), &base, &net)?;
+        copy_base(tmp.as_file(), &base, &net, reporter)?;
         // A compressed or remote base could not be scanned before the copy:
         // plan again, exactly, from the copy.
         let the_plan = if base.xz || matches!(base.location, BaseLocation::Http(_)) {
@@ -322,8 +330,15 @@ impl Read for ChannelReader {
 /// Batches queued between a download and its xz decoder.
 const XZ_QUEUE: usize = 8;
 
-fn copy_base(out: &File, base: &plan::BaseInfo, net: &Net) -> Result<(), BuildError> {
+fn copy_base(
+    out: &File,
+    base: &plan::BaseInfo,
+    net: &Net,
+    reporter: &dyn Reporter,
+) -> Result<(), BuildError> {
     let name = base.location.name();
+    reporter.item_started(&name, Some(base.size));
+    let progress = |chunk: &[u8]| reporter.item_progress(&name, chunk.len() as u64);
     let decoded = match &base.location {
         BaseLocation::Local(path) => {
             let src = fs_err::File::open(path).kind(ExitKind::Unreachable)?;
@@ -339,12 +354,12 @@ fn copy_base(out: &File, base: &plan::BaseInfo, net: &Net) -> Result<(), BuildEr
                 };
                 let st = if base.xz {
                     let mut dec = liblzma::read::XzDecoder::new_multi_decoder(&mut hashing);
-                    let st = sparse_copy(&mut dec, out, 0, |_| {});
+                    let st = sparse_copy(&mut dec, out, 0, progress);
                     // Hash any bytes past the xz stream too.
                     std::io::copy(&mut hashing, &mut std::io::sink()).kind(ExitKind::Failure)?;
                     st
                 } else {
-                    sparse_copy(&mut hashing, out, 0, |_| {})
+                    sparse_copy(&mut hashing, out, 0, progress)
                 };
                 let st = st.map_err(|e| {
                     fail(
@@ -365,7 +380,7 @@ fn copy_base(out: &File, base: &plan::BaseInfo, net: &Net) -> Result<(), BuildEr
                         pos: start,
                         end,
                     };
-                    sparse_copy(&mut region, out, start, |_| {}).map_err(|e| {
+                    sparse_copy(&mut region, out, start, progress).map_err(|e| {
                         fail(ExitKind::Failure, format!("copying base image {name}: {e}"))
                     })?;
                 }
@@ -388,7 +403,8 @@ fn copy_base(out: &File, base: &plan::BaseInfo, net: &Net) -> Result<(), BuildEr
                     let _ = std::io::copy(dec.get_mut(), &mut std::io::sink());
                     r
                 });
-                let mut sink = ChannelSink(tx);
+                // Compressed bytes: the decoded size is known only at the end.
+                let mut sink = ProgressSink::new(ChannelSink(tx), reporter, &name);
                 let res = net
                     .rt
                     .block_on(net.http.download(url, None, verify, &mut sink));
@@ -405,7 +421,8 @@ fn copy_base(out: &File, base: &plan::BaseInfo, net: &Net) -> Result<(), BuildEr
                 })?
                 .read
             } else {
-                let mut sink = SparseFileSink { file: out, base: 0 };
+                let mut sink =
+                    ProgressSink::new(SparseFileSink { file: out, base: 0 }, reporter, &name);
                 net.rt
                     .block_on(net.http.download(url, None, verify, &mut sink))
                     .map_err(http_fail)?;
@@ -424,6 +441,7 @@ fn copy_base(out: &File, base: &plan::BaseInfo, net: &Net) -> Result<(), BuildEr
     }
     // Trailing zeros were skipped: give the copy its full length.
     out.set_len(decoded).kind(ExitKind::Failure)?;
+    reporter.item_done(&name, decoded, None);
     Ok(())
 }
 

@@ -20,6 +20,7 @@ pub struct Bars {
     step: ProgressBar,
     overall: ProgressBar,
     overall_shown: AtomicBool,
+    planned: Mutex<HashMap<String, u64>>,
     items: Mutex<HashMap<String, ProgressBar>>,
     item_style: ProgressStyle,
 }
@@ -48,6 +49,7 @@ impl Bars {
             step,
             overall,
             overall_shown: AtomicBool::new(false),
+            planned: Mutex::new(HashMap::new()),
             items: Mutex::new(HashMap::new()),
             item_style,
         }
@@ -72,9 +74,15 @@ impl Reporter for Bars {
     }
 
     fn items_planned(&self, items: &[(String, u64)]) {
-        let total = items.iter().map(|(_, b)| *b).sum();
+        let total = match self.planned.lock() {
+            Ok(mut m) => {
+                // Planned again (after a re-plan): replace the old sizes.
+                m.extend(items.iter().cloned());
+                m.values().sum()
+            }
+            Err(_) => items.iter().map(|(_, b)| *b).sum(),
+        };
         self.overall.set_length(total);
-        self.overall.set_position(0);
         if !self.overall_shown.swap(true, Ordering::Relaxed) {
             if let Ok(s) = ProgressStyle::with_template(
                 "{bar:40} {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12} eta {eta}",
@@ -132,6 +140,7 @@ mod tests {
     fn hidden_bars_follow_events() {
         let b = Bars::new(ProgressDrawTarget::hidden());
         b.step(4, 6, "data");
+        b.items_planned(&[("a".into(), 9), ("b".into(), 5)]);
         b.items_planned(&[("a".into(), 10), ("b".into(), 5)]);
         b.item_started("a", Some(10));
         b.item_progress("a", 7);

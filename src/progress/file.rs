@@ -301,9 +301,9 @@ impl Reporter for ProgressFile {
         self.update(|st| {
             for (name, bytes) in items {
                 let it = st.item(name);
-                let added = if it.bytes_total.is_none() { *bytes } else { 0 };
-                it.bytes_total = Some(*bytes);
-                st.snap.bytes_total += added;
+                // Planned again (after a re-plan): replace the old size.
+                let old = it.bytes_total.replace(*bytes).unwrap_or(0);
+                st.snap.bytes_total = st.snap.bytes_total.saturating_sub(old) + bytes;
             }
         });
     }
@@ -419,6 +419,8 @@ mod tests {
         let v = read(&path);
         assert_eq!(v["step"]["index"], 4);
         assert_eq!(v["step"]["count"], 6);
+        pf.items_planned(&[("/data/a".into(), 9), ("/data/b".into(), 5)]);
+        // Planning again replaces sizes, it does not add them.
         pf.items_planned(&[("/data/a".into(), 10), ("/data/b".into(), 5)]);
         pf.item_started("/data/a", Some(10));
         pf.item_progress("/data/a", 4);

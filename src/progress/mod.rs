@@ -6,7 +6,9 @@
 //! The event model:
 //! - `step(i, n, name)` starts step `i` of `n` and ends the previous one
 //!   successfully; the last step ends with `finished`.
-//! - `items_planned` lists every item with its size before any starts.
+//! - `items_planned` lists items with their sizes before they start (the
+//!   base image and every data item once planned; again, with the same
+//!   names, when the data step begins).
 //! - `item_started` → `item_progress`* → `item_done` | `item_failed`.
 //! - `finished` ends the build: success (with the image) or the error.
 
@@ -57,7 +59,8 @@ pub trait Reporter: Send + Sync {
     /// Something the user should know but that does not stop the build.
     fn warn(&self, message: &str);
 
-    /// Every item of the current step, with its size, before any starts.
+    /// Items with their sizes, before they start. May come again with the
+    /// same names (after a re-plan): the new sizes replace the old ones.
     fn items_planned(&self, _items: &[(String, u64)]) {}
     /// An item starts; `total_bytes` when known.
     fn item_started(&self, _name: &str, _total_bytes: Option<u64>) {}
