@@ -3,16 +3,18 @@
 # (the fixture base + one SIZE_MIB local file of random data, no checksum, so
 # the build is pure copy and progress is the largest possible share) with and
 # without `--progress-file`, alternating, RUNS times each, and prints the
-# median wall times and their ratio. The output is synced by the build itself.
-#   SIZE_MIB=1536 RUNS=5 (defaults); BENCH_DIR=dir for the data (default: temp)
+# median wall and CPU times and their ratios. Each run starts after a `sync`;
+# the build syncs its output itself.
+#   SIZE_MIB=1536 RUNS=11 (defaults); BENCH_DIR=dir for the data (default: temp)
 #   BIN=path to image-creator (default: cargo build --release)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SIZE_MIB=${SIZE_MIB:-1536}
-RUNS=${RUNS:-5}
+RUNS=${RUNS:-11}
 work=${BENCH_DIR:-$(mktemp -d /tmp/bench-progress.XXXXXX)}
 mkdir -p "$work"
+command -v /usr/bin/time >/dev/null || { echo "needs /usr/bin/time (apt-get install time)" >&2; exit 2; }
 if [ -z "${BIN:-}" ]; then
   cargo build --release >/dev/null 2>&1
   BIN=target/release/image-creator
@@ -32,14 +34,13 @@ files:
     url: $work/big.bin
 YAML
 
-# One build; prints its wall time in seconds.
+# One build after a sync (so the previous run's writeback doesn't land in
+# this one's time); prints "wall cpu" seconds (cpu = user + system).
 run() {
-  local t0 t1
-  t0=$(date +%s.%N)
-  "$BIN" -X "$@" "$work/image.yaml" "$work/out.img" >/dev/null
-  t1=$(date +%s.%N)
   rm -f "$work/out.img"
-  awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", b - a }'
+  sync
+  /usr/bin/time -f '%e %U %S' -o "$work/time" "$BIN" -X "$@" "$work/image.yaml" "$work/out.img" >/dev/null
+  awk '{ printf "%.3f %.3f\n", $1, $2 + $3 }' "$work/time"
 }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
@@ -52,13 +53,20 @@ for i in $(seq 1 "$RUNS"); do
   else
     with+=("$(run --progress-file "$work/progress.json")"); without+=("$(run)")
   fi
-  echo "run $i: without ${without[-1]} s, with ${with[-1]} s" >&2
+  echo "run $i: without ${without[-1]}, with ${with[-1]} (wall cpu, s)" >&2
 done
-m0=$(printf '%s\n' "${without[@]}" | median)
-m1=$(printf '%s\n' "${with[@]}" | median)
+rm -f "$work/out.img"
+col() { local c=$1; shift; printf '%s\n' "$@" | awk -v c="$c" '{ print $c }' | median; }
+low() { local c=$1; shift; printf '%s\n' "$@" | awk -v c="$c" '{ print $c }' | sort -g | head -1; }
+w0=$(col 1 "${without[@]}") w1=$(col 1 "${with[@]}")
+c0=$(col 2 "${without[@]}") c1=$(col 2 "${with[@]}")
+m0=$(low 1 "${without[@]}") m1=$(low 1 "${with[@]}")
 echo "progress file: $(jq -c '{status, bytes_done, bytes_total}' "$work/progress.json" 2>/dev/null || head -c 200 "$work/progress.json")"
-printf 'content %d MiB, %d runs each (median)\n' "$SIZE_MIB" "$RUNS"
-printf 'without --progress-file: %.3f s\n' "$m0"
-printf 'with    --progress-file: %.3f s\n' "$m1"
-awk -v a="$m0" -v b="$m1" 'BEGIN { printf "ratio with/without: %.4f (%+.2f%%)\n", b / a, (b / a - 1) * 100 }'
+printf 'content %d MiB, %d runs each, medians\n' "$SIZE_MIB" "$RUNS"
+printf 'without --progress-file: wall %.3f s, cpu %.3f s\n' "$w0" "$c0"
+printf 'with    --progress-file: wall %.3f s, cpu %.3f s\n' "$w1" "$c1"
+printf 'best wall: without %.3f s, with %.3f s\n' "$m0" "$m1"
+awk -v a="$w0" -v b="$w1" -v c="$c0" -v d="$c1" -v e="$m0" -v f="$m1" 'BEGIN {
+  printf "ratio with/without: median wall %.4f (%+.2f%%), median cpu %.4f (%+.2f%%), best wall %.4f (%+.2f%%)\n",
+    b / a, (b / a - 1) * 100, d / c, (d / c - 1) * 100, f / e, (f / e - 1) * 100 }'
 [ -n "${BENCH_DIR:-}" ] || rm -rf "$work"
