@@ -15,7 +15,7 @@ use crate::fetch::{
 use crate::fs::ext4::{Ext4Builder, Ext4Params, InodeMeta, OldTree, Timestamp};
 use crate::partition::{Mbr, PartitionWindow, SECTOR};
 use crate::plan::{self, BaseLocation, ItemSource, Net, Plan, DIR_PERM, FILE_PERM};
-use crate::progress::Reporter;
+use crate::progress::{ProgressSink, Reporter};
 
 /// What to build, from the command line.
 #[derive(Debug, Clone)]
@@ -147,6 +147,14 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
         return Ok(Outcome::Checked(the_plan));
     }
     check_free_space(&out_dir, &base, &the_plan)?;
+    let mut planned = vec![(base.location.name(), base.size)];
+    planned.extend(
+        the_plan
+            .items
+            .iter()
+            .map(|i| (format!("/data/{}", i.dest), i.size)),
+    );
+    reporter.items_planned(&planned);
     let mut built_plan: Option<Plan> = None;
     if let Some(d) = &opts.build_dir {
         fs_err::create_dir_all(d).kind(ExitKind::BadInput)?;
@@ -170,7 +178,7 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
     }
     let result = (|| {
         reporter.step(3, 6, "copying the base image");
-        copy_base(tmp.as_file(), &base, &net)?;
+        copy_base(tmp.as_file(), &base, &net, reporter)?;
         // A compressed or remote base could not be scanned before the copy:
         // plan again, exactly, from the copy.
         let the_plan = if base.xz || matches!(base.location, BaseLocation::Http(_)) {
@@ -310,8 +318,15 @@ impl Read for ChannelReader {
 /// Batches queued between a download and its xz decoder.
 const XZ_QUEUE: usize = 8;
 
-fn copy_base(out: &File, base: &plan::BaseInfo, net: &Net) -> Result<(), BuildError> {
+fn copy_base(
+    out: &File,
+    base: &plan::BaseInfo,
+    net: &Net,
+    reporter: &dyn Reporter,
+) -> Result<(), BuildError> {
     let name = base.location.name();
+    reporter.item_started(&name, Some(base.size));
+    let progress = |chunk: &[u8]| reporter.item_progress(&name, chunk.len() as u64);
     let decoded = match &base.location {
         BaseLocation::Local(path) => {
             let src = fs_err::File::open(path).kind(ExitKind::Unreachable)?;
@@ -327,12 +342,12 @@ fn copy_base(out: &File, base: &plan::BaseInfo, net: &Net) -> Result<(), BuildEr
                 };
                 let st = if base.xz {
                     let mut dec = liblzma::read::XzDecoder::new_multi_decoder(&mut hashing);
-                    let st = sparse_copy(&mut dec, out, 0, |_| {});
+                    let st = sparse_copy(&mut dec, out, 0, progress);
                     // Hash any bytes past the xz stream too.
                     std::io::copy(&mut hashing, &mut std::io::sink()).kind(ExitKind::Failure)?;
                     st
                 } else {
-                    sparse_copy(&mut hashing, out, 0, |_| {})
+                    sparse_copy(&mut hashing, out, 0, progress)
                 };
                 let st = st.map_err(|e| {
                     fail(
@@ -353,7 +368,7 @@ fn copy_base(out: &File, base: &plan::BaseInfo, net: &Net) -> Result<(), BuildEr
                         pos: start,
                         end,
                     };
-                    sparse_copy(&mut region, out, start, |_| {}).map_err(|e| {
+                    sparse_copy(&mut region, out, start, progress).map_err(|e| {
                         fail(ExitKind::Failure, format!("copying base image {name}: {e}"))
                     })?;
                 }
@@ -376,7 +391,8 @@ fn copy_base(out: &File, base: &plan::BaseInfo, net: &Net) -> Result<(), BuildEr
                     let _ = std::io::copy(dec.get_mut(), &mut std::io::sink());
                     r
                 });
-                let mut sink = ChannelSink(tx);
+                // Compressed bytes: the decoded size is known only at the end.
+                let mut sink = ProgressSink::new(ChannelSink(tx), reporter, &name);
                 let res = net
                     .rt
                     .block_on(net.http.download(url, None, verify, &mut sink));
@@ -393,7 +409,8 @@ fn copy_base(out: &File, base: &plan::BaseInfo, net: &Net) -> Result<(), BuildEr
                 })?
                 .read
             } else {
-                let mut sink = SparseFileSink { file: out, base: 0 };
+                let mut sink =
+                    ProgressSink::new(SparseFileSink { file: out, base: 0 }, reporter, &name);
                 net.rt
                     .block_on(net.http.download(url, None, verify, &mut sink))
                     .map_err(http_fail)?;
@@ -412,6 +429,7 @@ fn copy_base(out: &File, base: &plan::BaseInfo, net: &Net) -> Result<(), BuildEr
     }
     // Trailing zeros were skipped: give the copy its full length.
     out.set_len(decoded).kind(ExitKind::Failure)?;
+    reporter.item_done(&name, decoded, None);
     Ok(())
 }
 
@@ -430,9 +448,6 @@ impl<R: Read> Read for HashingReader<'_, R> {
         Ok(n)
     }
 }
-
-/// A finished download: path, size, digest.
-type Done = (String, u64, Option<String>);
 
 /// Streams a download into a reserved file.
 struct FileSink(crate::fs::ext4::FileWriter);
@@ -528,6 +543,12 @@ fn build_into(ctx: &BuildCtx<'_>) -> Result<(), BuildError> {
     let dir_meta = InodeMeta::new(DIR_PERM, time);
     let file_meta = InodeMeta::new(FILE_PERM, time);
     let mut buf = vec![0u8; SPARSE_BUF];
+    let planned: Vec<(String, u64)> = plan
+        .items
+        .iter()
+        .map(|i| (format!("/data/{}", i.dest), i.size))
+        .collect();
+    reporter.items_planned(&planned);
     // Reserve every file first, in plan order: the layout never depends on
     // which download finishes first.
     let mut writers = Vec::with_capacity(plan.items.len());
@@ -547,13 +568,19 @@ fn build_into(ctx: &BuildCtx<'_>) -> Result<(), BuildError> {
     }
     let mut downloads = Vec::new();
     for (item, w) in plan.items.iter().zip(writers) {
+        let item_name = format!("/data/{}", item.dest);
         match &item.source {
             ItemSource::Http { url, checksum } => {
                 downloads.push((item, url.clone(), checksum.clone(), w));
                 continue;
             }
-            ItemSource::Bytes(b) => w.write_at(0, b).kind(ExitKind::Failure)?,
+            ItemSource::Bytes(b) => {
+                reporter.item_started(&item_name, Some(item.size));
+                w.write_at(0, b).kind(ExitKind::Failure)?;
+                reporter.item_progress(&item_name, item.size);
+            }
             ItemSource::Local { path, checksum } => {
+                reporter.item_started(&item_name, Some(item.size));
                 let mut f = fs_err::File::open(path).kind(ExitKind::Unreachable)?;
                 let name = path.display().to_string();
                 let mut verifier = checksum
@@ -575,6 +602,7 @@ fn build_into(ctx: &BuildCtx<'_>) -> Result<(), BuildError> {
                         )
                     })?;
                     off += n as u64;
+                    reporter.item_progress(&item_name, n as u64);
                 }
                 if off != item.size {
                     return Err(fail(
@@ -589,27 +617,35 @@ fn build_into(ctx: &BuildCtx<'_>) -> Result<(), BuildError> {
                     Some(v) => Some(v.finish().kind(ExitKind::Failure)?),
                     None => None,
                 };
-                reporter.item_done(
-                    &format!("/data/{}", item.dest),
-                    item.size,
-                    digest.as_deref(),
-                );
+                reporter.item_done(&item_name, item.size, digest.as_deref());
                 continue;
             }
         }
-        reporter.item_done(&format!("/data/{}", item.dest), item.size, None);
+        reporter.item_done(&item_name, item.size, None);
     }
     // Downloads, `concurrency` at a time, each straight into its blocks.
-    let results: Vec<Result<Done, HttpError>> = net.rt.block_on(async {
+    let results: Vec<Result<(), HttpError>> = net.rt.block_on(async {
         use futures_util::stream::StreamExt;
         futures_util::stream::iter(downloads.into_iter().map(|(item, url, checksum, w)| {
             let http = net.http.clone();
             async move {
-                let mut sink = FileSink(w);
-                let digest = http
+                let name = format!("/data/{}", item.dest);
+                reporter.item_started(&name, Some(item.size));
+                let mut sink = ProgressSink::new(FileSink(w), reporter, &name);
+                match http
                     .download(&url, Some(item.size), checksum, &mut sink)
-                    .await?;
-                Ok((format!("/data/{}", item.dest), item.size, digest))
+                    .await
+                {
+                    Ok(digest) => {
+                        // Reported as each finishes, so the history is live.
+                        reporter.item_done(&name, item.size, digest.as_deref());
+                        Ok(())
+                    }
+                    Err(e) => {
+                        reporter.item_failed(&name, &e.to_string());
+                        Err(e)
+                    }
+                }
             }
         }))
         .buffer_unordered(concurrency.max(1))
@@ -617,8 +653,7 @@ fn build_into(ctx: &BuildCtx<'_>) -> Result<(), BuildError> {
         .await
     });
     for r in results {
-        let (name, size, digest) = r.map_err(http_fail)?;
-        reporter.item_done(&name, size, digest.as_deref());
+        r.map_err(http_fail)?;
     }
     builder.finish().kind(ExitKind::Failure)?;
 

@@ -64,6 +64,17 @@ pub struct Cli {
     #[arg(short = 'D', long)]
     pub debug: bool,
 
+    /// Keep a JSON snapshot of the build's progress in PATH (schema:
+    /// docs/progress.md), rewritten atomically at every step, at most every
+    /// 0.5 s while bytes move and at least every 2 s.
+    #[arg(long, value_name = "PATH")]
+    pub progress_file: Option<PathBuf>,
+
+    /// No live bars and no step/item history; warnings, errors and the
+    /// final summary only.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+
     /// Image config: a path or an http(s) URL.
     #[arg(value_name = "CONFIG_SRC", required_unless_present = "show_cache")]
     pub config_src: Option<String>,
@@ -120,6 +131,21 @@ mod tests {
         .expect("parses");
         assert!(cli.check && cli.keep && cli.overwrite && cli.debug);
         assert_eq!(cli.concurrency, 8);
+    }
+
+    #[test]
+    fn progress_flags() {
+        let cli = Cli::try_parse_from([
+            "image-creator",
+            "--progress-file",
+            "p.json",
+            "-q",
+            "c.yaml",
+            "o.img",
+        ])
+        .expect("parses");
+        assert_eq!(cli.progress_file, Some(PathBuf::from("p.json")));
+        assert!(cli.quiet);
     }
 
     #[test]

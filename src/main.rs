@@ -1,8 +1,9 @@
 //! `image-creator`: parse the command line, run the build, map errors to
 //! the exit codes of SPEC §7. Everything else lives in the library.
 
-use std::io::Write;
-use std::time::{Duration, Instant};
+use std::io::IsTerminal;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
 
 use clap::Parser;
 use image_creator::build::{self, BuildOptions, Outcome};
@@ -10,36 +11,91 @@ use image_creator::cli::Cli;
 use image_creator::config::parse_size;
 use image_creator::error::ExitKind;
 use image_creator::fetch::FetchOptions;
-use image_creator::progress::Reporter;
+use image_creator::progress::{
+    rfc3339, Bars, Finish, ProgressFile, ProgressFileOptions, Reporter, Tee, TextHistory,
+};
 
-/// Prints a readable history: steps on stdout, warnings on stderr.
-struct TextReporter {
-    start: Instant,
+/// The terminal: history on stdout, bars (when enabled), warnings and
+/// `--debug` logs on stderr. Writes go through the bars' `suspend` so they
+/// never tear a bar.
+struct Console {
+    history: TextHistory<std::io::Stdout>,
+    bars: Option<Bars>,
     debug: bool,
 }
 
-impl Reporter for TextReporter {
-    fn step(&self, index: usize, count: usize, name: &str) {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "[{index}/{count}] {name}");
+impl Console {
+    fn print(&self, f: impl FnOnce()) {
+        match &self.bars {
+            Some(b) => b.suspend(f),
+            None => f(),
+        }
+    }
+
+    fn log(&self, what: std::fmt::Arguments<'_>) {
         if self.debug {
-            eprintln!(
-                "{:>8.3}s step {index}/{count}: {name}",
-                self.start.elapsed().as_secs_f64()
-            );
+            self.print(|| eprintln!("{} {what}", rfc3339(SystemTime::now())));
+        }
+    }
+}
+
+impl Reporter for Console {
+    fn step(&self, index: usize, count: usize, name: &str) {
+        self.print(|| self.history.step(index, count, name));
+        self.log(format_args!("step {index}/{count}: {name}"));
+        if let Some(b) = &self.bars {
+            b.step(index, count, name);
+        }
+    }
+    fn items_planned(&self, items: &[(String, u64)]) {
+        self.log(format_args!("{} items planned", items.len()));
+        if let Some(b) = &self.bars {
+            b.items_planned(items);
+        }
+    }
+    fn item_started(&self, name: &str, total_bytes: Option<u64>) {
+        match total_bytes {
+            Some(n) => self.log(format_args!("start {name} ({n} bytes)")),
+            None => self.log(format_args!("start {name} (size unknown)")),
+        }
+        self.history.item_started(name, total_bytes);
+        if let Some(b) = &self.bars {
+            b.item_started(name, total_bytes);
+        }
+    }
+    fn item_progress(&self, name: &str, bytes_delta: u64) {
+        if let Some(b) = &self.bars {
+            b.item_progress(name, bytes_delta);
         }
     }
     fn item_done(&self, name: &str, bytes: u64, digest: Option<&str>) {
-        let mut out = std::io::stdout().lock();
-        let _ = match digest {
-            Some(d) => writeln!(out, "  ✓ {name} ({bytes} bytes, {d})"),
-            None => writeln!(out, "  ✓ {name} ({bytes} bytes)"),
-        };
+        self.log(format_args!("done {name} ({bytes} bytes)"));
+        if let Some(b) = &self.bars {
+            b.item_done(name, bytes, digest);
+        }
+        self.print(|| self.history.item_done(name, bytes, digest));
+    }
+    fn item_failed(&self, name: &str, error: &str) {
+        self.log(format_args!("failed {name}: {error}"));
+        if let Some(b) = &self.bars {
+            b.item_failed(name, error);
+        }
+        self.print(|| self.history.item_failed(name, error));
     }
     fn warn(&self, message: &str) {
-        eprintln!("warning: {message}");
+        self.print(|| eprintln!("warning: {message}"));
+    }
+    fn finished(&self, how: &Finish) {
+        self.log(format_args!("finished: {how:?}"));
+        if let Some(b) = &self.bars {
+            b.finished(how);
+        }
+        self.history.finished(how);
     }
 }
+
+/// The progress file, reachable from the signal handler.
+static PROGRESS: OnceLock<ProgressFile> = OnceLock::new();
 
 fn main() {
     let cli = Cli::parse();
@@ -55,20 +111,64 @@ fn run(cli: Cli) -> i32 {
         eprintln!("error: CONFIG_SRC and OUTPUT are required");
         return ExitKind::BadInput.code();
     };
-    let max_size = match cli.max_size.as_deref().map(parse_size).transpose() {
-        Ok(m) => m,
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let console = Console {
+        history: TextHistory::new(std::io::stdout(), cli.quiet),
+        bars: (std::io::stderr().is_terminal() && !no_color && !cli.quiet).then(Bars::stderr),
+        debug: cli.debug,
+    };
+    let mut reporters: Vec<&dyn Reporter> = vec![&console];
+    if let Some(path) = &cli.progress_file {
+        match ProgressFile::create(path, ProgressFileOptions::default()) {
+            Ok(pf) => {
+                let _ = PROGRESS.set(pf);
+                if let Some(pf) = PROGRESS.get() {
+                    reporters.push(pf);
+                }
+            }
+            Err(e) => {
+                eprintln!("error: --progress-file {}: {e}", path.display());
+                return ExitKind::BadInput.code();
+            }
+        }
+    }
+    let reporter = Tee(reporters);
+    let code = match cli.max_size.as_deref().map(parse_size).transpose() {
+        Ok(max_size) => build(&cli, config_src, output, max_size, &reporter),
         Err(e) => {
-            eprintln!("error: --max-size: {e}");
-            return ExitKind::BadInput.code();
+            let message = format!("--max-size: {e}");
+            reporter.finished(&Finish::Failed {
+                message: message.clone(),
+            });
+            eprintln!("error: {message}");
+            ExitKind::BadInput.code()
         }
     };
+    if let Some(e) = PROGRESS.get().and_then(ProgressFile::error) {
+        eprintln!("warning: progress file: {e}");
+    }
+    code
+}
+
+fn build(
+    cli: &Cli,
+    config_src: String,
+    output: std::path::PathBuf,
+    max_size: Option<u64>,
+    reporter: &dyn Reporter,
+) -> i32 {
     // SIGINT/SIGTERM: remove the partial image (unless --keep) and exit.
     if let Err(e) = ctrlc::set_handler(|| {
         build::cleanup_after_signal();
+        if let Some(pf) = PROGRESS.get() {
+            pf.finished(&Finish::Failed {
+                message: "interrupted".into(),
+            });
+        }
         eprintln!("interrupted");
         std::process::exit(130);
     }) {
-        eprintln!("warning: could not install the signal handler: {e}");
+        reporter.warn(&format!("could not install the signal handler: {e}"));
     }
     let opts = BuildOptions {
         config_src,
@@ -87,27 +187,24 @@ fn run(cli: Cli) -> i32 {
             ..FetchOptions::default()
         },
     };
-    let start = Instant::now();
-    let reporter = TextReporter {
-        start,
-        debug: cli.debug,
-    };
-    match build::run(&opts, &reporter) {
+    match build::run(&opts, reporter) {
         Ok(Outcome::Checked(plan)) => {
+            reporter.finished(&Finish::Checked);
             print!("{plan}");
             0
         }
         Ok(Outcome::Built { plan, output }) => {
-            let secs = start.elapsed().as_secs_f64();
-            println!(
-                "✓ {} ({} bytes, {} bytes of content) in {secs:.1}s",
-                output.display(),
-                plan.image_size,
-                plan.content_bytes
-            );
+            reporter.finished(&Finish::Succeeded {
+                image: output,
+                image_bytes: plan.image_size,
+                content_bytes: plan.content_bytes,
+            });
             0
         }
         Err(e) => {
+            reporter.finished(&Finish::Failed {
+                message: e.to_string(),
+            });
             eprintln!("error: {e}");
             e.kind.code()
         }

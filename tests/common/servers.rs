@@ -121,6 +121,13 @@ pub enum Behaviour {
     NotFound,
     /// Plain 200 with a body.
     Ok(Arc<Vec<u8>>),
+    /// 200 with `body` sent `chunk` bytes at a time, `pause` between
+    /// chunks: a download slow enough to watch.
+    Slow {
+        body: Arc<Vec<u8>>,
+        chunk: usize,
+        pause: Duration,
+    },
 }
 
 /// In-process HTTP/1.1 server on a loopback port; requests are logged.
@@ -290,6 +297,21 @@ fn serve(
                 stream.write_all(b"abc")?;
                 stream.flush()?;
                 std::thread::sleep(Duration::from_secs(30));
+            }
+            Ok(())
+        }
+        Behaviour::Slow { body, chunk, pause } => {
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )?;
+            if !head {
+                for part in body.chunks(chunk.max(1)) {
+                    stream.write_all(part)?;
+                    stream.flush()?;
+                    std::thread::sleep(pause);
+                }
             }
             Ok(())
         }

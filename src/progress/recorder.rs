@@ -1,0 +1,116 @@
+//! A reporter that records every event, for tests.
+
+use std::sync::Mutex;
+
+use super::{Finish, Reporter};
+
+/// One reported event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// [`Reporter::step`].
+    Step {
+        /// 1-based index.
+        index: usize,
+        /// Number of steps.
+        count: usize,
+        /// Step name.
+        name: String,
+    },
+    /// [`Reporter::items_planned`].
+    ItemsPlanned(Vec<(String, u64)>),
+    /// [`Reporter::item_started`].
+    ItemStarted {
+        /// Item name.
+        name: String,
+        /// Expected size.
+        total: Option<u64>,
+    },
+    /// [`Reporter::item_progress`].
+    ItemProgress {
+        /// Item name.
+        name: String,
+        /// Bytes written since the last event.
+        bytes: u64,
+    },
+    /// [`Reporter::item_done`].
+    ItemDone {
+        /// Item name.
+        name: String,
+        /// Size.
+        bytes: u64,
+        /// Digest, when computed.
+        digest: Option<String>,
+    },
+    /// [`Reporter::item_failed`].
+    ItemFailed {
+        /// Item name.
+        name: String,
+        /// Error message.
+        error: String,
+    },
+    /// [`Reporter::warn`].
+    Warn(String),
+    /// [`Reporter::finished`].
+    Finished(Finish),
+}
+
+/// Records events in the order they arrive.
+#[derive(Debug, Default)]
+pub struct Recorder(Mutex<Vec<Event>>);
+
+impl Recorder {
+    /// A copy of the events so far.
+    pub fn events(&self) -> Vec<Event> {
+        self.0.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+
+    fn push(&self, e: Event) {
+        if let Ok(mut g) = self.0.lock() {
+            g.push(e);
+        }
+    }
+}
+
+impl Reporter for Recorder {
+    fn step(&self, index: usize, count: usize, name: &str) {
+        self.push(Event::Step {
+            index,
+            count,
+            name: name.into(),
+        });
+    }
+    fn item_done(&self, name: &str, bytes: u64, digest: Option<&str>) {
+        self.push(Event::ItemDone {
+            name: name.into(),
+            bytes,
+            digest: digest.map(Into::into),
+        });
+    }
+    fn warn(&self, message: &str) {
+        self.push(Event::Warn(message.into()));
+    }
+    fn items_planned(&self, items: &[(String, u64)]) {
+        self.push(Event::ItemsPlanned(items.to_vec()));
+    }
+    fn item_started(&self, name: &str, total_bytes: Option<u64>) {
+        self.push(Event::ItemStarted {
+            name: name.into(),
+            total: total_bytes,
+        });
+    }
+    fn item_progress(&self, name: &str, bytes_delta: u64) {
+        self.push(Event::ItemProgress {
+            name: name.into(),
+            bytes: bytes_delta,
+        });
+    }
+    fn item_failed(&self, name: &str, error: &str) {
+        self.push(Event::ItemFailed {
+            name: name.into(),
+            error: error.into(),
+        });
+    }
+    fn finished(&self, how: &Finish) {
+        self.push(Event::Finished(how.clone()));
+    }
+}

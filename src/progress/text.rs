@@ -1,0 +1,231 @@
+//! The readable history (stdout): each step with ✓/✗ and its duration,
+//! each finished item with size, speed and digest, and a final summary.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::{Finish, Reporter};
+
+/// `1536` → `1.5 KiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    #[allow(clippy::cast_precision_loss)] // display only
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+fn rate(bytes: u64, d: Duration) -> Option<String> {
+    let s = d.as_secs_f64();
+    #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+    // display only; sign and range checked by the guard
+    (s > 0.0).then(|| format!("{}/s", human_bytes((bytes as f64 / s) as u64)))
+}
+
+struct State<W> {
+    out: W,
+    step: Option<(String, Instant)>,
+    items: HashMap<String, Instant>,
+    start: Instant,
+}
+
+/// Writes the history to `W`. With `quiet`, only the final summary.
+pub struct TextHistory<W> {
+    state: Mutex<State<W>>,
+    quiet: bool,
+}
+
+impl<W: Write + Send> TextHistory<W> {
+    /// A history written to `out`; the build's clock starts now.
+    pub fn new(out: W, quiet: bool) -> Self {
+        Self {
+            state: Mutex::new(State {
+                out,
+                step: None,
+                items: HashMap::new(),
+                start: Instant::now(),
+            }),
+            quiet,
+        }
+    }
+
+    /// The writer back (tests).
+    pub fn into_inner(self) -> Option<W> {
+        self.state.into_inner().ok().map(|s| s.out)
+    }
+
+    fn with(&self, f: impl FnOnce(&mut State<W>) -> std::io::Result<()>) {
+        if let Ok(mut st) = self.state.lock() {
+            // A closed stdout must not stop the build.
+            let _ = f(&mut st).and_then(|()| st.out.flush());
+        }
+    }
+
+    fn end_step(&self, st: &mut State<W>, ok: bool) -> std::io::Result<()> {
+        if let Some((name, t)) = st.step.take() {
+            if !self.quiet || !ok {
+                let mark = if ok { '✓' } else { '✗' };
+                writeln!(st.out, "{mark} {name} ({:.1}s)", t.elapsed().as_secs_f64())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<W: Write + Send> Reporter for TextHistory<W> {
+    fn step(&self, index: usize, count: usize, name: &str) {
+        self.with(|st| {
+            self.end_step(st, true)?;
+            let label = format!("[{index}/{count}] {name}");
+            if !self.quiet {
+                writeln!(st.out, "{label}")?;
+            }
+            st.step = Some((label, Instant::now()));
+            Ok(())
+        });
+    }
+
+    fn item_started(&self, name: &str, _total: Option<u64>) {
+        self.with(|st| {
+            st.items.insert(name.to_string(), Instant::now());
+            Ok(())
+        });
+    }
+
+    fn item_done(&self, name: &str, bytes: u64, digest: Option<&str>) {
+        self.with(|st| {
+            let started = st.items.remove(name);
+            if self.quiet {
+                return Ok(());
+            }
+            write!(st.out, "    ✓ {name}  {}", human_bytes(bytes))?;
+            if let Some(r) = started.and_then(|t| rate(bytes, t.elapsed())) {
+                write!(st.out, "  {r}")?;
+            }
+            if let Some(d) = digest {
+                write!(st.out, "  {d}")?;
+            }
+            writeln!(st.out)
+        });
+    }
+
+    fn item_failed(&self, name: &str, error: &str) {
+        self.with(|st| {
+            st.items.remove(name);
+            writeln!(st.out, "    ✗ {name}: {error}")
+        });
+    }
+
+    fn warn(&self, _message: &str) {}
+
+    fn finished(&self, how: &Finish) {
+        self.with(|st| {
+            self.end_step(st, !matches!(how, Finish::Failed { .. }))?;
+            if let Finish::Succeeded {
+                image,
+                image_bytes,
+                content_bytes,
+            } = how
+            {
+                let took = st.start.elapsed();
+                write!(
+                    st.out,
+                    "✓ {}: {} image, {} of content, in {:.1}s",
+                    image.display(),
+                    human_bytes(*image_bytes),
+                    human_bytes(*content_bytes),
+                    took.as_secs_f64()
+                )?;
+                if let Some(r) = rate(*content_bytes, took) {
+                    write!(st.out, " ({r})")?;
+                }
+                writeln!(st.out)?;
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn history(quiet: bool, f: impl FnOnce(&TextHistory<Vec<u8>>)) -> String {
+        let h = TextHistory::new(Vec::new(), quiet);
+        f(&h);
+        String::from_utf8(h.into_inner().expect("writer")).expect("utf-8")
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn steps_items_and_summary() {
+        let out = history(false, |h| {
+            h.step(1, 2, "reading");
+            h.step(2, 2, "writing");
+            h.item_started("/data/a", Some(2048));
+            h.item_done("/data/a", 2048, Some("md5:abc"));
+            h.finished(&Finish::Succeeded {
+                image: "out.img".into(),
+                image_bytes: 1 << 20,
+                content_bytes: 2048,
+            });
+        });
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "[1/2] reading");
+        assert!(lines[1].starts_with("✓ [1/2] reading ("), "{out}");
+        assert_eq!(lines[2], "[2/2] writing");
+        assert!(lines[3].starts_with("    ✓ /data/a  2.0 KiB  "), "{out}");
+        assert!(lines[3].ends_with("  md5:abc"), "{out}");
+        assert!(lines[4].starts_with("✓ [2/2] writing ("), "{out}");
+        assert!(
+            lines[5].starts_with("✓ out.img: 1.0 MiB image, 2.0 KiB of content, in "),
+            "{out}"
+        );
+        assert_eq!(lines.len(), 6);
+    }
+
+    #[test]
+    fn failure_marks_the_step() {
+        let out = history(false, |h| {
+            h.step(1, 1, "writing");
+            h.item_failed("/data/x", "checksum mismatch");
+            h.finished(&Finish::Failed {
+                message: "boom".into(),
+            });
+        });
+        assert!(out.contains("    ✗ /data/x: checksum mismatch\n"), "{out}");
+        assert!(out.contains("✗ [1/1] writing ("), "{out}");
+    }
+
+    #[test]
+    fn quiet_prints_only_the_summary() {
+        let out = history(true, |h| {
+            h.step(1, 1, "writing");
+            h.item_done("/data/a", 1, None);
+            h.finished(&Finish::Succeeded {
+                image: "o.img".into(),
+                image_bytes: 1,
+                content_bytes: 1,
+            });
+        });
+        assert_eq!(out.lines().count(), 1, "{out}");
+        assert!(out.starts_with("✓ o.img: "));
+    }
+}
