@@ -73,6 +73,26 @@ pub struct Cli {
     pub output: Option<PathBuf>,
 }
 
+/// `image-creator oci-sizes IDENT`: print the `oci_images` entry of an
+/// image with its exact `filesize` (the docker-archive tar we write) and
+/// `fullsize` (regular-file bytes once its layers are extracted, whiteouts
+/// applied), pulling it from its registry without writing anything.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "image-creator oci-sizes", version, about, long_about = None)]
+pub struct OciSizesCli {
+    /// Platform to measure (`os/arch[/variant]`).
+    #[arg(long, value_name = "PLATFORM", default_value = crate::oci::DEFAULT_PLATFORM)]
+    pub platform: String,
+
+    /// Seconds to wait for a connection.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub connect_timeout: u64,
+
+    /// Image reference: `[registry/][repository/]name[:tag][@digest]`.
+    #[arg(value_name = "IDENT")]
+    pub ident: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,6 +101,7 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
+        OciSizesCli::command().debug_assert();
     }
 
     #[test]

@@ -54,6 +54,8 @@ impl Nginx {
         );
         let conf_path = dir.join("nginx.conf");
         std::fs::write(&conf_path, conf).unwrap();
+        // Waited for in `Drop`.
+        #[allow(clippy::zombie_processes)]
         let child = Command::new(bin)
             .arg("-c")
             .arg(&conf_path)
