@@ -311,6 +311,33 @@ fn pulls_an_index_and_zstd_and_plain_layers_into_docker_archives_that_skopeo_and
         assert_eq!(std::fs::read(rootfs.join("srv/big.bin")).unwrap(), big);
     }
 
+    // `url`: a prebuilt docker-archive (here: one we wrote) is copied as is.
+    let prebuilt = tmp
+        .path()
+        .join(format!("127.0.0.1{port}_test_app_zstd_linuxarm64v8.tar"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "base: {{source: {}, rootfs_size: {rootfs}}}\noci_images:\n  - {{ident: '{host}/test/app:prebuilt', filesize: 1, fullsize: 1000000, url: '{}'}}\n",
+            base.display(),
+            prebuilt.display()
+        ),
+    )
+    .unwrap();
+    let out3 = tmp.path().join("prebuilt.img");
+    let (code, log) = ic(&[cfg.to_str().unwrap(), out3.to_str().unwrap()]);
+    assert_eq!(code, 0, "{log}");
+    let copy = tmp.path().join("copy.tar");
+    dump(
+        &out3,
+        &format!("/images/127.0.0.1{port}_test_app_prebuilt_linuxarm64v8.tar"),
+        &copy,
+    );
+    assert_eq!(
+        std::fs::read(&copy).unwrap(),
+        std::fs::read(&prebuilt).unwrap()
+    );
+
     // A reservation too small for the archive is a clear error, nothing left.
     let small = format!(
         "base: {{source: {}, rootfs_size: {rootfs}}}\noci_images:\n  - {{ident: '{host}/test/app:arm', filesize: 2000, fullsize: 0}}\n",

@@ -356,7 +356,6 @@ pub async fn write_archive(
     count_fullsize: bool,
 ) -> Result<ArchiveSizes, OciError> {
     let image = img.name();
-    registry.authenticate(img).await?;
     let out = Out {
         sink: sink.as_ref(),
         image: &image,
@@ -372,6 +371,9 @@ pub async fn write_archive(
             names.push(name);
             continue;
         }
+        // A fresh token when the cached one expired (Docker Hub's last
+        // 5 minutes; a big image's layers take longer).
+        registry.authenticate(img).await?;
         let (size, f) = pull_layer(registry, img, layer, sink.clone(), pos + BLOCK, files).await?;
         files = f;
         let h = header(&name, size).map_err(|message| OciError::Write {

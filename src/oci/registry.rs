@@ -495,8 +495,8 @@ impl Registry {
         })
     }
 
-    /// Make sure a token is cached (re-reads the platform manifest, which
-    /// answers any 401 challenge).
+    /// Make sure a valid token is cached: re-reads the platform manifest,
+    /// and a 401 (no token yet, or an expired one) fetches a new one.
     pub async fn authenticate(&self, img: &Resolved) -> Result<(), OciError> {
         self.manifest(&img.reference, &img.manifest_digest)
             .await
