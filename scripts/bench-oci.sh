@@ -66,8 +66,10 @@ fullsize=$(echo "$sizes" | awk '/fullsize/ {print $2}')
 rootfs=$(bash "$here/scripts/make-base-image.sh" base.img 2>/dev/null)
 printf 'base: {source: %s, rootfs_size: %s}\noci_images:\n  - {ident: "%s", filesize: %s, fullsize: %s}\n' \
   "$work/base.img" "$rootfs" "$img" "$filesize" "$fullsize" > c.yaml
+timer=()
+[ -x /usr/bin/time ] && timer=(/usr/bin/time -f "image-creator build: peak RSS %M KiB" -o rss.txt)
 t2=$(now)
-"$bin" c.yaml out.img >/dev/null
+"${timer[@]}" "$bin" c.yaml out.img >/dev/null
 t3=$(now)
 skopeo --insecure-policy copy -q --src-tls-verify=false "docker://$img" "docker-archive:$work/skopeo.tar:$img"
 t4=$(now)
@@ -83,3 +85,4 @@ print(f"image-creator build (base copy + pull into p3 + fs): {ic:.2f} s ({fs/1e6
 print(f"skopeo copy docker:// -> docker-archive: {sc:.2f} s ({sk/1e6/sc:.0f} MB/s)")
 print(f"ratio image-creator / skopeo: {ic/sc:.2f}")
 PY
+cat rss.txt 2>/dev/null || true
