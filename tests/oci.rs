@@ -403,13 +403,8 @@ fn a_missing_platform_is_exit_4_naming_the_platforms_the_image_has() {
     assert_eq!(code, 0, "{log}");
 }
 
-#[test]
-fn a_blob_with_the_wrong_digest_is_refused_and_nothing_is_left_behind() {
-    if !tools() {
-        return;
-    }
-    // A valid one-layer image whose layer blob the server swaps for other
-    // bytes of the same length.
+/// A valid one-layer arm64 image: (manifest, config, layer tar, diff_id).
+fn one_layer_image() -> (Vec<u8>, Vec<u8>, Vec<u8>, String) {
     let mut layer = Vec::new();
     {
         let mut b = tar::Builder::new(&mut layer);
@@ -438,6 +433,17 @@ fn a_blob_with_the_wrong_digest_is_refused_and_nothing_is_left_behind() {
     })
     .to_string()
     .into_bytes();
+    (manifest, config, layer, diff_id)
+}
+
+#[test]
+fn a_blob_with_the_wrong_digest_is_refused_and_nothing_is_left_behind() {
+    if !tools() {
+        return;
+    }
+    // A valid one-layer image whose layer blob the server swaps for other
+    // bytes of the same length.
+    let (manifest, config, layer, diff_id) = one_layer_image();
     let mut evil = layer.clone();
     evil[600] ^= 0xff; // inside the file's data
     let cfg_path: &'static str =
@@ -484,4 +490,93 @@ fn a_blob_with_the_wrong_digest_is_refused_and_nothing_is_left_behind() {
         .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
         .collect();
     assert!(parts.is_empty(), "partial files left");
+}
+
+/// A registry that wants a bearer token (as ghcr.io and Docker Hub do):
+/// 401 + `WWW-Authenticate: Bearer realm=…` without it, a token endpoint
+/// that logs its queries.
+fn token_registry(files: Vec<(String, Vec<u8>)>) -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log2 = log.clone();
+    let files = Arc::new(files);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (files, log) = (files.clone(), log2.clone());
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let mut authorized = false;
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap() == 0 || h == "\r\n" {
+                        break;
+                    }
+                    authorized |= h
+                        .to_ascii_lowercase()
+                        .starts_with("authorization: bearer good");
+                }
+                log.lock()
+                    .unwrap()
+                    .push(format!("{path} auth={authorized}"));
+                let (status, extra, body): (&str, String, Vec<u8>) = if path.starts_with("/token?")
+                {
+                    ("200 OK", String::new(), br#"{"token":"good"}"#.to_vec())
+                } else if !authorized {
+                    (
+                        "401 Unauthorized",
+                        format!("WWW-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"test registry\",scope=\"repository:auth/app:pull\"\r\n"),
+                        Vec::new(),
+                    )
+                } else if let Some((_, b)) = files.iter().find(|(p, _)| *p == path) {
+                    ("200 OK", String::new(), b.clone())
+                } else {
+                    ("404 Not Found", String::new(), Vec::new())
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(&body);
+            });
+        }
+    });
+    (port, log)
+}
+
+#[test]
+fn anonymous_bearer_tokens_are_fetched_from_the_challenge_realm() {
+    let (manifest, config, layer, diff_id) = one_layer_image();
+    let files = vec![
+        ("/v2/auth/app/manifests/1".to_string(), manifest.clone()),
+        (
+            format!("/v2/auth/app/manifests/{}", sha256(&manifest)),
+            manifest,
+        ),
+        (format!("/v2/auth/app/blobs/{}", sha256(&config)), config),
+        (format!("/v2/auth/app/blobs/{diff_id}"), layer.clone()),
+    ];
+    let (port, log) = token_registry(files);
+    let (filesize, fullsize) = oci_sizes(&format!("127.0.0.1:{port}/auth/app:1"), &[]);
+    assert_eq!(fullsize, 16);
+    // config + layer members, manifest.json, repositories, end blocks.
+    assert!(filesize > layer.len() as u64 + 4 * 512, "{filesize}");
+    let log = log.lock().unwrap().clone();
+    assert!(
+        log.iter().any(|l| l.starts_with("/token?")
+            && l.contains("service=test+registry")
+            && l.contains("scope=repository%3Aauth%2Fapp%3Apull")),
+        "{log:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with(&format!("/v2/auth/app/blobs/{diff_id} auth=true"))),
+        "{log:?}"
+    );
 }
