@@ -7,7 +7,13 @@ use clap::Parser;
 /// Build an Offspot / Kiwix Raspberry Pi disk image from a YAML config,
 /// without root, loop devices or mounts.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "image-creator", version, about, long_about = None)]
+#[command(
+    name = "image-creator",
+    version,
+    about,
+    long_about = None,
+    after_help = "To size an oci_images entry: image-creator oci-sizes IDENT [--platform PLATFORM]"
+)]
 pub struct Cli {
     /// Temporary space (spill files, zip archives); created if missing and
     /// never deleted. Default: a temporary directory next to OUTPUT.
