@@ -79,12 +79,13 @@ pub struct Cli {
     pub output: Option<PathBuf>,
 }
 
-/// `image-creator oci-sizes IDENT`: print the `oci_images` entry of an
-/// image with its exact `filesize` (the docker-archive tar we write) and
-/// `fullsize` (regular-file bytes once its layers are extracted, whiteouts
-/// applied), pulling it from its registry without writing anything.
+/// Print the `oci_images` entry of an image with its exact sizes.
+///
+/// `filesize` is the docker-archive tar a build writes; `fullsize` the
+/// regular-file bytes once its layers are extracted (whiteouts applied).
+/// The image is pulled from its registry; nothing is written.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "image-creator oci-sizes", version, about, long_about = None)]
+#[command(name = "oci-sizes", bin_name = "image-creator oci-sizes", version)]
 pub struct OciSizesCli {
     /// Platform to measure (`os/arch[/variant]`).
     #[arg(long, value_name = "PLATFORM", default_value = crate::oci::DEFAULT_PLATFORM)]
