@@ -357,7 +357,7 @@ pub fn make_plan(
         };
         let size = match &source {
             ItemSource::Bytes(b) => b.len() as u64,
-            ItemSource::Oci(_) => 0,
+            ItemSource::Oci(_) => 0, // files[] entries are never images
             ItemSource::Http { url, .. } => match net.rt.block_on(net.http.probe(url)) {
                 Ok(p) => match (f.size, p.size) {
                     (Some(d), Some(s)) if d != s => {

@@ -179,16 +179,18 @@ pub fn plan_images(
 /// An image to pull into its reserved file.
 pub type PullJob = (String, Box<Resolved>, FileWriter);
 
-/// Pull every job, `concurrency` at a time, into its file; returns, per
-/// job, the file's inode, the archive's path and its exact size (the
-/// caller shrinks the file to it).
+/// A pulled image: its file's inode, its path, the archive's exact size
+/// (the caller shrinks the file to it) and the platform manifest's digest.
+pub type Pulled = (Ino, String, u64, String);
+
+/// Pull every job, `concurrency` at a time, into its file.
 pub fn pull_all(
     net: &Net,
     jobs: Vec<PullJob>,
     concurrency: usize,
-) -> Result<Vec<(Ino, String, u64)>, BuildError> {
+) -> Result<Vec<Pulled>, BuildError> {
     let registry = Registry::new(net.http.clone());
-    let results: Vec<Result<(Ino, String, u64), OciError>> = net.rt.block_on(async {
+    let results: Vec<Result<Pulled, OciError>> = net.rt.block_on(async {
         use futures_util::stream::StreamExt;
         futures_util::stream::iter(jobs.into_iter().map(|(dest, img, w)| {
             let registry = &registry;
@@ -196,7 +198,7 @@ pub fn pull_all(
                 let ino = w.ino();
                 let sink: Arc<dyn ArchiveSink> = Arc::new(w);
                 let sizes = write_archive(registry, &img, sink, false).await?;
-                Ok((ino, dest, sizes.filesize))
+                Ok((ino, dest, sizes.filesize, img.manifest_digest.clone()))
             }
         }))
         .buffer_unordered(concurrency.max(1))
