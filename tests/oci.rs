@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use common::registry::{umoci_image, DockerRegistry};
+use common::registry::{umoci_image, umoci_whiteout, DockerRegistry};
 use common::servers::{Behaviour, Faulty};
 use common::{have, run};
 use sha2::Digest;
@@ -579,4 +579,55 @@ fn anonymous_bearer_tokens_are_fetched_from_the_challenge_realm() {
             .any(|l| l.starts_with(&format!("/v2/auth/app/blobs/{diff_id} auth=true"))),
         "{log:?}"
     );
+}
+
+#[test]
+fn oci_sizes_fullsize_is_what_umoci_unpacks_with_whiteouts_applied() {
+    if !have("find") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(reg) = DockerRegistry::start(tmp.path()) else {
+        return;
+    };
+    let layout = umoci_image(
+        tmp.path(),
+        "wh",
+        "arm64",
+        &[
+            ("/d/a", b"aaaaa"),
+            ("/d/sub/b", b"bbbbbbb"),
+            ("/e/c", &[b'c'; 3000]),
+            ("/e/c", b"shorter"), // replaced in a later layer
+        ],
+    );
+    umoci_whiteout(&layout, "wh", "/d/a");
+    umoci_whiteout(&layout, "wh", "/d/sub");
+    reg.push(&layout, "wh", "test/wh:1", &[]);
+    let ident = format!("{}/test/wh:1", reg.host());
+    let (_, fullsize) = oci_sizes(&ident, &[]);
+
+    // The oracle: umoci's own extraction of the registry's image.
+    let oci = tmp.path().join("pulled");
+    let (code, o) = run(Command::new("skopeo").args([
+        "--insecure-policy",
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{ident}"),
+        &format!("oci:{}:x", oci.display()),
+    ]));
+    assert_eq!(code, 0, "{o}");
+    let bundle = tmp.path().join("bundle");
+    let (code, o) = run(Command::new("umoci")
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:x", oci.display()))
+        .arg(&bundle));
+    assert_eq!(code, 0, "{o}");
+    let (code, o) = run(Command::new("find")
+        .arg(bundle.join("rootfs"))
+        .args(["-type", "f", "-printf", "%s\\n"]));
+    assert_eq!(code, 0, "{o}");
+    let unpacked: u64 = o.lines().map(|l| l.trim().parse::<u64>().unwrap()).sum();
+    assert_eq!(fullsize, unpacked);
+    assert_eq!(fullsize, 7, "only /e/c (\"shorter\") is left");
 }

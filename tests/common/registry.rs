@@ -116,3 +116,12 @@ pub fn umoci_image(dir: &Path, tag: &str, arch: &str, files: &[(&str, &[u8])]) -
     }
     layout
 }
+
+/// Add a layer removing `path` (an OCI whiteout) to `layout:tag`.
+pub fn umoci_whiteout(layout: &Path, tag: &str, path: &str) {
+    let (code, out) = run(Command::new("umoci")
+        .args(["insert", "--rootless", "--image"])
+        .arg(format!("{}:{tag}", layout.display()))
+        .args(["--whiteout", path]));
+    assert_eq!(code, 0, "umoci insert --whiteout: {out}");
+}
