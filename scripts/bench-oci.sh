@@ -8,6 +8,11 @@
 # stopped by its pid at exit.
 #
 # Usage: scripts/bench-oci.sh [MB_PER_LAYER (default 50)] [LAYERS (default 4)]
+#
+# Measured 2026-11-24 (2 shared cores, release build, 4 x 50 MB gzip layers,
+# 3 runs): image-creator build 0.48 / 0.81 / 0.84 s (base copy, pull, ext4
+# included) vs skopeo copy 0.79 / 1.24 / 0.98 s: ratio 0.62 / 0.66 / 0.86;
+# build peak RSS ~29 MB.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${IMAGE_CREATOR:-$here/target/release/image-creator}
