@@ -567,9 +567,14 @@ fn build_into(ctx: &BuildCtx<'_>) -> Result<(), BuildError> {
         );
     }
     let mut downloads = Vec::new();
+    let mut pulls: Vec<crate::oci::PullJob> = Vec::new();
     for (item, w) in plan.items.iter().zip(writers) {
         let item_name = format!("/data/{}", item.dest);
         match &item.source {
+            ItemSource::Oci(img) => {
+                pulls.push((format!("/data/{}", item.dest), img.clone(), w));
+                continue;
+            }
             ItemSource::Http { url, checksum } => {
                 downloads.push((item, url.clone(), checksum.clone(), w));
                 continue;
@@ -654,6 +659,12 @@ fn build_into(ctx: &BuildCtx<'_>) -> Result<(), BuildError> {
     });
     for r in results {
         r.map_err(http_fail)?;
+    }
+    // OCI images (src/oci): written into their reservations, then each file
+    // is shrunk to its archive's exact size.
+    for (ino, name, size, digest) in crate::oci::pull_all(net, pulls, concurrency)? {
+        builder.set_len(ino, size).kind(ExitKind::Failure)?;
+        reporter.item_done(&name, size, Some(&digest));
     }
     builder.finish().kind(ExitKind::Failure)?;
 

@@ -7,7 +7,13 @@ use clap::Parser;
 /// Build an Offspot / Kiwix Raspberry Pi disk image from a YAML config,
 /// without root, loop devices or mounts.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "image-creator", version, about, long_about = None)]
+#[command(
+    name = "image-creator",
+    version,
+    about,
+    long_about = None,
+    after_help = "To size an oci_images entry: image-creator oci-sizes IDENT [--platform PLATFORM]"
+)]
 pub struct Cli {
     /// Temporary space (spill files, zip archives); created if missing and
     /// never deleted. Default: a temporary directory next to OUTPUT.
@@ -84,6 +90,27 @@ pub struct Cli {
     pub output: Option<PathBuf>,
 }
 
+/// Print the `oci_images` entry of an image with its exact sizes.
+///
+/// `filesize` is the docker-archive tar a build writes; `fullsize` the
+/// regular-file bytes once its layers are extracted (whiteouts applied).
+/// The image is pulled from its registry; nothing is written.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "oci-sizes", bin_name = "image-creator oci-sizes", version)]
+pub struct OciSizesCli {
+    /// Platform to measure (`os/arch[/variant]`).
+    #[arg(long, value_name = "PLATFORM", default_value = crate::oci::DEFAULT_PLATFORM)]
+    pub platform: String,
+
+    /// Seconds to wait for a connection.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub connect_timeout: u64,
+
+    /// Image reference: `[registry/][repository/]name[:tag][@digest]`.
+    #[arg(value_name = "IDENT")]
+    pub ident: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,6 +119,7 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
+        OciSizesCli::command().debug_assert();
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod fetch;
 pub mod fs;
+pub mod oci;
 pub mod partition;
 pub mod plan;
 pub mod progress;

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use clap::Parser;
 use image_creator::build::{self, BuildOptions, Outcome};
-use image_creator::cli::Cli;
+use image_creator::cli::{Cli, OciSizesCli};
 use image_creator::config::parse_size;
 use image_creator::error::ExitKind;
 use image_creator::fetch::FetchOptions;
@@ -98,8 +98,50 @@ impl Reporter for Console {
 static PROGRESS: OnceLock<ProgressFile> = OnceLock::new();
 
 fn main() {
+    // `image-creator oci-sizes IDENT`: a separate command line, so the old
+    // positional `image-creator CONFIG OUTPUT` stays as it was.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "oci-sizes") {
+        let cli = OciSizesCli::parse_from(std::env::args_os().skip(1));
+        std::process::exit(oci_sizes(&cli));
+    }
     let cli = Cli::parse();
     std::process::exit(run(cli));
+}
+
+fn oci_sizes(cli: &OciSizesCli) -> i32 {
+    use image_creator::config::OciReference;
+    use image_creator::oci::{measure, Platform};
+    let ident = match OciReference::parse(&cli.ident) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("error: IDENT: {e}");
+            return ExitKind::BadInput.code();
+        }
+    };
+    let platform = match Platform::parse(&cli.platform) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: --platform: {e}");
+            return ExitKind::BadInput.code();
+        }
+    };
+    let result = image_creator::plan::Net::new(FetchOptions {
+        connect_timeout: Duration::from_secs(cli.connect_timeout),
+        ..FetchOptions::default()
+    })
+    .and_then(|net| measure(&ident, &platform, &net));
+    match result {
+        Ok(sizes) => {
+            println!("- ident: {}", cli.ident.trim());
+            println!("  filesize: {}", sizes.filesize);
+            println!("  fullsize: {}", sizes.fullsize.unwrap_or(0));
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.kind.code()
+        }
+    }
 }
 
 fn run(cli: Cli) -> i32 {

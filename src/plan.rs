@@ -39,6 +39,9 @@ pub enum ItemSource {
         /// Expected digest.
         checksum: Option<(HashAlgo, String)>,
     },
+    /// An image pulled from a registry into a docker-archive (src/oci); the
+    /// item's size is a reservation, shrunk to the archive once written.
+    Oci(Box<crate::oci::Resolved>),
 }
 
 /// A file to write into the data partition.
@@ -303,13 +306,9 @@ pub fn make_plan(
             p3.offset()
         ));
     }
-    if !config.oci_images.is_empty() {
-        return Err(fail(
-            ExitKind::MissingRequirement,
-            "oci_images: pulling container images is not available in this version",
-        ));
-    }
-    let mut items = Vec::new();
+    // OCI images (src/oci): resolved now, pulled by the build.
+    let (mut items, oci_free) =
+        crate::oci::plan_images(&config.oci_images, &crate::oci::Platform::default(), net)?;
     let mut unreachable: Vec<String> = Vec::new();
     for (i, f) in config.files.iter().enumerate() {
         let key = format!("files[{i}]");
@@ -346,6 +345,7 @@ pub fn make_plan(
         };
         let size = match &source {
             ItemSource::Bytes(b) => b.len() as u64,
+            ItemSource::Oci(_) => 0, // files[] entries are never images
             ItemSource::Http { url, .. } => match net.rt.block_on(net.http.probe(url)) {
                 Ok(p) => match (f.size, p.size) {
                     (Some(d), Some(s)) if d != s => {
@@ -449,7 +449,7 @@ pub fn make_plan(
     // Directory blocks: one per directory plus the names (8-byte header +
     // ~32-byte name on average), lost+found's 4 blocks.
     let dir_blocks = ndirs + (entries * 40).div_ceil(4084) + 4;
-    let need = file_blocks + dir_blocks;
+    let need = file_blocks + dir_blocks + oci_free.div_ceil(4096);
     // Slack for extent trees of fragmented files and directory growth: 0.5% + 64 blocks.
     let need = need + need / 200 + 64;
     let params = Ext4Params {
@@ -505,6 +505,9 @@ impl std::fmt::Display for Plan {
                 ItemSource::Bytes(_) => "inline".to_string(),
                 ItemSource::Local { path, .. } => path.display().to_string(),
                 ItemSource::Http { url, .. } => redact(url),
+                ItemSource::Oci(img) => {
+                    format!("{}@{} (reserved)", img.name(), img.manifest_digest)
+                }
             };
             writeln!(f, "  /data/{}  {} bytes  from {from}", it.dest, it.size)?;
         }

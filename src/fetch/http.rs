@@ -364,6 +364,26 @@ impl Http {
         verify: Option<(HashAlgo, String)>,
         sink: &mut dyn ChunkSink,
     ) -> Result<Option<String>, HttpError> {
+        self.download_auth(url, None, expected, verify, sink).await
+    }
+
+    /// The underlying reqwest client (for the OCI registry client's small
+    /// JSON requests).
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// [`Http::download`] with an `Authorization` header value (a registry
+    /// bearer token) sent on every request; reqwest drops it on redirects
+    /// to another host (blob storage).
+    pub async fn download_auth(
+        &self,
+        url: &str,
+        auth: Option<&str>,
+        expected: Option<u64>,
+        verify: Option<(HashAlgo, String)>,
+        sink: &mut dyn ChunkSink,
+    ) -> Result<Option<String>, HttpError> {
         let name = redact(url);
         let new_verifier = || {
             verify
@@ -382,6 +402,9 @@ impl Http {
             let resp = self
                 .send(url, || {
                     let mut rq = self.client.get(url);
+                    if let Some(a) = auth {
+                        rq = rq.header(reqwest::header::AUTHORIZATION, a);
+                    }
                     if resume {
                         rq = rq.header(RANGE, format!("bytes={offset}-"));
                         if let Some(v) = &validator {

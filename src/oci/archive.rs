@@ -1,0 +1,501 @@
+//! The docker-archive writer: what `docker save` / `skopeo copy
+//! docker-archive:` write, streamed into a sink by positional writes.
+//!
+//! Layout (ustar, POSIX.1-1988 headers, mtime 0 so output is deterministic):
+//! `<config hex>.json`, then one `<diff_id hex>.tar` per distinct layer
+//! (uncompressed), then `manifest.json` and `repositories`, then the two
+//! zero blocks that end a tar. A layer's header is written once its data
+//! has streamed past it and its size is known.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::registry::{hex, sha256_hex, Compression, Layer, Registry, Resolved};
+use super::OciError;
+use crate::fetch::ChunkSink;
+use crate::fs::ext4::FileWriter;
+
+/// Where an archive's bytes go.
+pub trait ArchiveSink: Send + Sync {
+    /// Write `data` at `offset` of the archive.
+    fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), String>;
+    /// Bytes available (the reservation); writing past it is an error.
+    fn capacity(&self) -> u64;
+}
+
+impl ArchiveSink for FileWriter {
+    fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), String> {
+        FileWriter::write_at(self, offset, data).map_err(|e| e.to_string())
+    }
+    fn capacity(&self) -> u64 {
+        self.size()
+    }
+}
+
+/// Writes nothing: for measuring an archive (`oci-sizes`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CountingSink;
+
+impl ArchiveSink for CountingSink {
+    fn write_at(&self, _: u64, _: &[u8]) -> Result<(), String> {
+        Ok(())
+    }
+    fn capacity(&self) -> u64 {
+        u64::MAX
+    }
+}
+
+/// Sizes of a written archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArchiveSizes {
+    /// Bytes of the docker-archive tar (`filesize`).
+    pub filesize: u64,
+    /// Sum of regular-file sizes once the layers are extracted in order,
+    /// whiteouts applied (`fullsize`); `None` when not measured.
+    pub fullsize: Option<u64>,
+}
+
+/// Tar block.
+const BLOCK: u64 = 512;
+/// Layer bytes are decoded and written in 1 MiB batches (the download batch).
+const WRITE_BATCH: usize = crate::fetch::BATCH;
+/// Compressed batches queued between a download and its decoder: 8 MiB.
+const QUEUE: usize = 8;
+
+/// A ustar header for a regular file (`0644`, uid/gid 0, mtime 0). Sizes
+/// of 8 GiB and more use the GNU base-256 encoding.
+fn header(name: &str, size: u64) -> Result<[u8; 512], String> {
+    let mut h = [0u8; 512];
+    let n = name.as_bytes();
+    if n.len() > 100 {
+        return Err(format!("tar member name too long: {name}"));
+    }
+    h[..n.len()].copy_from_slice(n);
+    h[100..108].copy_from_slice(b"0000644\0"); // mode
+    h[108..116].copy_from_slice(b"0000000\0"); // uid
+    h[116..124].copy_from_slice(b"0000000\0"); // gid
+    if size < 8u64 << 30 {
+        h[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
+    } else {
+        h[124] = 0x80;
+        h[128..136].copy_from_slice(&size.to_be_bytes());
+    }
+    h[136..148].copy_from_slice(b"00000000000\0"); // mtime
+    h[156] = b'0'; // typeflag: regular file
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    // chksum: computed with the field as spaces.
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    Ok(h)
+}
+
+fn pad(size: u64) -> u64 {
+    size.next_multiple_of(BLOCK)
+}
+
+/// Positional writer with a bound.
+struct Out<'a> {
+    sink: &'a dyn ArchiveSink,
+    image: &'a str,
+}
+
+impl Out<'_> {
+    fn put(&self, offset: u64, data: &[u8]) -> Result<(), OciError> {
+        let end = offset.saturating_add(data.len() as u64);
+        if end > self.sink.capacity() {
+            return Err(OciError::TooBig {
+                image: self.image.to_string(),
+                reserved: self.sink.capacity(),
+            });
+        }
+        self.sink
+            .write_at(offset, data)
+            .map_err(|message| OciError::Write {
+                image: self.image.to_string(),
+                message,
+            })
+    }
+
+    /// A whole member at `offset`; returns the offset after it.
+    fn member(&self, offset: u64, name: &str, data: &[u8]) -> Result<u64, OciError> {
+        let h = header(name, data.len() as u64).map_err(|message| OciError::Write {
+            image: self.image.to_string(),
+            message,
+        })?;
+        self.put(offset, &h)?;
+        self.put(offset + BLOCK, data)?;
+        let end = offset + BLOCK + data.len() as u64;
+        let padded = offset + BLOCK + pad(data.len() as u64);
+        self.put(end, &vec![0u8; usize::try_from(padded - end).unwrap_or(0)])?;
+        Ok(padded)
+    }
+}
+
+/// Sends download batches to the decoder thread.
+struct ChannelSink(std::sync::mpsc::SyncSender<Vec<u8>>);
+
+impl ChunkSink for ChannelSink {
+    fn write(&mut self, _offset: u64, data: &[u8]) -> Result<(), String> {
+        self.0
+            .send(data.to_vec())
+            .map_err(|_| "the layer decoder stopped".to_string())
+    }
+    fn restart(&mut self) -> bool {
+        false
+    }
+}
+
+/// `Read` over the channel's batches.
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(c) => {
+                    self.cur = c;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Hashes the uncompressed layer and writes it at `base + offset`, in
+/// `WRITE_BATCH` batches, as it is read.
+struct Tee<'a> {
+    inner: Box<dyn Read + Send + 'a>,
+    hasher: Sha256,
+    sink: Arc<dyn ArchiveSink>,
+    base: u64,
+    written: u64,
+    pending: Vec<u8>,
+}
+
+impl Tee<'_> {
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let at = self.base + self.written;
+        let end = at + self.pending.len() as u64;
+        if end > self.sink.capacity() {
+            return Err(std::io::Error::other(TooBigMarker));
+        }
+        self.sink
+            .write_at(at, &self.pending)
+            .map_err(std::io::Error::other)?;
+        self.written += self.pending.len() as u64;
+        self.pending.clear();
+        Ok(())
+    }
+}
+
+/// The reservation was exceeded (turned into [`OciError::TooBig`]).
+#[derive(Debug)]
+struct TooBigMarker;
+
+impl std::fmt::Display for TooBigMarker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the archive exceeds its reservation")
+    }
+}
+
+impl std::error::Error for TooBigMarker {}
+
+impl Read for Tee<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.pending.extend_from_slice(&buf[..n]);
+        if self.pending.len() >= WRITE_BATCH {
+            self.flush()?;
+        }
+        Ok(n)
+    }
+}
+
+/// Regular files of the extracted image so far: path → size.
+type Files = BTreeMap<String, u64>;
+
+fn remove_tree(files: &mut Files, path: &str) {
+    files.remove(path);
+    let prefix = if path.is_empty() {
+        String::new()
+    } else {
+        format!("{path}/")
+    };
+    files.retain(|k, _| !k.starts_with(&prefix));
+}
+
+/// Apply one layer member to `files` (OCI whiteouts: `.wh.NAME` deletes
+/// NAME, `.wh..wh..opq` empties its directory).
+fn apply_member(files: &mut Files, path: &str, regular: Option<u64>) {
+    let path = path.trim_start_matches("./").trim_matches('/');
+    let (dir, base) = path.rsplit_once('/').unwrap_or(("", path));
+    if base == ".wh..wh..opq" {
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        files.retain(|k, _| !k.starts_with(&prefix));
+    } else if let Some(target) = base.strip_prefix(".wh.") {
+        let target = if dir.is_empty() {
+            target.to_string()
+        } else {
+            format!("{dir}/{target}")
+        };
+        remove_tree(files, &target);
+    } else {
+        match regular {
+            Some(size) => {
+                files.insert(path.to_string(), size);
+            }
+            None => {
+                files.remove(path);
+            }
+        }
+    }
+}
+
+/// Decode one layer from `rx` into `sink` at `base`; returns its size, its
+/// diff_id and (when counting) the updated file map.
+fn decode_layer(
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    compression: Compression,
+    sink: Arc<dyn ArchiveSink>,
+    base: u64,
+    files: Option<Files>,
+) -> Result<(u64, String, Option<Files>), std::io::Error> {
+    let mut reader = ChannelReader {
+        rx,
+        cur: Vec::new(),
+        pos: 0,
+    };
+    let result = decode_from(&mut reader, compression, sink, base, files);
+    if result.is_ok() {
+        // Drain, so the download never blocks on a decoder that stopped
+        // early (bytes after a zstd frame). On error, dropping the channel
+        // stops the download at once.
+        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+    }
+    result
+}
+
+fn decode_from(
+    reader: &mut ChannelReader,
+    compression: Compression,
+    sink: Arc<dyn ArchiveSink>,
+    base: u64,
+    files: Option<Files>,
+) -> Result<(u64, String, Option<Files>), std::io::Error> {
+    let inner: Box<dyn Read + Send + '_> = match compression {
+        Compression::None => Box::new(reader),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
+        Compression::Zstd => Box::new(
+            ruzstd::decoding::StreamingDecoder::new(reader)
+                .map_err(|e| std::io::Error::other(format!("zstd: {e}")))?,
+        ),
+    };
+    let mut tee = Tee {
+        inner,
+        hasher: Sha256::new(),
+        sink,
+        base,
+        written: 0,
+        pending: Vec::with_capacity(WRITE_BATCH),
+    };
+    let files = match files {
+        Some(mut files) => {
+            // Counting is best effort: layer bytes are verified by their
+            // diff_id, not by parsing, and real layers (umoci's, for one)
+            // may end without the tar's padding or zero blocks.
+            let mut ar = tar::Archive::new(&mut tee);
+            if let Ok(entries) = ar.entries() {
+                for entry in entries {
+                    let Ok(entry) = entry else { break };
+                    let Ok(path) = entry.path() else { continue };
+                    let path = path.to_string_lossy().into_owned();
+                    let regular = entry.header().entry_type().is_file().then(|| entry.size());
+                    apply_member(&mut files, &path, regular);
+                }
+            }
+            Some(files)
+        }
+        None => None,
+    };
+    // The rest (or everything, when not counting), straight through.
+    let mut buf = vec![0u8; WRITE_BATCH];
+    while tee.read(&mut buf)? > 0 {}
+    tee.flush()?;
+    let diff_id = format!("sha256:{}", hex(&tee.hasher.finalize()));
+    Ok((tee.written, diff_id, files))
+}
+
+/// Pull `img` and write its docker-archive into `sink`; layers one after
+/// the other (each is decoded on its own thread while it downloads).
+pub async fn write_archive(
+    registry: &Registry,
+    img: &Resolved,
+    sink: Arc<dyn ArchiveSink>,
+    count_fullsize: bool,
+) -> Result<ArchiveSizes, OciError> {
+    let image = img.name();
+    let out = Out {
+        sink: sink.as_ref(),
+        image: &image,
+    };
+    let config_name = format!("{}.json", sha256_hex(&image, &img.config_digest)?);
+    let mut pos = out.member(0, &config_name, &img.config)?;
+    let mut files = count_fullsize.then(Files::new);
+    let mut names: Vec<String> = Vec::new();
+    for layer in &img.layers {
+        let name = format!("{}.tar", sha256_hex(&image, &layer.diff_id)?);
+        if names.contains(&name) {
+            // The same layer again: docker-archive references one file.
+            names.push(name);
+            continue;
+        }
+        // A fresh token when the cached one expired (Docker Hub's last
+        // 5 minutes; a big image's layers take longer).
+        registry.authenticate(img).await?;
+        let (size, f) = pull_layer(registry, img, layer, sink.clone(), pos + BLOCK, files).await?;
+        files = f;
+        let h = header(&name, size).map_err(|message| OciError::Write {
+            image: image.clone(),
+            message,
+        })?;
+        out.put(pos, &h)?;
+        let end = pos + BLOCK + size;
+        let padded = pos + BLOCK + pad(size);
+        out.put(end, &vec![0u8; usize::try_from(padded - end).unwrap_or(0)])?;
+        pos = padded;
+        names.push(name);
+    }
+    let manifest = serde_json::json!([{
+        "Config": config_name,
+        "RepoTags": [img.reference.repo_tag()],
+        "Layers": names,
+    }]);
+    pos = out.member(pos, "manifest.json", manifest.to_string().as_bytes())?;
+    let top = names
+        .last()
+        .map(|n| n.trim_end_matches(".tar").to_string())
+        .unwrap_or_default();
+    let r = &img.reference;
+    let repositories = serde_json::json!({
+        format!("{}/{}/{}", r.registry, r.repository, r.name): { r.tag.clone(): top }
+    });
+    pos = out.member(pos, "repositories", repositories.to_string().as_bytes())?;
+    // End of archive: two zero blocks.
+    out.put(pos, &[0u8; 1024])?;
+    pos += 1024;
+    Ok(ArchiveSizes {
+        filesize: pos,
+        fullsize: files.map(|f| f.values().sum()),
+    })
+}
+
+async fn pull_layer(
+    registry: &Registry,
+    img: &Resolved,
+    layer: &Layer,
+    sink: Arc<dyn ArchiveSink>,
+    base: u64,
+    files: Option<Files>,
+) -> Result<(u64, Option<Files>), OciError> {
+    let image = img.name();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(QUEUE);
+    let compression = layer.compression;
+    let capacity = sink.capacity();
+    let decoder = std::thread::spawn(move || decode_layer(rx, compression, sink, base, files));
+    let mut chan = ChannelSink(tx);
+    let downloaded = registry.blob(&img.reference, layer, &mut chan).await;
+    drop(chan);
+    let decoded = tokio::task::block_in_place(|| decoder.join()).map_err(|_| OciError::Layer {
+        image: image.clone(),
+        digest: layer.digest.clone(),
+        message: "the decoder thread panicked".into(),
+    })?;
+    // A bad blob explains a failed decode: report the download first,
+    // unless it failed only because the decoder had stopped.
+    match (downloaded, &decoded) {
+        (Err(OciError::Http(crate::fetch::HttpError::Sink { .. })), Err(_)) => {}
+        (d, _) => d?,
+    }
+    let (size, diff_id, files) = decoded.map_err(|e| {
+        if e.get_ref().is_some_and(|i| i.is::<TooBigMarker>()) {
+            OciError::TooBig {
+                image: image.clone(),
+                reserved: capacity,
+            }
+        } else {
+            OciError::Layer {
+                image: image.clone(),
+                digest: layer.digest.clone(),
+                message: e.to_string(),
+            }
+        }
+    })?;
+    if !diff_id.eq_ignore_ascii_case(&layer.diff_id) {
+        return Err(OciError::DigestMismatch {
+            image,
+            what: format!("uncompressed layer {} (diff_id)", layer.digest),
+            expected: layer.diff_id.clone(),
+            actual: diff_id,
+        });
+    }
+    Ok((size, files))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_is_valid_ustar() {
+        let h = header("abc.json", 1234).expect("short name");
+        let mut data = h.to_vec();
+        data.extend(vec![0u8; 1536 + 1024]);
+        let mut ar = tar::Archive::new(&data[..]);
+        let e = ar
+            .entries()
+            .expect("entries")
+            .next()
+            .expect("one")
+            .expect("ok");
+        assert_eq!(e.size(), 1234);
+        assert_eq!(e.path().expect("path").to_str(), Some("abc.json"));
+        let big = header("x.tar", 9u64 << 30).expect("ok");
+        assert_eq!(big[124], 0x80);
+    }
+
+    #[test]
+    fn whiteouts() {
+        let mut f = Files::new();
+        apply_member(&mut f, "./etc/a", Some(3));
+        apply_member(&mut f, "etc/sub/b", Some(4));
+        apply_member(&mut f, "usr/c", Some(5));
+        apply_member(&mut f, "etc/.wh.sub", None);
+        assert_eq!(f.values().sum::<u64>(), 8);
+        apply_member(&mut f, "usr/.wh..wh..opq", None);
+        assert_eq!(f.values().sum::<u64>(), 3);
+        apply_member(&mut f, "etc/a", None); // replaced by a symlink
+        assert!(f.is_empty());
+    }
+}

@@ -1,0 +1,228 @@
+//! OCI images (SPEC §5): a registry client for the HTTP API v2, platform
+//! selection, and a docker-archive writer that streams layers straight
+//! into the image file. The planning and build hooks are
+//! [`plan_images`] and [`pull_all`]; `oci-sizes` is [`measure`].
+
+mod archive;
+mod platform;
+mod registry;
+
+use std::sync::Arc;
+
+pub use archive::{write_archive, ArchiveSink, ArchiveSizes, CountingSink};
+pub use platform::{Platform, DEFAULT_PLATFORM};
+pub use registry::{api_base, Compression, Layer, Registry, Resolved};
+
+use crate::config::{OciEntry, OciReference, Source};
+use crate::error::{BuildError, ExitKind};
+use crate::fetch::HttpError;
+use crate::fs::ext4::{FileWriter, Ino};
+use crate::plan::{Item, ItemSource, Net};
+
+/// A failed pull; every variant names the image.
+#[derive(Debug, thiserror::Error)]
+pub enum OciError {
+    /// HTTP failure (status, transport, blob digest mismatch...).
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    /// The registry answered something we can't use.
+    #[error("{image}: {message}")]
+    Registry {
+        /// Image.
+        image: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// The image has no manifest for the wanted platform.
+    #[error("{image}: no image for platform {wanted}; it has: {available}")]
+    NoPlatform {
+        /// Image.
+        image: String,
+        /// Requested platform.
+        wanted: String,
+        /// Platforms the image has.
+        available: String,
+    },
+    /// A format or algorithm we don't handle.
+    #[error("{image}: unsupported {what}")]
+    Unsupported {
+        /// Image.
+        image: String,
+        /// What.
+        what: String,
+    },
+    /// A document or uncompressed layer does not match its digest.
+    #[error("{image}: {what}: digest mismatch: expected {expected}, got {actual}")]
+    DigestMismatch {
+        /// Image.
+        image: String,
+        /// Which document.
+        what: String,
+        /// Expected digest.
+        expected: String,
+        /// Actual digest.
+        actual: String,
+    },
+    /// A layer could not be decoded.
+    #[error("{image}: layer {digest}: {message}")]
+    Layer {
+        /// Image.
+        image: String,
+        /// Blob digest.
+        digest: String,
+        /// What failed.
+        message: String,
+    },
+    /// The archive is larger than its reservation.
+    #[error("{image}: the docker-archive is larger than the {reserved} bytes reserved for it (filesize + fullsize in the config); run `image-creator oci-sizes` and update them")]
+    TooBig {
+        /// Image.
+        image: String,
+        /// Bytes reserved.
+        reserved: u64,
+    },
+    /// Writing into the image failed.
+    #[error("{image}: writing the archive: {message}")]
+    Write {
+        /// Image.
+        image: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+impl OciError {
+    /// The exit code class: an unreachable registry or a missing platform
+    /// is 4, anything else 1.
+    pub fn exit_kind(&self) -> ExitKind {
+        match self {
+            Self::Http(e) if e.is_unreachable() => ExitKind::Unreachable,
+            Self::NoPlatform { .. } => ExitKind::Unreachable,
+            _ => ExitKind::Failure,
+        }
+    }
+}
+
+impl From<OciError> for BuildError {
+    fn from(e: OciError) -> Self {
+        BuildError {
+            kind: e.exit_kind(),
+            error: e.into(),
+        }
+    }
+}
+
+/// Plan the `oci_images`: one item per image at
+/// `images/<archive file name>`, plus the bytes the Pi needs free to
+/// unpack them (Σ `fullsize` of prebuilt `url` tars; for pulled images the
+/// reservation itself is `filesize + fullsize`, shrunk to the archive's
+/// exact size once written, which leaves `fullsize` free).
+pub fn plan_images(
+    entries: &[OciEntry],
+    platform: &Platform,
+    net: &Net,
+) -> Result<(Vec<Item>, u64), BuildError> {
+    let registry = Registry::new(net.http.clone());
+    let mut items = Vec::new();
+    let mut extra_free = 0u64;
+    for e in entries {
+        let dest = format!(
+            "images/{}",
+            e.ident.archive_file_name(&platform.normalized())
+        );
+        let source = match &e.url {
+            Some(Source::Http(url)) => {
+                extra_free += e.fullsize;
+                ItemSource::Http {
+                    url: url.clone(),
+                    checksum: None,
+                }
+            }
+            Some(Source::Local(path)) => {
+                extra_free += e.fullsize;
+                ItemSource::Local {
+                    path: path.clone(),
+                    checksum: None,
+                }
+            }
+            None => {
+                let resolved = net.rt.block_on(registry.resolve(&e.ident, platform))?;
+                ItemSource::Oci(Box::new(resolved))
+            }
+        };
+        let size = match &source {
+            ItemSource::Http { url, .. } => net
+                .rt
+                .block_on(net.http.probe(url))
+                .map_err(OciError::from)?
+                .size
+                .unwrap_or(e.filesize),
+            ItemSource::Local { path, .. } => std::fs::metadata(path)
+                .map_err(|err| {
+                    crate::error::fail(
+                        ExitKind::Unreachable,
+                        format!(
+                            "oci_images {}: url {}: {err}",
+                            e.ident.repo_tag(),
+                            path.display()
+                        ),
+                    )
+                })?
+                .len(),
+            _ => e.filesize.saturating_add(e.fullsize),
+        };
+        items.push(Item { dest, size, source });
+    }
+    Ok((items, extra_free))
+}
+
+/// An image to pull into its reserved file.
+pub type PullJob = (String, Box<Resolved>, FileWriter);
+
+/// A pulled image: its file's inode, its path, the archive's exact size
+/// (the caller shrinks the file to it) and the platform manifest's digest.
+pub type Pulled = (Ino, String, u64, String);
+
+/// Pull every job, `concurrency` at a time, into its file.
+pub fn pull_all(
+    net: &Net,
+    jobs: Vec<PullJob>,
+    concurrency: usize,
+) -> Result<Vec<Pulled>, BuildError> {
+    let registry = Registry::new(net.http.clone());
+    let results: Vec<Result<Pulled, OciError>> = net.rt.block_on(async {
+        use futures_util::stream::StreamExt;
+        futures_util::stream::iter(jobs.into_iter().map(|(dest, img, w)| {
+            let registry = &registry;
+            async move {
+                let ino = w.ino();
+                let sink: Arc<dyn ArchiveSink> = Arc::new(w);
+                let sizes = write_archive(registry, &img, sink, false).await?;
+                Ok((ino, dest, sizes.filesize, img.manifest_digest.clone()))
+            }
+        }))
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await
+    });
+    results
+        .into_iter()
+        .map(|r| r.map_err(BuildError::from))
+        .collect()
+}
+
+/// `oci-sizes`: pull `ident` for `platform` without writing anything and
+/// return (`filesize`, `fullsize`).
+pub fn measure(
+    ident: &OciReference,
+    platform: &Platform,
+    net: &Net,
+) -> Result<ArchiveSizes, BuildError> {
+    let registry = Registry::new(net.http.clone());
+    net.rt
+        .block_on(async {
+            let img = registry.resolve(ident, platform).await?;
+            write_archive(&registry, &img, Arc::new(CountingSink), true).await
+        })
+        .map_err(BuildError::from)
+}

@@ -1,0 +1,608 @@
+//! A registry client for the HTTP API v2 (SPEC §5): anonymous bearer
+//! tokens, manifests, manifest lists / OCI indexes, configs and blobs.
+//! Loopback registries (`localhost`, 127.0.0.0/8, `::1`) are spoken to over
+//! plain HTTP, as Docker does by default; every other one over HTTPS.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use reqwest::StatusCode;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::platform::Platform;
+use super::OciError;
+use crate::config::{HashAlgo, OciReference};
+use crate::fetch::{ChunkSink, Http, HttpError};
+
+/// What we accept for a manifest: indexes/lists first, then image manifests.
+const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+application/vnd.docker.distribution.manifest.list.v2+json, \
+application/vnd.oci.image.manifest.v1+json, \
+application/vnd.docker.distribution.manifest.v2+json";
+
+/// Largest manifest, index, config or token response read: 4 MiB (the
+/// distribution spec's manifest size limit; configs are a few KiB).
+const MAX_JSON: usize = 4 << 20;
+
+/// Longest wait for one small JSON request (the same figure as the
+/// default idle timeout of downloads).
+const JSON_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How a layer blob is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// A plain tar.
+    None,
+    /// tar+gzip.
+    Gzip,
+    /// tar+zstd.
+    Zstd,
+}
+
+/// One layer of a resolved image.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    /// Blob digest (`sha256:…`).
+    pub digest: String,
+    /// Blob size.
+    pub size: u64,
+    /// Compression, from the media type.
+    pub compression: Compression,
+    /// Digest of the uncompressed tar (the config's `rootfs.diff_ids`).
+    pub diff_id: String,
+}
+
+/// An image resolved for one platform: everything but the layer bytes.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The reference.
+    pub reference: OciReference,
+    /// The requested platform.
+    pub platform: Platform,
+    /// Digest of the platform's image manifest.
+    pub manifest_digest: String,
+    /// The config JSON, exactly as served.
+    pub config: Vec<u8>,
+    /// Its digest.
+    pub config_digest: String,
+    /// Layers, bottom first.
+    pub layers: Vec<Layer>,
+}
+
+impl Resolved {
+    /// `registry/repository/name:tag` for messages.
+    pub fn name(&self) -> String {
+        self.reference.repo_tag()
+    }
+}
+
+#[derive(Deserialize)]
+struct Descriptor {
+    #[serde(rename = "mediaType", default)]
+    media_type: String,
+    digest: String,
+    #[serde(default)]
+    size: u64,
+    #[serde(default)]
+    platform: Option<PlatformJson>,
+}
+
+#[derive(Deserialize)]
+struct PlatformJson {
+    #[serde(default)]
+    os: String,
+    #[serde(default)]
+    architecture: String,
+    #[serde(default)]
+    variant: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ManifestJson {
+    #[serde(rename = "mediaType", default)]
+    media_type: Option<String>,
+    #[serde(default)]
+    manifests: Option<Vec<Descriptor>>,
+    #[serde(default)]
+    config: Option<Descriptor>,
+    #[serde(default)]
+    layers: Vec<Descriptor>,
+}
+
+#[derive(Deserialize)]
+struct ConfigJson {
+    #[serde(default)]
+    os: String,
+    #[serde(default)]
+    architecture: String,
+    #[serde(default)]
+    variant: Option<String>,
+    rootfs: RootFs,
+}
+
+#[derive(Deserialize)]
+struct RootFs {
+    #[serde(default)]
+    diff_ids: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct TokenJson {
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    access_token: Option<String>,
+}
+
+/// `sha256:<hex>` of bytes.
+pub fn sha256_digest(data: &[u8]) -> String {
+    format!("sha256:{}", hex(&Sha256::digest(data)))
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// The hex part of a `sha256:` digest (the only algorithm registries use
+/// in practice); anything else is refused, as is malformed hex.
+pub fn sha256_hex<'a>(image: &str, digest: &'a str) -> Result<&'a str, OciError> {
+    match digest.strip_prefix("sha256:") {
+        Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => Ok(h),
+        _ => Err(OciError::Unsupported {
+            image: image.to_string(),
+            what: format!("digest {digest:?} (only sha256 is supported)"),
+        }),
+    }
+}
+
+fn check_digest(image: &str, what: &str, expected: &str, data: &[u8]) -> Result<(), OciError> {
+    sha256_hex(image, expected)?;
+    let actual = sha256_digest(data);
+    if actual.eq_ignore_ascii_case(expected) {
+        Ok(())
+    } else {
+        Err(OciError::DigestMismatch {
+            image: image.to_string(),
+            what: what.to_string(),
+            expected: expected.to_string(),
+            actual,
+        })
+    }
+}
+
+fn compression(image: &str, media_type: &str) -> Result<Compression, OciError> {
+    match media_type {
+        "application/vnd.oci.image.layer.v1.tar"
+        | "application/vnd.docker.image.rootfs.diff.tar" => Ok(Compression::None),
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+        | "application/vnd.docker.image.rootfs.diff.tar.gzip" => Ok(Compression::Gzip),
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+        | "application/vnd.docker.image.rootfs.diff.tar.zstd" => Ok(Compression::Zstd),
+        other => Err(OciError::Unsupported {
+            image: image.to_string(),
+            what: format!("layer media type {other:?}"),
+        }),
+    }
+}
+
+/// True for hosts Docker talks plain HTTP to by default.
+fn is_loopback(registry: &str) -> bool {
+    let host = if let Some(rest) = registry.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        registry.rsplit_once(':').map_or(registry, |(h, _)| h)
+    };
+    host == "localhost"
+        || host == "::1"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Base URL of a registry's API.
+pub fn api_base(registry: &str) -> String {
+    if registry == "index.docker.io" {
+        // Docker Hub's API host.
+        return "https://registry-1.docker.io".to_string();
+    }
+    if is_loopback(registry) {
+        format!("http://{registry}")
+    } else {
+        format!("https://{registry}")
+    }
+}
+
+/// `key="value"` pairs of a `WWW-Authenticate: Bearer …` challenge.
+fn parse_challenge(h: &str) -> Option<HashMap<String, String>> {
+    let rest = h.trim().strip_prefix("Bearer ")?;
+    let mut out = HashMap::new();
+    let mut chars = rest.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
+            chars.next();
+        }
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if key.is_empty() {
+            break;
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => value.extend(chars.next()),
+                    '"' => break,
+                    c => value.push(c),
+                }
+            }
+        } else {
+            value = chars.by_ref().take_while(|c| *c != ',').collect();
+        }
+        out.insert(key.trim().to_ascii_lowercase(), value);
+    }
+    Some(out)
+}
+
+/// The registry client; cheap to share, tokens cached per repository.
+#[derive(Debug)]
+pub struct Registry {
+    http: Http,
+    tokens: Mutex<HashMap<String, String>>,
+}
+
+impl Registry {
+    /// A client over the build's HTTP client.
+    pub fn new(http: Http) -> Self {
+        Self {
+            http,
+            tokens: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn key(r: &OciReference) -> String {
+        format!("{}/{}/{}", r.registry, r.repository, r.name)
+    }
+
+    fn auth(&self, r: &OciReference) -> Option<String> {
+        self.tokens
+            .lock()
+            .ok()
+            .and_then(|t| t.get(&Self::key(r)).cloned())
+    }
+
+    fn url(r: &OciReference, what: &str) -> String {
+        format!(
+            "{}/v2/{}/{}/{what}",
+            api_base(&r.registry),
+            r.repository,
+            r.name
+        )
+    }
+
+    /// GET a small body, answering a 401 bearer challenge once.
+    async fn get_small(
+        &self,
+        r: &OciReference,
+        url: &str,
+        accept: Option<&str>,
+    ) -> Result<(Vec<u8>, Option<String>), OciError> {
+        let mut tried_token = false;
+        loop {
+            let mut rq = self.http.client().get(url);
+            if let Some(a) = accept {
+                rq = rq.header(ACCEPT, a);
+            }
+            if let Some(t) = self.auth(r) {
+                rq = rq.header(AUTHORIZATION, t);
+            }
+            let resp = read_small(rq, url).await?;
+            let (status, headers, body) = resp;
+            if status == StatusCode::UNAUTHORIZED && !tried_token {
+                tried_token = true;
+                let challenge = headers
+                    .get(WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                self.fetch_token(r, &challenge).await?;
+                continue;
+            }
+            if !status.is_success() {
+                return Err(HttpError::Status {
+                    url: url.to_string(),
+                    status: status.as_u16(),
+                }
+                .into());
+            }
+            let ct = headers
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            return Ok((body, ct));
+        }
+    }
+
+    /// Anonymous token for `repository:<repo>/<name>:pull`.
+    async fn fetch_token(&self, r: &OciReference, challenge: &str) -> Result<(), OciError> {
+        let image = r.repo_tag();
+        let params = parse_challenge(challenge).ok_or_else(|| OciError::Registry {
+            image: image.clone(),
+            message: format!(
+                "the registry asks for credentials ({challenge:?}); only anonymous pulls are supported"
+            ),
+        })?;
+        let realm = params.get("realm").ok_or_else(|| OciError::Registry {
+            image: image.clone(),
+            message: format!("bearer challenge without realm: {challenge:?}"),
+        })?;
+        let mut url = reqwest::Url::parse(realm).map_err(|e| OciError::Registry {
+            image: image.clone(),
+            message: format!("bad token realm {realm:?}: {e}"),
+        })?;
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(s) = params.get("service") {
+                q.append_pair("service", s);
+            }
+            q.append_pair(
+                "scope",
+                &format!("repository:{}/{}:pull", r.repository, r.name),
+            );
+        }
+        let rq = self.http.client().get(url.clone());
+        let (status, _, body) = read_small(rq, url.as_str()).await?;
+        if !status.is_success() {
+            return Err(HttpError::Status {
+                url: url.to_string(),
+                status: status.as_u16(),
+            }
+            .into());
+        }
+        let t: TokenJson = serde_json::from_slice(&body).map_err(|e| OciError::Registry {
+            image: image.clone(),
+            message: format!("token response from {realm}: {e}"),
+        })?;
+        let token = t
+            .token
+            .or(t.access_token)
+            .ok_or_else(|| OciError::Registry {
+                image,
+                message: format!("token response from {realm} holds no token"),
+            })?;
+        if let Ok(mut m) = self.tokens.lock() {
+            m.insert(Self::key(r), format!("Bearer {token}"));
+        }
+        Ok(())
+    }
+
+    async fn manifest(
+        &self,
+        r: &OciReference,
+        reference: &str,
+    ) -> Result<(Vec<u8>, ManifestJson), OciError> {
+        let url = Self::url(r, &format!("manifests/{reference}"));
+        let (body, ct) = self.get_small(r, &url, Some(MANIFEST_ACCEPT)).await?;
+        if reference.contains(':') {
+            check_digest(&r.repo_tag(), "manifest", reference, &body)?;
+        }
+        let mut m: ManifestJson =
+            serde_json::from_slice(&body).map_err(|e| OciError::Registry {
+                image: r.repo_tag(),
+                message: format!("manifest {reference}: {e}"),
+            })?;
+        if m.media_type.is_none() {
+            m.media_type = ct;
+        }
+        Ok((body, m))
+    }
+
+    /// Resolve `r` for `platform`: pick the platform's manifest from an
+    /// index, fetch the config, check its platform, pair layers with
+    /// diff_ids. Every document is checked against its digest.
+    pub async fn resolve(
+        &self,
+        r: &OciReference,
+        platform: &Platform,
+    ) -> Result<Resolved, OciError> {
+        let image = r.repo_tag();
+        let reference = r.digest.clone().unwrap_or_else(|| r.tag.clone());
+        let (body, mut m) = self.manifest(r, &reference).await?;
+        let mut manifest_digest = sha256_digest(&body);
+        if let Some(list) = m.manifests.take() {
+            let available: Vec<String> = list
+                .iter()
+                .filter_map(|d| d.platform.as_ref())
+                .map(|p| Platform::new(&p.os, &p.architecture, p.variant.as_deref()).to_string())
+                .filter(|p| p != "unknown/unknown")
+                .collect();
+            let chosen = list.iter().find(|d| {
+                d.platform.as_ref().is_some_and(|p| {
+                    platform.matches(&Platform::new(&p.os, &p.architecture, p.variant.as_deref()))
+                })
+            });
+            let Some(chosen) = chosen else {
+                return Err(OciError::NoPlatform {
+                    image,
+                    wanted: platform.to_string(),
+                    available: available.join(", "),
+                });
+            };
+            manifest_digest = chosen.digest.clone();
+            let (_, single) = self.manifest(r, &manifest_digest).await?;
+            if single.manifests.is_some() {
+                return Err(OciError::Unsupported {
+                    image,
+                    what: "an index nested in an index".into(),
+                });
+            }
+            m = single;
+        }
+        let config_desc = m.config.ok_or_else(|| OciError::Registry {
+            image: image.clone(),
+            message: format!("manifest {manifest_digest} has no config"),
+        })?;
+        let config_url = Self::url(r, &format!("blobs/{}", config_desc.digest));
+        let (config, _) = self.get_small(r, &config_url, None).await?;
+        check_digest(&image, "config", &config_desc.digest, &config)?;
+        let c: ConfigJson = serde_json::from_slice(&config).map_err(|e| OciError::Registry {
+            image: image.clone(),
+            message: format!("config {}: {e}", config_desc.digest),
+        })?;
+        let has = Platform::new(&c.os, &c.architecture, c.variant.as_deref());
+        if !platform.matches(&has) {
+            return Err(OciError::NoPlatform {
+                image,
+                wanted: platform.to_string(),
+                available: has.to_string(),
+            });
+        }
+        if c.rootfs.diff_ids.len() != m.layers.len() {
+            return Err(OciError::Registry {
+                image,
+                message: format!(
+                    "manifest {manifest_digest} lists {} layers but its config {} diff_ids",
+                    m.layers.len(),
+                    c.rootfs.diff_ids.len()
+                ),
+            });
+        }
+        let mut layers = Vec::with_capacity(m.layers.len());
+        for (d, diff_id) in m.layers.iter().zip(c.rootfs.diff_ids) {
+            sha256_hex(&image, &d.digest)?;
+            sha256_hex(&image, &diff_id)?;
+            layers.push(Layer {
+                digest: d.digest.clone(),
+                size: d.size,
+                compression: compression(&image, &d.media_type)?,
+                diff_id,
+            });
+        }
+        Ok(Resolved {
+            reference: r.clone(),
+            platform: platform.clone(),
+            manifest_digest,
+            config_digest: config_desc.digest,
+            config,
+            layers,
+        })
+    }
+
+    /// Make sure a valid token is cached: re-reads the platform manifest,
+    /// and a 401 (no token yet, or an expired one) fetches a new one.
+    pub async fn authenticate(&self, img: &Resolved) -> Result<(), OciError> {
+        self.manifest(&img.reference, &img.manifest_digest)
+            .await
+            .map(|_| ())
+    }
+
+    /// Stream a layer blob into `sink`, at most `layer.size` bytes, its
+    /// digest checked at the end (by the download itself).
+    pub async fn blob(
+        &self,
+        r: &OciReference,
+        layer: &Layer,
+        sink: &mut dyn ChunkSink,
+    ) -> Result<(), OciError> {
+        let hex = sha256_hex(&r.repo_tag(), &layer.digest)?.to_ascii_lowercase();
+        let url = Self::url(r, &format!("blobs/{}", layer.digest));
+        let auth = self.auth(r);
+        self.http
+            .download_auth(
+                &url,
+                auth.as_deref(),
+                Some(layer.size),
+                Some((HashAlgo::Sha256, hex)),
+                sink,
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+type Small = (StatusCode, reqwest::header::HeaderMap, Vec<u8>);
+
+async fn read_small(rq: reqwest::RequestBuilder, url: &str) -> Result<Small, OciError> {
+    let transport = |message: String| HttpError::Transport {
+        url: url.to_string(),
+        message,
+    };
+    let fut = async {
+        let mut resp = rq.send().await.map_err(|e| transport(error_chain(&e)))?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let mut body = Vec::new();
+        while let Some(c) = resp.chunk().await.map_err(|e| transport(error_chain(&e)))? {
+            if body.len() + c.len() > MAX_JSON {
+                return Err(HttpError::TooLong {
+                    url: url.to_string(),
+                    expected: MAX_JSON as u64,
+                });
+            }
+            body.extend_from_slice(&c);
+        }
+        Ok((status, headers, body))
+    };
+    Ok(tokio::time::timeout(JSON_TIMEOUT, fut)
+        .await
+        .map_err(|_| transport("timed out".into()))??)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_is_plain_http() {
+        assert_eq!(api_base("localhost:5000"), "http://localhost:5000");
+        assert_eq!(api_base("127.0.0.1:5000"), "http://127.0.0.1:5000");
+        assert_eq!(api_base("127.3.4.5"), "http://127.3.4.5");
+        assert_eq!(api_base("[::1]:5000"), "http://[::1]:5000");
+        assert_eq!(api_base("ghcr.io"), "https://ghcr.io");
+        assert_eq!(api_base("128.0.0.1:80"), "https://128.0.0.1:80");
+        assert_eq!(api_base("index.docker.io"), "https://registry-1.docker.io");
+    }
+
+    #[test]
+    fn bearer_challenge() {
+        let c = parse_challenge(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/nginx:pull,push""#,
+        )
+        .expect("bearer");
+        assert_eq!(c["realm"], "https://auth.docker.io/token");
+        assert_eq!(c["service"], "registry.docker.io");
+        assert_eq!(c["scope"], "repository:library/nginx:pull,push");
+        assert!(parse_challenge("Basic realm=\"x\"").is_none());
+    }
+
+    #[test]
+    fn media_types() {
+        assert_eq!(
+            compression("i", "application/vnd.oci.image.layer.v1.tar+zstd").ok(),
+            Some(Compression::Zstd)
+        );
+        assert!(compression(
+            "i",
+            "application/vnd.oci.image.layer.nondistributable.v1.tar"
+        )
+        .is_err());
+    }
+}
