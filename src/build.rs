@@ -543,7 +543,9 @@ fn build_into(ctx: &BuildCtx<'_>) -> Result<(), BuildError> {
     // Reserve every file first, in plan order: the layout never depends on
     // which download finishes first.
     let mut writers = Vec::with_capacity(plan.items.len());
-    for item in &plan.items {
+    // Archives are expanded after the fixed-size files (src/expand).
+    let fixed = || plan.items.iter().filter(|i| i.archive.is_none());
+    for item in fixed() {
         let (parent_path, name) = item
             .dest
             .rsplit_once('/')
@@ -558,7 +560,7 @@ fn build_into(ctx: &BuildCtx<'_>) -> Result<(), BuildError> {
         );
     }
     let mut downloads = Vec::new();
-    for (item, w) in plan.items.iter().zip(writers) {
+    for (item, w) in fixed().zip(writers) {
         match &item.source {
             ItemSource::Http { url, checksum } => {
                 downloads.push((item, url.clone(), checksum.clone(), w));
@@ -632,6 +634,15 @@ fn build_into(ctx: &BuildCtx<'_>) -> Result<(), BuildError> {
         let (name, size, digest) = r.map_err(http_fail)?;
         reporter.item_done(&name, size, digest.as_deref());
     }
+    // --- archive expansion hook (src/expand), in plan order ---
+    crate::expand::expand_archives(
+        &mut builder,
+        &plan.items,
+        dir_meta,
+        net,
+        build_dir,
+        reporter,
+    )?;
     builder.finish().kind(ExitKind::Failure)?;
 
     reporter.step(5, steps, "writing the boot partition");
