@@ -71,7 +71,8 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// A zip DOS time (local time of the zipping machine, no zone) taken as UTC.
+/// A zip DOS time (local time of the zipping machine, no zone, 2 s steps)
+/// taken as UTC.
 fn mtime(dt: Option<::zip::DateTime>) -> Timestamp {
     dt.map_or_else(Timestamp::build_time, |t| {
         let days = days_from_civil(
@@ -110,7 +111,16 @@ fn one<R: Read + Seek>(
     }
     let default = if is_dir { 0o755 } else { 0o644 };
     let perm = mode.map_or(default, |m| u16::try_from(m & 0o7777).unwrap_or(default));
-    let meta = InodeMeta::new(perm, mtime(f.last_modified()));
+    // Info-ZIP's extended timestamp (UTC seconds) wins over the DOS time.
+    let exact = f.extra_data_fields().find_map(|x| match x {
+        ::zip::extra_fields::ExtraField::ExtendedTimestamp(t) => t.mod_time(),
+        _ => None,
+    });
+    let at = exact.map_or_else(
+        || mtime(f.last_modified()),
+        |t| Timestamp::from_secs(i64::from(t)),
+    );
+    let meta = InodeMeta::new(perm, at);
     if is_dir {
         return target.dir(&path, meta);
     }
