@@ -212,6 +212,24 @@ fn remote_archives_stream_over_http() {
     );
     assert!(t.elapsed().as_secs() < 30, "{:?}", t.elapsed());
     assert_nothing_left(d, &out);
+
+    // A remote archive is sized by estimate (one member per 16 KiB): one
+    // of 20,000 empty files outruns the inodes reserved for it, which is a
+    // clear error (exit 1), not a panic, and leaves nothing.
+    let many = ng.root.join("many.tgz");
+    common::archives::many_entries_tgz(&many, 20_000);
+    let files = format!(
+        "  - to: /data/m\n    url: {}\n    via: gztar\n    size: 1000\n",
+        ng.url("many.tgz")
+    );
+    let out = d.join("many.img");
+    let (code, log) = build(&config(d, &base, rootfs, &files), &out, &[]);
+    assert_eq!(code, 1, "{log}");
+    assert!(
+        log.contains("many.tgz") && log.contains("no free inode"),
+        "{log}"
+    );
+    assert_nothing_left(d, &out);
 }
 
 /// Build `files` expecting exit 3 with every `needles` in the log and no output.

@@ -9,6 +9,9 @@ use crate::fetch::ChunkSink;
 /// Chunks in flight: 8 (of up to 1 MiB each), as for remote xz bases.
 pub const QUEUE: usize = 8;
 
+/// The sink's error once the reader is gone.
+pub const STOPPED: &str = "the archive expansion stopped";
+
 /// A connected (sink, reader) pair.
 pub fn channel() -> (ChannelSink, ChannelReader) {
     let (tx, rx) = sync_channel(QUEUE);
@@ -28,9 +31,7 @@ pub struct ChannelSink(SyncSender<Vec<u8>>);
 
 impl ChunkSink for ChannelSink {
     fn write(&mut self, _offset: u64, data: &[u8]) -> Result<(), String> {
-        self.0
-            .send(data.to_vec())
-            .map_err(|_| "the archive expansion stopped".to_string())
+        self.0.send(data.to_vec()).map_err(|_| STOPPED.to_string())
     }
     /// A stream already decoded can not start over.
     fn restart(&mut self) -> bool {

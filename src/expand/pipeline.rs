@@ -8,12 +8,13 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
+use super::channel::{channel, STOPPED};
 use super::decode::{decoder, Format};
+use super::error::ExpandError;
 use super::sizing::{to_build_error, ArchivePlan};
 use super::tar::expand_tar;
 use super::target::Ext4Target;
 use super::zip::expand_zip;
-use super::{channel::channel, error::ExpandError};
 use crate::error::{fail, BuildError, ExitKind, Kind};
 use crate::fetch::{redact, ChunkSink, HttpError, StreamVerifier};
 use crate::fs::ext4::{Ext4Builder, InodeMeta};
@@ -193,9 +194,18 @@ fn expand_one(
             })?;
             match (expanded, downloaded) {
                 (Ok(n), Ok(digest)) => Ok((n, digest)),
-                // A cut download shows up as a truncated archive: report the download.
-                (Err(ExpandError::Archive { .. }) | Ok(_), Err(e)) => Err(http_fail(e)),
-                (Err(e), _) => Err(to_build_error(e)),
+                (Ok(_), Err(e)) => Err(http_fail(e)),
+                // Which failed first: a stopped expansion ends the download
+                // (report the expansion), a cut download shows up as a
+                // truncated archive (report the download).
+                (Err(x), Err(e)) if !e.to_string().contains(STOPPED) => {
+                    if matches!(x, ExpandError::Archive { .. }) {
+                        Err(http_fail(e))
+                    } else {
+                        Err(to_build_error(x))
+                    }
+                }
+                (Err(x), _) => Err(to_build_error(x)),
             }
         }
     }
