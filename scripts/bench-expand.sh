@@ -29,8 +29,9 @@ if [ ! -f "$work/www/tree-$SIZE_MIB.tar.gz" ]; then
   half=$((SIZE_MIB / 2))
   for i in $(seq 1 8); do head -c "$((half * 1024 * 1024 / 8))" /dev/urandom >"$src/big/b$i.bin"; done
   head -c "$((half * 1024 * 1024 * 3 / 4))" /dev/urandom | base64 -w 0 >"$work/pool"
-  (cd "$src/small" && split -a 4 -d -b 32k "$work/pool" s && mkdir -p d && ls | head -n 2000 | grep -v '^d$' | xargs mv -t d)
+  (cd "$src/small" && split -a 5 -d -b 32k "$work/pool" s)
   rm -f "$work/pool"
+  echo "packing ..." >&2
   tar -C "$src" -cf - . | gzip -1 >"$work/www/tree-$SIZE_MIB.tar.gz"
 fi
 expanded=$(du -sb --apparent-size "$src" | cut -f1)
@@ -77,6 +78,9 @@ rm -f "$work/out.img"
 b=$(measure image-creator "'$bin' -X '$work/image.yaml' '$work/out.img'")
 p3=$(( $(sfdisk -J "$work/out.img" | python3 -c 'import json,sys; print(json.load(sys.stdin)["partitiontable"]["partitions"][2]["start"])') * 512 ))
 e2fsck -fn "$work/out.img?offset=$p3" >/dev/null 2>&1 || { echo "e2fsck failed on p3" >&2; exit 1; }
+want=$(stat -c %s "$src/big/b1.bin")
+debugfs -R "stat /tree/big/b1.bin" "$work/out.img?offset=$p3" 2>/dev/null | grep -q "Size: $want" \
+  || { echo "tree/big/b1.bin missing or of the wrong size in the image" >&2; exit 1; }
 rm -f "$work/out.img"
 read -r _ t1 m1 <<<"$a"; read -r _ t2 m2 <<<"$b"
 echo "archive: $(stat -c %s "$work/www/tree-$SIZE_MIB.tar.gz") bytes gz, $expanded bytes expanded, $entries entries"

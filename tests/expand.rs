@@ -213,6 +213,35 @@ fn remote_archives_stream_over_http() {
     assert!(t.elapsed().as_secs() < 30, "{:?}", t.elapsed());
     assert_nothing_left(d, &out);
 
+    // Remote archives are not measured while planning: the path rules hold
+    // while they stream into the builder too.
+    let cases: &[(&[&str], &str, &str)] = &[
+        (
+            &["dir:sub", "sym:l:sub", "file:l/x:1"],
+            "l/x",
+            "through a symlink",
+        ),
+        (&["file:a:1", "hard:h:../a"], "\"h\"", "`..`"),
+        (&["sym:l:../../etc"], "\"l\"", "leaves the target directory"),
+        (&["file:../evil:1"], "../evil", "`..`"),
+    ];
+    for (i, (members, member, why)) in cases.iter().enumerate() {
+        let name = format!("evil{i}.tgz");
+        crafted_tgz(&ng.root.join(&name), members);
+        let files = format!(
+            "  - to: /data/e\n    url: {}\n    via: gztar\n",
+            ng.url(&name)
+        );
+        let out = d.join("evil.img");
+        let (code, log) = build(&config(d, &base, rootfs, &files), &out, &[]);
+        assert_eq!(code, 3, "{log}");
+        assert!(
+            log.contains(&name) && log.contains(member) && log.contains(why),
+            "{log}"
+        );
+        assert_nothing_left(d, &out);
+    }
+
     // A remote archive is sized by estimate (one member per 16 KiB): one
     // of 20,000 empty files outruns the inodes reserved for it, which is a
     // clear error (exit 1), not a panic, and leaves nothing.
