@@ -375,6 +375,19 @@ fn unsafe_paths_are_refused() {
             &[&format!("evil{i}.tgz"), member, why],
         );
     }
+    // A member clashing with the base's data partition (found while
+    // building): the archive's fault, exit 3, nothing left.
+    let clash = d.join("clash.tgz");
+    crafted_tgz(&clash, &["file:master_fs:1"]);
+    refused(
+        d,
+        &format!(
+            "  - to: /data\n    url: {}\n    via: gztar\n",
+            clash.display()
+        ),
+        &[],
+        &["clash.tgz", "master_fs", "already exists"],
+    );
     // The same rules for zip (Python's zipfile writes any name).
     let z = d.join("evil.zip");
     common::archives::python(

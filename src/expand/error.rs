@@ -73,7 +73,19 @@ impl ExpandError {
     /// for failures of the build itself (filesystem full, I/O: exit 1).
     pub fn is_bad_input(&self) -> bool {
         match self {
-            Self::Member { error, .. } => !matches!(error, MemberError::Fs(_)),
+            // Name clashes and invalid names are the archive's doing; a
+            // full filesystem, I/O and internal errors are the build's.
+            Self::Member { error, .. } => match error {
+                MemberError::Fs(e) => matches!(
+                    e,
+                    Ext4Error::Exists { .. }
+                        | Ext4Error::BadName { .. }
+                        | Ext4Error::NotADirectory { .. }
+                        | Ext4Error::BadSize { .. }
+                        | Ext4Error::TooManyLinks { .. }
+                ),
+                _ => true,
+            },
             Self::Archive { .. } => true,
         }
     }
