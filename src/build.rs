@@ -552,7 +552,9 @@ fn build_into(ctx: &BuildCtx<'_>) -> Result<(), BuildError> {
     // Reserve every file first, in plan order: the layout never depends on
     // which download finishes first.
     let mut writers = Vec::with_capacity(plan.items.len());
-    for item in &plan.items {
+    // Archives are expanded after the fixed-size files (src/expand).
+    let fixed = || plan.items.iter().filter(|i| i.archive.is_none());
+    for item in fixed() {
         let (parent_path, name) = item
             .dest
             .rsplit_once('/')
@@ -568,7 +570,7 @@ fn build_into(ctx: &BuildCtx<'_>) -> Result<(), BuildError> {
     }
     let mut downloads = Vec::new();
     let mut pulls: Vec<crate::oci::PullJob> = Vec::new();
-    for (item, w) in plan.items.iter().zip(writers) {
+    for (item, w) in fixed().zip(writers) {
         let item_name = format!("/data/{}", item.dest);
         match &item.source {
             ItemSource::Oci(img) => {
@@ -666,6 +668,15 @@ fn build_into(ctx: &BuildCtx<'_>) -> Result<(), BuildError> {
         builder.set_len(ino, size).kind(ExitKind::Failure)?;
         reporter.item_done(&name, size, Some(&digest));
     }
+    // --- archive expansion hook (src/expand), in plan order ---
+    crate::expand::expand_archives(
+        &mut builder,
+        &plan.items,
+        dir_meta,
+        net,
+        build_dir,
+        reporter,
+    )?;
     builder.finish().kind(ExitKind::Failure)?;
 
     reporter.step(5, steps, "writing the boot partition");

@@ -7,6 +7,7 @@ pub mod build;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod expand;
 pub mod fetch;
 pub mod fs;
 pub mod oci;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use crate::config::{
-    BaseSource, Checksum, ChecksumKind, HashAlgo, ImageConfig, OutputSize, Payload, Source, Via,
+    BaseSource, Checksum, ChecksumKind, HashAlgo, ImageConfig, OutputSize, Payload, Source,
 };
 use crate::error::{fail, http_fail, BuildError, ExitKind, Kind};
 use crate::fetch::{first_token, redact, Http};
@@ -53,6 +53,9 @@ pub struct Item {
     pub size: u64,
     /// Source of the bytes.
     pub source: ItemSource,
+    /// Set for archives (`via: tar`, ...): `dest` is the directory to
+    /// expand into and `size` the expanded bytes (measured, or the limit).
+    pub archive: Option<crate::expand::ArchivePlan>,
 }
 
 /// An expected digest: algorithm and lowercase hex.
@@ -312,15 +315,6 @@ pub fn make_plan(
     let mut unreachable: Vec<String> = Vec::new();
     for (i, f) in config.files.iter().enumerate() {
         let key = format!("files[{i}]");
-        if f.via.is_archive() && f.via != Via::Direct {
-            return Err(fail(
-                ExitKind::MissingRequirement,
-                format!(
-                    "{key}: via {:?}: archive expansion is not available in this version",
-                    f.via
-                ),
-            ));
-        }
         let source = match &f.payload {
             Payload::Content(bytes) => ItemSource::Bytes(bytes.clone()),
             Payload::Source(Source::Local(p)) => ItemSource::Local {
@@ -343,6 +337,18 @@ pub fn make_plan(
                 }
             }
         };
+        // Archives: `to` is a directory, `size` the expanded size (src/expand).
+        if let Some(format) = crate::expand::Format::of(f.via) {
+            items.push(crate::expand::plan_archive_item(
+                &key,
+                f,
+                format,
+                source,
+                net,
+                &mut unreachable,
+            )?);
+            continue;
+        }
         let size = match &source {
             ItemSource::Bytes(b) => b.len() as u64,
             ItemSource::Oci(_) => 0, // files[] entries are never images
@@ -403,6 +409,7 @@ pub fn make_plan(
             dest: f.to.clone(),
             size,
             source,
+            archive: None,
         });
     }
     if !unreachable.is_empty() {
@@ -422,6 +429,7 @@ pub fn make_plan(
             dest: "image.yaml".into(),
             size: config.raw_text.len() as u64,
             source: ItemSource::Bytes(config.raw_text.clone().into_bytes()),
+            archive: None,
         });
     }
 
@@ -439,11 +447,18 @@ pub fn make_plan(
     for it in &items {
         dirs.extend(parent_dirs(&it.dest));
     }
-    let entries = old.entries + items.len() as u64 + dirs.len() as u64;
-    let ndirs = old.dirs + dirs.len() as u64 + 2;
+    // What archives expand to (measured or estimated by src/expand).
+    let archives = items.iter().filter_map(|i| i.archive.as_ref());
+    let (arch_names, arch_dirs) =
+        archives.fold((0, 0), |(n, d), a| (n + a.needs.names, d + a.needs.dirs));
+    let entries = old.entries + items.len() as u64 + dirs.len() as u64 + arch_names;
+    let ndirs = old.dirs + dirs.len() as u64 + 2 + arch_dirs;
     let file_blocks: u64 = items
         .iter()
-        .map(|i| ext4::file_blocks(i.size, ext4::MAX_EXTENT_BLOCKS))
+        .map(|i| match &i.archive {
+            Some(a) => a.needs.blocks,
+            None => ext4::file_blocks(i.size, ext4::MAX_EXTENT_BLOCKS),
+        })
         .sum::<u64>()
         + old.file_blocks;
     // Directory blocks: one per directory plus the names (8-byte header +
@@ -484,7 +499,12 @@ pub fn make_plan(
         }
     }
     let fs_size = (image_size - p3.offset()) / 4096 * 4096;
-    let content_bytes = items.iter().map(|i| i.size).sum::<u64>() + old.bytes;
+    // Remote zips are downloaded to the build directory before expansion.
+    let content_bytes = items
+        .iter()
+        .map(|i| i.size + i.archive.as_ref().map_or(0, |a| a.temp_bytes(&i.source)))
+        .sum::<u64>()
+        + old.bytes;
     Ok(Plan {
         items,
         p3_start: p3.offset(),
@@ -509,7 +529,16 @@ impl std::fmt::Display for Plan {
                     format!("{}@{} (reserved)", img.name(), img.manifest_digest)
                 }
             };
-            writeln!(f, "  /data/{}  {} bytes  from {from}", it.dest, it.size)?;
+            let what = if it.archive.is_some() {
+                "/ expanded"
+            } else {
+                ""
+            };
+            writeln!(
+                f,
+                "  /data/{}{what}  {} bytes  from {from}",
+                it.dest, it.size
+            )?;
         }
         writeln!(
             f,

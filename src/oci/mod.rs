@@ -171,7 +171,12 @@ pub fn plan_images(
                 .len(),
             _ => e.filesize.saturating_add(e.fullsize),
         };
-        items.push(Item { dest, size, source });
+        items.push(Item {
+            dest,
+            size,
+            source,
+            archive: None,
+        });
     }
     Ok((items, extra_free))
 }

@@ -2,6 +2,7 @@
 //! util-linux) and a model of an expected tree.
 #![allow(dead_code, clippy::unwrap_used, clippy::cast_possible_truncation)]
 
+pub mod archives;
 pub mod registry;
 pub mod servers;
 

@@ -1,0 +1,436 @@
+//! Archive expansion end to end: archives made by the real tools expand to
+//! their source tree (read back with debugfs, p3 e2fsck-clean), locally and
+//! over HTTP; hostile archives (bombs, traversal, absolute paths, symlink
+//! escapes, hard links to outside, devices, too many entries) are refused
+//! with an error naming the archive and the member, leaving no output.
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use common::archives::{
+    assert_same_tree, crafted_tgz, make_tree, many_entries_tgz, pack, tgz_bomb, zip_bomb,
+};
+use common::servers::Nginx;
+use common::{have, run};
+
+const BIN: &str = env!("CARGO_BIN_EXE_image-creator");
+
+fn tools() -> bool {
+    [
+        "sfdisk",
+        "mkfs.vfat",
+        "mkfs.ext4",
+        "mcopy",
+        "e2fsck",
+        "debugfs",
+        "python3",
+        "tar",
+        "gzip",
+        "bzip2",
+        "xz",
+        "zip",
+    ]
+    .iter()
+    .all(|t| have(t))
+}
+
+fn make_base(dir: &Path) -> (PathBuf, u64) {
+    let img = dir.join("base.img");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-base-image.sh");
+    let out = Command::new("bash").arg(script).arg(&img).output().unwrap();
+    assert!(
+        out.status.success(),
+        "make-base-image: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        img,
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap(),
+    )
+}
+
+fn config(dir: &Path, base: &Path, rootfs: u64, files: &str) -> PathBuf {
+    let cfg = dir.join("image.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "base:\n  source: {}\n  rootfs_size: {rootfs}\nfiles:\n{files}",
+            base.display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+fn build(cfg: &Path, out: &Path, env: &[(&str, &str)]) -> (i32, String) {
+    let mut c = Command::new(BIN);
+    c.arg(cfg).arg(out).env_remove("SOURCE_DATE_EPOCH");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    run(&mut c)
+}
+
+fn p3_spec(img: &Path) -> String {
+    let (_, out) = run(Command::new("sfdisk").arg("-J").arg(img));
+    let starts: Vec<u64> = out
+        .split("\"start\": ")
+        .skip(1)
+        .map(|c| c.split(',').next().unwrap().trim().parse().unwrap())
+        .collect();
+    format!("{}?offset={}", img.display(), starts[2] * 512)
+}
+
+/// e2fsck -fn clean, then `rdump` of `/` into `into`.
+fn check_and_dump(img: &Path, into: &Path) -> PathBuf {
+    let spec = p3_spec(img);
+    let (code, out) = run(Command::new("e2fsck").arg("-fn").arg(&spec));
+    assert_eq!(code, 0, "e2fsck: {out}");
+    std::fs::create_dir_all(into).unwrap();
+    let (code, out) = run(Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("rdump / {}", into.display()))
+        .arg(&spec));
+    assert_eq!(code, 0, "debugfs rdump: {out}");
+    into.to_path_buf()
+}
+
+fn assert_nothing_left(dir: &Path, out: &Path) {
+    assert!(
+        !out.exists(),
+        "{} exists after a failed build",
+        out.display()
+    );
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".part") || n.starts_with(".archive."))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn archives_made_by_real_tools_expand_to_their_source_tree() {
+    if !tools() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let (base, rootfs) = make_base(d);
+    let src = make_tree(d);
+    let kinds = ["tar", "gztar", "bztar", "xztar", "zip"];
+    let mut files = String::new();
+    for k in kinds {
+        let a = d.join(format!("a.{k}"));
+        pack(k, &src, &a);
+        files.push_str(&format!(
+            "  - to: /data/x/{k}\n    url: {}\n    via: {k}\n",
+            a.display()
+        ));
+    }
+    let out = d.join("out.img");
+    let (code, log) = build(&config(d, &base, rootfs, &files), &out, &[]);
+    assert_eq!(code, 0, "{log}");
+    let got = check_and_dump(&out, &d.join("dump"));
+    for k in kinds {
+        // rdump's chown clears setgid on its copy: rwx bits here, the
+        // special bits with `stat` below.
+        assert_same_tree(&src, &got.join("x").join(k), 0o777, k);
+    }
+    for (k, path, mode) in [
+        ("gztar", "shared", "02775"),
+        ("bztar", "tmp", "01777"),
+        ("xztar", "bin/run.sh", "0755"),
+        ("zip", "secret/key", "0600"),
+    ] {
+        let (_, st) = run(Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("stat /x/{k}/{path}"))
+            .arg(p3_spec(&out)));
+        assert!(st.contains(&format!("Mode:  {mode}")), "{k}/{path}: {st}");
+    }
+    // Hard link (tar): one inode, two names.
+    let (_, st) = run(Command::new("debugfs")
+        .arg("-R")
+        .arg("stat /x/gztar/index.html")
+        .arg(p3_spec(&out)));
+    assert!(st.contains("Links: 2"), "{st}");
+    // tar's numeric owners are kept.
+    let (_, st) = run(Command::new("debugfs")
+        .arg("-R")
+        .arg("stat /x/tar/secret/key")
+        .arg(p3_spec(&out)));
+    let uid = rustix::process::geteuid().as_raw();
+    assert!(st.contains(&format!("User: {uid:5}")), "{st}");
+}
+
+#[test]
+fn remote_archives_stream_over_http() {
+    if !tools() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let Some(ng) = Nginx::start(d) else { return };
+    let (base, rootfs) = make_base(d);
+    let src = make_tree(d);
+    let mut files = String::new();
+    for k in ["xztar", "zip"] {
+        pack(k, &src, &ng.root.join(format!("a.{k}")));
+        files.push_str(&format!(
+            "  - to: /data/{k}\n    url: {}\n    via: {k}\n",
+            ng.url(&format!("a.{k}"))
+        ));
+    }
+    let out = d.join("out.img");
+    let (code, log) = build(&config(d, &base, rootfs, &files), &out, &[]);
+    assert_eq!(code, 0, "{log}");
+    let got = check_and_dump(&out, &d.join("dump"));
+    assert_same_tree(&src, &got.join("xztar"), 0o777, "remote xztar");
+    assert_same_tree(&src, &got.join("zip"), 0o777, "remote zip");
+    assert_nothing_left(d, &d.join("none"));
+
+    // A remote tar.gz bomb is stopped while it streams: 2 GiB of zeros
+    // under a declared 1 MB.
+    tgz_bomb(&ng.root.join("bomb.tgz"), 2);
+    let files = format!(
+        "  - to: /data/b\n    url: {}\n    via: gztar\n    size: 1000000\n",
+        ng.url("bomb.tgz")
+    );
+    let out = d.join("bomb.img");
+    let t = Instant::now();
+    let (code, log) = build(&config(d, &base, rootfs, &files), &out, &[]);
+    assert_eq!(code, 3, "{log}");
+    assert!(
+        log.contains("bomb.tgz") && log.contains("\"zeros\"") && log.contains("files[0].size"),
+        "{log}"
+    );
+    assert!(t.elapsed().as_secs() < 30, "{:?}", t.elapsed());
+    assert_nothing_left(d, &out);
+
+    // Remote archives are not measured while planning: the path rules hold
+    // while they stream into the builder too.
+    let cases: &[(&[&str], &str, &str)] = &[
+        (
+            &["dir:sub", "sym:l:sub", "file:l/x:1"],
+            "l/x",
+            "through a symlink",
+        ),
+        (&["file:a:1", "hard:h:../a"], "\"h\"", "`..`"),
+        (&["sym:l:../../etc"], "\"l\"", "leaves the target directory"),
+        (&["file:../evil:1"], "../evil", "`..`"),
+    ];
+    for (i, (members, member, why)) in cases.iter().enumerate() {
+        let name = format!("evil{i}.tgz");
+        crafted_tgz(&ng.root.join(&name), members);
+        let files = format!(
+            "  - to: /data/e\n    url: {}\n    via: gztar\n",
+            ng.url(&name)
+        );
+        let out = d.join("evil.img");
+        let (code, log) = build(&config(d, &base, rootfs, &files), &out, &[]);
+        assert_eq!(code, 3, "{log}");
+        assert!(
+            log.contains(&name) && log.contains(member) && log.contains(why),
+            "{log}"
+        );
+        assert_nothing_left(d, &out);
+    }
+
+    // A remote archive is sized by estimate (one member per 16 KiB): one
+    // of 20,000 empty files outruns the inodes reserved for it, which is a
+    // clear error (exit 1), not a panic, and leaves nothing.
+    let many = ng.root.join("many.tgz");
+    common::archives::many_entries_tgz(&many, 20_000);
+    let files = format!(
+        "  - to: /data/m\n    url: {}\n    via: gztar\n    size: 1000\n",
+        ng.url("many.tgz")
+    );
+    let out = d.join("many.img");
+    let (code, log) = build(&config(d, &base, rootfs, &files), &out, &[]);
+    assert_eq!(code, 1, "{log}");
+    assert!(
+        log.contains("many.tgz") && log.contains("no free inode"),
+        "{log}"
+    );
+    assert_nothing_left(d, &out);
+}
+
+/// Build `files` expecting exit 3 with every `needles` in the log and no output.
+fn refused(d: &Path, files: &str, env: &[(&str, &str)], needles: &[&str]) {
+    let (base, rootfs) = (d.join("base.img"), base_start(d));
+    let out = d.join("bad.img");
+    let t = Instant::now();
+    let (code, log) = build(&config(d, &base, rootfs, files), &out, env);
+    assert_eq!(code, 3, "{log}");
+    for n in needles {
+        assert!(log.contains(n), "missing {n:?} in: {log}");
+    }
+    assert!(t.elapsed().as_secs() < 30, "{:?}: {log}", t.elapsed());
+    assert_nothing_left(d, &out);
+}
+
+fn base_start(d: &Path) -> u64 {
+    std::fs::read_to_string(d.join("rootfs"))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn setup() -> Option<tempfile::TempDir> {
+    if !tools() {
+        return None;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, rootfs) = make_base(tmp.path());
+    std::fs::write(tmp.path().join("rootfs"), rootfs.to_string()).unwrap();
+    Some(tmp)
+}
+
+fn entry(a: &Path, via: &str, extra: &str) -> String {
+    format!(
+        "  - to: /data/t\n    url: {}\n    via: {via}\n{extra}",
+        a.display()
+    )
+}
+
+#[test]
+fn bombs_are_refused() {
+    let Some(tmp) = setup() else { return };
+    let d = tmp.path();
+    let tgz = d.join("bomb.tgz");
+    tgz_bomb(&tgz, 2);
+    // Declared size: the limit.
+    refused(
+        d,
+        &entry(&tgz, "gztar", "    size: 1MB\n"),
+        &[],
+        &["bomb.tgz", "\"zeros\"", "files[0].size"],
+    );
+    // No size: 8 × the compressed size.
+    refused(
+        d,
+        &entry(&tgz, "gztar", ""),
+        &[],
+        &["bomb.tgz", "\"zeros\"", "8 × the archive's"],
+    );
+    let zip = d.join("bomb.zip");
+    zip_bomb(&zip, 2);
+    refused(
+        d,
+        &entry(&zip, "zip", "    size: 1MB\n"),
+        &[],
+        &["bomb.zip", "\"zeros\"", "files[0].size"],
+    );
+    // A member may not claim more than what is left after the others.
+    let two = d.join("two.tgz");
+    crafted_tgz(&two, &["file:a:600000", "file:b:600000"]);
+    refused(
+        d,
+        &entry(&two, "gztar", "    size: 1MB\n"),
+        &[],
+        &["\"b\"", "400000 bytes are left"],
+    );
+}
+
+#[test]
+fn unsafe_paths_are_refused() {
+    let Some(tmp) = setup() else { return };
+    let d = tmp.path();
+    let cases: &[(&[&str], &str, &str)] = &[
+        (&["file:../evil:1"], "../evil", "`..`"),
+        (&["file:ok/../../evil:1"], "ok/../../evil", "`..`"),
+        (&["file:/etc/evil:1"], "/etc/evil", "absolute path"),
+        (&["sym:l:../../etc"], "\"l\"", "leaves the target directory"),
+        (&["sym:l:/etc"], "\"l\"", "absolute target"),
+        // A link that stays inside, then a write through it.
+        (
+            &["dir:sub", "sym:l:sub", "file:l/x:1"],
+            "l/x",
+            "through a symlink",
+        ),
+        (
+            &["dir:sub", "sym:s:.", "sym:l:s/../.."],
+            "\"l\"",
+            "`..` after a name",
+        ),
+        (&["hard:h:../../etc/passwd"], "\"h\"", "`..`"),
+        (&["hard:h:/etc/passwd"], "\"h\"", "absolute path"),
+        (&["hard:h:nowhere"], "\"h\"", "not an earlier member"),
+        (&["fifo:p"], "\"p\"", "FIFO"),
+        (&["chr:null"], "\"null\"", "character device"),
+    ];
+    for (i, (members, member, why)) in cases.iter().enumerate() {
+        let a = d.join(format!("evil{i}.tgz"));
+        crafted_tgz(&a, members);
+        refused(
+            d,
+            &entry(&a, "gztar", ""),
+            &[],
+            &[&format!("evil{i}.tgz"), member, why],
+        );
+    }
+    // A member clashing with the base's data partition (found while
+    // building): the archive's fault, exit 3, nothing left.
+    let clash = d.join("clash.tgz");
+    crafted_tgz(&clash, &["file:master_fs:1"]);
+    refused(
+        d,
+        &format!(
+            "  - to: /data\n    url: {}\n    via: gztar\n",
+            clash.display()
+        ),
+        &[],
+        &["clash.tgz", "master_fs", "already exists"],
+    );
+    // The same rules for zip (Python's zipfile writes any name).
+    let z = d.join("evil.zip");
+    common::archives::python(
+        "import sys, zipfile\nz = zipfile.ZipFile(sys.argv[1], 'w')\nz.writestr('../../evil', b'x')\nz.close()",
+        &[z.to_str().unwrap()],
+    );
+    refused(
+        d,
+        &entry(&z, "zip", ""),
+        &[],
+        &["evil.zip", "../../evil", "`..`"],
+    );
+}
+
+#[test]
+fn entry_count_is_bounded() {
+    let Some(tmp) = setup() else { return };
+    let d = tmp.path();
+    // A configured limit of 100: 150 entries are refused, naming the limit.
+    let small = d.join("small.tgz");
+    let names: Vec<String> = (0..150).map(|i| format!("file:f{i}:1")).collect();
+    crafted_tgz(
+        &small,
+        &names.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    refused(
+        d,
+        &entry(&small, "gztar", ""),
+        &[("IMAGE_CREATOR_MAX_ENTRIES", "100")],
+        &[
+            "small.tgz",
+            "\"f100\"",
+            "more than 100 entries",
+            "IMAGE_CREATOR_MAX_ENTRIES=100",
+        ],
+    );
+    // A million tiny entries under the default limit: refused quickly.
+    let million = d.join("million.tgz");
+    many_entries_tgz(&million, 1_000_000);
+    refused(
+        d,
+        &entry(&million, "gztar", ""),
+        &[],
+        &["million.tgz", "more than 250000 entries"],
+    );
+}
