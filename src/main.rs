@@ -153,6 +153,13 @@ fn run(cli: Cli) -> i32 {
         eprintln!("error: CONFIG_SRC and OUTPUT are required");
         return ExitKind::BadInput.code();
     };
+    if let Some(dir) = &cli.cache_dir {
+        // Production command lines pass --cache-dir: accept it, say so.
+        eprintln!(
+            "warning: --cache-dir {}: the download cache is not available in this version; downloading without it",
+            dir.display()
+        );
+    }
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let console = Console {
         history: TextHistory::new(std::io::stdout(), cli.quiet),

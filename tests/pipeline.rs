@@ -578,3 +578,38 @@ fn sigterm_mid_build_leaves_nothing() {
     assert!(!out.exists(), "no output after SIGTERM");
     assert_no_partials(tmp.path());
 }
+
+/// The production command line (SPEC §7) works: `--cache-dir` is accepted,
+/// with a warning while the cache is not implemented, and writes nothing
+/// there; `--show-cache` is a missing requirement (exit 2).
+#[test]
+fn production_command_line_runs_without_the_cache() {
+    if !tools() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = tmp.path().join("demo.img");
+    let cache = tmp.path().join("cache");
+    let build = tmp.path().join("build");
+    let (code, log) = image_creator(&[
+        "--max-size",
+        "1TB",
+        "--debug",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "--build-dir",
+        build.to_str().unwrap(),
+        root.join("examples/demo.yaml").to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        log.contains("--cache-dir") && log.contains("not available"),
+        "{log}"
+    );
+    assert!(out.is_file() && build.is_dir(), "{log}");
+    assert!(!cache.exists(), "the cache dir was created");
+    let (code, log) = image_creator(&["--show-cache", "--cache-dir", cache.to_str().unwrap()]);
+    assert_eq!(code, 2, "{log}");
+}
