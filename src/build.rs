@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::config::{render_offspot_yaml, ImageConfig};
 use crate::error::{fail, http_fail, BuildError, ExitKind, Kind};
+use crate::fetch::channel::channel;
 use crate::fetch::{
     data_regions, sparse_copy, ChunkSink, FetchOptions, HttpError, StreamVerifier, SPARSE_BUF,
 };
@@ -275,49 +276,6 @@ impl ChunkSink for SparseFileSink<'_> {
     }
 }
 
-/// Sends downloaded bytes to a decoder thread (bounded: at most
-/// `XZ_QUEUE` batches of 1 MiB in flight).
-struct ChannelSink(std::sync::mpsc::SyncSender<Vec<u8>>);
-
-impl ChunkSink for ChannelSink {
-    fn write(&mut self, _offset: u64, data: &[u8]) -> Result<(), String> {
-        self.0
-            .send(data.to_vec())
-            .map_err(|_| "the decoder stopped".to_string())
-    }
-    fn restart(&mut self) -> bool {
-        false
-    }
-}
-
-/// `Read` over the chunks of a channel.
-struct ChannelReader {
-    rx: std::sync::mpsc::Receiver<Vec<u8>>,
-    cur: Vec<u8>,
-    pos: usize,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos == self.cur.len() {
-            match self.rx.recv() {
-                Ok(c) => {
-                    self.cur = c;
-                    self.pos = 0;
-                }
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.cur.len() - self.pos);
-        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
-/// Batches queued between a download and its xz decoder.
-const XZ_QUEUE: usize = 8;
-
 fn copy_base(
     out: &File,
     base: &plan::BaseInfo,
@@ -378,21 +336,17 @@ fn copy_base(
         BaseLocation::Http(url) => {
             let verify = base.checksum.clone();
             if base.xz {
-                let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(XZ_QUEUE);
+                let (tx, rx) = channel("the xz decoder");
                 let out2 = out.try_clone().kind(ExitKind::Failure)?;
                 let decoder = std::thread::spawn(move || {
-                    let mut dec = liblzma::read::XzDecoder::new_multi_decoder(ChannelReader {
-                        rx,
-                        cur: Vec::new(),
-                        pos: 0,
-                    });
+                    let mut dec = liblzma::read::XzDecoder::new_multi_decoder(rx);
                     let r = sparse_copy(&mut dec, &out2, 0, |_| {});
                     // Drain so the downloader never blocks on a dead decoder.
                     let _ = std::io::copy(dec.get_mut(), &mut std::io::sink());
                     r
                 });
                 // Compressed bytes: the decoded size is known only at the end.
-                let mut sink = ProgressSink::new(ChannelSink(tx), reporter, &name);
+                let mut sink = ProgressSink::new(tx, reporter, &name);
                 let res = net
                     .rt
                     .block_on(net.http.download(url, None, verify, &mut sink));

@@ -16,7 +16,6 @@
 //! refused, naming the member: an image's data partition has no use for
 //! them and they are a classic archive attack.
 
-pub mod channel;
 pub mod count;
 pub mod decode;
 pub mod error;

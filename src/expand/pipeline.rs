@@ -8,7 +8,6 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-use super::channel::{channel, STOPPED};
 use super::decode::{decoder, Format};
 use super::error::ExpandError;
 use super::sizing::{to_build_error, ArchivePlan};
@@ -16,10 +15,14 @@ use super::tar::expand_tar;
 use super::target::Ext4Target;
 use super::zip::expand_zip;
 use crate::error::{fail, http_fail, BuildError, ExitKind, Kind};
+use crate::fetch::channel::{channel, stopped_message};
 use crate::fetch::{redact, ChunkSink, StreamVerifier};
 use crate::fs::ext4::{Ext4Builder, InodeMeta};
 use crate::plan::{Item, ItemSource, Net};
 use crate::progress::Reporter;
+
+/// The reading side of a remote archive's channel, for its errors.
+const EXPANSION: &str = "the archive expansion";
 
 /// Expand the archive items of `items` (others are skipped) into `builder`.
 /// `dir_meta` is given to the target directories and to directories an
@@ -156,7 +159,7 @@ fn expand_one(
         }
         ItemSource::Http { url, checksum } => {
             let name = redact(url);
-            let (mut sink, reader) = channel();
+            let (mut sink, reader) = channel(EXPANSION);
             let (expanded, downloaded) = std::thread::scope(|s| {
                 let worker = s.spawn(|| {
                     let mut reader = reader;
@@ -191,7 +194,7 @@ fn expand_one(
                 // Which failed first: a stopped expansion ends the download
                 // (report the expansion), a cut download shows up as a
                 // truncated archive (report the download).
-                (Err(x), Err(e)) if !e.to_string().contains(STOPPED) => {
+                (Err(x), Err(e)) if !e.to_string().contains(&stopped_message(EXPANSION)) => {
                     if matches!(x, ExpandError::Archive { .. }) {
                         Err(http_fail(e))
                     } else {

@@ -1,5 +1,6 @@
 //! Getting bytes: digests, local sources, xz decoding, sparse copies.
 
+pub mod channel;
 mod digest;
 mod holes;
 mod http;

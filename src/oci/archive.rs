@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::registry::{hex, sha256_hex, Compression, Layer, Registry, Resolved};
 use super::OciError;
-use crate::fetch::ChunkSink;
+use crate::fetch::channel::{channel, ChannelReader};
 use crate::fs::ext4::FileWriter;
 
 /// Where an archive's bytes go.
@@ -62,8 +62,6 @@ pub struct ArchiveSizes {
 const BLOCK: u64 = 512;
 /// Layer bytes are decoded and written in 1 MiB batches (the download batch).
 const WRITE_BATCH: usize = crate::fetch::BATCH;
-/// Compressed batches queued between a download and its decoder: 8 MiB.
-const QUEUE: usize = 8;
 
 /// A ustar header for a regular file (`0644`, uid/gid 0, mtime 0). Sizes
 /// of 8 GiB and more use the GNU base-256 encoding.
@@ -133,45 +131,6 @@ impl Out<'_> {
         let padded = offset + BLOCK + pad(data.len() as u64);
         self.put(end, &vec![0u8; usize::try_from(padded - end).unwrap_or(0)])?;
         Ok(padded)
-    }
-}
-
-/// Sends download batches to the decoder thread.
-struct ChannelSink(std::sync::mpsc::SyncSender<Vec<u8>>);
-
-impl ChunkSink for ChannelSink {
-    fn write(&mut self, _offset: u64, data: &[u8]) -> Result<(), String> {
-        self.0
-            .send(data.to_vec())
-            .map_err(|_| "the layer decoder stopped".to_string())
-    }
-    fn restart(&mut self) -> bool {
-        false
-    }
-}
-
-/// `Read` over the channel's batches.
-struct ChannelReader {
-    rx: std::sync::mpsc::Receiver<Vec<u8>>,
-    cur: Vec<u8>,
-    pos: usize,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos == self.cur.len() {
-            match self.rx.recv() {
-                Ok(c) => {
-                    self.cur = c;
-                    self.pos = 0;
-                }
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.cur.len() - self.pos);
-        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
     }
 }
 
@@ -276,17 +235,12 @@ fn apply_member(files: &mut Files, path: &str, regular: Option<u64>) {
 /// Decode one layer from `rx` into `sink` at `base`; returns its size, its
 /// diff_id and (when counting) the updated file map.
 fn decode_layer(
-    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    mut reader: ChannelReader,
     compression: Compression,
     sink: Arc<dyn ArchiveSink>,
     base: u64,
     files: Option<Files>,
 ) -> Result<(u64, String, Option<Files>), std::io::Error> {
-    let mut reader = ChannelReader {
-        rx,
-        cur: Vec::new(),
-        pos: 0,
-    };
     let result = decode_from(&mut reader, compression, sink, base, files);
     if result.is_ok() {
         // Drain, so the download never blocks on a decoder that stopped
@@ -420,11 +374,10 @@ async fn pull_layer(
     files: Option<Files>,
 ) -> Result<(u64, Option<Files>), OciError> {
     let image = img.name();
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(QUEUE);
+    let (mut chan, rx) = channel("the layer decoder");
     let compression = layer.compression;
     let capacity = sink.capacity();
     let decoder = std::thread::spawn(move || decode_layer(rx, compression, sink, base, files));
-    let mut chan = ChannelSink(tx);
     let downloaded = registry.blob(&img.reference, layer, &mut chan).await;
     drop(chan);
     let decoded = tokio::task::block_in_place(|| decoder.join()).map_err(|_| OciError::Layer {
