@@ -8,110 +8,32 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 use common::archives::{
     assert_same_tree, crafted_tgz, make_tree, many_entries_tgz, pack, tgz_bomb, zip_bomb,
 };
+use common::image::{
+    self, assert_nothing_left, debugfs_p3, files_config, fsck_p3, image_creator_env, make_base,
+};
 use common::servers::Nginx;
-use common::{have, run};
-
-const BIN: &str = env!("CARGO_BIN_EXE_image-creator");
 
 fn tools() -> bool {
-    [
-        "sfdisk",
-        "mkfs.vfat",
-        "mkfs.ext4",
-        "mcopy",
-        "e2fsck",
-        "debugfs",
-        "python3",
-        "tar",
-        "gzip",
-        "bzip2",
-        "xz",
-        "zip",
-    ]
-    .iter()
-    .all(|t| have(t))
-}
-
-fn make_base(dir: &Path) -> (PathBuf, u64) {
-    let img = dir.join("base.img");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-base-image.sh");
-    let out = Command::new("bash").arg(script).arg(&img).output().unwrap();
-    assert!(
-        out.status.success(),
-        "make-base-image: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        img,
-        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap(),
-    )
-}
-
-fn config(dir: &Path, base: &Path, rootfs: u64, files: &str) -> PathBuf {
-    let cfg = dir.join("image.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "base:\n  source: {}\n  rootfs_size: {rootfs}\nfiles:\n{files}",
-            base.display()
-        ),
-    )
-    .unwrap();
-    cfg
+    image::tools(&[
+        "e2fsck", "debugfs", "python3", "tar", "gzip", "bzip2", "xz", "zip",
+    ])
 }
 
 fn build(cfg: &Path, out: &Path, env: &[(&str, &str)]) -> (i32, String) {
-    let mut c = Command::new(BIN);
-    c.arg(cfg).arg(out).env_remove("SOURCE_DATE_EPOCH");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    run(&mut c)
-}
-
-fn p3_spec(img: &Path) -> String {
-    let (_, out) = run(Command::new("sfdisk").arg("-J").arg(img));
-    let starts: Vec<u64> = out
-        .split("\"start\": ")
-        .skip(1)
-        .map(|c| c.split(',').next().unwrap().trim().parse().unwrap())
-        .collect();
-    format!("{}?offset={}", img.display(), starts[2] * 512)
+    image_creator_env(&[cfg.to_str().unwrap(), out.to_str().unwrap()], env)
 }
 
 /// e2fsck -fn clean, then `rdump` of `/` into `into`.
 fn check_and_dump(img: &Path, into: &Path) -> PathBuf {
-    let spec = p3_spec(img);
-    let (code, out) = run(Command::new("e2fsck").arg("-fn").arg(&spec));
-    assert_eq!(code, 0, "e2fsck: {out}");
+    fsck_p3(img);
     std::fs::create_dir_all(into).unwrap();
-    let (code, out) = run(Command::new("debugfs")
-        .arg("-R")
-        .arg(format!("rdump / {}", into.display()))
-        .arg(&spec));
-    assert_eq!(code, 0, "debugfs rdump: {out}");
+    debugfs_p3(img, &format!("rdump / {}", into.display()));
     into.to_path_buf()
-}
-
-fn assert_nothing_left(dir: &Path, out: &Path) {
-    assert!(
-        !out.exists(),
-        "{} exists after a failed build",
-        out.display()
-    );
-    let left: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".part") || n.starts_with(".archive."))
-        .collect();
-    assert!(left.is_empty(), "left behind: {left:?}");
 }
 
 #[test]
@@ -134,7 +56,7 @@ fn archives_made_by_real_tools_expand_to_their_source_tree() {
         ));
     }
     let out = d.join("out.img");
-    let (code, log) = build(&config(d, &base, rootfs, &files), &out, &[]);
+    let (code, log) = build(&files_config(d, &base, rootfs, &files), &out, &[]);
     assert_eq!(code, 0, "{log}");
     let got = check_and_dump(&out, &d.join("dump"));
     for k in kinds {
@@ -148,23 +70,14 @@ fn archives_made_by_real_tools_expand_to_their_source_tree() {
         ("xztar", "bin/run.sh", "0755"),
         ("zip", "secret/key", "0600"),
     ] {
-        let (_, st) = run(Command::new("debugfs")
-            .arg("-R")
-            .arg(format!("stat /x/{k}/{path}"))
-            .arg(p3_spec(&out)));
+        let st = debugfs_p3(&out, &format!("stat /x/{k}/{path}"));
         assert!(st.contains(&format!("Mode:  {mode}")), "{k}/{path}: {st}");
     }
     // Hard link (tar): one inode, two names.
-    let (_, st) = run(Command::new("debugfs")
-        .arg("-R")
-        .arg("stat /x/gztar/index.html")
-        .arg(p3_spec(&out)));
+    let st = debugfs_p3(&out, "stat /x/gztar/index.html");
     assert!(st.contains("Links: 2"), "{st}");
     // tar's numeric owners are kept.
-    let (_, st) = run(Command::new("debugfs")
-        .arg("-R")
-        .arg("stat /x/tar/secret/key")
-        .arg(p3_spec(&out)));
+    let st = debugfs_p3(&out, "stat /x/tar/secret/key");
     let uid = rustix::process::geteuid().as_raw();
     assert!(st.contains(&format!("User: {uid:5}")), "{st}");
 }
@@ -188,7 +101,7 @@ fn remote_archives_stream_over_http() {
         ));
     }
     let out = d.join("out.img");
-    let (code, log) = build(&config(d, &base, rootfs, &files), &out, &[]);
+    let (code, log) = build(&files_config(d, &base, rootfs, &files), &out, &[]);
     assert_eq!(code, 0, "{log}");
     let got = check_and_dump(&out, &d.join("dump"));
     assert_same_tree(&src, &got.join("xztar"), 0o777, "remote xztar");
@@ -204,7 +117,7 @@ fn remote_archives_stream_over_http() {
     );
     let out = d.join("bomb.img");
     let t = Instant::now();
-    let (code, log) = build(&config(d, &base, rootfs, &files), &out, &[]);
+    let (code, log) = build(&files_config(d, &base, rootfs, &files), &out, &[]);
     assert_eq!(code, 3, "{log}");
     assert!(
         log.contains("bomb.tgz") && log.contains("\"zeros\"") && log.contains("files[0].size"),
@@ -233,7 +146,7 @@ fn remote_archives_stream_over_http() {
             ng.url(&name)
         );
         let out = d.join("evil.img");
-        let (code, log) = build(&config(d, &base, rootfs, &files), &out, &[]);
+        let (code, log) = build(&files_config(d, &base, rootfs, &files), &out, &[]);
         assert_eq!(code, 3, "{log}");
         assert!(
             log.contains(&name) && log.contains(member) && log.contains(why),
@@ -252,7 +165,7 @@ fn remote_archives_stream_over_http() {
         ng.url("many.tgz")
     );
     let out = d.join("many.img");
-    let (code, log) = build(&config(d, &base, rootfs, &files), &out, &[]);
+    let (code, log) = build(&files_config(d, &base, rootfs, &files), &out, &[]);
     assert_eq!(code, 1, "{log}");
     assert!(
         log.contains("many.tgz") && log.contains("no free inode"),
@@ -266,7 +179,7 @@ fn refused(d: &Path, files: &str, env: &[(&str, &str)], needles: &[&str]) {
     let (base, rootfs) = (d.join("base.img"), base_start(d));
     let out = d.join("bad.img");
     let t = Instant::now();
-    let (code, log) = build(&config(d, &base, rootfs, files), &out, env);
+    let (code, log) = build(&files_config(d, &base, rootfs, files), &out, env);
     assert_eq!(code, 3, "{log}");
     for n in needles {
         assert!(log.contains(n), "missing {n:?} in: {log}");

@@ -10,89 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
+use common::image::{self, assert_nothing_left, fsck_p3, ic, make_base, read_p3, BIN};
 use common::servers::{Behaviour, Faulty, Nginx};
-use common::{have, run};
+use common::{digest, run, CHECKSUM_TOOLS};
 
-const BIN: &str = env!("CARGO_BIN_EXE_image-creator");
 const MIB: usize = 1 << 20;
 
 fn tools() -> bool {
-    [
-        "sfdisk",
-        "mkfs.vfat",
-        "mkfs.ext4",
-        "mcopy",
-        "e2fsck",
-        "debugfs",
-        "xz",
-        "sha256sum",
-        "md5sum",
-        "python3",
-    ]
-    .iter()
-    .all(|t| have(t))
-}
-
-fn make_base(dir: &Path) -> (PathBuf, u64) {
-    let img = dir.join("base.img");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-base-image.sh");
-    let out = Command::new("bash").arg(script).arg(&img).output().unwrap();
-    assert!(
-        out.status.success(),
-        "make-base-image: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        img,
-        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap(),
-    )
-}
-
-fn ic(args: &[&str]) -> (i32, String) {
-    run(Command::new(BIN).args(args))
-}
-
-fn p3_offset(img: &Path) -> u64 {
-    let (_, out) = run(Command::new("sfdisk").arg("-J").arg(img));
-    let starts: Vec<u64> = out
-        .split("\"start\": ")
-        .skip(1)
-        .map(|c| c.split(',').next().unwrap().trim().parse().unwrap())
-        .collect();
-    starts[2] * 512
-}
-
-/// `debugfs dump` of a file in the output's data partition.
-fn dump(img: &Path, path: &str, to: &Path) -> Vec<u8> {
-    let spec = format!("{}?offset={}", img.display(), p3_offset(img));
-    let (code, out) = run(Command::new("debugfs")
-        .arg("-R")
-        .arg(format!("dump {path} {}", to.display()))
-        .arg(&spec));
-    assert_eq!(code, 0, "{out}");
-    std::fs::read(to).unwrap()
-}
-
-fn digest(tool: &str, file: &Path) -> String {
-    if tool == "adler32" {
-        // zlib's own adler32 (coreutils has none), as 8 hex digits.
-        let script = format!(
-            "import zlib;print('%08x' % zlib.adler32(open('{}','rb').read()))",
-            file.display()
-        );
-        let (code, out) = run(Command::new("python3").arg("-c").arg(script));
-        assert_eq!(code, 0, "{out}");
-        return out.trim().to_string();
-    }
-    let (code, out) = run(Command::new(tool).arg(file));
-    assert_eq!(code, 0, "{out}");
-    out.split_whitespace().next().unwrap().to_string()
-}
-
-fn fsck_p3(img: &Path) {
-    let spec = format!("{}?offset={}", img.display(), p3_offset(img));
-    let (code, out) = run(Command::new("e2fsck").arg("-fn").arg(&spec));
-    assert_eq!(code, 0, "e2fsck: {out}");
+    image::tools(&["e2fsck", "debugfs", "xz", "sha256sum", "md5sum", "python3"])
 }
 
 #[test]
@@ -108,15 +33,7 @@ fn nginx_downloads_of_many_sizes_with_every_checksum() {
     // Sizes 0 to 120 MiB; 120 MiB from a repeated random block.
     let block = common::bytes(9, MIB);
     let sizes = [0usize, 1, 4095, 4097, 3 * MIB + 5, 120 * MIB, 65_537];
-    let algos = [
-        ("md5", "md5sum"),
-        ("sha-1", "sha1sum"),
-        ("sha-224", "sha224sum"),
-        ("sha-256", "sha256sum"),
-        ("sha-384", "sha384sum"),
-        ("sha-512", "sha512sum"),
-        ("adler32", "adler32"),
-    ];
+    let algos = CHECKSUM_TOOLS;
     let mut files = String::from("files:\n");
     for (i, &size) in sizes.iter().enumerate() {
         let data: Vec<u8> = block.iter().cycle().take(size).copied().collect();
@@ -150,7 +67,7 @@ fn nginx_downloads_of_many_sizes_with_every_checksum() {
     assert_eq!(code, 0, "{log}");
     fsck_p3(&out);
     for (i, _) in sizes.iter().enumerate() {
-        let got = dump(&out, &format!("/dl/f{i}.bin"), &tmp.path().join("back"));
+        let got = read_p3(&out, &format!("/dl/f{i}.bin"), &tmp.path().join("back"));
         assert!(
             got == std::fs::read(ng.root.join(format!("f{i}.bin"))).unwrap(),
             "f{i} differs"
@@ -203,7 +120,7 @@ fn remote_base_plain_xz_and_versioned_and_remote_config() {
         assert_eq!(code, 0, "{source}: {log}");
         fsck_p3(&out);
         assert_eq!(
-            dump(&out, "/x.txt", &tmp.path().join("x")),
+            read_p3(&out, "/x.txt", &tmp.path().join("x")),
             format!("remote {i}").into_bytes()
         );
     }
@@ -247,16 +164,6 @@ fn faulty_build(dir: &Path, url: &str, extra: &str, args: &[&str]) -> (i32, Stri
     (code, log, out)
 }
 
-fn no_leftovers(dir: &Path, out: &Path) {
-    assert!(!out.exists(), "output left behind");
-    let parts: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
-        .collect();
-    assert!(parts.is_empty(), "partial files left");
-}
-
 #[test]
 fn dropped_connection_is_resumed_with_range() {
     if !tools() {
@@ -280,7 +187,7 @@ fn dropped_connection_is_resumed_with_range() {
         "resumed with Range: {:?}",
         srv.requests()
     );
-    assert!(dump(&out, "/f", &tmp.path().join("f")) == *body);
+    assert!(read_p3(&out, "/f", &tmp.path().join("f")) == *body);
 }
 
 #[test]
@@ -306,7 +213,7 @@ fn service_unavailable_then_success() {
             .count()
             >= 3
     );
-    assert!(dump(&out, "/f", &tmp.path().join("f")) == *body);
+    assert!(read_p3(&out, "/f", &tmp.path().join("f")) == *body);
 }
 
 #[test]
@@ -324,7 +231,7 @@ fn endless_body_stops_at_the_declared_size() {
         "{log}"
     );
     assert!(start.elapsed().as_secs() < 60, "must fail quickly");
-    no_leftovers(tmp.path(), &out);
+    assert_nothing_left(tmp.path(), &out);
 }
 
 #[test]
@@ -349,7 +256,7 @@ fn short_body_is_retried_then_an_error() {
         "{:?}",
         srv.requests()
     );
-    no_leftovers(tmp.path(), &out);
+    assert_nothing_left(tmp.path(), &out);
 }
 
 #[test]
@@ -369,7 +276,7 @@ fn stalled_server_times_out() {
     assert_eq!(code, 1, "{log}");
     assert!(log.contains("/stall") && log.contains("no data"), "{log}");
     assert!(start.elapsed().as_secs() < 20);
-    no_leftovers(tmp.path(), &out);
+    assert_nothing_left(tmp.path(), &out);
 }
 
 #[test]
@@ -382,7 +289,7 @@ fn not_found_is_exit_4_and_check_lists_every_unreachable_source() {
     let (code, log, out) = faulty_build(tmp.path(), &srv.url("missing"), "", &[]);
     assert_eq!(code, 4, "{log}");
     assert!(log.contains("/missing") && log.contains("404"), "{log}");
-    no_leftovers(tmp.path(), &out);
+    assert_nothing_left(tmp.path(), &out);
     let extra = format!(
         "  - to: /data/g\n    url: {}\n  - to: /data/h\n    url: {}\n",
         srv.url("gone"),
@@ -417,7 +324,7 @@ fn wrong_checksum_fails_naming_url_and_digests() {
             && log.contains("a9993e364706816aba3e25717850c26c9cd0d89d"),
         "{log}"
     );
-    no_leftovers(tmp.path(), &out);
+    assert_nothing_left(tmp.path(), &out);
 }
 
 #[test]

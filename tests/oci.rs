@@ -8,74 +8,17 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
+use common::image::{self, assert_nothing_left, dump_p3, fsck_p3, ic, make_base};
 use common::registry::{umoci_image, umoci_whiteout, DockerRegistry};
 use common::servers::{Behaviour, Faulty};
 use common::{have, run};
 use sha2::Digest;
 
-const BIN: &str = env!("CARGO_BIN_EXE_image-creator");
-
 fn tools() -> bool {
-    [
-        "sfdisk",
-        "mkfs.vfat",
-        "mkfs.ext4",
-        "mcopy",
-        "e2fsck",
-        "debugfs",
-        "tar",
-    ]
-    .iter()
-    .all(|t| have(t))
-}
-
-fn make_base(dir: &Path) -> (PathBuf, u64) {
-    let img = dir.join("base.img");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-base-image.sh");
-    let out = Command::new("bash").arg(script).arg(&img).output().unwrap();
-    assert!(
-        out.status.success(),
-        "make-base-image: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        img,
-        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap(),
-    )
-}
-
-fn ic(args: &[&str]) -> (i32, String) {
-    run(Command::new(BIN).args(args))
-}
-
-fn p3_offset(img: &Path) -> u64 {
-    let (_, out) = run(Command::new("sfdisk").arg("-J").arg(img));
-    let starts: Vec<u64> = out
-        .split("\"start\": ")
-        .skip(1)
-        .map(|c| c.split(',').next().unwrap().trim().parse().unwrap())
-        .collect();
-    starts[2] * 512
-}
-
-fn dump(img: &Path, path: &str, to: &Path) {
-    let spec = format!("{}?offset={}", img.display(), p3_offset(img));
-    let (code, out) = run(Command::new("debugfs")
-        .arg("-R")
-        .arg(format!("dump {path} {}", to.display()))
-        .arg(&spec));
-    assert_eq!(code, 0, "{out}");
-    assert!(to.exists(), "debugfs could not dump {path}: {out}");
-}
-
-fn fsck_p3(img: &Path) {
-    let spec = format!("{}?offset={}", img.display(), p3_offset(img));
-    let (code, out) = run(Command::new("e2fsck").arg("-fn").arg(&spec));
-    assert_eq!(code, 0, "e2fsck: {out}");
+    image::tools(&["e2fsck", "debugfs"])
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -263,7 +206,7 @@ fn pulls_an_index_and_zstd_and_plain_layers_into_docker_archives_that_skopeo_and
     for (t, filesize) in tags.iter().zip(sizes) {
         let name = format!("127.0.0.1{port}_test_app_{t}_linuxarm64v8.tar");
         let tar = tmp.path().join(&name);
-        dump(&out, &format!("/images/{name}"), &tar);
+        dump_p3(&out, &format!("/images/{name}"), &tar);
         assert_eq!(std::fs::metadata(&tar).unwrap().len(), filesize, "{name}");
 
         // The Pi's loader reads manifest.json[0].RepoTags[0].
@@ -328,7 +271,7 @@ fn pulls_an_index_and_zstd_and_plain_layers_into_docker_archives_that_skopeo_and
     let (code, log) = ic(&[cfg.to_str().unwrap(), out3.to_str().unwrap()]);
     assert_eq!(code, 0, "{log}");
     let copy = tmp.path().join("copy.tar");
-    dump(
+    dump_p3(
         &out3,
         &format!("/images/127.0.0.1{port}_test_app_prebuilt_linuxarm64v8.tar"),
         &copy,
@@ -483,13 +426,7 @@ fn a_blob_with_the_wrong_digest_is_refused_and_nothing_is_left_behind() {
         log.contains(&diff_id[7..]),
         "the error names the blob: {log}"
     );
-    assert!(!out.exists(), "output left behind");
-    let parts: Vec<_> = std::fs::read_dir(tmp.path())
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
-        .collect();
-    assert!(parts.is_empty(), "partial files left");
+    assert_nothing_left(tmp.path(), &out);
 }
 
 /// A registry that wants a bearer token (as ghcr.io and Docker Hub do):

@@ -4,107 +4,19 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use common::{have, is_root, run};
+use common::image::{
+    self, assert_no_partials, extract, image_creator, make_base, part_spec, sfdisk_json,
+    write_config, BIN,
+};
+use common::{digest, have, is_root, run, CHECKSUM_TOOLS};
 
-const BIN: &str = env!("CARGO_BIN_EXE_image-creator");
 const MIB: u64 = 1 << 20;
 
 fn tools() -> bool {
-    [
-        "sfdisk",
-        "mkfs.vfat",
-        "mkfs.ext4",
-        "mcopy",
-        "mtype",
-        "fsck.fat",
-        "e2fsck",
-        "debugfs",
-        "dumpe2fs",
-        "xz",
-    ]
-    .iter()
-    .all(|t| have(t))
-}
-
-/// A fresh base image made by the committed fixture script; returns
-/// (path, rootfs_size).
-fn make_base(dir: &Path) -> (PathBuf, u64) {
-    let img = dir.join("base.img");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-base-image.sh");
-    let out = Command::new("bash").arg(script).arg(&img).output().unwrap();
-    assert!(
-        out.status.success(),
-        "make-base-image: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let start: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-    (img, start)
-}
-
-fn image_creator(args: &[&str]) -> (i32, String) {
-    run(Command::new(BIN).args(args).env_remove("SOURCE_DATE_EPOCH"))
-}
-
-struct Part {
-    start: u64,
-    size: u64,
-}
-
-fn sfdisk_json(img: &Path) -> (String, Vec<Part>) {
-    let (code, out) = run(Command::new("sfdisk").arg("-J").arg(img));
-    assert_eq!(code, 0, "sfdisk -J: {out}");
-    let id = out
-        .split("\"id\": \"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_string();
-    let mut parts = Vec::new();
-    for chunk in out.split("\"start\": ").skip(1) {
-        let start: u64 = chunk.split(',').next().unwrap().trim().parse().unwrap();
-        let size: u64 = chunk
-            .split("\"size\": ")
-            .nth(1)
-            .unwrap()
-            .split(',')
-            .next()
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        parts.push(Part {
-            start: start * 512,
-            size: size * 512,
-        });
-    }
-    (id, parts)
-}
-
-fn extract(img: &Path, p: &Part, to: &Path) {
-    let data = std::fs::read(img).unwrap();
-    std::fs::write(to, &data[p.start as usize..(p.start + p.size) as usize]).unwrap();
-}
-
-fn p3_spec(img: &Path, p: &Part) -> String {
-    format!("{}?offset={}", img.display(), p.start)
-}
-
-fn write_config(dir: &Path, base: &Path, rootfs: u64, extra: &str) -> PathBuf {
-    let cfg = dir.join("image.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "base:\n  source: {}\n  rootfs_size: {rootfs}\n{extra}",
-            base.display()
-        ),
-    )
-    .unwrap();
-    cfg
+    image::tools(&["mtype", "fsck.fat", "e2fsck", "debugfs", "dumpe2fs", "xz"])
 }
 
 #[test]
@@ -168,7 +80,7 @@ fn demo_build_passes_every_oracle() {
     }
 
     // Data partition.
-    let spec = p3_spec(&out, &o[2]);
+    let spec = part_spec(&out, &o[2]);
     let (code, log) = run(Command::new("e2fsck").arg("-fn").arg(&spec));
     assert_eq!(code, 0, "e2fsck: {log}");
     let (_, h) = run(Command::new("dumpe2fs").arg("-h").arg(&spec));
@@ -191,7 +103,7 @@ fn demo_build_passes_every_oracle() {
     assert!(cat("/contents/logo.txt").contains("offline knowledge for everyone"));
     assert!(cat("/image.yaml")
         .contains(&std::fs::read_to_string(root.join("examples/demo.yaml")).unwrap()));
-    let bspec = p3_spec(&base, &b[2]);
+    let bspec = part_spec(&base, &b[2]);
     let bcat = |p: &str| {
         run(Command::new("debugfs")
             .arg("-R")
@@ -301,7 +213,7 @@ fn unprivileged_build_succeeds() {
     let (_, parts) = sfdisk_json(&out);
     let (code, log) = run(Command::new("e2fsck")
         .arg("-fn")
-        .arg(p3_spec(&out, &parts[2])));
+        .arg(part_spec(&out, &parts[2])));
     assert_eq!(code, 0, "{log}");
 }
 
@@ -316,31 +228,18 @@ fn checksums_of_every_algorithm_are_verified() {
     std::fs::write(&blob, common::bytes(2, 100_000)).unwrap();
     // Digests from the coreutils tools and python's zlib, not from us.
     let mut files = String::from("files:\n");
-    for (i, (algo, tool)) in [
-        ("md5", "md5sum"),
-        ("sha-1", "sha1sum"),
-        ("sha-224", "sha224sum"),
-        ("sha-256", "sha256sum"),
-        ("sha-384", "sha384sum"),
-        ("sha-512", "sha512sum"),
-    ]
-    .iter()
-    .enumerate()
+    for (i, (algo, tool)) in CHECKSUM_TOOLS
+        .iter()
+        .filter(|(algo, _)| *algo != "adler32")
+        .enumerate()
     {
-        let (code, out) = run(Command::new(tool).arg(&blob));
-        assert_eq!(code, 0);
-        let digest = out.split_whitespace().next().unwrap();
+        let digest = digest(tool, &blob);
         files.push_str(&format!("  - to: /data/f{i}\n    url: blob.bin\n    checksum: {{algo: {algo}, value: {digest}}}\n"));
     }
     if have("python3") {
-        let (code, out) = run(Command::new("python3").arg("-c").arg(format!(
-            "import zlib;print('%08x' % zlib.adler32(open('{}','rb').read()))",
-            blob.display()
-        )));
-        assert_eq!(code, 0, "{out}");
         files.push_str(&format!(
             "  - to: /data/adler\n    url: blob.bin\n    checksum: {{algo: adler32, value: {}}}\n",
-            out.trim()
+            digest("adler32", &blob)
         ));
     }
     let cfg = write_config(tmp.path(), &base, rootfs, &files);
@@ -361,16 +260,6 @@ fn checksums_of_every_algorithm_are_verified() {
     );
     assert!(!bad.exists(), "no output left behind");
     assert_no_partials(tmp.path());
-}
-
-fn assert_no_partials(dir: &Path) {
-    let left: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".part"))
-        .collect();
-    assert!(left.is_empty(), "partial files left: {left:?}");
 }
 
 #[test]
@@ -518,7 +407,7 @@ fn explicit_size_is_honoured_and_base_holes_stay_holes() {
     );
     let (_, parts) = sfdisk_json(&out);
     assert_eq!(parts[2].start + parts[2].size, 1 << 30);
-    let spec = p3_spec(&out, &parts[2]);
+    let spec = part_spec(&out, &parts[2]);
     let (code, log) = run(Command::new("e2fsck").arg("-fn").arg(&spec));
     assert_eq!(code, 0, "{log}");
     let (_, st) = run(Command::new("debugfs")

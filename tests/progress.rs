@@ -12,44 +12,25 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::bytes;
+use common::image::{self, files_config, make_base, BIN};
 use common::servers::{Behaviour, Faulty};
-use common::{bytes, have};
 use image_creator::build::{self, BuildOptions};
 use image_creator::fetch::FetchOptions;
 use image_creator::progress::{Event, Recorder};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_image-creator");
 const MIB: usize = 1 << 20;
 
 fn tools() -> bool {
-    ["sfdisk", "mkfs.vfat", "mkfs.ext4", "mcopy", "mmd", "tar"]
-        .iter()
-        .all(|t| have(t))
+    image::tools(&[])
 }
 
 /// A base image from the committed fixture script and a config that adds
 /// `files` to it.
 fn setup(dir: &Path, files: &str) -> PathBuf {
-    let img = dir.join("base.img");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-base-image.sh");
-    let out = Command::new("bash").arg(script).arg(&img).output().unwrap();
-    assert!(
-        out.status.success(),
-        "make-base-image: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rootfs: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-    let cfg = dir.join("image.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "base:\n  source: {}\n  rootfs_size: {rootfs}\nfiles:\n{files}",
-            img.display()
-        ),
-    )
-    .unwrap();
-    cfg
+    let (base, rootfs) = make_base(dir);
+    files_config(dir, &base, rootfs, files)
 }
 
 struct Watched {

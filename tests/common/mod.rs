@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::cast_possible_truncation)]
 
 pub mod archives;
+pub mod image;
 pub mod registry;
 pub mod servers;
 
@@ -41,6 +42,35 @@ pub fn run(cmd: &mut Command) -> (i32, String) {
     let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
     s.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status.code().unwrap_or(-1), s)
+}
+
+/// Every checksum algorithm of the config and the tool that computes it
+/// (for [`digest`]; `adler32` is python's zlib).
+pub const CHECKSUM_TOOLS: [(&str, &str); 7] = [
+    ("md5", "md5sum"),
+    ("sha-1", "sha1sum"),
+    ("sha-224", "sha224sum"),
+    ("sha-256", "sha256sum"),
+    ("sha-384", "sha384sum"),
+    ("sha-512", "sha512sum"),
+    ("adler32", "adler32"),
+];
+
+/// The hex digest of `file` by `tool` (a coreutils `*sum`, or `adler32`).
+pub fn digest(tool: &str, file: &Path) -> String {
+    if tool == "adler32" {
+        // zlib's own adler32 (coreutils has none), as 8 hex digits.
+        let script = format!(
+            "import zlib;print('%08x' % zlib.adler32(open('{}','rb').read()))",
+            file.display()
+        );
+        let (code, out) = run(Command::new("python3").arg("-c").arg(script));
+        assert_eq!(code, 0, "{out}");
+        return out.trim().to_string();
+    }
+    let (code, out) = run(Command::new(tool).arg(file));
+    assert_eq!(code, 0, "{out}");
+    out.split_whitespace().next().unwrap().to_string()
 }
 
 /// `e2fsck -fn IMG` must exit 0.
