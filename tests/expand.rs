@@ -275,6 +275,13 @@ fn unsafe_paths_are_refused() {
         (&["hard:h:../../etc/passwd"], "\"h\"", "`..`"),
         (&["hard:h:/etc/passwd"], "\"h\"", "absolute path"),
         (&["hard:h:nowhere"], "\"h\"", "not an earlier member"),
+        // A relative symlink checked at depth 2, hard-linked to depth 0,
+        // would climb out: hard links to symlinks are refused.
+        (
+            &["dir:a", "dir:a/b", "sym:a/b/l:../../x", "hard:h:a/b/l"],
+            "\"h\"",
+            "hard link to a symlink",
+        ),
         (&["fifo:p"], "\"p\"", "FIFO"),
         (&["chr:null"], "\"null\"", "character device"),
     ];
@@ -313,6 +320,14 @@ fn unsafe_paths_are_refused() {
         &[],
         &["evil.zip", "../../evil", "`..`"],
     );
+    // A symlink whose target hides `..` behind a NUL (the kernel stops
+    // reading at the NUL): refused.
+    let z = d.join("nul.zip");
+    common::archives::python(
+        "import sys, zipfile\nz = zipfile.ZipFile(sys.argv[1], 'w')\ni = zipfile.ZipInfo('l')\ni.create_system = 3\ni.external_attr = 0o120777 << 16\nz.writestr(i, b'..\\0x')\nz.close()",
+        &[z.to_str().unwrap()],
+    );
+    refused(d, &entry(&z, "zip", ""), &[], &["nul.zip", "NUL byte"]);
 }
 
 #[test]

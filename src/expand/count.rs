@@ -31,6 +31,8 @@ pub struct Needs {
 pub struct Counter {
     /// Path → is a directory.
     nodes: BTreeMap<Vec<Vec<u8>>, bool>,
+    /// Paths of symlinks (hard links to them are refused, as by the ext4 target).
+    symlinks: std::collections::BTreeSet<Vec<Vec<u8>>>,
     /// The totals.
     pub needs: Needs,
 }
@@ -120,6 +122,7 @@ impl Target for Counter {
         _: InodeMeta,
     ) -> Result<(), MemberError> {
         self.add(path, false)?;
+        self.symlinks.insert(Self::key(path));
         if target.len() >= FAST_SYMLINK_MAX {
             self.needs.blocks += 1;
         }
@@ -133,6 +136,9 @@ impl Target for Counter {
                     "hard link to a path that is not an earlier member",
                 ));
             }
+        }
+        if self.symlinks.contains(&Self::key(to)) {
+            return Err(MemberError::Unsafe("hard link to a symlink"));
         }
         match self.nodes.get(&Self::key(to)) {
             Some(false) => {}

@@ -8,6 +8,11 @@ pub type Components<'a> = Vec<&'a [u8]>;
 /// Split a member name; refuse absolute paths and `..` components. An
 /// empty result (`./`) names the target directory itself.
 pub fn components(name: &[u8]) -> Result<Components<'_>, MemberError> {
+    // PATH_MAX: longer names can't be used on the Pi anyway, and the bound
+    // keeps per-member work (one step per component) small.
+    if name.len() > MAX_NAME_BYTES {
+        return Err(MemberError::Unsafe("name longer than 4095 bytes"));
+    }
     if name.first() == Some(&b'/') {
         return Err(MemberError::Unsafe("absolute path"));
     }
@@ -24,6 +29,9 @@ pub fn components(name: &[u8]) -> Result<Components<'_>, MemberError> {
     }
     Ok(out)
 }
+
+/// Longest member name accepted (Linux `PATH_MAX` − 1).
+pub const MAX_NAME_BYTES: usize = 4095;
 
 /// Junk the old tool dropped (SPEC §9): anything under `__MACOSX/`,
 /// `.DS_Store`, AppleDouble `._*` files, `Thumbs.db`, `desktop.ini`.
@@ -49,6 +57,11 @@ pub fn is_junk(path: &[&[u8]]) -> bool {
 pub fn check_symlink(path: &[&[u8]], target: &[u8]) -> Result<(), MemberError> {
     if target.is_empty() {
         return Err(MemberError::Unsafe("empty symlink target"));
+    }
+    // The kernel reads a target up to its first NUL: `..\0x` would be
+    // `..` on the Pi while it looks like a name here.
+    if target.contains(&0) {
+        return Err(MemberError::Unsafe("NUL byte in the symlink target"));
     }
     if target.first() == Some(&b'/') {
         return Err(MemberError::Unsafe("symlink with an absolute target"));
@@ -78,6 +91,16 @@ pub fn check_symlink(path: &[&[u8]], target: &[u8]) -> Result<(), MemberError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nul_in_a_symlink_target_and_overlong_names_are_refused() {
+        assert!(check_symlink(&[b"a".as_slice(), b"l"], b"..\0x").is_err());
+        assert!(check_symlink(&[b"l".as_slice()], b"x\0/../../etc").is_err());
+        assert!(check_symlink(&[b"a".as_slice(), b"l"], b"../x").is_ok());
+        let long = vec![b'a'; MAX_NAME_BYTES + 1];
+        assert!(components(&long).is_err());
+        assert!(components(&long[..MAX_NAME_BYTES]).is_ok());
+    }
 
     #[test]
     fn names() {

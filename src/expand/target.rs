@@ -137,6 +137,11 @@ impl Target for Ext4Target<'_> {
         if to.is_empty() || self.builder.is_dir(cur) {
             return Err(MemberError::Unsafe("hard link to a directory"));
         }
+        // A relative symlink is safe only at the depth it was checked at: a
+        // hard link elsewhere would move its `..` (SPEC §9 path safety).
+        if self.builder.is_symlink(cur) {
+            return Err(MemberError::Unsafe("hard link to a symlink"));
+        }
         let (parent, name) = self.parent(path)?;
         self.builder.hard_link(parent, name, cur)?;
         Ok(())

@@ -344,6 +344,11 @@ impl Ext4Builder {
         matches!(self.node(ino.0).map(|n| &n.kind), Ok(Kind::Dir { .. }))
     }
 
+    /// True if `ino` is a symbolic link.
+    pub fn is_symlink(&self, ino: Ino) -> bool {
+        matches!(self.node(ino.0).map(|n| &n.kind), Ok(Kind::Symlink { .. }))
+    }
+
     fn check_new_entry(&self, parent: Ino, name: &[u8]) -> Result<(), Ext4Error> {
         if let Err(reason) = is_valid_name(name) {
             return Err(Ext4Error::BadName {
@@ -593,11 +598,11 @@ impl Ext4Builder {
     ) -> Result<Ino, Ext4Error> {
         self.check_new_entry(parent, name)?;
         let path = self.child_path(parent, name);
-        if target.is_empty() || target.len() >= BLOCK_SIZE_USIZE {
+        if target.is_empty() || target.len() >= BLOCK_SIZE_USIZE || target.contains(&0) {
             return Err(Ext4Error::BadSize {
                 path,
                 size: target.len() as u64,
-                reason: "symlink targets must be 1 to 4095 bytes",
+                reason: "symlink targets must be 1 to 4095 bytes, without NUL",
             });
         }
         let block = if target.len() < FAST_SYMLINK_MAX {
