@@ -300,7 +300,10 @@ fn copy_base(
                 };
                 let st = if base.xz {
                     let mut dec = liblzma::read::XzDecoder::new_multi_decoder(&mut hashing);
-                    let st = sparse_copy(&mut dec, out, 0, progress);
+                    // Decode no further than the end of p3: whatever an xz
+                    // stream holds past it belongs to no partition (and an
+                    // endless one would fill the disk).
+                    let st = sparse_copy(&mut (&mut dec).take(base.size), out, 0, progress);
                     // Hash any bytes past the xz stream too.
                     std::io::copy(&mut hashing, &mut std::io::sink()).kind(ExitKind::Failure)?;
                     st
@@ -338,9 +341,11 @@ fn copy_base(
             if base.xz {
                 let (tx, rx) = channel("the xz decoder");
                 let out2 = out.try_clone().kind(ExitKind::Failure)?;
+                let end = base.size;
                 let decoder = std::thread::spawn(move || {
                     let mut dec = liblzma::read::XzDecoder::new_multi_decoder(rx);
-                    let r = sparse_copy(&mut dec, &out2, 0, |_| {});
+                    // No further than the end of p3 (see the local case).
+                    let r = sparse_copy(&mut (&mut dec).take(end), &out2, 0, |_| {});
                     // Drain so the downloader never blocks on a dead decoder.
                     let _ = std::io::copy(dec.get_mut(), &mut std::io::sink());
                     r

@@ -42,7 +42,8 @@ pub fn expand_archives(
             .kind(ExitKind::Failure)?;
         let mut target = Ext4Target::new(builder, root, dir_meta);
         let (bytes, digest) = expand_one(item, plan, &mut target, net, build_dir)?;
-        reporter.item_done(&format!("/data/{}/", item.dest), bytes, digest.as_deref());
+        // The name the plan reported (build.rs: "/data/<dest>").
+        reporter.item_done(&format!("/data/{}", item.dest), bytes, digest.as_deref());
     }
     Ok(())
 }
@@ -139,22 +140,20 @@ fn expand_one(
         }
         ItemSource::Http { url, checksum } if format == Format::Zip => {
             let name = redact(url);
-            let tmp = tempfile::Builder::new()
-                .prefix(".archive.")
-                .suffix(".zip")
-                .tempfile_in(build_dir)
-                .kind(ExitKind::Failure)?;
+            // An unnamed file (O_TMPFILE where available, else unlinked at
+            // once): nothing is left in the build dir even when a signal
+            // ends the process before destructors run.
+            let tmp = tempfile::tempfile_in(build_dir).kind(ExitKind::Failure)?;
             let digest = net
                 .rt
                 .block_on(net.http.download(
                     url,
                     plan.archive_size,
                     checksum.clone(),
-                    &mut FileSink(tmp.as_file()),
+                    &mut FileSink(&tmp),
                 ))
                 .map_err(http_fail)?;
-            let n = expand_zip(tmp.as_file(), &name, limits, target).map_err(to_build_error)?;
-            // `tmp` is deleted when dropped, here.
+            let n = expand_zip(&tmp, &name, limits, target).map_err(to_build_error)?;
             Ok((n, digest))
         }
         ItemSource::Http { url, checksum } => {

@@ -132,14 +132,14 @@ pub fn plan_images(
         );
         let source = match &e.url {
             Some(Source::Http(url)) => {
-                extra_free += e.fullsize;
+                extra_free = extra_free.saturating_add(e.fullsize);
                 ItemSource::Http {
                     url: url.clone(),
                     checksum: None,
                 }
             }
             Some(Source::Local(path)) => {
-                extra_free += e.fullsize;
+                extra_free = extra_free.saturating_add(e.fullsize);
                 ItemSource::Local {
                     path: path.clone(),
                     checksum: None,

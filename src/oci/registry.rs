@@ -436,6 +436,9 @@ impl Registry {
                 });
             };
             manifest_digest = chosen.digest.clone();
+            // Checked before it goes into a URL (and so that the manifest
+            // is always verified against it).
+            sha256_hex(&image, &manifest_digest)?;
             let (_, single) = self.manifest(r, &manifest_digest).await?;
             if single.manifests.is_some() {
                 return Err(OciError::Unsupported {
@@ -449,6 +452,7 @@ impl Registry {
             image: image.clone(),
             message: format!("manifest {manifest_digest} has no config"),
         })?;
+        sha256_hex(&image, &config_desc.digest)?;
         let config_url = Self::url(r, &format!("blobs/{}", config_desc.digest));
         let (config, _) = self.get_small(r, &config_url, None).await?;
         check_digest(&image, "config", &config_desc.digest, &config)?;
