@@ -249,6 +249,29 @@ fn bombs_are_refused() {
         &[],
         &["\"b\"", "400000 bytes are left"],
     );
+    // A 64 MiB GNU long name (read whole by the tar reader): refused after
+    // 1 MiB of header data, not held in memory.
+    let long = d.join("longname.tgz");
+    common::archives::python(
+        "import io, sys, tarfile\nwith tarfile.open(sys.argv[1], 'w:gz', format=tarfile.GNU_FORMAT) as t:\n    ti = tarfile.TarInfo('a' * (64 << 20)); ti.size = 1\n    t.addfile(ti, io.BytesIO(b'x'))",
+        &[long.to_str().unwrap()],
+    );
+    refused(
+        d,
+        &entry(&long, "gztar", "    size: 1MB\n"),
+        &[],
+        &["longname.tgz", "bytes of headers"],
+    );
+    // Junk is dropped, but its data is still decoded to skip it: members
+    // may not declare more than twice the limit in all.
+    let junk = d.join("junk.tgz");
+    crafted_tgz(&junk, &["file:._junk:4000000", "file:a:1"]);
+    refused(
+        d,
+        &entry(&junk, "gztar", "    size: 1MB\n"),
+        &[],
+        &["junk.tgz", "declare more than", "files[0].size"],
+    );
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //! SPEC §9. One concept per file:
 //!
 //! - [`decode`]: the decompressor in front of a tar stream;
-//! - [`channel`]: the bounded network → expansion thread hand-over;
+//! - `crate::fetch::channel`: the bounded network → expansion thread hand-over;
+//! - [`allowance`]: bounds what the tar reader decodes between members;
 //! - [`member`]: names (absolute, `..`, symlink targets) and the junk filter;
 //! - [`limits`]: expanded bytes and entry count;
 //! - [`tar`], [`zip`]: the two walkers;
@@ -16,6 +17,7 @@
 //! refused, naming the member: an image's data partition has no use for
 //! them and they are a classic archive attack.
 
+pub mod allowance;
 pub mod count;
 pub mod decode;
 pub mod error;

@@ -3,6 +3,7 @@
 
 use std::io::Read;
 
+use super::allowance::{Allowance, Allowed, HEADROOM};
 use super::error::{ExpandError, MemberError};
 use super::limits::{Budget, Limits};
 use super::member::{check_symlink, components, is_junk};
@@ -19,13 +20,28 @@ pub fn expand_tar(
     target: &mut dyn Target,
 ) -> Result<u64, ExpandError> {
     let mut budget = Budget::new(limits);
-    let mut ar = ::tar::Archive::new(r);
+    let allowance = Allowance::new(HEADROOM);
+    let mut ar = ::tar::Archive::new(Allowed::new(r, allowance.clone()));
     let entries = ar
         .entries()
         .map_err(|e| ExpandError::archive(archive, format!("not a tar stream: {e}")))?;
+    // Data every header declares, written or skipped: at most twice the
+    // byte limit (files are held to it by the budget; this bounds what
+    // junk and metadata members make us decode).
+    let mut declared = 0u64;
+    let declared_cap = limits.max_bytes.saturating_mul(2).saturating_add(HEADROOM);
     for entry in entries {
         let mut entry =
             entry.map_err(|e| ExpandError::archive(archive, format!("reading a header: {e}")))?;
+        let size = entry.header().entry_size().map_err(|e| {
+            ExpandError::archive(archive, format!("unreadable size in a header: {e}"))
+        })?;
+        // This member's data (in 512-byte blocks), then the next headers.
+        allowance.set(
+            size.div_ceil(512)
+                .saturating_mul(512)
+                .saturating_add(HEADROOM),
+        );
         let raw = entry.path_bytes().into_owned();
         let member = String::from_utf8_lossy(&raw).into_owned();
         let wrap = |error: MemberError| ExpandError::Member {
@@ -35,6 +51,18 @@ pub fn expand_tar(
         };
         budget.entry().map_err(wrap)?;
         one(&mut entry, &raw, &mut budget, target).map_err(wrap)?;
+        // Checked after the member (an oversized file is refused by name
+        // first) and before its unread data would be skipped.
+        declared = declared.saturating_add(size);
+        if declared > declared_cap {
+            return Err(ExpandError::archive(
+                archive,
+                format!(
+                    "its members declare more than {declared_cap} bytes, twice the limit of {} ({})",
+                    limits.max_bytes, limits.bytes_from
+                ),
+            ));
+        }
     }
     // Whatever follows the end-of-archive marker is not decoded (it could
     // be a bomb of its own); callers drain the raw stream for checksums.
