@@ -3,7 +3,7 @@
 //! plan local archives exactly (and refuse bad ones before anything is
 //! written).
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::io::Read;
 
 use super::error::MemberError;
@@ -29,49 +29,78 @@ pub struct Needs {
 /// Measures instead of writing.
 #[derive(Debug, Default)]
 pub struct Counter {
-    /// Path → is a directory.
-    nodes: BTreeMap<Vec<Vec<u8>>, bool>,
-    /// Paths of symlinks (hard links to them are refused, as by the ext4 target).
-    symlinks: std::collections::BTreeSet<Vec<Vec<u8>>>,
+    /// (parent node, name) → node; node 0 is the target directory. One
+    /// step per path component, so a member costs O(its name's length).
+    children: HashMap<(u32, Vec<u8>), u32>,
+    /// Kind of node `n` at index `n - 1`.
+    kinds: Vec<Node>,
     /// The totals.
     pub needs: Needs,
+}
+
+/// What a path names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Node {
+    Dir,
+    File,
+    Symlink,
 }
 
 /// Symlink targets of this many bytes or more take a block (ext4 "fast"
 /// symlinks hold up to 59 bytes in the inode).
 const FAST_SYMLINK_MAX: usize = 60;
 
+/// The target directory's node.
+const ROOT: u32 = 0;
+
 impl Counter {
-    fn key(path: &[&[u8]]) -> Vec<Vec<u8>> {
-        path.iter().map(|c| c.to_vec()).collect()
+    fn kind(&self, node: u32) -> Node {
+        match node.checked_sub(1).and_then(|i| self.kinds.get(i as usize)) {
+            Some(k) => *k,
+            None => Node::Dir,
+        }
+    }
+
+    fn lookup(&self, parent: u32, name: &[u8]) -> Option<u32> {
+        self.children.get(&(parent, name.to_vec())).copied()
+    }
+
+    fn insert(&mut self, parent: u32, name: &[u8], kind: Node) -> Result<u32, MemberError> {
+        self.kinds.push(kind);
+        let id = u32::try_from(self.kinds.len())
+            .map_err(|_| MemberError::Bad("too many members to count".into()))?;
+        self.children.insert((parent, name.to_vec()), id);
+        Ok(id)
     }
 
     /// Walk the parents like the ext4 target: implied directories are
-    /// counted, non-directories refused.
-    fn parents(&mut self, path: &Components<'_>) -> Result<(), MemberError> {
-        for i in 1..path.len() {
-            let k = Self::key(&path[..i]);
-            match self.nodes.get(&k) {
-                Some(true) => {}
-                Some(false) => {
+    /// counted, non-directories refused. Returns the parent's node.
+    fn parents(&mut self, path: &Components<'_>) -> Result<u32, MemberError> {
+        let mut cur = ROOT;
+        for c in path.iter().take(path.len().saturating_sub(1)) {
+            cur = match self.lookup(cur, c) {
+                Some(n) if self.kind(n) == Node::Dir => n,
+                Some(_) => {
                     return Err(MemberError::Unsafe("path goes through a symlink or a file"))
                 }
                 None => {
-                    self.nodes.insert(k, true);
                     self.needs.inodes += 1;
                     self.needs.names += 1;
                     self.needs.dirs += 1;
+                    self.insert(cur, c, Node::Dir)?
                 }
-            }
+            };
         }
-        Ok(())
+        Ok(cur)
     }
 
-    fn add(&mut self, path: &Components<'_>, dir: bool) -> Result<(), MemberError> {
-        self.parents(path)?;
-        let k = Self::key(path);
-        match self.nodes.get(&k) {
-            Some(true) if dir => return Ok(()),
+    fn add(&mut self, path: &Components<'_>, kind: Node) -> Result<(), MemberError> {
+        let parent = self.parents(path)?;
+        let Some(name) = path.last() else {
+            return Ok(());
+        };
+        match self.lookup(parent, name) {
+            Some(n) if kind == Node::Dir && self.kind(n) == Node::Dir => return Ok(()),
             Some(_) => {
                 return Err(MemberError::Bad(
                     "a member of that name already exists".into(),
@@ -79,19 +108,32 @@ impl Counter {
             }
             None => {}
         }
-        self.nodes.insert(k, dir);
+        self.insert(parent, name, kind)?;
         self.needs.inodes += 1;
         self.needs.names += 1;
-        if dir {
+        if kind == Node::Dir {
             self.needs.dirs += 1;
         }
         Ok(())
+    }
+
+    /// The node `path` names, through earlier directories only.
+    fn find(&self, path: &Components<'_>) -> Option<u32> {
+        let mut cur = ROOT;
+        for (i, c) in path.iter().enumerate() {
+            let n = self.lookup(cur, c)?;
+            if i + 1 < path.len() && self.kind(n) != Node::Dir {
+                return None;
+            }
+            cur = n;
+        }
+        Some(cur)
     }
 }
 
 impl Target for Counter {
     fn dir(&mut self, path: &Components<'_>, _: InodeMeta) -> Result<(), MemberError> {
-        self.add(path, true)
+        self.add(path, Node::Dir)
     }
 
     fn file(
@@ -101,7 +143,7 @@ impl Target for Counter {
         _: InodeMeta,
         data: &mut dyn Read,
     ) -> Result<(), MemberError> {
-        self.add(path, false)?;
+        self.add(path, Node::File)?;
         self.needs.blocks += file_blocks(size, MAX_EXTENT_BLOCKS);
         self.needs.bytes += size;
         // Read it through: compressed streams must be decoded to go on, and
@@ -121,8 +163,7 @@ impl Target for Counter {
         target: &[u8],
         _: InodeMeta,
     ) -> Result<(), MemberError> {
-        self.add(path, false)?;
-        self.symlinks.insert(Self::key(path));
+        self.add(path, Node::Symlink)?;
         if target.len() >= FAST_SYMLINK_MAX {
             self.needs.blocks += 1;
         }
@@ -130,33 +171,27 @@ impl Target for Counter {
     }
 
     fn hard_link(&mut self, path: &Components<'_>, to: &Components<'_>) -> Result<(), MemberError> {
-        for i in 1..to.len() {
-            if self.nodes.get(&Self::key(&to[..i])) != Some(&true) {
-                return Err(MemberError::Unsafe(
-                    "hard link to a path that is not an earlier member",
-                ));
-            }
+        let not_earlier = MemberError::Unsafe("hard link to a path that is not an earlier member");
+        let target = match (to.is_empty(), self.find(to)) {
+            (false, Some(n)) => n,
+            _ => return Err(not_earlier),
+        };
+        match self.kind(target) {
+            Node::File => {}
+            Node::Dir => return Err(MemberError::Unsafe("hard link to a directory")),
+            Node::Symlink => return Err(MemberError::Unsafe("hard link to a symlink")),
         }
-        if self.symlinks.contains(&Self::key(to)) {
-            return Err(MemberError::Unsafe("hard link to a symlink"));
-        }
-        match self.nodes.get(&Self::key(to)) {
-            Some(false) => {}
-            Some(true) => return Err(MemberError::Unsafe("hard link to a directory")),
-            None => {
-                return Err(MemberError::Unsafe(
-                    "hard link to a path that is not an earlier member",
-                ))
-            }
-        }
-        self.parents(path)?;
-        let k = Self::key(path);
-        if self.nodes.contains_key(&k) {
+        let parent = self.parents(path)?;
+        let Some(name) = path.last() else {
+            return Err(MemberError::Bad("a hard link needs a name".into()));
+        };
+        if self.lookup(parent, name).is_some() {
             return Err(MemberError::Bad(
                 "a member of that name already exists".into(),
             ));
         }
-        self.nodes.insert(k, false);
+        // A second name for an existing inode: one more entry, no inode.
+        self.insert(parent, name, Node::File)?;
         self.needs.names += 1;
         Ok(())
     }
