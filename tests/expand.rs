@@ -385,3 +385,21 @@ fn entry_count_is_bounded() {
         &["million.tgz", "more than 250000 entries"],
     );
 }
+
+/// A remote archive served without Content-Length can't be bounded: it is
+/// refused while planning (exit 3), before anything is copied or written.
+#[test]
+fn remote_archive_without_a_length_is_refused_at_planning() {
+    let Some(tmp) = setup() else { return };
+    let d = tmp.path();
+    let srv = common::servers::Faulty::start(vec![("a.tgz", common::servers::Behaviour::Endless)]);
+    refused(
+        d,
+        &format!(
+            "  - to: /data/x\n    url: {}\n    via: gztar\n    size: 1MB\n",
+            srv.url("a.tgz")
+        ),
+        &[],
+        &["a.tgz", "no Content-Length"],
+    );
+}

@@ -165,16 +165,17 @@ pub fn plan_archive_item(
             }
         },
     };
-    let archive_size = match (archive_size, f.size) {
-        (Some(s), _) => s,
-        (None, Some(_)) => 0,
-        (None, None) => {
-            return Err(fail(
-                ExitKind::BadInput,
-                format!("{key}: {name} sends no size; declare the expanded `size`"),
-            ))
-        }
-    };
+    // Downloads are bounded by the server's Content-Length (SPEC §9,
+    // download bomb): an archive served without one can't be fetched
+    // safely, so say so now rather than after the base is copied.
+    let archive_size = archive_size.ok_or_else(|| {
+        fail(
+            ExitKind::BadInput,
+            format!(
+                "{key}: {name} sends no Content-Length; the archive's download can not be bounded"
+            ),
+        )
+    })?;
     let limits = Limits::new(key, f.size, archive_size, format.is_compressed());
     let exact = !matches!(source, ItemSource::Http { .. });
     let needs = if unreachable.is_empty() || exact {
