@@ -370,8 +370,10 @@ fn copy_base(
             } else {
                 let mut sink =
                     ProgressSink::new(SparseFileSink { file: out, base: 0 }, reporter, &name);
+                // Exactly the size planned from the probe (or the partition
+                // table): a GET that disagrees is an error, never zero-padded.
                 net.rt
-                    .block_on(net.http.download(url, None, verify, &mut sink))
+                    .block_on(net.http.download(url, Some(base.size), verify, &mut sink))
                     .map_err(http_fail)?;
                 base.size
             }
