@@ -261,10 +261,7 @@ fn decode_from(
     let inner: Box<dyn Read + Send + '_> = match compression {
         Compression::None => Box::new(reader),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
-        Compression::Zstd => Box::new(
-            ruzstd::decoding::StreamingDecoder::new(reader)
-                .map_err(|e| std::io::Error::other(format!("zstd: {e}")))?,
-        ),
+        Compression::Zstd => Box::new(super::zstd::MultiFrameZstd::new(reader)),
     };
     let mut tee = Tee {
         inner,

@@ -6,6 +6,7 @@
 mod archive;
 mod platform;
 mod registry;
+mod zstd;
 
 use std::sync::Arc;
 
