@@ -502,3 +502,72 @@ fn production_command_line_runs_without_the_cache() {
     let (code, log) = image_creator(&["--show-cache", "--cache-dir", cache.to_str().unwrap()]);
     assert_eq!(code, 2, "{log}");
 }
+
+/// Every kind of item in one build — inline, base64, local file, archive,
+/// prebuilt container image, image.yaml, offspot.yaml — gives a clean
+/// filesystem with each in place, and (with SOURCE_DATE_EPOCH) the same
+/// bytes whatever the concurrency.
+#[test]
+fn every_kind_of_item_in_one_reproducible_build() {
+    if !image::tools(&["e2fsck", "debugfs", "gzip", "python3"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let (base, rootfs) = make_base(d);
+    let src = common::archives::make_tree(d);
+    let tgz = d.join("app.tgz");
+    common::archives::pack("gztar", &src, &tgz);
+    std::fs::write(d.join("blob.bin"), common::bytes(3, 2_000_000)).unwrap();
+    // A prebuilt docker-archive given by `url` is copied as is.
+    std::fs::write(d.join("img.tar"), common::bytes(4, 300_000)).unwrap();
+    let extra = format!(
+        "files:\n  - to: /data/a/inline.txt\n    content: hello\n  \
+         - to: /data/a/b64\n    via: base64\n    content: aGk=\n  \
+         - to: /data/a/blob.bin\n    url: {}\n  \
+         - to: /data/apps/x\n    url: {}\n    via: gztar\n\
+         oci_images:\n  - ident: ghcr.io/offspot/demo:1.0\n    filesize: 300000\n    fullsize: 900000\n    url: {}\n\
+         write_config: true\noffspot:\n  timezone: UTC\n",
+        d.join("blob.bin").display(),
+        tgz.display(),
+        d.join("img.tar").display()
+    );
+    let cfg = write_config(d, &base, rootfs, &extra);
+    let mut images = Vec::new();
+    for t in ["1", "4"] {
+        let out = d.join(format!("out{t}.img"));
+        let (code, log) = image::image_creator_env(
+            &["-T", t, cfg.to_str().unwrap(), out.to_str().unwrap()],
+            &[("SOURCE_DATE_EPOCH", "1700000000")],
+        );
+        assert_eq!(code, 0, "{log}");
+        image::fsck_p3(&out);
+        images.push(std::fs::read(&out).unwrap());
+    }
+    assert!(images[0] == images[1], "-T 1 and -T 4 images differ");
+    let out = d.join("out1.img");
+    let back = d.join("back");
+    assert_eq!(image::read_p3(&out, "/a/inline.txt", &back), b"hello");
+    assert_eq!(image::read_p3(&out, "/a/b64", &back), b"hi");
+    assert!(image::read_p3(&out, "/a/blob.bin", &back) == common::bytes(3, 2_000_000));
+    assert!(
+        image::read_p3(
+            &out,
+            "/images/ghcr.io_offspot_demo_1.0_linuxarm64v8.tar",
+            &back
+        ) == common::bytes(4, 300_000)
+    );
+    assert!(
+        String::from_utf8(image::read_p3(&out, "/image.yaml", &back))
+            .unwrap()
+            .contains("ghcr.io/offspot/demo:1.0")
+    );
+    let got = common::rdump(
+        &std::path::PathBuf::from(image::p3_spec(&out)),
+        &d.join("dump"),
+    );
+    common::archives::assert_same_tree(&src, &got.join("apps").join("x"), 0o777, "gztar");
+    // The base's data partition content is carried over beside it all.
+    let ls = image::debugfs_p3(&out, "ls -l /");
+    assert!(ls.contains("master_fs") && ls.contains("images"), "{ls}");
+}
