@@ -625,7 +625,7 @@ fn build_into(ctx: &BuildCtx<'_>) -> Result<(), BuildError> {
     }
     // OCI images (src/oci): written into their reservations, then each file
     // is shrunk to its archive's exact size.
-    for (ino, name, size, digest) in crate::oci::pull_all(net, pulls, concurrency)? {
+    for (ino, name, size, digest) in crate::oci::pull_all(net, pulls, concurrency, reporter)? {
         builder.set_len(ino, size).kind(ExitKind::Failure)?;
         reporter.item_done(&name, size, Some(&digest));
     }

@@ -536,11 +536,33 @@ fn every_kind_of_item_in_one_reproducible_build() {
     let mut images = Vec::new();
     for t in ["1", "4"] {
         let out = d.join(format!("out{t}.img"));
+        let progress = d.join(format!("progress{t}.json"));
         let (code, log) = image::image_creator_env(
-            &["-T", t, cfg.to_str().unwrap(), out.to_str().unwrap()],
+            &[
+                "-T",
+                t,
+                "--progress-file",
+                progress.to_str().unwrap(),
+                cfg.to_str().unwrap(),
+                out.to_str().unwrap(),
+            ],
             &[("SOURCE_DATE_EPOCH", "1700000000")],
         );
         assert_eq!(code, 0, "{log}");
+        // The last snapshot: succeeded, every item done, bytes add up (the
+        // container image's reservation was cut to its archive's size).
+        let p: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&progress).unwrap()).unwrap();
+        assert_eq!(p["status"], "succeeded", "{p}");
+        assert_eq!(p["bytes_done"], p["bytes_total"], "{p}");
+        let items = p["items"].as_array().unwrap();
+        assert!(items.iter().all(|i| i["state"] == "done"), "{p}");
+        assert!(
+            items.iter().any(|i| i["name"]
+                == "/data/images/ghcr.io_offspot_demo_1.0_linuxarm64v8.tar"
+                && i["bytes_done"] == 300_000),
+            "{p}"
+        );
         image::fsck_p3(&out);
         images.push(std::fs::read(&out).unwrap());
     }

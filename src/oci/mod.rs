@@ -8,6 +8,7 @@ mod platform;
 mod registry;
 mod zstd;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use archive::{write_archive, ArchiveSink, ArchiveSizes, CountingSink};
@@ -194,27 +195,82 @@ pub fn pull_all(
     net: &Net,
     jobs: Vec<PullJob>,
     concurrency: usize,
+    reporter: &dyn crate::progress::Reporter,
 ) -> Result<Vec<Pulled>, BuildError> {
     let registry = Registry::new(net.http.clone());
+    let mut tracked = Vec::with_capacity(jobs.len());
+    let jobs: Vec<_> = jobs
+        .into_iter()
+        .map(|(dest, img, w)| {
+            let sink = Arc::new(Counted {
+                inner: w,
+                high: AtomicU64::new(0),
+            });
+            tracked.push((dest.clone(), sink.clone(), 0u64));
+            (dest, img, sink)
+        })
+        .collect();
     let results: Vec<Result<Pulled, OciError>> = net.rt.block_on(async {
         use futures_util::stream::StreamExt;
-        futures_util::stream::iter(jobs.into_iter().map(|(dest, img, w)| {
+        let work = futures_util::stream::iter(jobs.into_iter().map(|(dest, img, sink)| {
             let registry = &registry;
             async move {
-                let ino = w.ino();
-                let sink: Arc<dyn ArchiveSink> = Arc::new(w);
+                reporter.item_started(&dest, Some(sink.inner.size()));
+                let ino = sink.inner.ino();
                 let sizes = write_archive(registry, &img, sink, false).await?;
                 Ok((ino, dest, sizes.filesize, img.manifest_digest.clone()))
             }
         }))
         .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await
+        .collect::<Vec<_>>();
+        // Bytes written so far, reported every PROGRESS_TICK while the
+        // pulls run (writes happen on decoder threads).
+        let ticker = async {
+            loop {
+                tokio::time::sleep(PROGRESS_TICK).await;
+                for (name, sink, reported) in &mut tracked {
+                    let high = sink.high.load(Ordering::Relaxed);
+                    if high > *reported {
+                        reporter.item_progress(name, high - *reported);
+                        *reported = high;
+                    }
+                }
+            }
+        };
+        let (work, ticker) = (std::pin::pin!(work), std::pin::pin!(ticker));
+        match futures_util::future::select(work, ticker).await {
+            futures_util::future::Either::Left((done, _)) => done,
+            futures_util::future::Either::Right((_, work)) => work.await,
+        }
     });
     results
         .into_iter()
         .map(|r| r.map_err(BuildError::from))
         .collect()
+}
+
+/// How often the bytes written by image pulls are reported.
+const PROGRESS_TICK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A reserved file that remembers how far into it the archive has been
+/// written (the high-water mark), for progress.
+struct Counted {
+    inner: FileWriter,
+    high: AtomicU64,
+}
+
+impl ArchiveSink for Counted {
+    fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), String> {
+        self.inner
+            .write_at(offset, data)
+            .map_err(|e| e.to_string())?;
+        self.high
+            .fetch_max(offset.saturating_add(data.len() as u64), Ordering::Relaxed);
+        Ok(())
+    }
+    fn capacity(&self) -> u64 {
+        self.inner.size()
+    }
 }
 
 /// `oci-sizes`: pull `ident` for `platform` without writing anything and

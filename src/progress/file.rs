@@ -338,10 +338,20 @@ impl Reporter for ProgressFile {
             // Items written without progress events count in full here.
             let missing = bytes.saturating_sub(it.bytes_done);
             it.bytes_done += missing;
-            let added = if it.bytes_total.is_none() { bytes } else { 0 };
-            it.bytes_total.get_or_insert(bytes);
+            let done = it.bytes_done;
+            // Finished smaller than planned (a container image's
+            // reservation is cut to the archive's size): the total follows,
+            // so a finished build reads done == total.
+            let (added, removed) = match it.bytes_total {
+                None => (done, 0),
+                Some(t) if t > done => (0, t - done),
+                Some(_) => (0, 0),
+            };
+            if added > 0 || removed > 0 || it.bytes_total.is_none() {
+                it.bytes_total = Some(done);
+            }
             st.snap.bytes_done += missing;
-            st.snap.bytes_total += added;
+            st.snap.bytes_total = (st.snap.bytes_total + added).saturating_sub(removed);
             st.snap.items_done += 1;
         });
     }
