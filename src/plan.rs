@@ -287,6 +287,24 @@ pub fn inspect_base(
     })
 }
 
+/// Size of the local file `files[i].url` (`key`) names; exit 4 when it is
+/// missing or not a regular file.
+pub(crate) fn local_file_size(key: &str, path: &std::path::Path) -> Result<u64, BuildError> {
+    let md = std::fs::metadata(path).map_err(|e| {
+        fail(
+            ExitKind::Unreachable,
+            format!("{key}.url: {}: {e}", path.display()),
+        )
+    })?;
+    if !md.is_file() {
+        return Err(fail(
+            ExitKind::Unreachable,
+            format!("{key}.url: {} is not a regular file", path.display()),
+        ));
+    }
+    Ok(md.len())
+}
+
 fn parent_dirs(dest: &str) -> impl Iterator<Item = &str> {
     dest.char_indices()
         .filter(|&(_, c)| c == '/')
@@ -378,21 +396,7 @@ pub fn make_plan(
                 }
                 Err(e) => return Err(http_fail(e)),
             },
-            ItemSource::Local { path, .. } => {
-                let md = std::fs::metadata(path).map_err(|e| {
-                    fail(
-                        ExitKind::Unreachable,
-                        format!("{key}.url: {}: {e}", path.display()),
-                    )
-                })?;
-                if !md.is_file() {
-                    return Err(fail(
-                        ExitKind::Unreachable,
-                        format!("{key}.url: {} is not a regular file", path.display()),
-                    ));
-                }
-                md.len()
-            }
+            ItemSource::Local { path, .. } => local_file_size(&key, path)?,
         };
         if let Some(declared) = f.size {
             if declared != size {

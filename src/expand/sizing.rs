@@ -136,21 +136,10 @@ pub fn plan_archive_item(
             ))
         }
         ItemSource::Bytes(b) => (Some(b.len() as u64), format!("{key}.content")),
-        ItemSource::Local { path, .. } => {
-            let md = std::fs::metadata(path).map_err(|e| {
-                fail(
-                    ExitKind::Unreachable,
-                    format!("{key}.url: {}: {e}", path.display()),
-                )
-            })?;
-            if !md.is_file() {
-                return Err(fail(
-                    ExitKind::Unreachable,
-                    format!("{key}.url: {} is not a regular file", path.display()),
-                ));
-            }
-            (Some(md.len()), path.display().to_string())
-        }
+        ItemSource::Local { path, .. } => (
+            Some(crate::plan::local_file_size(key, path)?),
+            path.display().to_string(),
+        ),
         ItemSource::Http { url, .. } => match net.rt.block_on(net.http.probe(url)) {
             Ok(p) => (p.size, redact(url)),
             Err(e) if e.is_unreachable() => {

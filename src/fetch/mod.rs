@@ -9,5 +9,7 @@ mod sparse;
 
 pub use digest::{ChecksumMismatch, Hasher, StreamVerifier};
 pub use holes::data_regions;
-pub use http::{first_token, redact, ChunkSink, FetchOptions, Http, HttpError, Probe, BATCH};
+pub use http::{
+    error_chain, first_token, redact, ChunkSink, FetchOptions, Http, HttpError, Probe, BATCH,
+};
 pub use sparse::{sparse_copy, CopyStats, SPARSE_BUF};

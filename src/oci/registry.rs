@@ -539,11 +539,18 @@ async fn read_small(rq: reqwest::RequestBuilder, url: &str) -> Result<Small, Oci
         message,
     };
     let fut = async {
-        let mut resp = rq.send().await.map_err(|e| transport(error_chain(&e)))?;
+        let mut resp = rq
+            .send()
+            .await
+            .map_err(|e| transport(crate::fetch::error_chain(&e)))?;
         let status = resp.status();
         let headers = resp.headers().clone();
         let mut body = Vec::new();
-        while let Some(c) = resp.chunk().await.map_err(|e| transport(error_chain(&e)))? {
+        while let Some(c) = resp
+            .chunk()
+            .await
+            .map_err(|e| transport(crate::fetch::error_chain(&e)))?
+        {
             if body.len() + c.len() > MAX_JSON {
                 return Err(HttpError::TooLong {
                     url: url.to_string(),
@@ -557,17 +564,6 @@ async fn read_small(rq: reqwest::RequestBuilder, url: &str) -> Result<Small, Oci
     Ok(tokio::time::timeout(JSON_TIMEOUT, fut)
         .await
         .map_err(|_| transport("timed out".into()))??)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]
