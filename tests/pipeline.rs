@@ -512,8 +512,15 @@ fn every_kind_of_item_in_one_reproducible_build() {
     if !image::tools(&["e2fsck", "debugfs", "gzip", "python3"]) {
         return;
     }
+    // IC_COMBINED_DIR=DIR builds in DIR (kept) instead of a temp dir, so
+    // two versions of the tool can be compared byte for byte.
     let tmp = tempfile::tempdir().unwrap();
-    let d = tmp.path();
+    let kept = std::env::var_os("IC_COMBINED_DIR").map(std::path::PathBuf::from);
+    if let Some(k) = &kept {
+        let _ = std::fs::remove_dir_all(k);
+        std::fs::create_dir_all(k).unwrap();
+    }
+    let d = kept.as_deref().unwrap_or(tmp.path());
     let (base, rootfs) = make_base(d);
     let src = common::archives::make_tree(d);
     let tgz = d.join("app.tgz");
