@@ -15,7 +15,8 @@ use sha2::{Digest, Sha256};
 use super::platform::Platform;
 use super::OciError;
 use crate::config::{HashAlgo, OciReference};
-use crate::fetch::{ChunkSink, Http, HttpError};
+use crate::fetch::{Http, HttpError};
+use crate::io::ChunkSink;
 
 /// What we accept for a manifest: indexes/lists first, then image manifests.
 const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \

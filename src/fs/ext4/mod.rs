@@ -26,6 +26,7 @@ pub use carry::{scan_old, OldSummary, OldTree};
 pub use error::Ext4Error;
 pub use file::{FileWriter, SequentialWriter};
 pub use host::{add_host_tree, count_host_entries, host_meta, PendingCopies, COPY_BUF};
+pub use layout::BLOCK_SIZE;
 pub use params::{
     source_date_epoch, Ext4Params, InodeMeta, InodePolicy, Timestamp, MAX_EXTENT_BLOCKS,
 };
