@@ -1,4 +1,4 @@
-//! The exit codes of SPEC §7. Every error type of the library says which
+//! The exit codes of docs/spec.md §7. Every error type of the library says which
 //! one it means with an `exit_kind()` method; the binary maps it to the
 //! process exit code.
 

@@ -1,5 +1,5 @@
 //! `image-creator`: parse the command line, run the build, map errors to
-//! the exit codes of SPEC §7. Everything else lives in the library.
+//! the exit codes of docs/spec.md §7. Everything else lives in the library.
 
 use std::io::IsTerminal;
 use std::sync::OnceLock;

@@ -1,4 +1,4 @@
-//! The build pipeline (DESIGN.md "Data flow"), step by step, with cleanup:
+//! The build pipeline (docs/design.md "Data flow"), step by step, with cleanup:
 //! config → plan → base copy → data partition → boot partition → MBR.
 //!
 //! - [`load`]: step 1, the config;

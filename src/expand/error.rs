@@ -9,7 +9,7 @@ use crate::io::{ChecksumMismatch, CopyError};
 /// What is wrong with one member, before the archive's name is attached.
 #[derive(Debug, thiserror::Error)]
 pub enum MemberError {
-    /// A path-safety rule (SPEC §9) refused the member.
+    /// A path-safety rule (docs/spec.md §9) refused the member.
     #[error("refused: {0}")]
     Unsafe(&'static str),
     /// Device nodes, FIFOs and sockets are refused (see README "Archives").

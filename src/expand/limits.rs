@@ -1,4 +1,4 @@
-//! Expansion limits (SPEC §9 "Expansion bomb") and the budget that enforces
+//! Expansion limits (docs/spec.md §9 "Expansion bomb") and the budget that enforces
 //! them while an archive streams.
 
 use super::error::MemberError;

@@ -1,6 +1,6 @@
-//! Archive expansion (SPEC §4 `files[].via`: tar, gztar, bztar, xztar,
+//! Archive expansion (docs/spec.md §4 `files[].via`: tar, gztar, bztar, xztar,
 //! zip) into the data partition, with the hard limits and path rules of
-//! SPEC §9. Planning calls [`measure`] (and [`Limits::new`]); the build
+//! docs/spec.md §9. Planning calls [`measure`] (and [`Limits::new`]); the build
 //! calls [`expand_archive`]. One concept per file:
 //!
 //! - [`format`]: the archive formats and the compression in front of a tar;

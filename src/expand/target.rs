@@ -125,7 +125,7 @@ impl Target for Ext4Target<'_> {
             return Err(MemberError::Unsafe("hard link to a directory"));
         }
         // A relative symlink is safe only at the depth it was checked at: a
-        // hard link elsewhere would move its `..` (SPEC §9 path safety).
+        // hard link elsewhere would move its `..` (docs/spec.md §9 path safety).
         if self.builder.is_symlink(cur) {
             return Err(MemberError::Unsafe("hard link to a symlink"));
         }

@@ -1,4 +1,4 @@
-//! OCI images (SPEC §5): a registry client for the HTTP API v2, platform
+//! OCI images (docs/spec.md §5): a registry client for the HTTP API v2, platform
 //! selection, and a docker-archive writer that streams layers straight
 //! into the image file. Planning resolves images with
 //! [`Registry::resolve`]; the build pulls them with [`pull_all`];

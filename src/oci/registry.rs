@@ -1,4 +1,4 @@
-//! A registry client for the HTTP API v2 (SPEC §5): anonymous bearer
+//! A registry client for the HTTP API v2 (docs/spec.md §5): anonymous bearer
 //! tokens, manifests, manifest lists / OCI indexes, configs and blobs.
 //! Loopback registries (`localhost`, 127.0.0.0/8, `::1`) are spoken to over
 //! plain HTTP, as Docker does by default; every other one over HTTPS.

@@ -13,11 +13,11 @@ use crate::fs::ext4::{self, OldSummary};
 use crate::io::xz;
 use crate::partition::{Mbr, PartitionWindow};
 
-/// Default base image location (SPEC §4), overridable.
+/// Default base image location (docs/spec.md §4), overridable.
 pub const DEFAULT_BASE_URL: &str = "https://drive.offspot.it/base";
 
 /// Largest checksum file read (`kind: url`, a versioned base's `.md5`):
-/// 2 KiB (SPEC §4; a digest and a file name).
+/// 2 KiB (docs/spec.md §4; a digest and a file name).
 const MAX_CHECKSUM_FILE: usize = 2048;
 
 /// Bytes fetched to find the MBR of a remote base: 256 KiB, enough

@@ -245,7 +245,7 @@ fn archive_item(
         // files[] entries are never images.
         ItemSource::Oci(_) => (Some(0), key.to_string()),
     };
-    // Downloads are bounded by the server's Content-Length (SPEC §9,
+    // Downloads are bounded by the server's Content-Length (docs/spec.md §9,
     // download bomb): an archive served without one can't be fetched
     // safely, so say so now rather than after the base is copied.
     let archive_size = archive_size.ok_or_else(|| PlanError::UnboundedArchive {

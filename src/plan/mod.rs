@@ -1,5 +1,5 @@
 //! Planning: config + base image → the items to write, the data
-//! partition's size and the image size (SPEC §6), before anything is
+//! partition's size and the image size (docs/spec.md §6), before anything is
 //! written. One concept per file:
 //!
 //! - [`item`]: what a plan is made of;

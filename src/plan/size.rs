@@ -1,4 +1,4 @@
-//! Sizing (SPEC §6): the blocks and inodes the content needs in the new
+//! Sizing (docs/spec.md §6): the blocks and inodes the content needs in the new
 //! data partition, the smallest filesystem that holds them, and the image
 //! size, checked against `output.size` and `--max-size`.
 

@@ -9,7 +9,7 @@ use super::alloc::{Allocator, Run};
 use super::error::Ext4Error;
 use super::params::Ext4Params;
 
-/// The block size: 4 KiB (DESIGN.md, "The ext4 builder").
+/// The block size: 4 KiB (docs/design.md, "The ext4 builder").
 pub const BLOCK_SIZE: u64 = 4096;
 pub(crate) const BLOCK_SIZE_USIZE: usize = 4096;
 pub(crate) const LOG_BLOCK_SIZE: u32 = 2; // 1024 << 2

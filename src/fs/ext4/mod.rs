@@ -1,6 +1,6 @@
 //! A streaming ext4 builder: lays out a fresh ext4 filesystem inside a
 //! [`PartitionWindow`](crate::partition::PartitionWindow) and streams file
-//! data straight into the blocks it reserved (see DESIGN.md, "The ext4 builder").
+//! data straight into the blocks it reserved (see docs/design.md, "The ext4 builder").
 
 mod alloc;
 mod builder;
