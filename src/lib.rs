@@ -4,6 +4,7 @@
 //! errors to exit codes. See `shared/docs/DESIGN.md` for the architecture.
 
 pub mod build;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod error;
