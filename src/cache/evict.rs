@@ -178,3 +178,172 @@ pub fn eviction_order(order: Eviction, a: &Entry, b: &Entry) -> Ordering {
         .then_with(|| a.key.cmp(&b.key))
         .then_with(|| a.platform.cmp(&b.platform))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::cache::entry::Validators;
+    use crate::cache::key::Key;
+
+    fn policy(text: &str) -> Policy {
+        Policy::parse(text, Path::new("policy.yaml")).expect("valid policy")
+    }
+
+    fn entry(key: &Key, size: u64, added: u64, last_used: u64) -> Entry {
+        Entry {
+            key: key.as_str().to_string(),
+            kind: key.kind(),
+            platform: key.platform().map(str::to_string),
+            size,
+            sha256: format!("{:064x}", size),
+            validators: Validators::default(),
+            source: String::new(),
+            added,
+            checked: added,
+            last_used,
+            use_count: 0,
+        }
+    }
+
+    fn file(name: &str, size: u64, added: u64, last_used: u64) -> Entry {
+        let key = Key::file(&format!("http://h/{name}")).expect("http");
+        entry(&key, size, added, last_used)
+    }
+
+    fn image(name: &str, tag: &str, size: u64, added: u64) -> Entry {
+        let key = Key::image("ghcr.io", "offspot", name, Some(tag), None, "linux/arm64/v8");
+        entry(&key, size, added, added)
+    }
+
+    /// The file names of what the plan evicts, in order.
+    fn evicted(p: &Policy, entries: &[Entry], now: u64) -> Vec<String> {
+        plan(p, entries, now)
+            .into_iter()
+            .map(|x| {
+                let k = &entries[x.index].key;
+                k.rsplit('/').next().unwrap_or(k).to_string()
+            })
+            .collect()
+    }
+
+    /// a: added first, smallest, used last; d: added last, largest, used first.
+    fn four() -> Vec<Entry> {
+        vec![
+            file("a", 10, 100, 900),
+            file("b", 20, 200, 700),
+            file("c", 30, 300, 800),
+            file("d", 40, 400, 600),
+        ]
+    }
+
+    #[test]
+    fn every_strategy_orders_as_named() {
+        for (strategy, expected) in [
+            ("oldest", ["a", "b"]),
+            ("newest", ["d", "c"]),
+            ("largest", ["d", "c"]),
+            ("smallest", ["a", "b"]),
+            ("lru", ["d", "b"]),
+        ] {
+            let p = policy(&format!("max_num: 2\neviction: {strategy}\n"));
+            assert_eq!(evicted(&p, &four(), 1000), expected, "{strategy}");
+        }
+    }
+
+    #[test]
+    fn max_size_removes_until_it_fits() {
+        // 100 bytes held; 55 allowed: lru removes d (40) then b (20).
+        let p = policy("max_size: 55\n");
+        assert_eq!(evicted(&p, &four(), 1000), ["d", "b"]);
+        let p = policy("max_size: 100\n");
+        assert!(evicted(&p, &four(), 1000).is_empty());
+    }
+
+    #[test]
+    fn max_age_at_each_level_most_specific_wins() {
+        let entries = vec![
+            file("old.zim", 1, 0, 0),
+            file("keep-old", 1, 0, 0),
+            image("x", "1", 1, 0),
+            file("new", 1, 900, 900),
+        ];
+        // main 1000 s: nothing is that old at now = 1000.
+        assert!(evicted(&policy("max_age: 1000\n"), &entries, 1000).is_empty());
+        // files 500 s: both old files, not the old image, not the new file.
+        assert_eq!(
+            evicted(&policy("max_age: 1000\nfiles:\n  max_age: 500\n"), &entries, 1000),
+            ["old.zim", "keep-old"]
+        );
+        // a filter's 50 s applies to its own entries only.
+        let p = policy("files:\n  filters:\n    - pattern: '\\.zim$'\n      max_age: 50\n");
+        assert_eq!(evicted(&p, &entries, 1000), ["old.zim"]);
+        // the image sub-policy.
+        let p = policy("oci_images:\n  max_age: 10\n");
+        assert_eq!(evicted(&p, &entries, 1000), ["x:1"]);
+    }
+
+    #[test]
+    fn max_num_and_max_size_per_level() {
+        let entries = vec![
+            file("a.zim", 10, 1, 1),
+            file("b.zim", 10, 2, 2),
+            file("c.bin", 10, 3, 3),
+            image("x", "1", 10, 4),
+            image("y", "1", 10, 5),
+        ];
+        // files max_num 2 leaves images alone; lru: a.zim goes.
+        assert_eq!(
+            evicted(&policy("files:\n  max_num: 2\n"), &entries, 10),
+            ["a.zim"]
+        );
+        // a filter's max_num counts only its entries.
+        let p = policy("files:\n  filters:\n    - pattern: zim\n      max_num: 1\n      eviction: newest\n");
+        assert_eq!(evicted(&p, &entries, 10), ["b.zim"]);
+        // oci_images max_size 15: one image of 10 goes (oldest added = x).
+        let p = policy("oci_images:\n  max_size: 15\n  eviction: oldest\n");
+        assert_eq!(evicted(&p, &entries, 10), ["x:1"]);
+        // levels combine: filter first, then the main limit over what is left.
+        let p = policy("max_num: 3\neviction: largest\nfiles:\n  filters:\n    - pattern: zim\n      max_num: 1\n      eviction: oldest\n");
+        let got = evicted(&p, &entries, 10);
+        assert_eq!(got[0], "a.zim");
+        assert_eq!(got.len(), 2, "{got:?}");
+        // main's max_size over everything (50 held, 30 allowed, oldest first).
+        let p = policy("max_size: 30\neviction: oldest\n");
+        assert_eq!(evicted(&p, &entries, 10), ["a.zim", "b.zim"]);
+    }
+
+    #[test]
+    fn ignored_and_disabled_entries_are_evicted() {
+        let entries = vec![file("tmp.iso", 1, 1, 1), file("k.zim", 1, 1, 1), image("x", "1", 1, 1)];
+        let p = policy("files:\n  filters:\n    - pattern: iso\n      ignore: true\noci_images:\n  enabled: false\n");
+        let got = plan(&p, &entries, 10);
+        assert_eq!(got.len(), 2);
+        assert!(matches!(got[0].reason, EvictReason::NotCached(NotCached::Ignored(_))));
+        assert!(matches!(got[1].reason, EvictReason::NotCached(NotCached::SubPolicyDisabled(_))));
+    }
+
+    #[test]
+    fn keeps_the_n_highest_identified_versions() {
+        let entries = vec![
+            file("wikipedia_en_all_2023-10.zim", 1, 1, 1),
+            file("wikipedia_en_all_2024-01.zim", 1, 2, 2),
+            file("wikipedia_en_all_2023-12.zim", 1, 3, 3),
+            file("wiktionary_fr_all_2020-01.zim", 1, 4, 4),
+            image("kiwix-serve", "1.9", 1, 5),
+            image("kiwix-serve", "1.10", 1, 6),
+            image("kiwix-serve", "1.2", 1, 7),
+            image("other", "0.1", 1, 8),
+        ];
+        let got = evicted(&policy("keep_identified_versions: 2\n"), &entries, 10);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got.contains(&"wikipedia_en_all_2023-10.zim".to_string()));
+        assert!(got.contains(&"kiwix-serve:1.2".to_string()));
+        // Only images keep 1: 1.10 is the highest naturally.
+        let got = evicted(&policy("oci_images:\n  keep_identified_versions: 1\n"), &entries, 10);
+        let mut got = got;
+        got.sort();
+        assert_eq!(got, ["kiwix-serve:1.2", "kiwix-serve:1.9"]);
+    }
+}

@@ -120,7 +120,7 @@ files:
       max_size: 1G
     -   pattern: \"x\"
 
-      ignore: true
+        ignore: true
 oci_images:
   filters:
   - pattern: kiwix

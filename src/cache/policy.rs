@@ -505,3 +505,163 @@ macro_rules! raw_limits {
 raw_limits!(RawMain);
 raw_limits!(RawSub);
 raw_limits!(RawFilter);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Policy, CacheError> {
+        Policy::parse(text, Path::new("/c/policy.yaml"))
+    }
+
+    fn parse_err(text: &str) -> String {
+        parse(text).expect_err("must be rejected").to_string()
+    }
+
+    fn file(url: &str) -> Key {
+        Key::file(url).expect("http url")
+    }
+
+    fn image(name: &str, tag: &str) -> Key {
+        Key::image("ghcr.io", "offspot", name, Some(tag), None, "linux/arm64/v8")
+    }
+
+    #[test]
+    fn absent_file_gives_the_defaults_and_present_file_does_not() -> Result<(), CacheError> {
+        let dir = tempfile::tempdir().map_err(CacheError::io("tmp", "creating"))?;
+        let p = Policy::load(dir.path())?;
+        assert!(p.enabled);
+        assert_eq!(p.limits.max_size, Some(10 * 1024 * 1024 * 1024));
+        assert_eq!(p.limits.eviction, Some(Eviction::Lru));
+        let p = parse("")?;
+        assert!(p.enabled);
+        assert_eq!(p.limits, Limits::default());
+        let p = parse("max_num: 3\n")?;
+        assert_eq!(p.limits.max_size, None);
+        assert_eq!(p.eviction_of(Scope::Main), Eviction::Lru);
+        assert!(!parse("enabled: false\n")?.enabled);
+        Ok(())
+    }
+
+    #[test]
+    fn full_schema_parses_with_config_units() -> Result<(), CacheError> {
+        let p = parse(
+            "enabled: true\nmax_size: 10G\nmax_age: 30d\nmax_num: 100\ncheck_after: 12h\n\
+             keep_identified_versions: 2\neviction: oldest\n\
+             oci_images:\n  enabled: true\n  max_size: 2GiB\n  eviction: largest\n\
+             files:\n  max_age: 1w\n  filters:\n    - pattern: wikipedia\n      ignore: false\n      \
+             max_size: 500M\n      check_after: 3600\n      keep_identified_versions: 1\n      eviction: smallest\n    \
+             - pattern: '\\.tmp$'\n      ignore: true\n",
+        )?;
+        assert_eq!(p.limits.max_size, Some(10_000_000_000));
+        assert_eq!(p.limits.max_age, Some(30 * 86_400));
+        assert_eq!(p.limits.check_after, Some(12 * 3600));
+        assert_eq!(p.oci_images.limits.max_size, Some(2 << 30));
+        assert_eq!(p.files.limits.max_age, Some(7 * 86_400));
+        let f = &p.files.filters[0];
+        assert_eq!(f.limits.max_size, Some(500_000_000));
+        assert_eq!(f.limits.check_after, Some(3600));
+        assert!(p.files.filters[1].ignore);
+        assert_eq!(p.eviction_of(Scope::Filter(EntryKind::File, 0)), Eviction::Smallest);
+        assert_eq!(p.eviction_of(Scope::Filter(EntryKind::File, 1)), Eviction::Oldest);
+        assert_eq!(p.eviction_of(Scope::Sub(EntryKind::Image)), Eviction::Largest);
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_key_and_line() {
+        let e = parse_err("max_size: 1G\nmax_sise: 2G\n");
+        assert!(e.contains("max_sise") && e.contains("line 2"), "{e}");
+        let e = parse_err("files:\n  filters:\n    - pattern: x\n      ignored: true\n");
+        assert!(e.contains("ignored") && e.contains("line 4"), "{e}");
+        let e = parse_err("oci_images:\n  max_size: 12X\n");
+        assert!(e.contains("max_size") && e.contains("12X") && e.contains("line 2"), "{e}");
+        let e = parse_err("eviction: random\n");
+        assert!(e.contains("random") && e.contains("line 1"), "{e}");
+        let e = parse_err("max_age: 1.5d\n");
+        assert!(e.contains("max_age") && e.contains("line 1"), "{e}");
+        let e = parse_err("files:\n  filters:\n    - pattern: '(unclosed'\n");
+        assert!(e.contains("files.filters[0].pattern (line 3)"), "{e}");
+        assert!(e.contains("/c/policy.yaml"), "{e}");
+        assert!(parse("max_num: -1\n").is_err());
+    }
+
+    #[test]
+    fn limits_may_not_exceed_the_parent() {
+        let e = parse_err("max_size: 1G\nfiles:\n  max_size: 2G\n");
+        assert!(e.contains("files.max_size (line 3)") && e.contains("exceeds"), "{e}");
+        let e = parse_err("max_num: 5\noci_images:\n  max_num: 0\n");
+        assert!(e.contains("oci_images.max_num (line 3)"), "{e}");
+        let e = parse_err(
+            "files:\n  max_age: 1d\n  filters:\n  - pattern: a\n  - pattern: b\n    max_age: 2d\n",
+        );
+        assert!(e.contains("files.filters[1].max_age (line 6)"), "{e}");
+        // A filter is bounded by the main policy through its sub-policy.
+        let e = parse_err("keep_identified_versions: 2\nfiles:\n  filters:\n    - pattern: a\n      keep_identified_versions: 3\n");
+        assert!(e.contains("files.filters[0].keep_identified_versions (line 5)"), "{e}");
+        // Equal or smaller is fine; an unlimited parent allows anything.
+        assert!(parse("max_size: 2G\nfiles:\n  max_size: 2G\n  filters:\n    - pattern: a\n      max_size: 1G\n").is_ok());
+        assert!(parse("files:\n  max_size: 0\n").is_ok());
+    }
+
+    #[test]
+    fn decisions_follow_sub_policies_and_first_matching_filter() -> Result<(), CacheError> {
+        let p = parse(
+            "check_after: 1d\nfiles:\n  check_after: 2h\n  filters:\n    \
+             - pattern: WIKIPEDIA_EN\n      check_after: 1h\n    \
+             - pattern: wikipedia\n      ignore: true\n\
+             oci_images:\n  enabled: false\n",
+        )?;
+        let en = file("https://m.org/zim/wikipedia_en_all_2024-01.zim");
+        let Decision::Cached(eff) = p.decide(&en) else {
+            panic!("cached")
+        };
+        assert_eq!(eff.owner, Scope::Filter(EntryKind::File, 0));
+        // The filter's check_after wins over the sub-policy's and the main one's.
+        assert_eq!(eff.limits.check_after, Some(3600));
+        assert!(!eff.is_due(1000, 1000 + 3599));
+        assert!(eff.is_due(1000, 1000 + 3600));
+        assert_eq!(
+            p.decide(&file("https://m.org/zim/wikipedia_fr_all_2024-01.zim")),
+            Decision::NotCached(NotCached::Ignored(Scope::Filter(EntryKind::File, 1)))
+        );
+        let other = file("https://m.org/other.bin");
+        let Decision::Cached(eff) = p.decide(&other) else {
+            panic!("cached")
+        };
+        assert_eq!(eff.owner, Scope::Sub(EntryKind::File));
+        assert_eq!(eff.limits.check_after, Some(7200));
+        // enabled: false on a sub-policy is honoured.
+        assert_eq!(
+            p.decide(&image("kiwix-serve", "3.8.1")),
+            Decision::NotCached(NotCached::SubPolicyDisabled(EntryKind::Image))
+        );
+        // No check_after anywhere: always due.
+        let Decision::Cached(eff) = parse("")?.decide(&other) else {
+            panic!("cached")
+        };
+        assert!(eff.is_due(5, 5));
+        Ok(())
+    }
+
+    #[test]
+    fn patterns_are_searched_in_the_key_text() -> Result<(), CacheError> {
+        let p = parse("oci_images:\n  filters:\n    - pattern: 'offspot/kiwix-serve:3\\.'\n      ignore: true\nfiles:\n  filters:\n    - pattern: ^files/https/\n      ignore: true\n")?;
+        assert!(matches!(p.decide(&image("kiwix-serve", "3.8.1")), Decision::NotCached(_)));
+        assert!(matches!(p.decide(&image("kiwix-serve", "4.0")), Decision::Cached(_)));
+        assert!(matches!(p.decide(&file("https://h/x")), Decision::NotCached(_)));
+        assert!(matches!(p.decide(&file("http://h/x")), Decision::Cached(_)));
+        Ok(())
+    }
+
+    #[test]
+    fn max_entry_size_is_the_tightest_scope() -> Result<(), CacheError> {
+        let p = parse("max_size: 10G\nfiles:\n  max_size: 5G\n  filters:\n    - pattern: big\n      max_size: 1G\n")?;
+        let Decision::Cached(eff) = p.decide(&file("http://h/big")) else {
+            panic!("cached")
+        };
+        assert!(eff.admits(1_000_000_000));
+        assert!(!eff.admits(1_000_000_001));
+        Ok(())
+    }
+}
