@@ -134,7 +134,12 @@ impl Entry {
 mod tests {
     use super::*;
 
-    fn v(digest: Option<&str>, etag: Option<&str>, len: Option<u64>, lm: Option<&str>) -> Validators {
+    fn v(
+        digest: Option<&str>,
+        etag: Option<&str>,
+        len: Option<u64>,
+        lm: Option<&str>,
+    ) -> Validators {
         Validators {
             digest: digest.map(str::to_string),
             etag: etag.map(str::to_string),

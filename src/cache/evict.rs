@@ -130,7 +130,9 @@ pub fn plan(policy: &Policy, entries: &[Entry], now: u64) -> Vec<Planned> {
         }
         let mut members: Vec<usize> = (0..entries.len())
             .filter(|&i| !gone[i])
-            .filter(|&i| matches!(&decisions[i], Decision::Cached(eff) if eff.scopes.contains(&scope)))
+            .filter(
+                |&i| matches!(&decisions[i], Decision::Cached(eff) if eff.scopes.contains(&scope)),
+            )
             .collect();
         let order = policy.eviction_of(scope);
         members.sort_by(|&a, &b| eviction_order(order, &entries[a], &entries[b]));
@@ -213,7 +215,14 @@ mod tests {
     }
 
     fn image(name: &str, tag: &str, size: u64, added: u64) -> Entry {
-        let key = Key::image("ghcr.io", "offspot", name, Some(tag), None, "linux/arm64/v8");
+        let key = Key::image(
+            "ghcr.io",
+            "offspot",
+            name,
+            Some(tag),
+            None,
+            "linux/arm64/v8",
+        );
         entry(&key, size, added, added)
     }
 
@@ -273,7 +282,11 @@ mod tests {
         assert!(evicted(&policy("max_age: 1000\n"), &entries, 1000).is_empty());
         // files 500 s: both old files, not the old image, not the new file.
         assert_eq!(
-            evicted(&policy("max_age: 1000\nfiles:\n  max_age: 500\n"), &entries, 1000),
+            evicted(
+                &policy("max_age: 1000\nfiles:\n  max_age: 500\n"),
+                &entries,
+                1000
+            ),
             ["old.zim", "keep-old"]
         );
         // a filter's 50 s applies to its own entries only.
@@ -299,7 +312,9 @@ mod tests {
             ["a.zim"]
         );
         // a filter's max_num counts only its entries.
-        let p = policy("files:\n  filters:\n    - pattern: zim\n      max_num: 1\n      eviction: newest\n");
+        let p = policy(
+            "files:\n  filters:\n    - pattern: zim\n      max_num: 1\n      eviction: newest\n",
+        );
         assert_eq!(evicted(&p, &entries, 10), ["b.zim"]);
         // oci_images max_size 15: one image of 10 goes (oldest added = x).
         let p = policy("oci_images:\n  max_size: 15\n  eviction: oldest\n");
@@ -316,12 +331,22 @@ mod tests {
 
     #[test]
     fn ignored_and_disabled_entries_are_evicted() {
-        let entries = vec![file("tmp.iso", 1, 1, 1), file("k.zim", 1, 1, 1), image("x", "1", 1, 1)];
+        let entries = vec![
+            file("tmp.iso", 1, 1, 1),
+            file("k.zim", 1, 1, 1),
+            image("x", "1", 1, 1),
+        ];
         let p = policy("files:\n  filters:\n    - pattern: iso\n      ignore: true\noci_images:\n  enabled: false\n");
         let got = plan(&p, &entries, 10);
         assert_eq!(got.len(), 2);
-        assert!(matches!(got[0].reason, EvictReason::NotCached(NotCached::Ignored(_))));
-        assert!(matches!(got[1].reason, EvictReason::NotCached(NotCached::SubPolicyDisabled(_))));
+        assert!(matches!(
+            got[0].reason,
+            EvictReason::NotCached(NotCached::Ignored(_))
+        ));
+        assert!(matches!(
+            got[1].reason,
+            EvictReason::NotCached(NotCached::SubPolicyDisabled(_))
+        ));
     }
 
     #[test]
@@ -341,7 +366,11 @@ mod tests {
         assert!(got.contains(&"wikipedia_en_all_2023-10.zim".to_string()));
         assert!(got.contains(&"kiwix-serve:1.2".to_string()));
         // Only images keep 1: 1.10 is the highest naturally.
-        let got = evicted(&policy("oci_images:\n  keep_identified_versions: 1\n"), &entries, 10);
+        let got = evicted(
+            &policy("oci_images:\n  keep_identified_versions: 1\n"),
+            &entries,
+            10,
+        );
         let mut got = got;
         got.sort();
         assert_eq!(got, ["kiwix-serve:1.2", "kiwix-serve:1.9"]);

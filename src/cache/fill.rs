@@ -117,7 +117,9 @@ impl Filler {
             tmp,
             progress,
         } = self;
-        let mut p = progress.into_inner().unwrap_or_else(PoisonError::into_inner);
+        let mut p = progress
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
         let incomplete = |reason: String| CacheError::IncompleteFill {
             key: key.to_string(),
             reason,
@@ -139,7 +141,9 @@ impl Filler {
             .map_err(CacheError::io(tmp.path(), "stat"))?
             .len();
         if on_disk != size {
-            return Err(incomplete(format!("temp file is {on_disk} bytes, expected {size}")));
+            return Err(incomplete(format!(
+                "temp file is {on_disk} bytes, expected {size}"
+            )));
         }
         if p.rehash {
             p.hasher = Sha256::new();
@@ -152,7 +156,10 @@ impl Filler {
                 .read_at(&mut buf[..want], p.hashed)
                 .map_err(CacheError::io(tmp.path(), "reading back"))?;
             if n == 0 {
-                return Err(incomplete(format!("temp file ends at {} of {size}", p.hashed)));
+                return Err(incomplete(format!(
+                    "temp file ends at {} of {size}",
+                    p.hashed
+                )));
             }
             p.hasher.update(&buf[..n]);
             p.hashed += u64::try_from(n).unwrap_or(u64::MAX);

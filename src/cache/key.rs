@@ -128,10 +128,7 @@ impl Key {
                 let last_slash = rest.rfind('/').unwrap_or(0);
                 let identity = rest[last_slash..].find(':').map(|i| {
                     let (base, tag) = rest.split_at(last_slash + i);
-                    Identity::new(
-                        format!("{base} {}", platform.unwrap_or("")),
-                        &tag[1..],
-                    )
+                    Identity::new(format!("{base} {}", platform.unwrap_or("")), &tag[1..])
                 });
                 Key {
                     kind,

@@ -49,16 +49,18 @@ fn find(lines: &[Line<'_>], path: &[Seg<'_>]) -> Option<usize> {
     let indent = lines.first()?.indent;
     match *seg {
         Seg::Key(key) => {
-            let at = lines.iter().position(|l| {
-                l.indent == indent && key_of(l.content).is_some_and(|k| k == key)
-            })?;
+            let at = lines
+                .iter()
+                .position(|l| l.indent == indent && key_of(l.content).is_some_and(|k| k == key))?;
             if rest.is_empty() {
                 return Some(lines[at].number);
             }
             // A sequence value may sit at the key's own indentation.
             let end = lines[at + 1..]
                 .iter()
-                .position(|l| l.indent < indent || (l.indent == indent && !l.content.starts_with("- ")))
+                .position(|l| {
+                    l.indent < indent || (l.indent == indent && !l.content.starts_with("- "))
+                })
                 .map_or(lines.len(), |n| at + 1 + n);
             let child = &lines[at + 1..end];
             if child.first().is_some_and(|l| l.indent == indent) {
@@ -133,22 +135,37 @@ oci_images:
         assert_eq!(line_of(DOC, &[Key("max_size")]), Some(2));
         assert_eq!(line_of(DOC, &[Key("files"), Key("max_size")]), Some(4));
         assert_eq!(
-            line_of(DOC, &[Key("files"), Key("filters"), Index(0), Key("max_size")]),
+            line_of(
+                DOC,
+                &[Key("files"), Key("filters"), Index(0), Key("max_size")]
+            ),
             Some(7)
         );
         assert_eq!(
-            line_of(DOC, &[Key("files"), Key("filters"), Index(1), Key("pattern")]),
+            line_of(
+                DOC,
+                &[Key("files"), Key("filters"), Index(1), Key("pattern")]
+            ),
             Some(8)
         );
         assert_eq!(
-            line_of(DOC, &[Key("files"), Key("filters"), Index(1), Key("ignore")]),
+            line_of(
+                DOC,
+                &[Key("files"), Key("filters"), Index(1), Key("ignore")]
+            ),
             Some(10)
         );
         assert_eq!(
-            line_of(DOC, &[Key("oci_images"), Key("filters"), Index(0), Key("max_num")]),
+            line_of(
+                DOC,
+                &[Key("oci_images"), Key("filters"), Index(0), Key("max_num")]
+            ),
             Some(14)
         );
         assert_eq!(line_of(DOC, &[Key("files"), Key("max_num")]), None);
-        assert_eq!(line_of(DOC, &[Key("files"), Key("filters"), Index(2)]), None);
+        assert_eq!(
+            line_of(DOC, &[Key("files"), Key("filters"), Index(2)]),
+            None
+        );
     }
 }

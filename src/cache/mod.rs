@@ -146,10 +146,12 @@ pub fn unix_now() -> u64 {
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// An open, enabled cache. Cheap to clone; `Send + Sync`.
@@ -529,7 +531,12 @@ impl Inner {
     }
 
     /// Drop a broken entry if its key is free and it still names `sha`.
-    pub(crate) fn drop_entry(&self, key: &Key, sha: &str, force_blob: bool) -> Result<(), CacheError> {
+    pub(crate) fn drop_entry(
+        &self,
+        key: &Key,
+        sha: &str,
+        force_blob: bool,
+    ) -> Result<(), CacheError> {
         let h = key.hash();
         let Some(_lock) = LockFile::try_acquire(&self.layout.key_lock(&h), Mode::Exclusive)? else {
             return Ok(()); // being refilled right now
@@ -590,7 +597,9 @@ impl Inner {
             let blobs = self.layout.blobs_dir();
             for shard in fs_err::read_dir(&blobs).map_err(CacheError::io(&blobs, "listing"))? {
                 let shard = shard.map_err(CacheError::io(&blobs, "listing"))?.path();
-                let Ok(files) = std::fs::read_dir(&shard) else { continue };
+                let Ok(files) = std::fs::read_dir(&shard) else {
+                    continue;
+                };
                 for f in files.filter_map(Result::ok) {
                     let name = f.file_name().to_string_lossy().into_owned();
                     if !referenced.contains(&name) && std::fs::remove_file(f.path()).is_ok() {

@@ -523,7 +523,14 @@ mod tests {
     }
 
     fn image(name: &str, tag: &str) -> Key {
-        Key::image("ghcr.io", "offspot", name, Some(tag), None, "linux/arm64/v8")
+        Key::image(
+            "ghcr.io",
+            "offspot",
+            name,
+            Some(tag),
+            None,
+            "linux/arm64/v8",
+        )
     }
 
     #[test]
@@ -562,9 +569,18 @@ mod tests {
         assert_eq!(f.limits.max_size, Some(500_000_000));
         assert_eq!(f.limits.check_after, Some(3600));
         assert!(p.files.filters[1].ignore);
-        assert_eq!(p.eviction_of(Scope::Filter(EntryKind::File, 0)), Eviction::Smallest);
-        assert_eq!(p.eviction_of(Scope::Filter(EntryKind::File, 1)), Eviction::Oldest);
-        assert_eq!(p.eviction_of(Scope::Sub(EntryKind::Image)), Eviction::Largest);
+        assert_eq!(
+            p.eviction_of(Scope::Filter(EntryKind::File, 0)),
+            Eviction::Smallest
+        );
+        assert_eq!(
+            p.eviction_of(Scope::Filter(EntryKind::File, 1)),
+            Eviction::Oldest
+        );
+        assert_eq!(
+            p.eviction_of(Scope::Sub(EntryKind::Image)),
+            Eviction::Largest
+        );
         Ok(())
     }
 
@@ -575,7 +591,10 @@ mod tests {
         let e = parse_err("files:\n  filters:\n    - pattern: x\n      ignored: true\n");
         assert!(e.contains("ignored") && e.contains("line 4"), "{e}");
         let e = parse_err("oci_images:\n  max_size: 12X\n");
-        assert!(e.contains("max_size") && e.contains("12X") && e.contains("line 2"), "{e}");
+        assert!(
+            e.contains("max_size") && e.contains("12X") && e.contains("line 2"),
+            "{e}"
+        );
         let e = parse_err("eviction: random\n");
         assert!(e.contains("random") && e.contains("line 1"), "{e}");
         let e = parse_err("max_age: 1.5d\n");
@@ -589,7 +608,10 @@ mod tests {
     #[test]
     fn limits_may_not_exceed_the_parent() {
         let e = parse_err("max_size: 1G\nfiles:\n  max_size: 2G\n");
-        assert!(e.contains("files.max_size (line 3)") && e.contains("exceeds"), "{e}");
+        assert!(
+            e.contains("files.max_size (line 3)") && e.contains("exceeds"),
+            "{e}"
+        );
         let e = parse_err("max_num: 5\noci_images:\n  max_num: 0\n");
         assert!(e.contains("oci_images.max_num (line 3)"), "{e}");
         let e = parse_err(
@@ -598,7 +620,10 @@ mod tests {
         assert!(e.contains("files.filters[1].max_age (line 6)"), "{e}");
         // A filter is bounded by the main policy through its sub-policy.
         let e = parse_err("keep_identified_versions: 2\nfiles:\n  filters:\n    - pattern: a\n      keep_identified_versions: 3\n");
-        assert!(e.contains("files.filters[0].keep_identified_versions (line 5)"), "{e}");
+        assert!(
+            e.contains("files.filters[0].keep_identified_versions (line 5)"),
+            "{e}"
+        );
         // Equal or smaller is fine; an unlimited parent allows anything.
         assert!(parse("max_size: 2G\nfiles:\n  max_size: 2G\n  filters:\n    - pattern: a\n      max_size: 1G\n").is_ok());
         assert!(parse("files:\n  max_size: 0\n").is_ok());
@@ -647,9 +672,18 @@ mod tests {
     #[test]
     fn patterns_are_searched_in_the_key_text() -> Result<(), CacheError> {
         let p = parse("oci_images:\n  filters:\n    - pattern: 'offspot/kiwix-serve:3\\.'\n      ignore: true\nfiles:\n  filters:\n    - pattern: ^files/https/\n      ignore: true\n")?;
-        assert!(matches!(p.decide(&image("kiwix-serve", "3.8.1")), Decision::NotCached(_)));
-        assert!(matches!(p.decide(&image("kiwix-serve", "4.0")), Decision::Cached(_)));
-        assert!(matches!(p.decide(&file("https://h/x")), Decision::NotCached(_)));
+        assert!(matches!(
+            p.decide(&image("kiwix-serve", "3.8.1")),
+            Decision::NotCached(_)
+        ));
+        assert!(matches!(
+            p.decide(&image("kiwix-serve", "4.0")),
+            Decision::Cached(_)
+        ));
+        assert!(matches!(
+            p.decide(&file("https://h/x")),
+            Decision::NotCached(_)
+        ));
         assert!(matches!(p.decide(&file("http://h/x")), Decision::Cached(_)));
         Ok(())
     }

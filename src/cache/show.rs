@@ -104,8 +104,16 @@ impl Report {
             &[vec![
                 human_size(self.summary.size),
                 self.summary.entries.to_string(),
-                self.summary.oldest.as_deref().map(short_date).unwrap_or_default(),
-                self.summary.newest.as_deref().map(short_date).unwrap_or_default(),
+                self.summary
+                    .oldest
+                    .as_deref()
+                    .map(short_date)
+                    .unwrap_or_default(),
+                self.summary
+                    .newest
+                    .as_deref()
+                    .map(short_date)
+                    .unwrap_or_default(),
             ]],
         );
         out.push('\n');
@@ -173,7 +181,8 @@ fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 
 /// `2024-01-31T12:00:00Z` → `2024-01-31 12:00`.
 fn short_date(rfc: &str) -> String {
-    rfc.get(..16).map_or_else(|| rfc.to_string(), |s| s.replace('T', " "))
+    rfc.get(..16)
+        .map_or_else(|| rfc.to_string(), |s| s.replace('T', " "))
 }
 
 /// Decimal units, as the old tool's `humanfriendly.format_size`.
