@@ -677,3 +677,38 @@ fn garbage_collection_waits_for_no_other_user() -> R {
     );
     Ok(())
 }
+
+#[test]
+fn a_read_only_open_changes_nothing() -> R {
+    let dir = tempfile::tempdir()?;
+    let absent = dir.path().join("never-made");
+    let ro = Cache::open_read_only(&absent)?.ok_or("enabled")?;
+    assert!(ro.is_read_only());
+    assert!(ro.entries()?.is_empty());
+    assert!(ro.lookup(&key("a"), unix_now())?.is_none());
+    assert!(!absent.exists(), "--check must not create the cache");
+
+    let cache = open(dir.path())?;
+    std::fs::write(dir.path().join("policy.yaml"), "max_num: 1\n")?;
+    let ea = fill(&cache, &key("a"), b"aaa")?;
+    fill(&cache, &key("b"), b"bbb")?;
+    std::fs::remove_file(blob_path(dir.path(), &ea.sha256))?;
+    std::fs::write(dir.path().join("v1/tmp/orphan"), b"left by a crash")?;
+    let ro = Cache::open_read_only(dir.path())?.ok_or("enabled")?;
+    assert!(ro.lookup(&key("a"), unix_now())?.is_none());
+    assert!(
+        entry_path(dir.path(), &key("a")).exists(),
+        "not dropped read-only"
+    );
+    assert!(dir.path().join("v1/tmp/orphan").exists());
+    assert_eq!(ro.plan_eviction(unix_now())?.len(), 1);
+    let err = ro.evict(unix_now()).expect_err("read-only");
+    assert!(
+        !err.is_bad_policy() && err.to_string().contains("read-only"),
+        "{err}"
+    );
+    assert!(ro.begin_fill(&key("c")).is_err());
+    assert!(ro.touch(&key("b"), 1).is_err());
+    assert_eq!(ro.entries()?.len(), 2);
+    Ok(())
+}

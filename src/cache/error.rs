@@ -57,6 +57,14 @@ pub enum CacheError {
         /// Expected vs found.
         reason: String,
     },
+    /// A change was asked of a cache opened read-only (`--check`).
+    #[error("{path}: {action}: the cache was opened read-only")]
+    ReadOnly {
+        /// The cache directory.
+        path: PathBuf,
+        /// What was asked.
+        action: &'static str,
+    },
     /// A fill was committed with a size or coverage that does not match what
     /// was written.
     #[error("cache fill of {key:?}: {reason}")]

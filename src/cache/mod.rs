@@ -54,11 +54,12 @@
 //! # Ok(()) }
 //! ```
 //!
-//! `--check`: [`Cache::lookup`] (hit / miss), [`Cache::policy_for`] (will
-//! be cached or not) and [`Cache::plan_eviction`] (what eviction would remove),
-//! all without writing anything but the lock files. `--show-cache`:
-//! [`Cache::report`] then [`Report::render_text`] or `serde_json` of the
-//! [`Report`].
+//! `--check` and `--show-cache` open with [`Cache::open_read_only`]: nothing
+//! is created, locked, repaired or removed. `--check` reports
+//! [`Cache::lookup`] (hit / miss), [`Cache::policy_for`] (will be cached or
+//! not) and [`Cache::plan_eviction`] (what eviction would remove).
+//! `--show-cache`: [`Cache::report`] then [`Report::render_text`], or
+//! `serde_json` of the [`Report`] for `--json`.
 //!
 //! # Concurrency
 //! - `.lock`: shared by every open `Cache`; exclusive only for
@@ -165,7 +166,8 @@ pub(crate) struct Inner {
     layout: Layout,
     policy: Policy,
     options: CacheOptions,
-    global: LockFile,
+    /// `None` when opened read-only.
+    global: Option<LockFile>,
 }
 
 /// The result of [`Cache::claim`].
@@ -213,9 +215,36 @@ impl Cache {
                 layout,
                 policy,
                 options,
-                global,
+                global: Some(global),
             }),
         }))
+    }
+
+    /// Open the cache in `dir` for looking only (`--check`, `--show-cache`):
+    /// nothing is created, locked, repaired or removed (an absent directory
+    /// is an empty cache). Methods that change the cache ([`Cache::begin_fill`],
+    /// [`Cache::claim`] when it would fill, [`Cache::touch`],
+    /// [`Cache::mark_checked`], [`Cache::remove`], [`Cache::evict`],
+    /// [`Cache::collect_garbage`]) return [`CacheError::ReadOnly`]; broken
+    /// entries are skipped instead of dropped.
+    pub fn open_read_only(dir: &Path) -> Result<Option<Cache>, CacheError> {
+        let policy = Policy::load(dir)?;
+        if !policy.enabled {
+            return Ok(None);
+        }
+        Ok(Some(Cache {
+            inner: Arc::new(Inner {
+                layout: Layout::new(dir),
+                policy,
+                options: CacheOptions::default(),
+                global: None,
+            }),
+        }))
+    }
+
+    /// Whether this handle was opened with [`Cache::open_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.inner.global.is_none()
     }
 
     /// The cache directory.
@@ -296,6 +325,7 @@ impl Cache {
     /// A [`Filler`] for `key`, whether or not an entry exists (refreshing an
     /// outdated one: the commit replaces it). Waits for the key's lock.
     pub fn begin_fill(&self, key: &Key) -> Result<Filler, CacheError> {
+        self.inner.writable("filling")?;
         let h = key.hash();
         let lock = LockFile::acquire(
             &self.inner.layout.key_lock(&h),
@@ -338,6 +368,7 @@ impl Cache {
 
     /// Remove `key`'s entry (outdated, say), waiting for its key lock.
     pub fn remove(&self, key: &Key) -> Result<bool, CacheError> {
+        self.inner.writable("removing an entry")?;
         let h = key.hash();
         let _lock = LockFile::acquire(
             &self.inner.layout.key_lock(&h),
@@ -388,6 +419,7 @@ impl Cache {
     /// Apply the policy at `now`. Entries whose key another build holds are
     /// skipped (listed in `busy`).
     pub fn evict(&self, now: u64) -> Result<EvictReport, CacheError> {
+        self.inner.writable("evicting")?;
         let mut report = EvictReport::default();
         for (entry, reason) in self.plan_eviction(now)? {
             let key = entry.key();
@@ -422,13 +454,16 @@ impl Cache {
     /// build has the cache open (`.lock` exclusive without waiting).
     /// `Ok(None)` when skipped, else how many files were removed.
     pub fn collect_garbage(&self) -> Result<Option<usize>, CacheError> {
-        if !self.inner.global.try_convert(Mode::Exclusive)? {
+        let Some(global) = &self.inner.global else {
+            return Err(self.inner.read_only("collecting garbage"));
+        };
+        if !global.try_convert(Mode::Exclusive)? {
             return Ok(None);
         }
         let result = self.inner.remove_unreferenced();
         // Back to shared; it can't fail to get what we just held exclusively
         // except on an I/O error, reported below.
-        let back = self.inner.global.try_convert(Mode::Shared);
+        let back = global.try_convert(Mode::Shared);
         let n = result?;
         back?;
         Ok(Some(n))
@@ -436,6 +471,20 @@ impl Cache {
 }
 
 impl Inner {
+    fn read_only(&self, action: &'static str) -> CacheError {
+        CacheError::ReadOnly {
+            path: self.layout.root().to_path_buf(),
+            action,
+        }
+    }
+
+    fn writable(&self, action: &'static str) -> Result<(), CacheError> {
+        if self.global.is_none() {
+            return Err(self.read_only(action));
+        }
+        Ok(())
+    }
+
     fn meta_lock(&self, h: &str) -> Result<LockFile, CacheError> {
         LockFile::acquire(
             &self.layout.meta_lock(h),
@@ -454,6 +503,7 @@ impl Inner {
 
     /// Read-modify-write an entry under its metadata lock.
     fn update(&self, key: &Key, f: impl FnOnce(&mut Entry)) -> Result<bool, CacheError> {
+        self.writable("updating an entry")?;
         let h = key.hash();
         let _meta = self.meta_lock(&h)?;
         let path = self.layout.entry(&h);
@@ -537,6 +587,9 @@ impl Inner {
         sha: &str,
         force_blob: bool,
     ) -> Result<(), CacheError> {
+        if self.global.is_none() {
+            return Ok(());
+        }
         let h = key.hash();
         let Some(_lock) = LockFile::try_acquire(&self.layout.key_lock(&h), Mode::Exclusive)? else {
             return Ok(()); // being refilled right now
@@ -548,6 +601,9 @@ impl Inner {
     }
 
     fn remove_corrupt_json(&self, h: &str) -> Result<(), CacheError> {
+        if self.global.is_none() {
+            return Ok(());
+        }
         let _meta = self.meta_lock(h)?;
         let path = self.layout.entry(h);
         if let Read::Corrupt = store::read_entry(&path)? {

@@ -217,10 +217,13 @@ pub(crate) fn write_entry(layout: &Layout, path: &Path, entry: &Entry) -> Result
 pub(crate) fn list_entries(layout: &Layout) -> Result<Vec<(PathBuf, Read)>, CacheError> {
     let dir = layout.entries_dir();
     let mut out = Vec::new();
-    let mut shards: Vec<PathBuf> = fs_err::read_dir(&dir)
-        .map_err(CacheError::io(&dir, "listing"))?
-        .filter_map(|d| d.ok().map(|d| d.path()))
-        .collect();
+    let list = match std::fs::read_dir(&dir) {
+        Ok(list) => list,
+        // A cache opened read-only that was never written.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(CacheError::io(&dir, "listing")(e)),
+    };
+    let mut shards: Vec<PathBuf> = list.filter_map(|d| d.ok().map(|d| d.path())).collect();
     shards.sort();
     for shard in shards {
         let Ok(files) = std::fs::read_dir(&shard) else {
