@@ -712,3 +712,37 @@ fn a_read_only_open_changes_nothing() -> R {
     assert_eq!(ro.entries()?.len(), 2);
     Ok(())
 }
+
+#[test]
+fn an_eviction_keeps_blobs_other_entries_share() -> R {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(
+        dir.path().join("policy.yaml"),
+        "max_num: 1\neviction: oldest\n",
+    )?;
+    let cache = open(dir.path())?;
+    let (a, b, c) = (key("a"), key("b"), key("c"));
+    let ea = fill(&cache, &a, b"same bytes")?;
+    let eb = fill(&cache, &b, b"other bytes")?;
+    fill(&cache, &c, b"same bytes")?;
+    for (k, added) in [(&a, 1u64), (&b, 2), (&c, 3)] {
+        let path = entry_path(dir.path(), k);
+        let mut e: Entry = serde_json::from_slice(&std::fs::read(&path)?)?;
+        e.added = added;
+        std::fs::write(&path, serde_json::to_vec(&e)?)?;
+    }
+    let report = cache.evict(unix_now())?;
+    let mut gone: Vec<_> = report.evicted.iter().map(|(e, _)| e.key.clone()).collect();
+    gone.sort();
+    assert_eq!(gone, [a.as_str(), b.as_str()]);
+    assert!(
+        blob_path(dir.path(), &ea.sha256).exists(),
+        "c still uses it"
+    );
+    assert!(!blob_path(dir.path(), &eb.sha256).exists());
+    assert_eq!(
+        copy_out(cache.lookup(&c, unix_now())?.ok_or("hit")?)?,
+        b"same bytes"
+    );
+    Ok(())
+}

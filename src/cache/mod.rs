@@ -421,6 +421,7 @@ impl Cache {
     pub fn evict(&self, now: u64) -> Result<EvictReport, CacheError> {
         self.inner.writable("evicting")?;
         let mut report = EvictReport::default();
+        let mut released = Vec::new();
         for (entry, reason) in self.plan_eviction(now)? {
             let key = entry.key();
             let h = key.hash();
@@ -433,13 +434,16 @@ impl Cache {
             // Re-read under the lock: a build may have replaced it since.
             match store::read_entry(&self.inner.layout.entry(&h))? {
                 Read::Found(now_there) if now_there.sha256 == entry.sha256 => {
-                    self.inner
-                        .remove_entry_then_blob(&h, &entry.sha256, false)?;
+                    self.inner.remove_entry_json(&h)?;
+                    released.push(entry.sha256.clone());
                     report.evicted.push((entry, reason));
                 }
                 _ => report.busy.push(entry),
             }
         }
+        released.sort();
+        released.dedup();
+        self.inner.release_blobs(&released)?;
         Ok(report)
     }
 
@@ -568,16 +572,65 @@ impl Inner {
     /// Remove the entry JSON, then its blob unless another entry uses it.
     /// The caller holds the key lock.
     fn remove_entry_then_blob(&self, h: &str, sha: &str, force: bool) -> Result<(), CacheError> {
-        {
-            let _meta = self.meta_lock(h)?;
-            let path = self.layout.entry(h);
+        self.remove_entry_json(h)?;
+        self.release_blob(sha, force)
+    }
+
+    /// Remove an entry's JSON. The caller holds the key lock.
+    fn remove_entry_json(&self, h: &str) -> Result<(), CacheError> {
+        let _meta = self.meta_lock(h)?;
+        let path = self.layout.entry(h);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(CacheError::io(&path, "removing")(e)),
+        }
+    }
+
+    /// [`Inner::release_blob`] for many blobs with one scan of the entries
+    /// instead of one per blob (an eviction of k among n entries reads n
+    /// files, not k·n). A publisher of the same content between the scan and
+    /// the unlink is detected by the blob's identity: each publish renames a
+    /// new inode into place under the blob lock, and we note the identity
+    /// under that lock before the scan, so a changed identity afterwards
+    /// means "published meanwhile, keep it".
+    fn release_blobs(&self, shas: &[String]) -> Result<(), CacheError> {
+        if shas.len() <= 1 {
+            return shas.iter().try_for_each(|s| self.release_blob(s, false));
+        }
+        let identity = |sha: &str| {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(self.layout.blob(sha))
+                .ok()
+                .map(|m| (m.dev(), m.ino()))
+        };
+        let mut before = Vec::with_capacity(shas.len());
+        for sha in shas {
+            let _blob = self.blob_lock(sha)?;
+            before.push(identity(sha));
+        }
+        let mut referenced = std::collections::HashSet::new();
+        for (_, read) in store::list_entries(&self.layout)? {
+            if let Read::Found(e) = read {
+                referenced.insert(e.sha256);
+            }
+        }
+        for (sha, was) in shas.iter().zip(before) {
+            if was.is_none() || referenced.contains(sha) {
+                continue;
+            }
+            let _blob = self.blob_lock(sha)?;
+            if identity(sha) != was {
+                continue;
+            }
+            let path = self.layout.blob(sha);
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(CacheError::io(&path, "removing")(e)),
             }
         }
-        self.release_blob(sha, force)
+        Ok(())
     }
 
     /// Drop a broken entry if its key is free and it still names `sha`.
