@@ -18,6 +18,7 @@
 //! - [`cli`]: the command line.
 
 pub mod build;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod error;
