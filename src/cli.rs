@@ -24,9 +24,13 @@ pub struct Cli {
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
 
-    /// Print the cache's entries and exit.
-    #[arg(long)]
+    /// Print the cache's entries (and what its policy would evict) and exit.
+    #[arg(long, requires = "cache_dir")]
     pub show_cache: bool,
+
+    /// With --show-cache: the same data as JSON, for scripts.
+    #[arg(long, requires = "show_cache")]
+    pub json: bool,
 
     /// Parse, resolve every source, compute sizes and print the plan; write
     /// nothing and change nothing.

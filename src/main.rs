@@ -75,6 +75,10 @@ impl Reporter for Console {
         }
         self.print(|| self.history.item_done(name, bytes, digest));
     }
+    fn item_cached(&self, name: &str) {
+        self.log(format_args!("{name}: from the download cache"));
+        self.history.item_cached(name);
+    }
     fn item_failed(&self, name: &str, error: &str) {
         self.log(format_args!("failed {name}: {error}"));
         if let Some(b) = &self.bars {
@@ -145,22 +149,58 @@ fn oci_sizes(cli: &OciSizesCli) -> i32 {
     }
 }
 
+/// `--show-cache [--json]`: the cache's entries, read-only.
+fn show_cache(cli: &Cli) -> i32 {
+    use image_creator::cache::{unix_now, Cache};
+    let Some(dir) = &cli.cache_dir else {
+        eprintln!("error: --show-cache needs --cache-dir");
+        return ExitKind::BadInput.code();
+    };
+    let report = match Cache::open_read_only(dir) {
+        Ok(None) => {
+            println!(
+                "Cache is disabled by {}.",
+                dir.join("policy.yaml").display()
+            );
+            return 0;
+        }
+        Ok(Some(c)) => c.report(unix_now()),
+        Err(e) => Err(e),
+    };
+    match report {
+        Ok(r) if cli.json => match serde_json::to_string_pretty(&r) {
+            Ok(j) => {
+                println!("{j}");
+                0
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitKind::Failure.code()
+            }
+        },
+        Ok(r) => {
+            print!("{}", r.render_text());
+            0
+        }
+        Err(e) => {
+            eprintln!("error: --cache-dir {}: {e}", dir.display());
+            if e.is_bad_policy() {
+                ExitKind::BadInput.code()
+            } else {
+                ExitKind::Failure.code()
+            }
+        }
+    }
+}
+
 fn run(cli: Cli) -> i32 {
     if cli.show_cache {
-        eprintln!("error: the download cache is not available in this version");
-        return ExitKind::MissingRequirement.code();
+        return show_cache(&cli);
     }
     let (Some(config_src), Some(output)) = (cli.config_src.clone(), cli.output.clone()) else {
         eprintln!("error: CONFIG_SRC and OUTPUT are required");
         return ExitKind::BadInput.code();
     };
-    if let Some(dir) = &cli.cache_dir {
-        // Production command lines pass --cache-dir: accept it, say so.
-        eprintln!(
-            "warning: --cache-dir {}: the download cache is not available in this version; downloading without it",
-            dir.display()
-        );
-    }
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let console = Console {
         history: TextHistory::new(std::io::stdout(), cli.quiet),
@@ -236,6 +276,7 @@ fn build(
             max_attempts: cli.attempts.max(1),
             ..FetchOptions::default()
         },
+        cache_dir: cli.cache_dir.clone(),
     };
     match build::run(&opts, reporter) {
         Ok(Outcome::Checked(plan)) => {

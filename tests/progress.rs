@@ -312,6 +312,7 @@ fn recorded_events_are_in_order_and_bytes_add_up() {
         base_url: image_creator::plan::DEFAULT_BASE_URL.to_string(),
         concurrency: 2,
         fetch: FetchOptions::default(),
+        cache_dir: None,
     };
     build::run(&opts, &rec).unwrap();
     let events = rec.events();
@@ -378,6 +379,8 @@ fn recorded_events_are_in_order_and_bytes_add_up() {
             }
             Event::ItemFailed { .. } | Event::Finished(_) => panic!("{e:?}"),
             Event::Warn(_) => {}
+            // No cache in this build.
+            Event::ItemCached(_) => panic!("{e:?}"),
         }
     }
     assert_eq!((planned, done.len()), (2, 4));

@@ -7,6 +7,7 @@
 
 use std::path::Path;
 
+use super::cache::{BuildCache, Source, TeeSink};
 use super::error::BuildError;
 use crate::fetch::{HttpError, Net};
 use crate::fs::ext4::{Ext4Builder, Ext4Params, FileWriter, InodeMeta, OldTree, Timestamp};
@@ -36,6 +37,8 @@ pub struct DataCtx<'a> {
     pub concurrency: usize,
     /// Progress.
     pub reporter: &'a dyn Reporter,
+    /// The download cache, when one is used.
+    pub cache: Option<&'a BuildCache<'a>>,
 }
 
 /// Write the new data partition.
@@ -184,22 +187,58 @@ fn copy_local(
 /// A download into its reservation.
 type Download<'a> = (&'a Item, &'a String, &'a Expected, FileWriter);
 
-/// Downloads, `concurrency` at a time, each straight into its blocks.
+/// Downloads, `concurrency` at a time, each straight into its blocks (and
+/// into the cache when it fills one). Cache hits are copied first.
 fn download_all(ctx: &DataCtx<'_>, downloads: Vec<Download<'_>>) -> Result<(), BuildError> {
     let reporter = ctx.reporter;
+    let mut fetches = Vec::with_capacity(downloads.len());
+    for (item, url, checksum, w) in downloads {
+        let source = match ctx.cache {
+            Some(c) => c.source(item.cache.as_ref()),
+            None => Source::Fetch(None),
+        };
+        match source {
+            Source::Hit(hit) => {
+                let name = item.name();
+                reporter.item_started(&name, Some(item.size));
+                let cache = ctx.cache.ok_or(BuildError::Panicked("cache"))?;
+                match cache.copy_hit(hit, &w, checksum, &name)? {
+                    Some(digest) => {
+                        reporter.item_cached(&name);
+                        reporter.item_done(&name, item.size, digest.as_deref());
+                    }
+                    // A corrupt or outdated blob: the network, over the same range.
+                    None => fetches.push((item, url, checksum, w, None)),
+                }
+            }
+            Source::Fetch(fill) => fetches.push((item, url, checksum, w, fill)),
+        }
+    }
     let results: Vec<Result<(), HttpError>> = ctx.net.block_on(async {
         use futures_util::stream::StreamExt;
-        futures_util::stream::iter(downloads.into_iter().map(|(item, url, checksum, w)| {
+        futures_util::stream::iter(fetches.into_iter().map(|(item, url, checksum, w, fill)| {
             let http = ctx.net.http.clone();
             async move {
                 let name = item.name();
                 reporter.item_started(&name, Some(item.size));
-                let mut sink = ProgressSink::new(WriterSink(w), reporter, &name);
-                match http
+                let tee = TeeSink {
+                    inner: WriterSink(w),
+                    filler: fill.as_ref().map(|(f, _)| f),
+                    failed: None,
+                };
+                let mut sink = ProgressSink::new(tee, reporter, &name);
+                let result = http
                     .download(url, Some(item.size), checksum.clone(), &mut sink)
-                    .await
-                {
+                    .await;
+                let failed = sink.into_inner().failed;
+                match result {
                     Ok(digest) => {
+                        if let (Some(cache), Some((filler, validators))) = (ctx.cache, fill) {
+                            match failed {
+                                Some(e) => cache.warn(&e),
+                                None => cache.commit(filler, item.size, validators, url),
+                            }
+                        }
                         // Reported as each finishes, so the history is live.
                         reporter.item_done(&name, item.size, digest.as_deref());
                         Ok(())

@@ -31,6 +31,9 @@ pub enum BuildError {
         /// The URL (redacted).
         name: String,
     },
+    /// The cache's `policy.yaml` is invalid.
+    #[error(transparent)]
+    CachePolicy(crate::cache::CacheError),
     /// The config is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -130,6 +133,7 @@ impl BuildError {
             }
             Self::ConfigNotText { .. }
             | Self::Config(_)
+            | Self::CachePolicy(_)
             | Self::OutputExists(_)
             | Self::NoOutputDir(_)
             | Self::BuildDir { .. }

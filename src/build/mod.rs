@@ -10,6 +10,7 @@
 
 pub mod base;
 pub mod boot;
+pub mod cache;
 pub mod cleanup;
 pub mod data;
 pub mod error;
@@ -23,11 +24,13 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::cache::Cache;
 use crate::config::ImageConfig;
 use crate::fetch::{FetchOptions, Net};
 use crate::partition::Mbr;
 use crate::plan::{self, BaseInfo, BaseLocation, BaseSpec, Plan};
 use crate::progress::Reporter;
+use cache::BuildCache;
 use cleanup::PendingOutput;
 
 /// What to build, from the command line.
@@ -53,6 +56,8 @@ pub struct BuildOptions {
     pub concurrency: usize,
     /// Network timeouts and retries.
     pub fetch: FetchOptions,
+    /// `--cache-dir`: the download cache.
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// What a build produced.
@@ -93,13 +98,17 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
     let out_dir = check_output(opts)?;
 
     step(reporter, 2);
+    let cache = open_cache(opts, reporter)?;
     let spec = plan::locate_base(&config, &opts.base_url, &net)?;
     let base = plan::inspect_base(&spec, &net)?;
-    let the_plan = plan::make_plan(&config, &base, opts.max_size, &net)?;
+    let the_plan = plan::make_plan(&config, &base, opts.max_size, &net, cache.as_ref())?;
     for w in &the_plan.warnings {
         reporter.warn(w);
     }
     if opts.check {
+        if let Some(c) = &cache {
+            report_eviction(c, reporter);
+        }
         return Ok(Outcome::Checked(the_plan));
     }
     check_free_space(&out_dir, &base, &the_plan)?;
@@ -118,7 +127,9 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
         keep: opts.keep,
     };
     let out = PendingOutput::create(&opts.output, &out_dir, policy)?;
+    let build_cache = cache.as_ref().map(|c| BuildCache::new(c, reporter));
     let job = Job {
+        cache: build_cache.as_ref(),
         config: &config,
         base: &base,
         plan: the_plan,
@@ -127,7 +138,11 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
         opts,
         reporter,
     };
-    match job.write(out.file(), out.path()) {
+    let written = job.write(out.file(), out.path());
+    if let Some(c) = &build_cache {
+        c.evict();
+    }
+    match written {
         Ok(plan) => {
             out.commit()?;
             Ok(Outcome::Built {
@@ -139,6 +154,47 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
             out.abandon();
             Err(e)
         }
+    }
+}
+
+/// The download cache of `--cache-dir`: read-only for `--check` (nothing
+/// is created or changed). A bad `policy.yaml` is bad input (exit 3); a
+/// cache that can't be used otherwise is a warning, and the build goes on
+/// without it. `None` also when the policy disables it.
+fn open_cache(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Option<Cache>, BuildError> {
+    let Some(dir) = &opts.cache_dir else {
+        return Ok(None);
+    };
+    let opened = if opts.check {
+        Cache::open_read_only(dir)
+    } else {
+        Cache::open(dir)
+    };
+    match opened {
+        Ok(c) => Ok(c),
+        Err(e) if e.is_bad_policy() => Err(BuildError::CachePolicy(e)),
+        Err(e) => {
+            reporter.warn(&format!(
+                "download cache {}: {e}; building without it",
+                dir.display()
+            ));
+            Ok(None)
+        }
+    }
+}
+
+/// `--check`: what eviction would remove now.
+fn report_eviction(cache: &Cache, reporter: &dyn Reporter) {
+    match cache.plan_eviction(crate::cache::unix_now()) {
+        Ok(planned) => {
+            for (entry, why) in planned {
+                reporter.warn(&format!(
+                    "download cache: eviction would remove {} ({why})",
+                    entry.source
+                ));
+            }
+        }
+        Err(e) => reporter.warn(&format!("download cache: {e}")),
     }
 }
 
@@ -176,6 +232,7 @@ fn check_free_space(dir: &Path, base: &BaseInfo, plan: &Plan) -> Result<(), Buil
 
 /// Steps 3 to 6, into the temporary output.
 struct Job<'a> {
+    cache: Option<&'a BuildCache<'a>>,
     config: &'a ImageConfig,
     base: &'a BaseInfo,
     plan: Plan,
@@ -199,7 +256,8 @@ impl Job<'_> {
                 checksum: None,
             };
             let copied = plan::inspect_base(&copy, self.net)?;
-            plan::make_plan(self.config, &copied, self.opts.max_size, self.net)?
+            let cache = self.cache.map(BuildCache::cache);
+            plan::make_plan(self.config, &copied, self.opts.max_size, self.net, cache)?
         } else {
             self.plan
         };
@@ -221,6 +279,7 @@ impl Job<'_> {
             net: self.net,
             concurrency: self.opts.concurrency,
             reporter: self.reporter,
+            cache: self.cache,
         })?;
 
         step(self.reporter, 5);

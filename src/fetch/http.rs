@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use reqwest::header::{
     HeaderMap, ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED,
-    RANGE, RETRY_AFTER,
+    LOCATION, RANGE, RETRY_AFTER,
 };
 use reqwest::StatusCode;
 
@@ -173,6 +173,27 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// Redirects followed hop by hop by [`Http::validators`]: 10, as browsers
+/// and curl's default (50) bound them; a chain longer than that is a loop.
+pub const MAX_REDIRECTS: usize = 10;
+
+/// `Digest` (RFC 3230), which MirrorBrain sends on its redirects, e.g.
+/// `SHA-256=…`.
+const DIGEST: &str = "digest";
+
+/// What the server says of a URL now, for outdatedness checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemoteValidators {
+    /// The first `Digest` header on the way (the redirector's).
+    pub digest: Option<String>,
+    /// The final answer's `ETag`.
+    pub etag: Option<String>,
+    /// Its `Last-Modified`.
+    pub last_modified: Option<String>,
+    /// Its `Content-Length`.
+    pub size: Option<u64>,
+}
+
 /// What a probe learned about a URL.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Probe {
@@ -205,6 +226,9 @@ fn content_length(h: &HeaderMap) -> Option<u64> {
 #[derive(Debug, Clone)]
 pub struct Http {
     client: reqwest::Client,
+    /// The same, without following redirects: [`Http::validators`] reads
+    /// each hop's headers (MirrorBrain puts `Digest` on the redirect).
+    no_redirect: reqwest::Client,
     opts: FetchOptions,
 }
 
@@ -213,14 +237,24 @@ impl Http {
     /// followed, `Accept-Encoding: identity` and our User-Agent.
     pub fn new(opts: FetchOptions) -> Result<Self, HttpError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("image-creator/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(opts.connect_timeout)
+        let builder = || {
+            reqwest::Client::builder()
+                .user_agent(concat!("image-creator/", env!("CARGO_PKG_VERSION")))
+                .connect_timeout(opts.connect_timeout)
+        };
+        let setup = |e: reqwest::Error| HttpError::Setup {
+            message: format!("building the HTTP client: {e}"),
+        };
+        let client = builder().build().map_err(setup)?;
+        let no_redirect = builder()
+            .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| HttpError::Setup {
-                message: format!("building the HTTP client: {e}"),
-            })?;
-        Ok(Self { client, opts })
+            .map_err(setup)?;
+        Ok(Self {
+            client,
+            no_redirect,
+            opts,
+        })
     }
 
     fn backoff(&self, attempt: u32, retry_after: Option<&str>) -> Duration {
@@ -304,6 +338,64 @@ impl Http {
         }
         let r = self.send(url, || self.client.get(url)).await?;
         Ok(from(r.headers()))
+    }
+
+    /// What the server says of `url` now, to tell whether a cached copy is
+    /// outdated: `HEAD` hop by hop (at most [`MAX_REDIRECTS`]), keeping the
+    /// first MirrorBrain `Digest` header seen on the way (each mirror has
+    /// its own ETag, the redirector's digest is the content's), and the
+    /// final answer's size, `ETag` and `Last-Modified`.
+    pub async fn validators(&self, url: &str) -> Result<RemoteValidators, HttpError> {
+        let mut cur = reqwest::Url::parse(url).map_err(|e| HttpError::Transport {
+            url: redact(url),
+            message: format!("not a URL: {e}"),
+        })?;
+        let mut digest = None;
+        for _ in 0..=MAX_REDIRECTS {
+            // One attempt per hop: a check is best-effort (a failed one
+            // keeps the cached copy), so no retries.
+            let sent = self
+                .no_redirect
+                .head(cur.clone())
+                .header(ACCEPT_ENCODING, "identity")
+                .send();
+            let r = tokio::time::timeout(self.opts.idle_timeout, sent)
+                .await
+                .map_err(|_| HttpError::Transport {
+                    url: redact(url),
+                    message: "timed out waiting for a response".into(),
+                })?
+                .map_err(|e| HttpError::Transport {
+                    url: redact(url),
+                    message: error_chain(&e),
+                })?;
+            if !(r.status().is_success() || r.status().is_redirection()) {
+                return Err(HttpError::Status {
+                    url: redact(url),
+                    status: r.status().as_u16(),
+                });
+            }
+            let h = r.headers();
+            digest = digest.or_else(|| header(h, reqwest::header::HeaderName::from_static(DIGEST)));
+            if r.status().is_redirection() {
+                let next = header(h, LOCATION).and_then(|l| cur.join(&l).ok());
+                match next {
+                    Some(n) => cur = n,
+                    None => break,
+                }
+                continue;
+            }
+            return Ok(RemoteValidators {
+                digest,
+                etag: header(h, ETAG),
+                last_modified: header(h, LAST_MODIFIED),
+                size: content_length(h),
+            });
+        }
+        Err(HttpError::Transport {
+            url: redact(url),
+            message: format!("more than {MAX_REDIRECTS} redirects"),
+        })
     }
 
     /// GET a small body (checksum files, configs): at most `max` bytes.

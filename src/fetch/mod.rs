@@ -5,5 +5,8 @@ mod http;
 mod net;
 mod overlap;
 
-pub use http::{error_chain, first_token, redact, FetchOptions, Http, HttpError, Probe, BATCH};
+pub use http::{
+    error_chain, first_token, redact, FetchOptions, Http, HttpError, Probe, RemoteValidators,
+    BATCH, MAX_REDIRECTS,
+};
 pub use net::Net;

@@ -14,6 +14,11 @@ pub struct ProgressSink<'a, S> {
 }
 
 impl<'a, S> ProgressSink<'a, S> {
+    /// The wrapped sink.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
     /// Wrap `inner`, reporting to `reporter` under `name`.
     pub fn new(inner: S, reporter: &'a dyn Reporter, name: &'a str) -> Self {
         Self {

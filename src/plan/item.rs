@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use super::cached::CacheUse;
 use crate::config::HashAlgo;
 use crate::expand::{ArchivePlan, ArchiveSource};
 use crate::fetch::redact;
@@ -80,6 +81,8 @@ pub struct Item {
     /// Set for archives (`via: tar`, ...): `dest` is the directory to
     /// expand into and `size` the expanded bytes (measured, or the limit).
     pub archive: Option<ArchivePlan>,
+    /// What the download cache does for it (http(s) sources only).
+    pub cache: Option<CacheUse>,
 }
 
 impl Item {

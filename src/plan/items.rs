@@ -5,6 +5,8 @@
 use std::path::Path;
 
 use super::base::resolve_checksum;
+use super::cached::CacheUse;
+use super::cached::{Lookup, Planner};
 use super::error::PlanError;
 use super::item::{data_path, Item, ItemSource};
 use crate::config::{FileEntry, ImageConfig, OciEntry, Payload, Source};
@@ -15,7 +17,11 @@ use crate::oci::{Platform, Registry};
 /// The items of the config, in write order (images, files, `image.yaml`),
 /// and the bytes the Pi needs free to unpack the prebuilt images.
 /// Unreachable sources are all reported together.
-pub fn plan_items(config: &ImageConfig, net: &Net) -> Result<(Vec<Item>, u64), PlanError> {
+pub fn plan_items(
+    config: &ImageConfig,
+    net: &Net,
+    cache: &mut Planner<'_>,
+) -> Result<(Vec<Item>, u64), PlanError> {
     let mut unreachable = Unreachable::default();
     let (mut items, oci_free) = oci_items(&config.oci_images, &Platform::default(), net)?;
     for (i, f) in config.files.iter().enumerate() {
@@ -23,7 +29,7 @@ pub fn plan_items(config: &ImageConfig, net: &Net) -> Result<(Vec<Item>, u64), P
         let source = file_source(&key, f, net, &mut unreachable)?;
         items.push(match Format::of(f.via) {
             Some(format) => archive_item(&key, f, format, source, net, &mut unreachable)?,
-            None => file_item(&key, f, source, net, &mut unreachable)?,
+            None => file_item(&key, f, source, net, cache, &mut unreachable)?,
         });
     }
     unreachable.check()?;
@@ -36,6 +42,7 @@ pub fn plan_items(config: &ImageConfig, net: &Net) -> Result<(Vec<Item>, u64), P
             size: config.raw_text.len() as u64,
             source: ItemSource::Bytes(config.raw_text.clone().into_bytes()),
             archive: None,
+            cache: None,
         });
     }
     Ok((items, oci_free))
@@ -131,6 +138,7 @@ fn oci_items(
             size,
             source,
             archive: None,
+            cache: None,
         });
     }
     Ok((items, extra_free))
@@ -165,41 +173,25 @@ fn file_source(
     })
 }
 
-/// A plain file: its size probed, checked against the declared one.
+/// A plain file: its size probed (or known from the cache), checked
+/// against the declared one.
 fn file_item(
     key: &str,
     f: &FileEntry,
     source: ItemSource,
     net: &Net,
+    cache: &mut Planner<'_>,
     unreachable: &mut Unreachable,
 ) -> Result<Item, PlanError> {
+    let mut cached = None;
     let size = match &source {
         ItemSource::Bytes(b) => b.len() as u64,
         ItemSource::Oci(_) => 0, // files[] entries are never images
         ItemSource::Local { path, .. } => local_file_size(key, path)?,
         ItemSource::Http { url, .. } => {
-            let probe = net.block_on(net.http.probe(url));
-            match unreachable.note(&format!("{key}.url"), probe)? {
-                None => 0,
-                Some(p) => match (f.size, p.size) {
-                    (Some(d), Some(s)) if d != s => {
-                        return Err(PlanError::SizeMismatch {
-                            key: key.to_string(),
-                            declared: d,
-                            what: redact(url),
-                            actual: s,
-                        })
-                    }
-                    (Some(d), _) => d,
-                    (None, Some(s)) => s,
-                    (None, None) => {
-                        return Err(PlanError::NoSize {
-                            key: key.to_string(),
-                            url: redact(url),
-                        })
-                    }
-                },
-            }
+            let (size, use_) = http_size(key, f.size, url, net, cache, unreachable)?;
+            cached = use_;
+            size
         }
     };
     if let Some(declared) = f.size.filter(|&d| d != size) {
@@ -215,7 +207,66 @@ fn file_item(
         size,
         source,
         archive: None,
+        cache: cached,
     })
+}
+
+/// The size of a download and the cache's part in it: a hit's size needs
+/// no network; otherwise the server's size (checked against `declared`).
+fn http_size(
+    key: &str,
+    declared: Option<u64>,
+    url: &str,
+    net: &Net,
+    cache: &mut Planner<'_>,
+    unreachable: &mut Unreachable,
+) -> Result<(u64, Option<CacheUse>), PlanError> {
+    let (fill_key, remote) = match cache.lookup(url, net) {
+        // A declared size the entry does not have: the config changed;
+        // the download decides.
+        Lookup::Hit(hit) if declared.is_none_or(|d| d == hit.size()) => {
+            return Ok((hit.size(), Some(Planner::hit(hit))))
+        }
+        Lookup::Hit(hit) => (Some(hit.key().clone()), None),
+        Lookup::Miss(k, remote) => (Some(k), remote),
+        Lookup::No => (None, None),
+    };
+    // A cacheable miss asks for the validators to store (and the size);
+    // a probe (HEAD, then GET headers) when they give no size.
+    let remote = match (&fill_key, remote) {
+        (Some(_), None) => net.block_on(net.http.validators(url)).ok(),
+        (_, r) => r,
+    };
+    let size = match remote.as_ref().and_then(|r| r.size) {
+        Some(s) => Some(s),
+        None => {
+            let probe = net.block_on(net.http.probe(url));
+            match unreachable.note(&format!("{key}.url"), probe)? {
+                None => return Ok((0, None)),
+                Some(p) => p.size,
+            }
+        }
+    };
+    let size = match (declared, size) {
+        (Some(d), Some(s)) if d != s => {
+            return Err(PlanError::SizeMismatch {
+                key: key.to_string(),
+                declared: d,
+                what: redact(url),
+                actual: s,
+            })
+        }
+        (Some(d), _) => d,
+        (None, Some(s)) => s,
+        (None, None) => {
+            return Err(PlanError::NoSize {
+                key: key.to_string(),
+                url: redact(url),
+            })
+        }
+    };
+    let use_ = fill_key.and_then(|k| cache.fill(k, remote.as_ref(), size));
+    Ok((size, use_))
 }
 
 /// An archive (`via: tar`, ...): `to` is the directory to expand into;
@@ -269,6 +320,7 @@ fn archive_item(
             needs,
             exact,
         }),
+        cache: None,
     })
 }
 

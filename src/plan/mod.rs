@@ -9,16 +9,19 @@
 //! - [`error`]: why planning failed.
 
 pub mod base;
+pub mod cached;
 pub mod error;
 pub mod item;
 pub mod items;
 pub mod size;
 
 pub use base::{inspect_base, locate_base, BaseInfo, BaseLocation, BaseSpec, DEFAULT_BASE_URL};
+pub use cached::{CacheUse, Planner, SharedHit};
 pub use error::PlanError;
 pub use item::{data_path, Expected, Item, ItemSource, DATA_MOUNT};
 pub use size::Sizes;
 
+use crate::cache::Cache;
 use crate::config::ImageConfig;
 use crate::fetch::Net;
 use crate::fs::ext4::{OldSummary, BLOCK_SIZE};
@@ -56,12 +59,14 @@ pub struct Plan {
     pub warnings: Vec<String>,
 }
 
-/// Make the plan. `max_size` is `--max-size`.
+/// Make the plan. `max_size` is `--max-size`; `cache` the download cache
+/// (None: no cache).
 pub fn make_plan(
     config: &ImageConfig,
     base: &BaseInfo,
     max_size: Option<u64>,
     net: &Net,
+    cache: Option<&Cache>,
 ) -> Result<Plan, PlanError> {
     let mut warnings = Vec::new();
     let p3 = base.mbr.partition(3)?;
@@ -72,7 +77,9 @@ pub fn make_plan(
             p3.offset()
         ));
     }
-    let (items, oci_free) = items::plan_items(config, net)?;
+    let mut planner = Planner::new(cache);
+    let (items, oci_free) = items::plan_items(config, net, &mut planner)?;
+    warnings.append(&mut planner.warnings);
     // Not scanned (xz base in --check): the whole old partition is the bound.
     let old = base.old.unwrap_or(OldSummary {
         entries: UNREAD_OLD_ENTRIES,
@@ -118,9 +125,13 @@ impl std::fmt::Display for Plan {
             } else {
                 ""
             };
+            let cache = it
+                .cache
+                .as_ref()
+                .map_or(String::new(), |c| format!("  ({})", c.describe()));
             writeln!(
                 f,
-                "  {}{what}  {} bytes  from {}",
+                "  {}{what}  {} bytes  from {}{cache}",
                 it.name(),
                 it.size,
                 it.source.describe()

@@ -57,6 +57,8 @@ struct ItemInfo {
     bytes_total: Option<u64>,
     digest: Option<String>,
     error: Option<String>,
+    /// The bytes came from the download cache.
+    from_cache: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -109,6 +111,7 @@ impl State {
                     bytes_total: None,
                     digest: None,
                     error: None,
+                    from_cache: false,
                 });
                 let i = self.snap.items.len() - 1;
                 self.index.insert(name.to_string(), i);
@@ -354,6 +357,10 @@ impl Reporter for ProgressFile {
             st.snap.bytes_total = (st.snap.bytes_total + added).saturating_sub(removed);
             st.snap.items_done += 1;
         });
+    }
+
+    fn item_cached(&self, name: &str) {
+        self.update(|st| st.item(name).from_cache = true);
     }
 
     fn item_failed(&self, name: &str, error: &str) {

@@ -70,6 +70,9 @@ pub trait Reporter: Send + Sync {
     fn item_progress(&self, _name: &str, _bytes_delta: u64) {}
     /// An item failed (the build will fail too).
     fn item_failed(&self, _name: &str, _error: &str) {}
+    /// An item's bytes came from the download cache (sent before its
+    /// `item_done`).
+    fn item_cached(&self, _name: &str) {}
     /// The build ended; the current step ends with it.
     fn finished(&self, _how: &Finish) {}
 }
@@ -112,6 +115,9 @@ impl Reporter for Tee<'_> {
     }
     fn item_failed(&self, name: &str, error: &str) {
         self.0.iter().for_each(|r| r.item_failed(name, error));
+    }
+    fn item_cached(&self, name: &str) {
+        self.0.iter().for_each(|r| r.item_cached(name));
     }
     fn finished(&self, how: &Finish) {
         self.0.iter().for_each(|r| r.finished(how));

@@ -32,6 +32,8 @@ pub enum Event {
         /// Bytes written since the last event.
         bytes: u64,
     },
+    /// [`Reporter::item_cached`].
+    ItemCached(String),
     /// [`Reporter::item_done`].
     ItemDone {
         /// Item name.
@@ -88,6 +90,9 @@ impl Reporter for Recorder {
     }
     fn warn(&self, message: &str) {
         self.push(Event::Warn(message.into()));
+    }
+    fn item_cached(&self, name: &str) {
+        self.push(Event::ItemCached(name.into()));
     }
     fn items_planned(&self, items: &[(String, u64)]) {
         self.push(Event::ItemsPlanned(items.to_vec()));

@@ -36,6 +36,8 @@ struct State<W> {
     out: W,
     step: Option<(String, Instant)>,
     items: HashMap<String, Instant>,
+    /// Items whose bytes came from the download cache.
+    cached: std::collections::HashSet<String>,
     start: Instant,
 }
 
@@ -53,6 +55,7 @@ impl<W: Write + Send> TextHistory<W> {
                 out,
                 step: None,
                 items: HashMap::new(),
+                cached: std::collections::HashSet::new(),
                 start: Instant::now(),
             }),
             quiet,
@@ -115,7 +118,17 @@ impl<W: Write + Send> Reporter for TextHistory<W> {
             if let Some(d) = digest {
                 write!(st.out, "  {d}")?;
             }
+            if st.cached.remove(name) {
+                write!(st.out, "  (from the cache)")?;
+            }
             writeln!(st.out)
+        });
+    }
+
+    fn item_cached(&self, name: &str) {
+        self.with(|st| {
+            st.cached.insert(name.to_string());
+            Ok(())
         });
     }
 

@@ -1,0 +1,165 @@
+//! What the download cache does for each cacheable item, decided at
+//! planning: copy from a pinned blob (a hit), or download and fill the
+//! cache on the way (a miss the policy caches). A hit needs no network
+//! unless `check_after` has passed; then the remote's validators decide
+//! whether it is outdated, and a failed check keeps it.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use crate::cache::{unix_now, Cache, Decision, Freshness, Hit, Key, Validators};
+use crate::fetch::{Net, RemoteValidators};
+
+/// A hit shared by the clones of a plan; taken once, by the build.
+#[derive(Debug, Clone)]
+pub struct SharedHit(Arc<Mutex<Option<Hit>>>);
+
+impl SharedHit {
+    fn new(hit: Hit) -> Self {
+        Self(Arc::new(Mutex::new(Some(hit))))
+    }
+
+    /// The hit, the first time (`None` after, or if a thread panicked).
+    pub fn take(&self) -> Option<Hit> {
+        self.0.lock().ok().and_then(|mut g| g.take())
+    }
+}
+
+/// The cache's part in one item.
+#[derive(Debug, Clone)]
+pub enum CacheUse {
+    /// Copy from this pinned blob (hashed while it is copied; a corrupt one
+    /// falls back to the network).
+    Hit(SharedHit),
+    /// Download, and fill the cache with the same bytes on the way.
+    Fill {
+        /// The entry's key.
+        key: Key,
+        /// What the remote said when planned, stored with the entry.
+        validators: Validators,
+    },
+}
+
+impl CacheUse {
+    /// For the plan's listing.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Self::Hit(_) => "cache hit",
+            Self::Fill { .. } => "miss, will be cached",
+        }
+    }
+}
+
+/// The cache as planning sees it: keys already used by this plan (one
+/// item per key fills it; a second would wait for the first's lock) and
+/// the warnings.
+#[derive(Debug, Default)]
+pub struct Planner<'a> {
+    cache: Option<&'a Cache>,
+    seen: HashSet<String>,
+    now: u64,
+    /// Remarks for the plan's warnings.
+    pub warnings: Vec<String>,
+}
+
+/// What the cache knows of a URL at planning.
+#[derive(Debug)]
+pub enum Lookup {
+    /// Not cached (no cache, policy, `file://`, or a key already used).
+    No,
+    /// Use this entry: its size is the item's.
+    Hit(Hit),
+    /// Download (a miss, or an outdated entry) and fill the cache. The
+    /// remote's validators, when a check already asked for them.
+    Miss(Key, Option<RemoteValidators>),
+}
+
+impl<'a> Planner<'a> {
+    /// Plan with `cache` (None: no cache).
+    pub fn new(cache: Option<&'a Cache>) -> Self {
+        Self {
+            cache,
+            seen: HashSet::new(),
+            now: unix_now(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Whether a cache is in use.
+    pub fn enabled(&self) -> bool {
+        self.cache.is_some()
+    }
+
+    /// Look `url` up.
+    pub fn lookup(&mut self, url: &str, net: &Net) -> Lookup {
+        let Some(cache) = self.cache else {
+            return Lookup::No;
+        };
+        let Some(key) = Key::file(url) else {
+            return Lookup::No;
+        };
+        if !matches!(cache.policy_for(&key), Decision::Cached(_))
+            || !self.seen.insert(key.as_str().to_string())
+        {
+            return Lookup::No;
+        }
+        let hit = match cache.lookup(&key, self.now) {
+            Ok(Some(hit)) => hit,
+            Ok(None) => return Lookup::Miss(key, None),
+            Err(e) => {
+                self.warnings
+                    .push(format!("download cache: {e}; {url} is downloaded"));
+                return Lookup::No;
+            }
+        };
+        if !hit.is_due_for_check() {
+            return Lookup::Hit(hit);
+        }
+        match net.block_on(net.http.validators(url)) {
+            Err(e) => {
+                // A failed check never evicts.
+                self.warnings.push(format!(
+                    "download cache: could not check {url} for a newer version ({e}); using the cached copy"
+                ));
+                Lookup::Hit(hit)
+            }
+            Ok(remote) => {
+                let now_v = validators(&remote);
+                if hit.validators().compare(&now_v) == Freshness::Outdated {
+                    Lookup::Miss(key, Some(remote))
+                } else {
+                    let _ = cache.mark_checked(&key, self.now, Some(&now_v));
+                    Lookup::Hit(hit)
+                }
+            }
+        }
+    }
+
+    /// The cache's part in an item whose source `lookup` called a miss
+    /// and which is `size` bytes, when the policy admits that size.
+    pub fn fill(&self, key: Key, remote: Option<&RemoteValidators>, size: u64) -> Option<CacheUse> {
+        let cache = self.cache?;
+        match cache.policy_for(&key) {
+            Decision::Cached(eff) if eff.admits(size) => Some(CacheUse::Fill {
+                key,
+                validators: remote.map(validators).unwrap_or_default(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// A hit as an item's cache use.
+    pub fn hit(hit: Hit) -> CacheUse {
+        CacheUse::Hit(SharedHit::new(hit))
+    }
+}
+
+/// The cache's validators from the remote's.
+pub fn validators(r: &RemoteValidators) -> Validators {
+    Validators {
+        digest: r.digest.clone(),
+        etag: r.etag.clone(),
+        last_modified: r.last_modified.clone(),
+        content_length: r.size,
+    }
+}
