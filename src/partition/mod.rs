@@ -1,8 +1,10 @@
 //! Partitions of a disk image: the MBR and bounded positional I/O windows.
 
 mod mbr;
+mod reader;
 mod window;
 
 pub use mbr::{Lba, Mbr, MbrError, Partition, SECTOR};
 
+pub use reader::WindowReader;
 pub use window::{PartitionWindow, WindowError};

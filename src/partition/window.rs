@@ -25,6 +25,14 @@ pub enum WindowError {
         /// Size of the window.
         size: u64,
     },
+    /// The image file ended before the requested range did.
+    #[error("{path}: unexpected end of file at image offset {image_offset}")]
+    UnexpectedEof {
+        /// Image file.
+        path: PathBuf,
+        /// Absolute offset in the image file where the read found nothing.
+        image_offset: u64,
+    },
     /// The underlying read or write failed.
     #[error("{path}: I/O error at image offset {image_offset}: {source}")]
     Io {
@@ -116,6 +124,31 @@ impl PartitionWindow {
         self.file
             .read_exact_at(buf, abs)
             .map_err(|e| self.io(abs, e))
+    }
+
+    /// One positional read of at most `buf.len()` bytes at `offset` (relative
+    /// to the window), retried on `Interrupted`. The whole of `buf` must lie
+    /// inside the window. `Ok(0)` from the file (the image is shorter than
+    /// the window says) is [`WindowError::UnexpectedEof`] with the offset,
+    /// never a silent zero-length read.
+    pub(super) fn read_some_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize, WindowError> {
+        let abs = self.check(offset, buf.len() as u64)?;
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            match self.file.read_at(buf, abs) {
+                Ok(0) => {
+                    return Err(WindowError::UnexpectedEof {
+                        path: self.path.to_path_buf(),
+                        image_offset: abs,
+                    })
+                }
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.io(abs, e)),
+            }
+        }
     }
 
     /// Make `[offset, offset + len)` read as zeros, punching a hole where the
