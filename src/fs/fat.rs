@@ -164,3 +164,61 @@ mod tests {
         assert_eq!(civil(-1), (1969, 12, 31));
     }
 }
+
+#[cfg(test)]
+mod window_tests {
+    use std::process::Command;
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// mkfs.vfat makes a FAT partition 1 MiB into an image; we replace a file
+    /// through the window, read it back, and fsck.fat checks the result.
+    #[test]
+    fn replace_then_read_back_on_a_real_fat() {
+        let have = |t: &str| Command::new(t).arg("--help").output().is_ok();
+        if !have("mkfs.vfat") || !have("fsck.fat") {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI must install dosfstools"
+            );
+            eprintln!("skipping: mkfs.vfat/fsck.fat not installed");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let part = dir.path().join("p1.img");
+        std::fs::File::create(&part)
+            .and_then(|f| f.set_len(32 << 20))
+            .expect("create");
+        let ok = Command::new("mkfs.vfat")
+            .arg(&part)
+            .output()
+            .expect("mkfs.vfat");
+        assert!(ok.status.success(), "{ok:?}");
+        let fat = std::fs::read(&part).expect("read");
+        let image = dir.path().join("disk.img");
+        let mut disk = vec![0xAAu8; 1 << 20];
+        disk.extend_from_slice(&fat);
+        disk.extend_from_slice(&[0x55u8; 4096]);
+        std::fs::write(&image, &disk).expect("write");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&image)
+            .expect("open");
+        let w = PartitionWindow::new(Arc::new(file), &image, 1 << 20, 32 << 20);
+        replace_file(&w, "offspot.yaml", b"first: 1\n").expect("create");
+        replace_file(&w, "offspot.yaml", b"x: 2\n").expect("replace");
+        assert_eq!(read_file(&w, "offspot.yaml").expect("read"), b"x: 2\n");
+        let after = std::fs::read(&image).expect("read image");
+        assert!(after[..1 << 20].iter().all(|&b| b == 0xAA), "before p1");
+        assert!(after[(33 << 20)..].iter().all(|&b| b == 0x55), "after p1");
+        std::fs::write(&part, &after[(1 << 20)..(33 << 20)]).expect("extract");
+        let fsck = Command::new("fsck.fat")
+            .arg("-n")
+            .arg(&part)
+            .output()
+            .expect("fsck.fat");
+        assert!(fsck.status.success(), "{fsck:?}");
+    }
+}

@@ -31,12 +31,14 @@ impl PartitionWindow {
     /// Fails, naming the image, when the range is reversed or leaves the
     /// window.
     pub fn reader(&self, start: u64, end: u64) -> Result<WindowReader, WindowError> {
-        let len = end.checked_sub(start).ok_or_else(|| WindowError::OutOfBounds {
-            path: self.path().to_path_buf(),
-            offset: start,
-            len: 0,
-            size: self.len(),
-        })?;
+        let len = end
+            .checked_sub(start)
+            .ok_or_else(|| WindowError::OutOfBounds {
+                path: self.path().to_path_buf(),
+                offset: start,
+                len: 0,
+                size: self.len(),
+            })?;
         // Bounds check only: the narrowed window is not kept.
         self.sub(start, len)?;
         Ok(WindowReader {
