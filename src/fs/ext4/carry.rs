@@ -21,8 +21,9 @@ use std::path::Path;
 
 use ext4_view::{Ext4, Ext4Read, Metadata};
 
-use super::builder::{Ext4Builder, SpecialKind, ROOT_INO};
+use super::builder::Ext4Builder;
 use super::error::Ext4Error;
+use super::node::{SpecialKind, ROOT_INO};
 use super::params::{Ext4Params, InodeMeta, Timestamp};
 use super::superblock::OldSuperblock;
 use crate::partition::PartitionWindow;

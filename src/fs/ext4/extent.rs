@@ -1,8 +1,10 @@
 //! Extent trees: up to 4 extents in the inode, else leaf blocks of 340
 //! extents under index levels (depth 1, 2, ...), each block with its crc32c tail.
 
+use super::alloc::Run;
 use super::bytes::{field16, hi32, lo32, put_u16, put_u32};
 use super::csum;
+use super::error::Ext4Error;
 use super::layout::BLOCK_SIZE_USIZE;
 
 const EXT4_EXT_MAGIC: u16 = 0xF30A;
@@ -119,6 +121,23 @@ pub(crate) fn build(extents: &[Extent], tree_at: &[u64], inode_seed: u32) -> Res
         index_entry(&mut i_block, HEADER + i * ENTRY, logical, child);
     }
     Ok(Tree { i_block, blocks })
+}
+
+/// Extents for `runs` laid end to end from logical block 0.
+pub(crate) fn runs_to_extents(runs: &[Run]) -> Result<Vec<Extent>, Ext4Error> {
+    let mut logical = 0u64;
+    let mut out = Vec::with_capacity(runs.len());
+    for r in runs {
+        out.push(Extent {
+            logical: u32::try_from(logical)
+                .map_err(|_| Ext4Error::Internal("logical block past 2^32".into()))?,
+            len: u16::try_from(r.len)
+                .map_err(|_| Ext4Error::Internal("extent longer than 32768 blocks".into()))?,
+            physical: r.start,
+        });
+        logical += r.len;
+    }
+    Ok(out)
 }
 
 /// `ext4_extent_tail.et_checksum`: crc32c of the block up to the tail.

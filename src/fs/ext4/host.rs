@@ -13,9 +13,10 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::builder::{Ext4Builder, Ino, SpecialKind};
+use super::builder::Ext4Builder;
 use super::error::Ext4Error;
 use super::file::FileWriter;
+use super::node::{Ino, SpecialKind};
 use super::params::{InodeMeta, Timestamp};
 
 /// Copy buffer per thread. 1 MiB: large enough that syscall overhead is

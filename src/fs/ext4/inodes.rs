@@ -1,0 +1,210 @@
+//! Inode records at `finish()` time, one function per kind; each writes
+//! what its inode points to (directory blocks, extent tree blocks, a slow
+//! symlink's block) on the way.
+
+use std::sync::atomic::Ordering;
+
+use super::builder::Ext4Builder;
+use super::bytes::{lo16, put_u32, us};
+use super::csum;
+use super::dir;
+use super::error::Ext4Error;
+use super::extent::{self, runs_to_extents, Extent};
+use super::finish::{DirBlockMap, DirBlocks};
+use super::inode::{self, RawInode, EXTENTS_FL, S_IFDIR, S_IFLNK, S_IFREG};
+use super::layout::{BLOCK_SIZE, BLOCK_SIZE_USIZE};
+use super::node::{Kind, Node, SpecialKind, LINK_MAX, RESIZE_INO, ROOT_INO};
+use super::params::InodeMeta;
+use super::superblock::JOURNAL_INO;
+
+/// `i_blocks` counts 512-byte sectors.
+const SECTORS_PER_BLOCK: u64 = BLOCK_SIZE / 512;
+
+impl Ext4Builder {
+    /// The inode record for `ino`, or `None` for an unused reserved inode.
+    pub(super) fn inode_for(
+        &self,
+        ino: u32,
+        dir_blocks: &DirBlockMap,
+    ) -> Result<Option<RawInode>, Ext4Error> {
+        match ino {
+            JOURNAL_INO => return self.journal_inode().map(Some),
+            RESIZE_INO => return Ok(self.resize_inode()),
+            _ => {}
+        }
+        let Some(Some(node)) = self.nodes.get(us(u64::from(ino)).wrapping_sub(1)) else {
+            return Ok(None);
+        };
+        let seed = csum::inode_seed(self.fs_seed, ino, 0);
+        let raw = match &node.kind {
+            Kind::Dir { .. } => {
+                let blocks = dir_blocks.get(&ino).ok_or_else(|| {
+                    Ext4Error::Internal(format!("no blocks for directory inode {ino}"))
+                })?;
+                self.dir_inode(ino, node, blocks, seed)?
+            }
+            Kind::File { .. } => self.file_inode(node, seed)?,
+            Kind::Symlink { target, block } => self.symlink_inode(node, target, *block, seed)?,
+            Kind::Special(kind) => special_inode(node, *kind),
+        };
+        Ok(Some(raw))
+    }
+
+    /// Write an extent tree's blocks (none when it fits in the inode).
+    pub(super) fn write_tree(&self, tree: &extent::Tree) -> Result<(), Ext4Error> {
+        for (at, buf) in &tree.blocks {
+            self.window.write_at(at * BLOCK_SIZE, buf)?;
+        }
+        Ok(())
+    }
+
+    /// A directory: its entries (`.`, `..`, then children in name order)
+    /// written into its blocks, and its extent tree.
+    fn dir_inode(
+        &self,
+        ino: u32,
+        node: &Node,
+        blocks: &DirBlocks,
+        seed: u32,
+    ) -> Result<RawInode, Ext4Error> {
+        let Kind::Dir {
+            children, subdirs, ..
+        } = &node.kind
+        else {
+            return Err(Ext4Error::Internal(format!(
+                "inode {ino} is not a directory"
+            )));
+        };
+        let parent = if ino == ROOT_INO.0 {
+            ROOT_INO.0
+        } else {
+            node.parent
+        };
+        let dot = |name: &'static [u8], ino| dir::Entry {
+            name,
+            ino,
+            file_type: dir::FT_DIR,
+        };
+        let mut entries = vec![dot(b".", ino), dot(b"..", parent)];
+        for (name, &child) in children {
+            entries.push(dir::Entry {
+                name,
+                ino: child,
+                file_type: self.file_type_of(child)?,
+            });
+        }
+        let nblocks: u64 = blocks.runs.iter().map(|r| r.len).sum();
+        let data = dir::build_blocks(&entries, us(nblocks), seed).map_err(Ext4Error::Internal)?;
+        let mut data = data.iter();
+        for b in blocks.runs.iter().flat_map(|r| r.start..r.end()) {
+            let buf = data
+                .next()
+                .ok_or_else(|| Ext4Error::Internal("directory block count".into()))?;
+            self.window.write_at(b * BLOCK_SIZE, buf)?;
+        }
+        let tree = extent::build(&runs_to_extents(&blocks.runs)?, &blocks.tree, seed)
+            .map_err(Ext4Error::Internal)?;
+        self.write_tree(&tree)?;
+        let links = 2 + subdirs;
+        Ok(RawInode {
+            mode: S_IFDIR | (node.perm_meta.perm & 0o7777),
+            meta: node.perm_meta,
+            size: nblocks * BLOCK_SIZE,
+            links: if links > LINK_MAX { 1 } else { lo16(links) },
+            sectors: (nblocks + blocks.tree.len() as u64) * SECTORS_PER_BLOCK,
+            flags: EXTENTS_FL,
+            i_block: tree.i_block,
+        })
+    }
+
+    /// A regular file: its extent tree over the runs reserved at creation.
+    fn file_inode(&self, node: &Node, seed: u32) -> Result<RawInode, Ext4Error> {
+        let Kind::File { runs, tree, limit } = &node.kind else {
+            return Err(Ext4Error::Internal("not a regular file".into()));
+        };
+        let t = extent::build(&runs_to_extents(runs)?, tree, seed).map_err(Ext4Error::Internal)?;
+        self.write_tree(&t)?;
+        let nblocks: u64 = runs.iter().map(|r| r.len).sum();
+        Ok(RawInode {
+            mode: S_IFREG | (node.perm_meta.perm & 0o7777),
+            meta: node.perm_meta,
+            size: limit.load(Ordering::Relaxed),
+            links: lo16(node.links), // <= LINK_MAX
+            sectors: (nblocks + tree.len() as u64) * SECTORS_PER_BLOCK,
+            flags: EXTENTS_FL,
+            i_block: t.i_block,
+        })
+    }
+
+    /// A symlink: the target in `i_block` ("fast") or in its one block.
+    fn symlink_inode(
+        &self,
+        node: &Node,
+        target: &[u8],
+        block: Option<u64>,
+        seed: u32,
+    ) -> Result<RawInode, Ext4Error> {
+        let mut i_block = [0u8; 60];
+        let (flags, sectors) = match block {
+            None => {
+                i_block[..target.len()].copy_from_slice(target);
+                (0, 0)
+            }
+            Some(b) => {
+                let mut data = vec![0u8; BLOCK_SIZE_USIZE];
+                data[..target.len()].copy_from_slice(target);
+                self.window.write_at(b * BLOCK_SIZE, &data)?;
+                let one = Extent {
+                    logical: 0,
+                    len: 1,
+                    physical: b,
+                };
+                i_block = extent::build(&[one], &[], seed)
+                    .map_err(Ext4Error::Internal)?
+                    .i_block;
+                (EXTENTS_FL, SECTORS_PER_BLOCK)
+            }
+        };
+        Ok(RawInode {
+            mode: S_IFLNK | 0o777,
+            meta: InodeMeta {
+                perm: 0o777,
+                ..node.perm_meta
+            },
+            size: target.len() as u64,
+            links: lo16(node.links), // <= LINK_MAX
+            sectors,
+            flags,
+            i_block,
+        })
+    }
+
+    /// The directory entry file type of `ino`.
+    fn file_type_of(&self, ino: u32) -> Result<u8, Ext4Error> {
+        Ok(inode::dirent_type(self.node(ino)?.kind.mode_type()))
+    }
+}
+
+/// A FIFO, socket or device node; devices keep their numbers in `i_block`.
+fn special_inode(node: &Node, kind: SpecialKind) -> RawInode {
+    let mut i_block = [0u8; 60];
+    if let SpecialKind::CharDevice(major, minor) | SpecialKind::BlockDevice(major, minor) = kind {
+        if major < 256 && minor < 256 {
+            // Old encoding in i_block[0].
+            put_u32(&mut i_block, 0, (major << 8) | minor);
+        } else {
+            // New (huge) encoding in i_block[1], as the kernel's new_encode_dev.
+            let v = (minor & 0xFF) | (major << 8) | ((minor & !0xFF) << 12);
+            put_u32(&mut i_block, 4, v);
+        }
+    }
+    RawInode {
+        mode: kind.mode_type() | (node.perm_meta.perm & 0o7777),
+        meta: node.perm_meta,
+        size: 0,
+        links: lo16(node.links), // <= LINK_MAX
+        sectors: 0,
+        flags: 0,
+        i_block,
+    }
+}
