@@ -13,12 +13,13 @@ use super::csum;
 use super::error::Ext4Error;
 use super::extent;
 use super::ids::{IdPurpose, IdSource};
-use super::layout::{Layout, BLOCK_SIZE, BLOCK_SIZE_USIZE, FIRST_INO};
+use super::layout::{Layout, BLOCK_SIZE_USIZE, FIRST_INO};
 use super::node::{
     is_valid_name, Ino, Kind, Node, SpecialKind, FAST_SYMLINK_MAX, LINK_MAX, LOST_FOUND_BLOCKS,
     LOST_FOUND_INO, ROOT_INO,
 };
 use super::params::{Ext4Params, InodeMeta};
+use super::units::{BlockCount, BlockNo};
 use crate::partition::PartitionWindow;
 
 /// Builds an ext4 filesystem inside a [`PartitionWindow`].
@@ -35,7 +36,7 @@ pub struct Ext4Builder {
     pub(super) nodes: Vec<Option<Node>>,
     /// Extent tree blocks of the journal inode (none for a journal of at
     /// most 4 runs).
-    pub(super) journal_tree: Vec<u64>,
+    pub(super) journal_tree: Vec<BlockNo>,
 }
 
 impl Ext4Builder {
@@ -80,13 +81,13 @@ impl Ext4Builder {
         layout: &Layout,
         alloc: &mut Allocator,
         size: u64,
-    ) -> Result<Vec<u64>, Ext4Error> {
-        let jtree = extent::tree_blocks(layout.journal.len()) as u64;
+    ) -> Result<Vec<BlockNo>, Ext4Error> {
+        let jtree = extent::tree_block_count(layout.journal.len());
         Ok(alloc
-            .alloc_runs(jtree, 1)
+            .alloc_runs(jtree, BlockCount(1))
             .ok_or_else(|| Ext4Error::NoSpace {
                 what: "journal".into(),
-                needed: jtree * BLOCK_SIZE,
+                needed: jtree.bytes_saturating(),
                 available: 0,
                 size,
             })?
@@ -127,7 +128,7 @@ impl Ext4Builder {
 
     /// Bytes still free for file data (blocks after the allocation cursor).
     pub fn free_bytes(&self) -> u64 {
-        self.alloc.free_after_cursor() * BLOCK_SIZE
+        self.alloc.free_after_cursor().bytes_saturating()
     }
 
     /// Inodes still free.
@@ -324,7 +325,10 @@ impl Ext4Builder {
         let block = if target.len() < FAST_SYMLINK_MAX {
             None
         } else {
-            Some(self.alloc_data(&path, 1)?[0].start)
+            let runs = self.alloc_data(&path, BlockCount(1))?;
+            Some(runs.first().map(|r| r.start).ok_or_else(|| {
+                Ext4Error::Internal(format!("{path}: no block for the symlink target"))
+            })?)
         };
         self.new_inode(
             parent,

@@ -23,8 +23,8 @@ pub struct Capacity {
 pub fn capacity(size: u64, params: &Ext4Params) -> Result<Capacity, Ext4Error> {
     let (layout, alloc) = Layout::new(size, params)?;
     Ok(Capacity {
-        size: layout.blocks_count * BLOCK_SIZE,
-        free_blocks: alloc.free_count(),
+        size: layout.blocks_count.bytes()?,
+        free_blocks: alloc.free_count().get(),
         inodes: layout.inodes_count(),
     })
 }

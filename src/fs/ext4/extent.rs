@@ -2,10 +2,11 @@
 //! extents under index levels (depth 1, 2, ...), each block with its crc32c tail.
 
 use super::alloc::Run;
-use super::bytes::{field16, hi32, lo32, put_u16, put_u32};
+use super::bytes::{field16, hi32, lo32, put_u16, put_u32, u64_of};
 use super::csum;
 use super::error::Ext4Error;
 use super::layout::BLOCK_SIZE_USIZE;
+use super::units::{BlockCount, BlockNo};
 
 const EXT4_EXT_MAGIC: u16 = 0xF30A;
 const HEADER: usize = 12;
@@ -23,7 +24,12 @@ const TAIL: usize = HEADER + PER_BLOCK * ENTRY;
 pub(crate) struct Extent {
     pub logical: u32,
     pub len: u16,
-    pub physical: u64,
+    pub physical: BlockNo,
+}
+
+/// [`tree_blocks`] as a block count.
+pub(crate) fn tree_block_count(n: usize) -> BlockCount {
+    BlockCount(u64_of(tree_blocks(n)))
 }
 
 /// Tree blocks needed for `n` extents (0 when they fit in the inode).
@@ -49,11 +55,12 @@ fn header(buf: &mut [u8], entries: usize, max: usize, depth: u16) {
 fn leaf_entry(buf: &mut [u8], off: usize, e: &Extent) {
     put_u32(buf, off, e.logical); // ee_block
     put_u16(buf, off + 4, e.len); // ee_len
-    put_u16(buf, off + 6, (hi32(e.physical) & 0xFFFF) as u16); // ee_start_hi
-    put_u32(buf, off + 8, lo32(e.physical)); // ee_start_lo
+    put_u16(buf, off + 6, (hi32(e.physical.get()) & 0xFFFF) as u16); // ee_start_hi
+    put_u32(buf, off + 8, lo32(e.physical.get())); // ee_start_lo
 }
 
-fn index_entry(buf: &mut [u8], off: usize, logical: u32, child: u64) {
+fn index_entry(buf: &mut [u8], off: usize, logical: u32, child: BlockNo) {
+    let child = child.get();
     put_u32(buf, off, logical); // ei_block
     put_u32(buf, off + 4, lo32(child)); // ei_leaf_lo
     put_u16(buf, off + 8, (hi32(child) & 0xFFFF) as u16); // ei_leaf_hi
@@ -63,12 +70,16 @@ fn index_entry(buf: &mut [u8], off: usize, logical: u32, child: u64) {
 /// A built tree: the inode's i_block and the tree blocks to write.
 pub(crate) struct Tree {
     pub i_block: [u8; 60],
-    pub blocks: Vec<(u64, Vec<u8>)>,
+    pub blocks: Vec<(BlockNo, Vec<u8>)>,
 }
 
 /// Build the tree for `extents` (sorted by logical block) using exactly
 /// `tree_blocks(extents.len())` blocks from `tree_at` (in order).
-pub(crate) fn build(extents: &[Extent], tree_at: &[u64], inode_seed: u32) -> Result<Tree, String> {
+pub(crate) fn build(
+    extents: &[Extent],
+    tree_at: &[BlockNo],
+    inode_seed: u32,
+) -> Result<Tree, String> {
     if tree_at.len() != tree_blocks(extents.len()) {
         return Err(format!(
             "{} tree blocks given for {} extents",
@@ -87,7 +98,7 @@ pub(crate) fn build(extents: &[Extent], tree_at: &[u64], inode_seed: u32) -> Res
     }
     let mut next_block = tree_at.iter().copied();
     // Level 0: leaves.
-    let mut children: Vec<(u32, u64)> = Vec::new();
+    let mut children: Vec<(u32, BlockNo)> = Vec::new();
     for chunk in extents.chunks(PER_BLOCK) {
         let at = next_block.next().ok_or("ran out of tree blocks")?;
         let mut buf = vec![0u8; BLOCK_SIZE_USIZE];
@@ -125,17 +136,18 @@ pub(crate) fn build(extents: &[Extent], tree_at: &[u64], inode_seed: u32) -> Res
 
 /// Extents for `runs` laid end to end from logical block 0.
 pub(crate) fn runs_to_extents(runs: &[Run]) -> Result<Vec<Extent>, Ext4Error> {
-    let mut logical = 0u64;
+    let mut logical = BlockCount::ZERO;
     let mut out = Vec::with_capacity(runs.len());
     for r in runs {
         out.push(Extent {
-            logical: u32::try_from(logical)
+            logical: u32::try_from(logical.get())
                 .map_err(|_| Ext4Error::Internal("logical block past 2^32".into()))?,
-            len: u16::try_from(r.len)
-                .map_err(|_| Ext4Error::Internal("extent longer than 32768 blocks".into()))?,
+            len: u16::try_from(r.len.get()).map_err(|_| {
+                Ext4Error::Internal(format!("extent of {} blocks at {:?}", r.len.get(), r.start))
+            })?,
             physical: r.start,
         });
-        logical += r.len;
+        logical = logical.add(r.len)?;
     }
     Ok(out)
 }
@@ -168,11 +180,11 @@ mod tests {
             .map(|i| Extent {
                 logical: u32::try_from(i).expect("test sizes are small"),
                 len: 1,
-                physical: 1000 + 2 * i as u64,
+                physical: BlockNo(1000 + 2 * i as u64),
             })
             .collect();
         let tb = tree_blocks(n);
-        let at: Vec<u64> = (0..tb as u64).map(|i| 10 + i).collect();
+        let at: Vec<BlockNo> = (0..tb as u64).map(|i| BlockNo(10 + i)).collect();
         let t = build(&extents, &at, 0).expect("build");
         assert_eq!(get_u16(&t.i_block, 0), EXT4_EXT_MAGIC);
         assert_eq!(get_u16(&t.i_block, 6), 2, "depth");
@@ -181,7 +193,7 @@ mod tests {
         let (idx_at, idx) = t.blocks.last().expect("index block");
         assert_eq!(
             get_u32(&t.i_block, 16),
-            u32::try_from(*idx_at).expect("small")
+            u32::try_from(idx_at.get()).expect("small")
         );
         assert_eq!(get_u16(idx, 2), 5);
         assert_eq!(get_u16(idx, 6), 1);

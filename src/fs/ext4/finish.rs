@@ -19,9 +19,14 @@ use super::error::Ext4Error;
 use super::extent;
 use super::group::GroupDesc;
 use super::inode::S_IFDIR;
-use super::layout::{BLOCKS_PER_GROUP, BLOCK_SIZE, INODE_SIZE};
+use super::layout::{DESC_SIZE_USIZE, INODE_SIZE, INODE_SIZE_USIZE};
 use super::node::{Ino, Kind, Node};
 use super::superblock::{self, SuperInfo};
+use super::units::{BlockCount, BlockNo, GroupNo};
+
+/// The primary superblock sits 1024 bytes into block 0 (the first 1024
+/// bytes are left for a boot sector); backups start their group's block.
+const PRIMARY_SUPERBLOCK_OFFSET: u64 = 1024;
 
 /// Figures about a finished filesystem.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +46,7 @@ pub struct FinishStats {
 /// Blocks of one directory: its data runs and its extent tree blocks.
 pub(super) struct DirBlocks {
     pub runs: Vec<Run>,
-    pub tree: Vec<u64>,
+    pub tree: Vec<BlockNo>,
 }
 
 /// Directory inode → its blocks.
@@ -66,7 +71,7 @@ impl Ext4Builder {
         self.write_journal_superblock()?;
         self.write_resize_blocks()?;
         let descs = self.write_bitmaps(&usage)?;
-        let gdt = self.group_descriptor_table(&descs);
+        let gdt = self.group_descriptor_table(&descs)?;
         self.write_superblocks(&gdt, &usage)
     }
 
@@ -74,11 +79,9 @@ impl Ext4Builder {
     /// order, now that their entries are known.
     fn allocate_dir_blocks(&mut self) -> Result<DirBlockMap, Ext4Error> {
         let mut out = DirBlockMap::new();
-        for idx in 0..self.nodes.len() {
-            let ino = u32::try_from(idx + 1)
-                .map_err(|_| Ext4Error::Internal("inode number overflow".into()))?;
-            let n = match &self.nodes[idx] {
-                Some(Node {
+        for (idx, ino) in (0..self.nodes.len()).zip(1u32..) {
+            let n = match self.nodes.get(idx) {
+                Some(Some(Node {
                     kind:
                         Kind::Dir {
                             children,
@@ -86,21 +89,20 @@ impl Ext4Builder {
                             ..
                         },
                     ..
-                }) => {
+                })) => {
                     let names = [1usize, 2]
                         .into_iter()
                         .chain(children.keys().map(|k| k.len()));
-                    dir::blocks_needed(names).max(*min_blocks) as u64
+                    BlockCount(u64_of(dir::blocks_needed(names).max(*min_blocks)))
                 }
                 _ => continue,
             };
             let what = format!("directory {}", self.path_of(Ino(ino)));
             let runs = self.alloc_data(&what, n)?;
-            let tn = extent::tree_blocks(runs.len()) as u64;
             let tree = self
-                .alloc_data(&what, tn)?
+                .alloc_data(&what, extent::tree_block_count(runs.len()))?
                 .iter()
-                .flat_map(|r| r.start..r.end())
+                .flat_map(Run::blocks)
                 .collect();
             out.insert(ino, DirBlocks { runs, tree });
         }
@@ -111,67 +113,89 @@ impl Ext4Builder {
     /// prefix (rounded up to a block), written as the inode walk leaves it.
     fn write_inode_tables(&self, dir_blocks: &DirBlockMap) -> Result<InodeUsage, Ext4Error> {
         let groups = us(self.layout.groups);
+        let last_ino = u64_of(self.nodes.len());
         let mut usage = InodeUsage {
-            last_ino: self.nodes.len() as u64,
+            last_ino,
             used: vec![0u64; groups],
             dirs: vec![0u32; groups],
         };
         let ipg = self.layout.inodes_per_group;
-        let last_ino = usage.last_ino;
         let mut table: Vec<u8> = Vec::new();
-        let mut table_group = u64::MAX;
-        for ino in 1..=last_ino {
-            let g = (ino - 1) / ipg;
-            if g != table_group {
-                self.flush_table(table_group, &table)?;
-                table_group = g;
-                let used_here = (last_ino - g * ipg).min(ipg);
-                table = vec![0u8; us((used_here * INODE_SIZE).next_multiple_of(BLOCK_SIZE))];
-            }
-            usage.used[us(g)] = ino - g * ipg;
-            if let Some(raw) = self.inode_for(lo32(ino), dir_blocks)? {
-                if raw.mode & 0o170000 == S_IFDIR {
-                    usage.dirs[us(g)] += 1;
+        let mut table_group = None;
+        for (ino, index) in (1..=last_ino).zip(0u64..) {
+            // index < last_ino <= inodes_count <= 2^32, ipg > 0.
+            let (g, slot) = (GroupNo(index / ipg.max(1)), index % ipg.max(1));
+            if table_group != Some(g) {
+                if let Some(prev) = table_group {
+                    self.flush_table(prev, &table)?;
                 }
-                let off = us((ino - 1 - g * ipg) * INODE_SIZE);
-                table[off..off + us(INODE_SIZE)]
-                    .copy_from_slice(&raw.encode(lo32(ino), self.fs_seed));
+                table_group = Some(g);
+                table = self.empty_table(last_ino.saturating_sub(index).min(ipg));
             }
+            if let Some(u) = usage.used.get_mut(g.index()) {
+                *u = slot.saturating_add(1);
+            }
+            let Some(raw) = self.inode_for(lo32(ino), dir_blocks)? else {
+                continue;
+            };
+            if raw.mode & 0o170000 == S_IFDIR {
+                if let Some(d) = usage.dirs.get_mut(g.index()) {
+                    *d = d.saturating_add(1);
+                }
+            }
+            let off = us(slot.saturating_mul(INODE_SIZE));
+            table
+                .get_mut(off..off.saturating_add(INODE_SIZE_USIZE))
+                .ok_or_else(|| Ext4Error::Internal(format!("inode {ino} past its table")))?
+                .copy_from_slice(&raw.encode(lo32(ino), self.fs_seed));
         }
-        self.flush_table(table_group, &table)?;
+        if let Some(g) = table_group {
+            self.flush_table(g, &table)?;
+        }
         Ok(usage)
     }
 
-    fn flush_table(&self, group: u64, table: &[u8]) -> Result<(), Ext4Error> {
-        if group == u64::MAX || table.is_empty() {
+    /// A zeroed buffer for `used` inodes (<= inodes per group <= 32768),
+    /// rounded up to whole blocks.
+    fn empty_table(&self, used: u64) -> Vec<u8> {
+        let bytes = used.saturating_mul(INODE_SIZE);
+        vec![0u8; us(BlockCount::for_bytes(bytes).bytes_saturating())]
+    }
+
+    fn flush_table(&self, group: GroupNo, table: &[u8]) -> Result<(), Ext4Error> {
+        if table.is_empty() {
             return Ok(());
         }
-        let at = self.layout.groups_meta[us(group)].inode_table * BLOCK_SIZE;
+        let at = self.layout.group_meta(group)?.inode_table.byte_offset()?;
         self.window.write_at(at, table)?;
         Ok(())
     }
 
     /// Step 6: all descriptors, packed into the table's blocks.
-    fn group_descriptor_table(&self, descs: &[GroupDesc]) -> Vec<u8> {
-        let mut gdt = vec![0u8; us(self.layout.desc_blocks * BLOCK_SIZE)];
+    fn group_descriptor_table(&self, descs: &[GroupDesc]) -> Result<Vec<u8>, Ext4Error> {
+        let mut gdt = vec![0u8; us(self.layout.desc_blocks.bytes()?)];
         for ((g, d), slot) in descs
             .iter()
             .enumerate()
-            .zip(gdt.chunks_exact_mut(super::layout::DESC_SIZE_USIZE))
+            .zip(gdt.chunks_exact_mut(DESC_SIZE_USIZE))
         {
             slot.copy_from_slice(&d.encode(lo32(u64_of(g)), self.fs_seed));
         }
-        gdt
+        Ok(gdt)
     }
 
     /// Step 7: the primary superblock (1024 bytes into block 0) and the
     /// backups (at the start of their group), each followed by the group
     /// descriptor table.
     fn write_superblocks(&self, gdt: &[u8], usage: &InodeUsage) -> Result<FinishStats, Ext4Error> {
-        let free_blocks = self.alloc.free_count();
-        let free_inodes = self.layout.inodes_count() - usage.last_ino;
+        let free_blocks = self.alloc.free_count().get();
+        let free_inodes = self.layout.inodes_count().saturating_sub(usage.last_ino);
         let mut label = [0u8; 16];
-        label[..self.params.label.len()].copy_from_slice(self.params.label.as_bytes());
+        let name = self.params.label.as_bytes();
+        label
+            .get_mut(..name.len())
+            .ok_or_else(|| Ext4Error::Internal("label longer than 16 bytes".into()))?
+            .copy_from_slice(name);
         let info = SuperInfo {
             layout: &self.layout,
             free_blocks,
@@ -183,14 +207,20 @@ impl Ext4Builder {
             time: self.params.time.encode().0,
             jnl_blocks: self.journal_backup()?,
         };
-        for g in std::iter::once(0).chain(self.layout.backup_groups()) {
-            let sb = superblock::encode(&info, g);
-            let at = g * BLOCKS_PER_GROUP * BLOCK_SIZE;
-            self.window.write_at(if g == 0 { 1024 } else { at }, &sb)?;
-            self.window.write_at(at + BLOCK_SIZE, gdt)?;
+        for g in std::iter::once(GroupNo(0)).chain(self.layout.backup_groups()) {
+            let sb = superblock::encode(&info, g.get());
+            let first = g.first_block()?;
+            let at = if g.get() == 0 {
+                PRIMARY_SUPERBLOCK_OFFSET
+            } else {
+                first.byte_offset()?
+            };
+            self.window.write_at(at, &sb)?;
+            let gdt_at = first.add(BlockCount(1))?.byte_offset()?;
+            self.window.write_at(gdt_at, gdt)?;
         }
         Ok(FinishStats {
-            blocks: self.layout.blocks_count,
+            blocks: self.layout.blocks_count.get(),
             free_blocks,
             inodes: self.layout.inodes_count(),
             used_inodes: usage.last_ino,

@@ -4,21 +4,25 @@
 
 use std::sync::atomic::Ordering;
 
+use super::alloc::Run;
 use super::builder::Ext4Builder;
-use super::bytes::{lo16, put_u32, us};
+use super::bytes::{lo16, put_u32, u64_of, us};
 use super::csum;
 use super::dir;
 use super::error::Ext4Error;
 use super::extent::{self, runs_to_extents, Extent};
 use super::finish::{DirBlockMap, DirBlocks};
 use super::inode::{self, RawInode, EXTENTS_FL, S_IFDIR, S_IFLNK, S_IFREG};
-use super::layout::{BLOCK_SIZE, BLOCK_SIZE_USIZE};
+use super::layout::BLOCK_SIZE_USIZE;
 use super::node::{Kind, Node, SpecialKind, LINK_MAX, RESIZE_INO, ROOT_INO};
 use super::params::InodeMeta;
 use super::superblock::JOURNAL_INO;
+use super::units::{BlockCount, BlockNo};
 
-/// `i_blocks` counts 512-byte sectors.
-const SECTORS_PER_BLOCK: u64 = BLOCK_SIZE / 512;
+/// Blocks of an extent tree.
+fn tree_len(tree: &[BlockNo]) -> BlockCount {
+    BlockCount(u64_of(tree.len()))
+}
 
 impl Ext4Builder {
     /// The inode record for `ino`, or `None` for an unused reserved inode.
@@ -29,10 +33,13 @@ impl Ext4Builder {
     ) -> Result<Option<RawInode>, Ext4Error> {
         match ino {
             JOURNAL_INO => return self.journal_inode().map(Some),
-            RESIZE_INO => return Ok(self.resize_inode()),
+            RESIZE_INO => return self.resize_inode(),
             _ => {}
         }
-        let Some(Some(node)) = self.nodes.get(us(u64::from(ino)).wrapping_sub(1)) else {
+        let Some(Some(node)) = ino
+            .checked_sub(1)
+            .and_then(|i| self.nodes.get(us(u64::from(i))))
+        else {
             return Ok(None);
         };
         let seed = csum::inode_seed(self.fs_seed, ino, 0);
@@ -53,7 +60,7 @@ impl Ext4Builder {
     /// Write an extent tree's blocks (none when it fits in the inode).
     pub(super) fn write_tree(&self, tree: &extent::Tree) -> Result<(), Ext4Error> {
         for (at, buf) in &tree.blocks {
-            self.window.write_at(at * BLOCK_SIZE, buf)?;
+            self.window.write_at(at.byte_offset()?, buf)?;
         }
         Ok(())
     }
@@ -93,25 +100,28 @@ impl Ext4Builder {
                 file_type: self.file_type_of(child)?,
             });
         }
-        let nblocks: u64 = blocks.runs.iter().map(|r| r.len).sum();
-        let data = dir::build_blocks(&entries, us(nblocks), seed).map_err(Ext4Error::Internal)?;
+        let nblocks = BlockCount::sum(blocks.runs.iter().map(|r| r.len))?;
+        let data =
+            dir::build_blocks(&entries, us(nblocks.get()), seed).map_err(Ext4Error::Internal)?;
         let mut data = data.iter();
-        for b in blocks.runs.iter().flat_map(|r| r.start..r.end()) {
+        for b in blocks.runs.iter().flat_map(Run::blocks) {
             let buf = data
                 .next()
                 .ok_or_else(|| Ext4Error::Internal("directory block count".into()))?;
-            self.window.write_at(b * BLOCK_SIZE, buf)?;
+            self.window.write_at(b.byte_offset()?, buf)?;
         }
         let tree = extent::build(&runs_to_extents(&blocks.runs)?, &blocks.tree, seed)
             .map_err(Ext4Error::Internal)?;
         self.write_tree(&tree)?;
-        let links = 2 + subdirs;
+        // `.` and the parent's entry, plus each subdirectory's `..`; past
+        // LINK_MAX, dir_nlink's 1 ("many").
+        let links = subdirs.saturating_add(2);
         Ok(RawInode {
             mode: S_IFDIR | (node.perm_meta.perm & 0o7777),
             meta: node.perm_meta,
-            size: nblocks * BLOCK_SIZE,
+            size: nblocks.bytes()?,
             links: if links > LINK_MAX { 1 } else { lo16(links) },
-            sectors: (nblocks + blocks.tree.len() as u64) * SECTORS_PER_BLOCK,
+            sectors: nblocks.add(tree_len(&blocks.tree))?.sectors()?,
             flags: EXTENTS_FL,
             i_block: tree.i_block,
         })
@@ -124,13 +134,13 @@ impl Ext4Builder {
         };
         let t = extent::build(&runs_to_extents(runs)?, tree, seed).map_err(Ext4Error::Internal)?;
         self.write_tree(&t)?;
-        let nblocks: u64 = runs.iter().map(|r| r.len).sum();
+        let nblocks = BlockCount::sum(runs.iter().map(|r| r.len))?;
         Ok(RawInode {
             mode: S_IFREG | (node.perm_meta.perm & 0o7777),
             meta: node.perm_meta,
             size: limit.load(Ordering::Relaxed),
             links: lo16(node.links), // <= LINK_MAX
-            sectors: (nblocks + tree.len() as u64) * SECTORS_PER_BLOCK,
+            sectors: nblocks.add(tree_len(tree))?.sectors()?,
             flags: EXTENTS_FL,
             i_block: t.i_block,
         })
@@ -141,19 +151,25 @@ impl Ext4Builder {
         &self,
         node: &Node,
         target: &[u8],
-        block: Option<u64>,
+        block: Option<BlockNo>,
         seed: u32,
     ) -> Result<RawInode, Ext4Error> {
         let mut i_block = [0u8; 60];
+        let too_long = || Ext4Error::Internal(format!("symlink target of {} bytes", target.len()));
         let (flags, sectors) = match block {
             None => {
-                i_block[..target.len()].copy_from_slice(target);
+                i_block
+                    .get_mut(..target.len())
+                    .ok_or_else(too_long)?
+                    .copy_from_slice(target);
                 (0, 0)
             }
             Some(b) => {
                 let mut data = vec![0u8; BLOCK_SIZE_USIZE];
-                data[..target.len()].copy_from_slice(target);
-                self.window.write_at(b * BLOCK_SIZE, &data)?;
+                data.get_mut(..target.len())
+                    .ok_or_else(too_long)?
+                    .copy_from_slice(target);
+                self.window.write_at(b.byte_offset()?, &data)?;
                 let one = Extent {
                     logical: 0,
                     len: 1,
@@ -162,7 +178,7 @@ impl Ext4Builder {
                 i_block = extent::build(&[one], &[], seed)
                     .map_err(Ext4Error::Internal)?
                     .i_block;
-                (EXTENTS_FL, SECTORS_PER_BLOCK)
+                (EXTENTS_FL, BlockCount(1).sectors()?)
             }
         };
         Ok(RawInode {
@@ -171,7 +187,7 @@ impl Ext4Builder {
                 perm: 0o777,
                 ..node.perm_meta
             },
-            size: target.len() as u64,
+            size: u64_of(target.len()),
             links: lo16(node.links), // <= LINK_MAX
             sectors,
             flags,

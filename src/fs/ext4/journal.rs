@@ -2,7 +2,7 @@
 //! journal inode (inode 8) with the superblock's backup of its block map.
 
 use super::builder::Ext4Builder;
-use super::bytes::{get_u32, hi32, lo32, put_be32, put_u8};
+use super::bytes::{get_u32, hi32, lo32, put_be32, put_u8, u64_of};
 use super::csum;
 use super::error::Ext4Error;
 use super::extent::{self, runs_to_extents};
@@ -10,6 +10,7 @@ use super::inode::{RawInode, EXTENTS_FL, S_IFREG};
 use super::layout::BLOCK_SIZE;
 use super::params::InodeMeta;
 use super::superblock::JOURNAL_INO;
+use super::units::BlockCount;
 
 const JBD2_MAGIC: u32 = 0xC03B_3998;
 /// `JBD2_SUPERBLOCK_V2`.
@@ -59,13 +60,14 @@ impl Ext4Builder {
     pub(super) fn journal_inode(&self) -> Result<RawInode, Ext4Error> {
         let tree = self.journal_extent_tree()?;
         self.write_tree(&tree)?;
-        let blocks = self.layout.journal_blocks + self.journal_tree.len() as u64;
+        let tree_blocks = BlockCount(u64_of(self.journal_tree.len()));
+        let blocks = self.layout.journal_blocks.add(tree_blocks)?;
         Ok(RawInode {
             mode: S_IFREG | 0o600,
             meta: InodeMeta::new(0o600, self.params.time),
-            size: self.layout.journal_blocks * BLOCK_SIZE,
+            size: self.layout.journal_blocks.bytes()?,
             links: 1,
-            sectors: blocks * (BLOCK_SIZE / 512),
+            sectors: blocks.sectors()?,
             flags: EXTENTS_FL,
             i_block: tree.i_block,
         })
@@ -75,7 +77,7 @@ impl Ext4Builder {
     pub(super) fn write_journal_superblock(&self) -> Result<(), Ext4Error> {
         let jsb = superblock(
             lo32(BLOCK_SIZE),
-            lo32(self.layout.journal_blocks),
+            lo32(self.layout.journal_blocks.get()), // <= 262144 (layout.rs)
             &self.uuid,
         );
         let j0 = self
@@ -84,7 +86,7 @@ impl Ext4Builder {
             .first()
             .map(|r| r.start)
             .ok_or_else(|| Ext4Error::Internal("no journal".into()))?;
-        self.window.write_at(j0 * BLOCK_SIZE, &jsb)?;
+        self.window.write_at(j0.byte_offset()?, &jsb)?;
         Ok(())
     }
 
@@ -93,10 +95,10 @@ impl Ext4Builder {
     pub(super) fn journal_backup(&self) -> Result<[u32; 17], Ext4Error> {
         let jtree = self.journal_extent_tree()?;
         let mut jnl_blocks = [0u32; 17];
-        for (i, w) in jnl_blocks.iter_mut().take(15).enumerate() {
-            *w = get_u32(&jtree.i_block, 4 * i);
+        for (w, word) in jnl_blocks.iter_mut().zip(jtree.i_block.chunks_exact(4)) {
+            *w = get_u32(word, 0);
         }
-        let jsize = self.layout.journal_blocks * BLOCK_SIZE;
+        let jsize = self.layout.journal_blocks.bytes()?;
         jnl_blocks[15] = hi32(jsize);
         jnl_blocks[16] = lo32(jsize);
         Ok(jnl_blocks)

@@ -26,6 +26,7 @@ mod params;
 mod reserve;
 mod resize;
 mod superblock;
+mod units;
 
 pub use builder::Ext4Builder;
 pub use capacity::{capacity, dir_blocks, file_blocks, min_size, Capacity};

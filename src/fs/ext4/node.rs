@@ -9,6 +9,7 @@ use super::alloc::Run;
 use super::inode::{self, S_IFDIR, S_IFLNK, S_IFREG};
 use super::layout::FIRST_INO;
 use super::params::InodeMeta;
+use super::units::BlockNo;
 
 /// An inode of the filesystem being built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -71,12 +72,12 @@ pub(super) enum Kind {
     },
     File {
         runs: Vec<Run>,
-        tree: Vec<u64>,
+        tree: Vec<BlockNo>,
         limit: Arc<AtomicU64>,
     },
     Symlink {
         target: Box<[u8]>,
-        block: Option<u64>,
+        block: Option<BlockNo>,
     },
     Special(SpecialKind),
 }

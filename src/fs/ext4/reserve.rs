@@ -13,6 +13,7 @@ use super::file::FileWriter;
 use super::layout::BLOCK_SIZE;
 use super::node::{Ino, Kind};
 use super::params::InodeMeta;
+use super::units::{BlockCount, BlockNo};
 
 /// Largest file: 2^32 logical blocks of 4 KiB (16 TiB), ext4's extent limit.
 const MAX_FILE_SIZE: u64 = (1u64 << 32) * BLOCK_SIZE;
@@ -38,11 +39,9 @@ impl Ext4Builder {
                 reason: "larger than ext4's 16 TiB file limit",
             });
         }
-        let nblocks = size.div_ceil(BLOCK_SIZE);
-        let runs = self.alloc_data(&path, nblocks)?;
-        let tree_n = extent::tree_blocks(runs.len()) as u64;
-        let tree = match self.alloc_data(&path, tree_n) {
-            Ok(t) => t.iter().flat_map(|r| r.start..r.end()).collect(),
+        let runs = self.alloc_data(&path, BlockCount::for_bytes(size))?;
+        let tree = match self.alloc_data(&path, extent::tree_block_count(runs.len())) {
+            Ok(t) => t.iter().flat_map(Run::blocks).collect(),
             Err(e) => {
                 for r in &runs {
                     self.release(*r)?;
@@ -85,17 +84,24 @@ impl Ext4Builder {
             .map_err(Ext4Error::Internal)
     }
 
-    pub(super) fn alloc_data(&mut self, what: &str, nblocks: u64) -> Result<Vec<Run>, Ext4Error> {
-        if nblocks == 0 {
+    /// Reserve `nblocks` data blocks from the allocation cursor, as runs of
+    /// at most `max_extent_blocks`; `what` names the path in the error.
+    pub(super) fn alloc_data(
+        &mut self,
+        what: &str,
+        nblocks: BlockCount,
+    ) -> Result<Vec<Run>, Ext4Error> {
+        if nblocks == BlockCount::ZERO {
             return Ok(Vec::new());
         }
+        let max_run = BlockCount(u64::from(self.params.max_extent_blocks.max(1)));
         self.alloc
-            .alloc_runs(nblocks, u64::from(self.params.max_extent_blocks.max(1)))
+            .alloc_runs(nblocks, max_run)
             .ok_or_else(|| Ext4Error::NoSpace {
                 what: what.to_string(),
-                needed: nblocks * BLOCK_SIZE,
-                available: self.alloc.free_after_cursor() * BLOCK_SIZE,
-                size: self.layout.blocks_count * BLOCK_SIZE,
+                needed: nblocks.bytes_saturating(),
+                available: self.alloc.free_after_cursor().bytes_saturating(),
+                size: self.layout.blocks_count.bytes_saturating(),
             })
     }
 
@@ -120,38 +126,74 @@ impl Ext4Builder {
             });
         }
         limit.store(len, Ordering::Relaxed);
-        let keep = len.div_ceil(BLOCK_SIZE);
-        let mut kept = 0u64;
-        let mut new_runs = Vec::new();
-        let mut freed = Vec::new();
-        for r in runs.iter() {
-            if kept >= keep {
-                freed.push(*r);
-            } else if kept + r.len > keep {
-                let k = keep - kept;
-                new_runs.push(Run {
-                    start: r.start,
-                    len: k,
-                });
-                freed.push(Run {
-                    start: r.start + k,
-                    len: r.len - k,
-                });
-                kept = keep;
-            } else {
-                new_runs.push(*r);
-                kept += r.len;
-            }
-        }
+        let (new_runs, freed) = split_runs(runs, BlockCount::for_bytes(len));
         let need_tree = extent::tree_blocks(new_runs.len());
-        let extra_tree: Vec<u64> = tree.drain(need_tree..).collect();
+        let extra_tree: Vec<BlockNo> = tree.drain(need_tree.min(tree.len())..).collect();
         *runs = new_runs;
         for r in freed {
             self.release(r)?;
         }
-        for b in extra_tree {
-            self.release(Run { start: b, len: 1 })?;
+        for start in extra_tree {
+            self.release(Run {
+                start,
+                len: BlockCount(1),
+            })?;
         }
         Ok(())
+    }
+}
+
+/// Split `runs` (in logical order) after the first `keep` blocks: the runs
+/// that hold them, and the runs past them.
+fn split_runs(runs: &[Run], keep: BlockCount) -> (Vec<Run>, Vec<Run>) {
+    let mut left = keep;
+    let mut kept = Vec::new();
+    let mut freed = Vec::new();
+    for r in runs {
+        if left == BlockCount::ZERO {
+            freed.push(*r);
+        } else if r.len > left {
+            kept.push(Run {
+                start: r.start,
+                len: left,
+            });
+            // left < r.len: the tail is inside the run.
+            freed.push(Run {
+                start: BlockNo(r.start.get().saturating_add(left.get())),
+                len: r.len.saturating_sub(left),
+            });
+            left = BlockCount::ZERO;
+        } else {
+            kept.push(*r);
+            left = left.saturating_sub(r.len);
+        }
+    }
+    (kept, freed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(start: u64, len: u64) -> Run {
+        Run {
+            start: BlockNo(start),
+            len: BlockCount(len),
+        }
+    }
+
+    #[test]
+    fn split_keeps_a_prefix() {
+        let runs = [run(10, 4), run(20, 4)];
+        assert_eq!(
+            split_runs(&runs, BlockCount(6)),
+            (vec![run(10, 4), run(20, 2)], vec![run(22, 2)])
+        );
+        assert_eq!(
+            split_runs(&runs, BlockCount(4)),
+            (vec![run(10, 4)], vec![run(20, 4)])
+        );
+        assert_eq!(split_runs(&runs, BlockCount(0)), (vec![], runs.to_vec()));
+        assert_eq!(split_runs(&runs, BlockCount(8)), (runs.to_vec(), vec![]));
     }
 }
