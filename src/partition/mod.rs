@@ -1,5 +1,5 @@
 //! Partitions of a disk image: the MBR and bounded positional I/O windows.
-#![warn(clippy::arithmetic_side_effects)]
+#![deny(clippy::arithmetic_side_effects)]
 
 mod mbr;
 mod reader;

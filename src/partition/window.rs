@@ -90,9 +90,14 @@ impl PartitionWindow {
         &self.path
     }
 
+    /// The absolute offset of `[offset, offset + len)`, refused unless the
+    /// range lies in the window and its absolute end fits in `u64` (so sums
+    /// up to `abs + len` are safe afterwards).
     fn check(&self, offset: u64, len: u64) -> Result<u64, WindowError> {
-        match offset.checked_add(len) {
-            Some(end) if end <= self.len => Ok(self.start + offset),
+        let end = offset.checked_add(len).filter(|&end| end <= self.len);
+        let abs = self.start.checked_add(offset);
+        match (end, abs) {
+            (Some(_), Some(abs)) if abs.checked_add(len).is_some() => Ok(abs),
             _ => Err(WindowError::OutOfBounds {
                 path: self.path.to_path_buf(),
                 offset,
@@ -169,12 +174,14 @@ impl PartitionWindow {
         let zeros = vec![0u8; ZERO_CHUNK];
         let mut done = 0u64;
         while done < len {
-            let n = usize::try_from(len - done).map_or(ZERO_CHUNK, |left| left.min(ZERO_CHUNK));
-            let at = abs + done;
+            // done < len and abs + len fits (checked above): no overflow.
+            let left = len.saturating_sub(done);
+            let n = usize::try_from(left).map_or(ZERO_CHUNK, |left| left.min(ZERO_CHUNK));
+            let at = abs.saturating_add(done);
             self.file
                 .write_all_at(&zeros[..n], at)
                 .map_err(|e| self.io(at, e))?;
-            done += n as u64;
+            done = done.saturating_add(n as u64);
         }
         Ok(())
     }

@@ -8,7 +8,7 @@
 //! [`FileWriter`]: super::FileWriter
 
 use super::alloc::Allocator;
-use super::bytes::us;
+use super::bytes::{u64_of, us};
 use super::csum;
 use super::error::Ext4Error;
 use super::extent;
@@ -156,8 +156,11 @@ impl Ext4Builder {
     pub fn path_of(&self, ino: Ino) -> String {
         let mut parts: Vec<String> = Vec::new();
         let mut cur = ino.0;
-        let mut guard = 0;
-        while cur != ROOT_INO.0 && guard < 4096 {
+        // At most 4096 levels: a cycle (a bug) can not hang a message.
+        for _ in 0..4096 {
+            if cur == ROOT_INO.0 {
+                break;
+            }
             match self.node(cur) {
                 Ok(n) => {
                     parts.push(String::from_utf8_lossy(&n.name).into_owned());
@@ -165,7 +168,6 @@ impl Ext4Builder {
                 }
                 Err(_) => break,
             }
-            guard += 1;
         }
         parts.reverse();
         format!("/{}", parts.join("/"))
@@ -239,7 +241,7 @@ impl Ext4Builder {
         meta: InodeMeta,
         kind: Kind,
     ) -> Result<Ino, Ext4Error> {
-        let next = self.nodes.len() as u64 + 1;
+        let next = u64_of(self.nodes.len()).saturating_add(1); // <= 2^32 + 1
         if next > self.layout.inodes_count() {
             return Err(Ext4Error::NoInodes {
                 path: self.child_path(parent, name),
@@ -266,7 +268,7 @@ impl Ext4Builder {
         {
             children.insert(Box::from(name), ino);
             if is_dir {
-                *subdirs += 1;
+                *subdirs = subdirs.saturating_add(1); // < inode count <= 2^32
             }
         }
         Ok(Ino(ino))
@@ -300,10 +302,6 @@ impl Ext4Builder {
         }
         Ok(cur)
     }
-
-    /// Create regular file `name` of exactly `size` bytes in `parent` and
-    /// reserve its blocks now (allocation order = call order, so the layout
-    /// never depends on when data arrives). Stream the bytes with the
 
     /// Create symlink `name` → `target` in `parent`.
     pub fn symlink(
@@ -367,7 +365,7 @@ impl Ext4Builder {
         if node.links >= LINK_MAX {
             return Err(Ext4Error::TooManyLinks { path });
         }
-        node.links += 1;
+        node.links = node.links.saturating_add(1); // < LINK_MAX (checked above)
         if let Kind::Dir { children, .. } = &mut self.node_mut(parent.0)?.kind {
             children.insert(Box::from(name), target.0);
         }

@@ -34,11 +34,11 @@ pub(crate) fn tree_block_count(n: usize) -> BlockCount {
 
 /// Tree blocks needed for `n` extents (0 when they fit in the inode).
 pub(crate) fn tree_blocks(n: usize) -> usize {
-    let mut total = 0;
+    let mut total = 0usize;
     let mut level = n;
     while level > IN_INODE {
         let blocks = level.div_ceil(PER_BLOCK);
-        total += blocks;
+        total = total.saturating_add(blocks); // < n
         level = blocks;
     }
     total
@@ -52,19 +52,26 @@ fn header(buf: &mut [u8], entries: usize, max: usize, depth: u16) {
     put_u32(buf, 8, 0); // eh_generation
 }
 
-fn leaf_entry(buf: &mut [u8], off: usize, e: &Extent) {
-    put_u32(buf, off, e.logical); // ee_block
-    put_u16(buf, off + 4, e.len); // ee_len
-    put_u16(buf, off + 6, (hi32(e.physical.get()) & 0xFFFF) as u16); // ee_start_hi
-    put_u32(buf, off + 8, lo32(e.physical.get())); // ee_start_lo
+/// Serialise `e` into a 12-byte `ext4_extent` slot.
+fn leaf_entry(slot: &mut [u8], e: &Extent) {
+    put_u32(slot, 0, e.logical); // ee_block
+    put_u16(slot, 4, e.len); // ee_len
+    put_u16(slot, 6, (hi32(e.physical.get()) & 0xFFFF) as u16); // ee_start_hi
+    put_u32(slot, 8, lo32(e.physical.get())); // ee_start_lo
 }
 
-fn index_entry(buf: &mut [u8], off: usize, logical: u32, child: BlockNo) {
+/// Serialise an `ext4_extent_idx` into a 12-byte slot.
+fn index_entry(slot: &mut [u8], logical: u32, child: BlockNo) {
     let child = child.get();
-    put_u32(buf, off, logical); // ei_block
-    put_u32(buf, off + 4, lo32(child)); // ei_leaf_lo
-    put_u16(buf, off + 8, (hi32(child) & 0xFFFF) as u16); // ei_leaf_hi
-    put_u16(buf, off + 10, 0); // ei_unused
+    put_u32(slot, 0, logical); // ei_block
+    put_u32(slot, 4, lo32(child)); // ei_leaf_lo
+    put_u16(slot, 8, (hi32(child) & 0xFFFF) as u16); // ei_leaf_hi
+    put_u16(slot, 10, 0); // ei_unused
+}
+
+/// The entry slots after a node's header (4 in the inode, 340 in a block).
+fn slots(node: &mut [u8]) -> std::slice::ChunksExactMut<'_, u8> {
+    node[HEADER..].chunks_exact_mut(ENTRY)
 }
 
 /// A built tree: the inode's i_block and the tree blocks to write.
@@ -91,8 +98,8 @@ pub(crate) fn build(
     let mut blocks = Vec::with_capacity(tree_at.len());
     if extents.len() <= IN_INODE {
         header(&mut i_block, extents.len(), IN_INODE, 0);
-        for (i, e) in extents.iter().enumerate() {
-            leaf_entry(&mut i_block, HEADER + i * ENTRY, e);
+        for (slot, e) in slots(&mut i_block).zip(extents) {
+            leaf_entry(slot, e);
         }
         return Ok(Tree { i_block, blocks });
     }
@@ -103,8 +110,8 @@ pub(crate) fn build(
         let at = next_block.next().ok_or("ran out of tree blocks")?;
         let mut buf = vec![0u8; BLOCK_SIZE_USIZE];
         header(&mut buf, chunk.len(), PER_BLOCK, 0);
-        for (i, e) in chunk.iter().enumerate() {
-            leaf_entry(&mut buf, HEADER + i * ENTRY, e);
+        for (slot, e) in slots(&mut buf).zip(chunk) {
+            leaf_entry(slot, e);
         }
         seal(&mut buf, inode_seed);
         children.push((chunk[0].logical, at));
@@ -117,19 +124,19 @@ pub(crate) fn build(
             let at = next_block.next().ok_or("ran out of tree blocks")?;
             let mut buf = vec![0u8; BLOCK_SIZE_USIZE];
             header(&mut buf, chunk.len(), PER_BLOCK, depth);
-            for (i, &(logical, child)) in chunk.iter().enumerate() {
-                index_entry(&mut buf, HEADER + i * ENTRY, logical, child);
+            for (slot, &(logical, child)) in slots(&mut buf).zip(chunk) {
+                index_entry(slot, logical, child);
             }
             seal(&mut buf, inode_seed);
             parents.push((chunk[0].0, at));
             blocks.push((at, buf));
         }
         children = parents;
-        depth += 1;
+        depth = depth.saturating_add(1); // <= 5: 4 * 340^4 extents exceed 2^32 blocks
     }
     header(&mut i_block, children.len(), IN_INODE, depth);
-    for (i, &(logical, child)) in children.iter().enumerate() {
-        index_entry(&mut i_block, HEADER + i * ENTRY, logical, child);
+    for (slot, &(logical, child)) in slots(&mut i_block).zip(&children) {
+        index_entry(slot, logical, child);
     }
     Ok(Tree { i_block, blocks })
 }

@@ -123,8 +123,10 @@ impl Ext4Builder {
         let mut table: Vec<u8> = Vec::new();
         let mut table_group = None;
         for (ino, index) in (1..=last_ino).zip(0u64..) {
-            // index < last_ino <= inodes_count <= 2^32, ipg > 0.
-            let (g, slot) = (GroupNo(index / ipg.max(1)), index % ipg.max(1));
+            let (Some(g), Some(slot)) = (index.checked_div(ipg), index.checked_rem(ipg)) else {
+                return Err(Ext4Error::Internal("zero inodes per group".into()));
+            };
+            let g = GroupNo(g);
             if table_group != Some(g) {
                 if let Some(prev) = table_group {
                     self.flush_table(prev, &table)?;

@@ -58,8 +58,12 @@ impl GroupDesc {
     }
 }
 
-/// Set bits `[from, to)` of a bitmap.
+/// Set bits `[from, to)` of a bitmap (`to` is clamped to the bitmap).
+// `to <= bitmap.len() * 8 <= isize::MAX` after the clamp and `i <= to`
+// throughout, so `i + 8` and the increments can not overflow.
+#[allow(clippy::arithmetic_side_effects)]
 pub(crate) fn set_bits(bitmap: &mut [u8], from: usize, to: usize) {
+    let to = to.min(bitmap.len().saturating_mul(8));
     let mut i = from;
     while i < to && i % 8 != 0 {
         bitmap[i / 8] |= 1 << (i % 8);

@@ -110,7 +110,9 @@ fn reserved_gdt_blocks(blocks: u64, desc_blocks: u64) -> u64 {
 
 fn inodes_per_group(params: &Ext4Params, blocks: u64, groups: u64) -> Result<u64, Ext4Error> {
     let bytes = blocks.saturating_mul(BLOCK_SIZE);
-    let by_ratio = bytes / params.inodes.bytes_per_inode.max(1024);
+    let by_ratio = bytes
+        .checked_div(params.inodes.bytes_per_inode.max(1024))
+        .unwrap_or(0);
     let expected = params.inodes.expected_inodes;
     let wanted = by_ratio.max(expected.saturating_add(expected / 4).saturating_add(1024));
     let per_group = wanted

@@ -61,7 +61,7 @@ impl Ext4Builder {
             let index = desc.saturating_add(i);
             let pblk = BlockCount(index.saturating_add(1));
             let slot = us(index % ADDR_PER_BLOCK);
-            put_u32(&mut dind_buf, slot * 4, lo32(pblk.get()));
+            put_u32(&mut dind_buf, slot.saturating_mul(4), lo32(pblk.get())); // < 4096
             let mut ind = vec![0u8; BLOCK_SIZE_USIZE];
             for (entry, group_start) in ind.chunks_exact_mut(4).zip(&backups) {
                 put_u32(entry, 0, lo32(group_start.add(pblk)?.get()));

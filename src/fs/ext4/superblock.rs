@@ -114,8 +114,8 @@ pub(crate) fn encode(info: &SuperInfo<'_>, group: u64) -> Vec<u8> {
     put_u16(&mut b, 0xFE, DESC_SIZE_U16); // s_desc_size
     put_u32(&mut b, 0x100, DEFM_XATTR_USER | DEFM_ACL); // s_default_mount_opts
     put_u32(&mut b, 0x108, info.time); // s_mkfs_time
-    for (i, w) in info.jnl_blocks.iter().enumerate() {
-        put_u32(&mut b, 0x10C + 4 * i, *w); // s_jnl_blocks
+    for (slot, w) in b[0x10C..0x150].chunks_exact_mut(4).zip(info.jnl_blocks) {
+        put_u32(slot, 0, w); // s_jnl_blocks[i]
     }
     put_u32(&mut b, 0x150, hi32(l.blocks_count.get())); // s_blocks_count_hi
     put_u32(&mut b, 0x154, hi32(l.reserved_blocks.get())); // s_r_blocks_count_hi
@@ -172,7 +172,7 @@ impl OldSuperblock {
         let reserved_percent = if blocks == 0 {
             0
         } else {
-            u8::try_from((reserved * 100).div_ceil(blocks).min(50)).unwrap_or(0)
+            u8::try_from(reserved.saturating_mul(100).div_ceil(blocks).min(50)).unwrap_or(0)
         };
         Some(Self {
             uuid,
