@@ -7,6 +7,8 @@
 # Prints wall time, peak RSS (of image-creator / curl) and the ratio.
 #
 #   GIB=2 (default)  RUNS=1  BENCH_DIR=dir (default: a temp dir under /tmp)
+#   IC_BIN=path: time that image-creator binary instead of building this tree's
+#   (to compare two versions back to back with the same BENCH_DIR)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,8 +21,8 @@ for t in nginx curl sfdisk mkfs.vfat mkfs.ext4 mcopy /usr/bin/time; do
 done
 nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 
-cargo build --release >/dev/null 2>&1
-ic=$PWD/target/release/image-creator
+if [ -z "${IC_BIN:-}" ]; then cargo build --release >/dev/null 2>&1; fi
+ic=${IC_BIN:-$PWD/target/release/image-creator}
 
 if [ ! -f "$work/www/blob.$GIB" ]; then
   echo "generating $GIB GiB of random data ..." >&2

@@ -1,4 +1,4 @@
-//! The command line, compatible with the old image-creator (SPEC §7).
+//! The command line, compatible with the old image-creator (docs/spec.md §7).
 
 use std::path::PathBuf;
 

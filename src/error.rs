@@ -1,4 +1,6 @@
-//! Build errors and the exit codes of SPEC §7.
+//! The exit codes of docs/spec.md §7. Every error type of the library says which
+//! one it means with an `exit_kind()` method; the binary maps it to the
+//! process exit code.
 
 /// What kind of failure, i.e. which exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,56 +27,18 @@ impl ExitKind {
     }
 }
 
-/// A failed build: a kind (exit code) and the error with its context chain.
-#[derive(Debug)]
-pub struct BuildError {
-    /// Exit code class.
-    pub kind: ExitKind,
-    /// The error.
-    pub error: anyhow::Error,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl std::fmt::Display for BuildError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:#}", self.error)
-    }
-}
-
-impl std::error::Error for BuildError {}
-
-/// Attach an exit kind to errors.
-pub trait Kind<T> {
-    /// Classify the error.
-    fn kind(self, kind: ExitKind) -> Result<T, BuildError>;
-}
-
-impl<T, E: Into<anyhow::Error>> Kind<T> for Result<T, E> {
-    fn kind(self, kind: ExitKind) -> Result<T, BuildError> {
-        self.map_err(|e| BuildError {
-            kind,
-            error: e.into(),
-        })
-    }
-}
-
-/// A `BuildError` from a message.
-pub fn fail(kind: ExitKind, message: impl std::fmt::Display) -> BuildError {
-    BuildError {
-        kind,
-        error: anyhow::anyhow!("{message}"),
-    }
-}
-
-/// A failed HTTP request as a `BuildError`: exit 4 when the source can't be
-/// reached (status, connection), 1 otherwise (bad body, checksum, disk).
-pub fn http_fail(e: crate::fetch::HttpError) -> BuildError {
-    let kind = if e.is_unreachable() {
-        ExitKind::Unreachable
-    } else {
-        ExitKind::Failure
-    };
-    BuildError {
-        kind,
-        error: e.into(),
+    #[test]
+    fn codes_are_those_of_the_spec() {
+        let all = [
+            ExitKind::Failure,
+            ExitKind::MissingRequirement,
+            ExitKind::BadInput,
+            ExitKind::Unreachable,
+        ];
+        assert_eq!(all.map(ExitKind::code), [1, 2, 3, 4]);
     }
 }

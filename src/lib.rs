@@ -1,16 +1,36 @@
 //! image-creator: a rootless builder of Offspot / Kiwix Raspberry Pi disk images.
 //!
-//! The library does the work; `main.rs` only parses the command line and maps
-//! errors to exit codes. See `shared/docs/DESIGN.md` for the architecture.
+//! The library does the work; `main.rs` only parses the command line,
+//! renders progress and maps errors to exit codes. Layers run one way
+//! (docs/design.md): a module uses the ones listed before it, never one
+//! after.
+//!
+//! - [`partition`]: the MBR and bounded positional I/O over one partition;
+//! - [`fs`]: the ext4 builder and the FAT edit, from userspace;
+//! - [`config`], [`progress`], [`error`]: leaves: the config schema,
+//!   progress events and their renderers, exit codes;
+//! - [`io`]: stream adapters (digests, sinks, the download → decoder
+//!   channel, decoders, sparse copies);
+//! - [`fetch`]: the HTTP client and its runtime ([`fetch::Net`]);
+//! - [`expand`], [`oci`]: archives; registry pulls into docker-archives;
+//! - [`plan`]: config + probes → items and sizes;
+//! - [`build`]: the pipeline, step by step, with cleanup;
+//! - [`cli`]: the command line.
 
 pub mod build;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod expand;
 pub mod fetch;
 pub mod fs;
+pub mod io;
 pub mod oci;
 pub mod partition;
 pub mod plan;
 pub mod progress;
+
+pub use build::{run, BuildError, BuildOptions, Outcome};
+pub use error::ExitKind;
+pub use plan::{make_plan, Plan, PlanError};

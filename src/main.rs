@@ -1,5 +1,5 @@
 //! `image-creator`: parse the command line, run the build, map errors to
-//! the exit codes of SPEC §7. Everything else lives in the library.
+//! the exit codes of docs/spec.md §7. Everything else lives in the library.
 
 use std::io::IsTerminal;
 use std::sync::OnceLock;
@@ -125,10 +125,11 @@ fn oci_sizes(cli: &OciSizesCli) -> i32 {
             return ExitKind::BadInput.code();
         }
     };
-    let result = image_creator::plan::Net::new(FetchOptions {
+    let result = image_creator::fetch::Net::new(FetchOptions {
         connect_timeout: Duration::from_secs(cli.connect_timeout),
         ..FetchOptions::default()
     })
+    .map_err(image_creator::oci::OciError::from)
     .and_then(|net| measure(&ident, &platform, &net));
     match result {
         Ok(sizes) => {
@@ -139,7 +140,7 @@ fn oci_sizes(cli: &OciSizesCli) -> i32 {
         }
         Err(e) => {
             eprintln!("error: {e}");
-            e.kind.code()
+            e.exit_kind().code()
         }
     }
 }
@@ -255,7 +256,7 @@ fn build(
                 message: e.to_string(),
             });
             eprintln!("error: {e}");
-            e.kind.code()
+            e.exit_kind().code()
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Checksums declared in the config (SPEC §4 `checksum`).
+//! Checksums declared in the config (docs/spec.md §4 `checksum`).
 
 use serde::Deserialize;
 

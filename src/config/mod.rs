@@ -1,4 +1,4 @@
-//! The image config (SPEC §4): schema, sizes, durations, checksums, OCI
+//! The image config (docs/spec.md §4): schema, sizes, durations, checksums, OCI
 //! references and `offspot.yaml` rendering.
 
 mod checksum;

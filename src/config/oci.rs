@@ -1,4 +1,4 @@
-//! OCI image references (SPEC §4/§5): `[registry/][repository/]name[:tag][@digest]`.
+//! OCI image references (docs/spec.md §4/§5): `[registry/][repository/]name[:tag][@digest]`.
 
 /// A parsed image reference with Docker's defaults applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,7 +84,7 @@ impl OciReference {
     }
 
     /// `<registry>_<repository>_<name>_<tag or digest>_<platform>.tar`, with
-    /// `/` and `:` removed from each part (SPEC §5).
+    /// `/` and `:` removed from each part (docs/spec.md §5).
     pub fn archive_file_name(&self, platform: &str) -> String {
         let clean = |s: &str| s.replace(['/', ':'], "");
         let version = self.digest.as_deref().unwrap_or(&self.tag);

@@ -1,4 +1,4 @@
-//! The image config (SPEC §4): parsed with unknown keys refused at every
+//! The image config (docs/spec.md §4): parsed with unknown keys refused at every
 //! level, then validated into an [`ImageConfig`] whose errors name the key.
 
 use std::path::{Component, Path, PathBuf};

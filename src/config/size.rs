@@ -1,7 +1,7 @@
 //! Sizes (`8G`, `8GiB`, `500M`, 1234) and durations (`30d`, `4w`, `1y`).
 //!
 //! Sizes are decimal unless the unit says `iB`: `8G` = `8GB` = 8·10⁹ bytes,
-//! `8GiB` = 8·2³⁰ (SPEC §4, as the old tool's `humanfriendly` parsing).
+//! `8GiB` = 8·2³⁰ (docs/spec.md §4, as the old tool's `humanfriendly` parsing).
 
 use serde::Deserialize;
 

@@ -1,12 +1,15 @@
 //! Errors of archive expansion; each names the archive and, where there is
 //! one, the member.
 
+use crate::error::ExitKind;
+use crate::fetch::HttpError;
 use crate::fs::ext4::Ext4Error;
+use crate::io::{ChecksumMismatch, CopyError};
 
 /// What is wrong with one member, before the archive's name is attached.
 #[derive(Debug, thiserror::Error)]
 pub enum MemberError {
-    /// A path-safety rule (SPEC §9) refused the member.
+    /// A path-safety rule (docs/spec.md §9) refused the member.
     #[error("refused: {0}")]
     Unsafe(&'static str),
     /// Device nodes, FIFOs and sockets are refused (see README "Archives").
@@ -66,6 +69,52 @@ pub enum ExpandError {
         /// What went wrong.
         message: String,
     },
+    /// A local archive can't be opened (exit 4, like any missing source).
+    #[error("{archive}: {source}")]
+    Open {
+        /// Archive path.
+        archive: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Downloading a remote archive failed.
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    /// The archive does not match its declared checksum.
+    #[error(transparent)]
+    Checksum(#[from] ChecksumMismatch),
+    /// The build's own I/O failed (reading past the archive, the build
+    /// directory's temporary copy).
+    #[error("archive {archive}: {what}: {source}")]
+    Io {
+        /// Archive (path or redacted URL).
+        archive: String,
+        /// What was being done.
+        what: &'static str,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Creating the target directory failed.
+    #[error(transparent)]
+    Fs(#[from] Ext4Error),
+    /// The expansion thread panicked (a bug).
+    #[error("{archive}: expansion thread panicked")]
+    Panicked {
+        /// Archive.
+        archive: String,
+    },
+}
+
+impl From<CopyError> for MemberError {
+    fn from(e: CopyError) -> Self {
+        match e {
+            CopyError::Read(e) => Self::Io(e),
+            CopyError::Short { .. } => Self::Bad(e.to_string()),
+            CopyError::Write(e) => Self::Fs(e),
+        }
+    }
 }
 
 impl ExpandError {
@@ -86,7 +135,23 @@ impl ExpandError {
                 ),
                 _ => true,
             },
-            Self::Archive { .. } => true,
+            Self::Archive { .. } | Self::Checksum(_) => true,
+            Self::Open { .. }
+            | Self::Http(_)
+            | Self::Io { .. }
+            | Self::Fs(_)
+            | Self::Panicked { .. } => false,
+        }
+    }
+
+    /// The exit code class: bad archives 3, a missing local archive or an
+    /// unreachable server 4, failures of the build itself 1.
+    pub fn exit_kind(&self) -> ExitKind {
+        match self {
+            Self::Open { .. } => ExitKind::Unreachable,
+            Self::Http(e) => e.exit_kind(),
+            _ if self.is_bad_input() => ExitKind::BadInput,
+            _ => ExitKind::Failure,
         }
     }
 

@@ -1,7 +1,8 @@
-//! Expansion limits (SPEC §9 "Expansion bomb") and the budget that enforces
+//! Expansion limits (docs/spec.md §9 "Expansion bomb") and the budget that enforces
 //! them while an archive streams.
 
 use super::error::MemberError;
+use super::format::Format;
 
 /// Entry limit when none is configured: 250,000 members. A chosen bound:
 /// content apps hold tens of thousands of files; a quarter million empty
@@ -36,14 +37,14 @@ fn env_u64(name: &str) -> Option<u64> {
 
 impl Limits {
     /// Limits for `files[key]`: the declared expanded `size`, else
-    /// `ratio × archive_size` (ratio 1 for an uncompressed tar, which never
-    /// expands beyond itself); the entry limit from the environment or the
-    /// default.
-    pub fn new(key: &str, declared: Option<u64>, archive_size: u64, compressed: bool) -> Self {
+    /// `ratio × archive_size` (ratio 1 for a plain tar, which never
+    /// expands beyond itself); the entry limit from the environment
+    /// or the default.
+    pub fn new(key: &str, declared: Option<u64>, archive_size: u64, format: Format) -> Self {
         let (max_bytes, bytes_from) = match declared {
             Some(s) => (s, format!("{key}.size")),
             None => {
-                let ratio = if compressed {
+                let ratio = if format.is_compressed() {
                     env_u64(RATIO_ENV).unwrap_or(DEFAULT_RATIO)
                 } else {
                     1

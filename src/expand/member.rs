@@ -1,4 +1,4 @@
-//! Member names: path safety (SPEC §9) and the junk filter.
+//! Member names: path safety (docs/spec.md §9) and the junk filter.
 
 use super::error::MemberError;
 
@@ -33,7 +33,7 @@ pub fn components(name: &[u8]) -> Result<Components<'_>, MemberError> {
 /// Longest member name accepted (Linux `PATH_MAX` − 1).
 pub const MAX_NAME_BYTES: usize = 4095;
 
-/// Junk the old tool dropped (SPEC §9): anything under `__MACOSX/`,
+/// Junk the old tool dropped (docs/spec.md §9): anything under `__MACOSX/`,
 /// `.DS_Store`, AppleDouble `._*` files, `Thumbs.db`, `desktop.ini`.
 pub fn is_junk(path: &[&[u8]]) -> bool {
     if path.iter().any(|c| *c == b"__MACOSX") {

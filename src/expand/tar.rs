@@ -5,10 +5,28 @@ use std::io::Read;
 
 use super::allowance::{Allowance, Allowed, HEADROOM};
 use super::error::{ExpandError, MemberError};
+use super::format::Format;
 use super::limits::{Budget, Limits};
 use super::member::{check_symlink, components, is_junk};
 use super::target::Target;
 use crate::fs::ext4::{InodeMeta, Timestamp};
+use crate::io::decoder;
+
+/// Expand a tar-family archive of `format` read from `r` (decoded here).
+pub fn expand_tar_from(
+    r: impl Read,
+    format: Format,
+    archive: &str,
+    limits: &Limits,
+    target: &mut dyn Target,
+) -> Result<u64, ExpandError> {
+    expand_tar(
+        &mut decoder(format.compression(), r),
+        archive,
+        limits,
+        target,
+    )
+}
 
 /// Expand the tar stream `r` (named `archive` in errors) into `target`;
 /// returns the file bytes written. Decoding stops at the end-of-archive

@@ -6,6 +6,7 @@ use std::io::Read;
 use super::error::MemberError;
 use super::member::Components;
 use crate::fs::ext4::{Ext4Builder, Ino, InodeMeta};
+use crate::io::{copy_into, COPY_BUF};
 
 /// Receives the members of an archive, already checked by the walker
 /// (limits, names, symlink targets).
@@ -41,9 +42,6 @@ pub struct Ext4Target<'a> {
     buf: Vec<u8>,
 }
 
-/// Copy buffer: 1 MiB, the size of the download chunks.
-const BUF: usize = 1 << 20;
-
 impl<'a> Ext4Target<'a> {
     /// Expand below `root` (a directory of `builder`).
     pub fn new(builder: &'a mut Ext4Builder, root: Ino, dir_meta: InodeMeta) -> Self {
@@ -51,7 +49,7 @@ impl<'a> Ext4Target<'a> {
             builder,
             root,
             dir_meta,
-            buf: vec![0; BUF],
+            buf: vec![0; COPY_BUF],
         }
     }
 
@@ -95,18 +93,7 @@ impl Target for Ext4Target<'_> {
     ) -> Result<(), MemberError> {
         let (parent, name) = self.parent(path)?;
         let w = self.builder.create_file(parent, name, size, meta)?;
-        let mut off = 0u64;
-        while off < size {
-            let want = usize::try_from(size - off).map_or(BUF, |l| l.min(BUF));
-            let n = data.read(&mut self.buf[..want])?;
-            if n == 0 {
-                return Err(MemberError::Bad(format!(
-                    "data ends at byte {off} of {size}"
-                )));
-            }
-            w.write_at(off, &self.buf[..n])?;
-            off += n as u64;
-        }
+        copy_into(data, &w, &mut self.buf, |_| {})?;
         Ok(())
     }
 
@@ -138,7 +125,7 @@ impl Target for Ext4Target<'_> {
             return Err(MemberError::Unsafe("hard link to a directory"));
         }
         // A relative symlink is safe only at the depth it was checked at: a
-        // hard link elsewhere would move its `..` (SPEC §9 path safety).
+        // hard link elsewhere would move its `..` (docs/spec.md §9 path safety).
         if self.builder.is_symlink(cur) {
             return Err(MemberError::Unsafe("hard link to a symlink"));
         }

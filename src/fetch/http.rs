@@ -15,9 +15,10 @@ use reqwest::header::{
 };
 use reqwest::StatusCode;
 
-use super::digest::{ChecksumMismatch, StreamVerifier};
 use super::overlap::BackgroundVerifier;
 use crate::config::HashAlgo;
+use crate::error::ExitKind;
+use crate::io::{ChecksumMismatch, ChunkSink, StreamVerifier};
 
 /// Download batch: bytes are handed to the sink 1 MiB at a time (a multiple
 /// of the 4 KiB block, large enough that per-write overhead is negligible).
@@ -120,11 +121,19 @@ pub enum HttpError {
     /// Payload checksum mismatch.
     #[error(transparent)]
     Checksum(#[from] ChecksumMismatch),
-    /// Writing the bytes failed.
-    #[error("{url}: writing: {message}")]
+    /// Writing the bytes failed (or the reader of a stream stopped: see
+    /// [`crate::io::ReaderStopped`]).
+    #[error("{url}: writing: {source}")]
     Sink {
         /// URL.
         url: String,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The client or its runtime could not be set up.
+    #[error("{message}")]
+    Setup {
         /// What failed.
         message: String,
     },
@@ -137,6 +146,16 @@ impl HttpError {
             self,
             Self::Status { .. } | Self::Transport { .. } | Self::NoSize { .. }
         )
+    }
+
+    /// Exit 4 when the source can't be reached (status, connection), 1
+    /// otherwise (bad body, checksum, disk).
+    pub fn exit_kind(&self) -> ExitKind {
+        if self.is_unreachable() {
+            ExitKind::Unreachable
+        } else {
+            ExitKind::Failure
+        }
     }
 }
 
@@ -163,17 +182,6 @@ pub struct Probe {
     pub etag: Option<String>,
     /// Last-Modified.
     pub last_modified: Option<String>,
-}
-
-/// Receives a download's bytes at their offsets.
-pub trait ChunkSink: Send {
-    /// Write `data` at `offset` of the payload.
-    fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), String>;
-    /// The server ignored `Range`: the payload restarts at 0. Return false
-    /// if this sink can't start over (a streaming decoder).
-    fn restart(&mut self) -> bool {
-        true
-    }
 }
 
 /// Retryable statuses: 408 Request Timeout, 429 Too Many Requests, 5xx.
@@ -209,8 +217,7 @@ impl Http {
             .user_agent(concat!("image-creator/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(opts.connect_timeout)
             .build()
-            .map_err(|e| HttpError::Transport {
-                url: String::new(),
+            .map_err(|e| HttpError::Setup {
                 message: format!("building the HTTP client: {e}"),
             })?;
         Ok(Self { client, opts })
@@ -384,155 +391,215 @@ impl Http {
         verify: Option<(HashAlgo, String)>,
         sink: &mut dyn ChunkSink,
     ) -> Result<Option<String>, HttpError> {
-        let name = redact(url);
-        let new_verifier = || {
-            verify
-                .as_ref()
-                .map(|(a, v)| StreamVerifier::new(*a, v, &name))
-        };
-        let mut verifier = BackgroundVerifier::new(new_verifier(), BATCH);
-        let mut expected = expected;
-        let mut offset = 0u64;
-        let mut validator: Option<String> = None;
-        let mut buf: Vec<u8> = Vec::with_capacity(BATCH);
+        let mut t = Transfer::new(url, expected, verify);
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let resume = offset > 0;
-            let resp = self
-                .send(url, || {
-                    let mut rq = self.client.get(url);
-                    if let Some(a) = auth {
-                        rq = rq.header(reqwest::header::AUTHORIZATION, a);
-                    }
-                    if resume {
-                        rq = rq.header(RANGE, format!("bytes={offset}-"));
-                        if let Some(v) = &validator {
-                            rq = rq.header(IF_RANGE, v.as_str());
-                        }
-                    }
-                    rq
-                })
-                .await?;
-            let headers = resp.headers().clone();
-            if resume && resp.status() == StatusCode::PARTIAL_CONTENT {
-                let start = header(&headers, CONTENT_RANGE).and_then(|v| {
-                    v.strip_prefix("bytes ")
-                        .and_then(|r| r.split('-').next())
-                        .and_then(|s| s.trim().parse::<u64>().ok())
-                });
-                if start != Some(offset) {
-                    return Err(HttpError::Transport {
-                        url: name,
-                        message: format!(
-                            "resume at {offset}: unexpected Content-Range {:?}",
-                            header(&headers, CONTENT_RANGE)
-                        ),
-                    });
-                }
-            } else {
-                if resume {
-                    // The server ignored Range (or the resource changed): start over.
-                    if !sink.restart() {
-                        return Err(HttpError::Transport { url: name, message: "the server does not support resuming and this stream can not restart".into() });
-                    }
-                    offset = 0;
-                    verifier = BackgroundVerifier::new(new_verifier(), BATCH);
-                }
-                let len = content_length(&headers);
-                match (expected, len) {
-                    (Some(d), Some(s)) if d != s => {
-                        return Err(HttpError::SizeMismatch {
-                            url: name,
-                            server: s,
-                            declared: d,
-                        })
-                    }
-                    (None, Some(s)) => expected = Some(s),
-                    (None, None) => return Err(HttpError::NoSize { url: name }),
-                    _ => {}
-                }
-                validator = header(&headers, ETAG)
-                    .filter(|e| !e.starts_with("W/"))
-                    .or_else(|| header(&headers, LAST_MODIFIED));
-            }
-            let total = expected.unwrap_or(0);
-            let mut resp = resp;
-            let mut failure: Option<String> = None;
-            loop {
-                match tokio::time::timeout(self.opts.idle_timeout, resp.chunk()).await {
-                    Err(_) => {
-                        failure =
-                            Some(format!("no data for {}s", self.opts.idle_timeout.as_secs()));
-                        break;
-                    }
-                    Ok(Err(e)) => {
-                        failure = Some(error_chain(&e));
-                        break;
-                    }
-                    Ok(Ok(None)) => break,
-                    Ok(Ok(Some(chunk))) => {
-                        let pending = offset + buf.len() as u64;
-                        if pending + chunk.len() as u64 > total {
-                            return Err(HttpError::TooLong {
-                                url: name,
-                                expected: total,
-                            });
-                        }
-                        buf.extend_from_slice(&chunk);
-                        if buf.len() >= BATCH {
-                            flush(sink, &mut buf, &mut offset, &mut verifier, &name).await?;
-                        }
-                    }
-                }
-            }
-            flush(sink, &mut buf, &mut offset, &mut verifier, &name).await?;
-            if offset == total {
-                return Ok(verifier.finish().await?);
+            let resp = self.request(url, auth, &t).await?;
+            t.accept(&resp, sink)?;
+            let failure = self.receive(resp, &mut t, sink).await?;
+            if Some(t.offset) == t.expected {
+                return Ok(t.verifier.finish().await?);
             }
             if attempt >= self.opts.max_attempts {
-                return Err(match failure {
-                    Some(message) => HttpError::Broken {
-                        url: name,
-                        message: format!(
-                            "{message} (at byte {offset} of {total}, {attempt} attempts)"
-                        ),
-                    },
-                    None => HttpError::Short {
-                        url: name,
-                        got: offset,
-                        expected: total,
-                        attempts: attempt,
-                    },
-                });
+                return Err(t.gave_up(failure, attempt));
             }
             tokio::time::sleep(self.backoff(attempt, None)).await;
         }
     }
+
+    /// One GET of a transfer: from its offset (`Range`, guarded by
+    /// `If-Range`) when resuming.
+    async fn request(
+        &self,
+        url: &str,
+        auth: Option<&str>,
+        t: &Transfer,
+    ) -> Result<reqwest::Response, HttpError> {
+        let offset = t.offset;
+        self.send(url, || {
+            let mut rq = self.client.get(url);
+            if let Some(a) = auth {
+                rq = rq.header(reqwest::header::AUTHORIZATION, a);
+            }
+            if offset > 0 {
+                rq = rq.header(RANGE, format!("bytes={offset}-"));
+                if let Some(v) = &t.validator {
+                    rq = rq.header(IF_RANGE, v.as_str());
+                }
+            }
+            rq
+        })
+        .await
+    }
+
+    /// Receive the body into `t`'s batches until it ends or breaks off;
+    /// returns why it broke off, if it did.
+    async fn receive(
+        &self,
+        mut resp: reqwest::Response,
+        t: &mut Transfer,
+        sink: &mut dyn ChunkSink,
+    ) -> Result<Option<String>, HttpError> {
+        let total = t.expected.unwrap_or(0);
+        let failure = loop {
+            match tokio::time::timeout(self.opts.idle_timeout, resp.chunk()).await {
+                Err(_) => break Some(format!("no data for {}s", self.opts.idle_timeout.as_secs())),
+                Ok(Err(e)) => break Some(error_chain(&e)),
+                Ok(Ok(None)) => break None,
+                Ok(Ok(Some(chunk))) => {
+                    let pending = t.offset + t.buf.len() as u64;
+                    if pending + chunk.len() as u64 > total {
+                        return Err(HttpError::TooLong {
+                            url: t.name.clone(),
+                            expected: total,
+                        });
+                    }
+                    t.buf.extend_from_slice(&chunk);
+                    if t.buf.len() >= BATCH {
+                        t.flush(sink).await?;
+                    }
+                }
+            }
+        };
+        t.flush(sink).await?;
+        Ok(failure)
+    }
 }
 
-/// Write the batch at its offset, then hash it in the background while the
-/// next one is received ([`BackgroundVerifier`]); `buf` comes back empty.
-async fn flush(
-    sink: &mut dyn ChunkSink,
-    buf: &mut Vec<u8>,
-    offset: &mut u64,
-    verifier: &mut BackgroundVerifier,
-    name: &str,
-) -> Result<(), HttpError> {
-    if buf.is_empty() {
-        return Ok(());
-    }
-    // Disk writes are blocking: run them off the async workers' hot path.
-    tokio::task::block_in_place(|| sink.write(*offset, buf)).map_err(|message| {
-        HttpError::Sink {
-            url: name.to_string(),
-            message,
+/// The state of one download across its attempts.
+struct Transfer {
+    /// The URL, redacted.
+    name: String,
+    verify: Option<(HashAlgo, String)>,
+    verifier: BackgroundVerifier,
+    /// Declared size, else the first response's Content-Length.
+    expected: Option<u64>,
+    /// Bytes written to the sink.
+    offset: u64,
+    /// What `If-Range` sends on resume: a strong ETag or Last-Modified.
+    validator: Option<String>,
+    /// The batch being received.
+    buf: Vec<u8>,
+}
+
+impl Transfer {
+    fn new(url: &str, expected: Option<u64>, verify: Option<(HashAlgo, String)>) -> Self {
+        let name = redact(url);
+        let verifier = BackgroundVerifier::new(new_verifier(verify.as_ref(), &name), BATCH);
+        Self {
+            name,
+            verify,
+            verifier,
+            expected,
+            offset: 0,
+            validator: None,
+            buf: Vec::with_capacity(BATCH),
         }
-    })?;
-    *offset += buf.len() as u64;
-    *buf = verifier.submit(std::mem::take(buf)).await;
-    Ok(())
+    }
+
+    /// Check a response against the transfer: a resumed one must continue
+    /// at our offset; a full one restarts the payload and must agree with
+    /// the expected size.
+    fn accept(
+        &mut self,
+        resp: &reqwest::Response,
+        sink: &mut dyn ChunkSink,
+    ) -> Result<(), HttpError> {
+        let headers = resp.headers();
+        let resume = self.offset > 0;
+        if resume && resp.status() == StatusCode::PARTIAL_CONTENT {
+            let start = header(headers, CONTENT_RANGE).and_then(|v| {
+                v.strip_prefix("bytes ")
+                    .and_then(|r| r.split('-').next())
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+            });
+            if start != Some(self.offset) {
+                return Err(HttpError::Transport {
+                    url: self.name.clone(),
+                    message: format!(
+                        "resume at {}: unexpected Content-Range {:?}",
+                        self.offset,
+                        header(headers, CONTENT_RANGE)
+                    ),
+                });
+            }
+            return Ok(());
+        }
+        if resume {
+            // The server ignored Range (or the resource changed): start over.
+            if !sink.restart() {
+                return Err(HttpError::Transport {
+                    url: self.name.clone(),
+                    message: "the server does not support resuming and this stream can not restart"
+                        .into(),
+                });
+            }
+            self.offset = 0;
+            self.verifier =
+                BackgroundVerifier::new(new_verifier(self.verify.as_ref(), &self.name), BATCH);
+        }
+        match (self.expected, content_length(headers)) {
+            (Some(d), Some(s)) if d != s => {
+                return Err(HttpError::SizeMismatch {
+                    url: self.name.clone(),
+                    server: s,
+                    declared: d,
+                })
+            }
+            (None, Some(s)) => self.expected = Some(s),
+            (None, None) => {
+                return Err(HttpError::NoSize {
+                    url: self.name.clone(),
+                })
+            }
+            _ => {}
+        }
+        self.validator = header(headers, ETAG)
+            .filter(|e| !e.starts_with("W/"))
+            .or_else(|| header(headers, LAST_MODIFIED));
+        Ok(())
+    }
+
+    /// Write the batch at its offset, then hash it in the background while
+    /// the next one is received ([`BackgroundVerifier`]); the batch comes
+    /// back empty.
+    async fn flush(&mut self, sink: &mut dyn ChunkSink) -> Result<(), HttpError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        // Disk writes are blocking: run them off the async workers' hot path.
+        tokio::task::block_in_place(|| sink.write(self.offset, &self.buf)).map_err(|source| {
+            HttpError::Sink {
+                url: self.name.clone(),
+                source,
+            }
+        })?;
+        self.offset += self.buf.len() as u64;
+        self.buf = self.verifier.submit(std::mem::take(&mut self.buf)).await;
+        Ok(())
+    }
+
+    /// The error after the last attempt.
+    fn gave_up(self, failure: Option<String>, attempts: u32) -> HttpError {
+        let (offset, total) = (self.offset, self.expected.unwrap_or(0));
+        match failure {
+            Some(message) => HttpError::Broken {
+                url: self.name,
+                message: format!("{message} (at byte {offset} of {total}, {attempts} attempts)"),
+            },
+            None => HttpError::Short {
+                url: self.name,
+                got: offset,
+                expected: total,
+                attempts,
+            },
+        }
+    }
+}
+
+fn new_verifier(verify: Option<&(HashAlgo, String)>, name: &str) -> Option<StreamVerifier> {
+    verify.map(|(a, v)| StreamVerifier::new(*a, v, name))
 }
 
 /// An error and its sources, `: `-separated (reqwest hides the cause in them).

@@ -1,15 +1,9 @@
-//! Getting bytes: digests, local sources, xz decoding, sparse copies.
+//! The network edge: the HTTP client (retries, resume, size caps, digests
+//! checked off the receive path) and [`Net`], the client with its runtime.
 
-pub mod channel;
-mod digest;
-mod holes;
 mod http;
+mod net;
 mod overlap;
-mod sparse;
 
-pub use digest::{ChecksumMismatch, Hasher, StreamVerifier};
-pub use holes::data_regions;
-pub use http::{
-    error_chain, first_token, redact, ChunkSink, FetchOptions, Http, HttpError, Probe, BATCH,
-};
-pub use sparse::{sparse_copy, CopyStats, SPARSE_BUF};
+pub use http::{error_chain, first_token, redact, FetchOptions, Http, HttpError, Probe, BATCH};
+pub use net::Net;

@@ -9,7 +9,7 @@
 
 use tokio::task::JoinHandle;
 
-use super::digest::{ChecksumMismatch, StreamVerifier};
+use crate::io::{ChecksumMismatch, StreamVerifier};
 
 /// A [`StreamVerifier`] (or none) fed from the background.
 #[derive(Debug)]
@@ -93,7 +93,7 @@ impl BackgroundVerifier {
 mod tests {
     use super::*;
     use crate::config::HashAlgo;
-    use crate::fetch::Hasher;
+    use crate::io::Hasher;
 
     fn digest(data: &[u8]) -> String {
         let mut h = Hasher::new(HashAlgo::Sha256);

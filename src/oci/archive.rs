@@ -15,20 +15,20 @@ use sha2::{Digest, Sha256};
 
 use super::registry::{hex, sha256_hex, Compression, Layer, Registry, Resolved};
 use super::OciError;
-use crate::fetch::channel::{channel, ChannelReader};
 use crate::fs::ext4::FileWriter;
+use crate::io::{channel, ChannelReader};
 
 /// Where an archive's bytes go.
 pub trait ArchiveSink: Send + Sync {
     /// Write `data` at `offset` of the archive.
-    fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), String>;
+    fn write_at(&self, offset: u64, data: &[u8]) -> std::io::Result<()>;
     /// Bytes available (the reservation); writing past it is an error.
     fn capacity(&self) -> u64;
 }
 
 impl ArchiveSink for FileWriter {
-    fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), String> {
-        FileWriter::write_at(self, offset, data).map_err(|e| e.to_string())
+    fn write_at(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        FileWriter::write_at(self, offset, data).map_err(std::io::Error::other)
     }
     fn capacity(&self) -> u64 {
         self.size()
@@ -40,7 +40,7 @@ impl ArchiveSink for FileWriter {
 pub struct CountingSink;
 
 impl ArchiveSink for CountingSink {
-    fn write_at(&self, _: u64, _: &[u8]) -> Result<(), String> {
+    fn write_at(&self, _: u64, _: &[u8]) -> std::io::Result<()> {
         Ok(())
     }
     fn capacity(&self) -> u64 {
@@ -113,9 +113,9 @@ impl Out<'_> {
         }
         self.sink
             .write_at(offset, data)
-            .map_err(|message| OciError::Write {
+            .map_err(|e| OciError::Write {
                 image: self.image.to_string(),
-                message,
+                message: e.to_string(),
             })
     }
 
@@ -155,9 +155,7 @@ impl Tee<'_> {
         if end > self.sink.capacity() {
             return Err(std::io::Error::other(TooBigMarker));
         }
-        self.sink
-            .write_at(at, &self.pending)
-            .map_err(std::io::Error::other)?;
+        self.sink.write_at(at, &self.pending)?;
         self.written += self.pending.len() as u64;
         self.pending.clear();
         Ok(())
@@ -298,13 +296,23 @@ fn decode_from(
     Ok((tee.written, diff_id, files))
 }
 
+/// Whether [`write_archive`] measures `fullsize` (the extracted files'
+/// bytes, for `oci-sizes`): it costs a map of the layers' paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fullsize {
+    /// Measure it.
+    Measure,
+    /// Don't (a build: the config declares it).
+    Skip,
+}
+
 /// Pull `img` and write its docker-archive into `sink`; layers one after
 /// the other (each is decoded on its own thread while it downloads).
 pub async fn write_archive(
     registry: &Registry,
     img: &Resolved,
     sink: Arc<dyn ArchiveSink>,
-    count_fullsize: bool,
+    fullsize: Fullsize,
 ) -> Result<ArchiveSizes, OciError> {
     let image = img.name();
     let out = Out {
@@ -313,7 +321,7 @@ pub async fn write_archive(
     };
     let config_name = format!("{}.json", sha256_hex(&image, &img.config_digest)?);
     let mut pos = out.member(0, &config_name, &img.config)?;
-    let mut files = count_fullsize.then(Files::new);
+    let mut files = (fullsize == Fullsize::Measure).then(Files::new);
     let mut names: Vec<String> = Vec::new();
     for layer in &img.layers {
         let name = format!("{}.tar", sha256_hex(&image, &layer.diff_id)?);

@@ -1,7 +1,8 @@
-//! OCI images (SPEC §5): a registry client for the HTTP API v2, platform
+//! OCI images (docs/spec.md §5): a registry client for the HTTP API v2, platform
 //! selection, and a docker-archive writer that streams layers straight
-//! into the image file. The planning and build hooks are
-//! [`plan_images`] and [`pull_all`]; `oci-sizes` is [`measure`].
+//! into the image file. Planning resolves images with
+//! [`Registry::resolve`]; the build pulls them with [`pull_all`];
+//! `oci-sizes` is [`measure`].
 
 mod archive;
 mod platform;
@@ -11,15 +12,15 @@ mod zstd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-pub use archive::{write_archive, ArchiveSink, ArchiveSizes, CountingSink};
+pub use archive::{write_archive, ArchiveSink, ArchiveSizes, CountingSink, Fullsize};
 pub use platform::{Platform, DEFAULT_PLATFORM};
 pub use registry::{api_base, Compression, Layer, Registry, Resolved};
 
-use crate::config::{OciEntry, OciReference, Source};
-use crate::error::{BuildError, ExitKind};
-use crate::fetch::HttpError;
+use crate::config::OciReference;
+use crate::error::ExitKind;
+use crate::fetch::{HttpError, Net};
 use crate::fs::ext4::{FileWriter, Ino};
-use crate::plan::{Item, ItemSource, Net};
+use crate::progress::Reporter;
 
 /// A failed pull; every variant names the image.
 #[derive(Debug, thiserror::Error)]
@@ -105,84 +106,6 @@ impl OciError {
     }
 }
 
-impl From<OciError> for BuildError {
-    fn from(e: OciError) -> Self {
-        BuildError {
-            kind: e.exit_kind(),
-            error: e.into(),
-        }
-    }
-}
-
-/// Plan the `oci_images`: one item per image at
-/// `images/<archive file name>`, plus the bytes the Pi needs free to
-/// unpack them (Σ `fullsize` of prebuilt `url` tars; for pulled images the
-/// reservation itself is `filesize + fullsize`, shrunk to the archive's
-/// exact size once written, which leaves `fullsize` free).
-pub fn plan_images(
-    entries: &[OciEntry],
-    platform: &Platform,
-    net: &Net,
-) -> Result<(Vec<Item>, u64), BuildError> {
-    let registry = Registry::new(net.http.clone());
-    let mut items = Vec::new();
-    let mut extra_free = 0u64;
-    for e in entries {
-        let dest = format!(
-            "images/{}",
-            e.ident.archive_file_name(&platform.normalized())
-        );
-        let source = match &e.url {
-            Some(Source::Http(url)) => {
-                extra_free = extra_free.saturating_add(e.fullsize);
-                ItemSource::Http {
-                    url: url.clone(),
-                    checksum: None,
-                }
-            }
-            Some(Source::Local(path)) => {
-                extra_free = extra_free.saturating_add(e.fullsize);
-                ItemSource::Local {
-                    path: path.clone(),
-                    checksum: None,
-                }
-            }
-            None => {
-                let resolved = net.rt.block_on(registry.resolve(&e.ident, platform))?;
-                ItemSource::Oci(Box::new(resolved))
-            }
-        };
-        let size = match &source {
-            ItemSource::Http { url, .. } => net
-                .rt
-                .block_on(net.http.probe(url))
-                .map_err(OciError::from)?
-                .size
-                .unwrap_or(e.filesize),
-            ItemSource::Local { path, .. } => std::fs::metadata(path)
-                .map_err(|err| {
-                    crate::error::fail(
-                        ExitKind::Unreachable,
-                        format!(
-                            "oci_images {}: url {}: {err}",
-                            e.ident.repo_tag(),
-                            path.display()
-                        ),
-                    )
-                })?
-                .len(),
-            _ => e.filesize.saturating_add(e.fullsize),
-        };
-        items.push(Item {
-            dest,
-            size,
-            source,
-            archive: None,
-        });
-    }
-    Ok((items, extra_free))
-}
-
 /// An image to pull into its reserved file.
 pub type PullJob = (String, Box<Resolved>, FileWriter);
 
@@ -195,8 +118,8 @@ pub fn pull_all(
     net: &Net,
     jobs: Vec<PullJob>,
     concurrency: usize,
-    reporter: &dyn crate::progress::Reporter,
-) -> Result<Vec<Pulled>, BuildError> {
+    reporter: &dyn Reporter,
+) -> Result<Vec<Pulled>, OciError> {
     let registry = Registry::new(net.http.clone());
     let mut tracked = Vec::with_capacity(jobs.len());
     let jobs: Vec<_> = jobs
@@ -217,7 +140,7 @@ pub fn pull_all(
             async move {
                 reporter.item_started(&dest, Some(sink.inner.size()));
                 let ino = sink.inner.ino();
-                let sizes = write_archive(registry, &img, sink, false).await?;
+                let sizes = write_archive(registry, &img, sink, Fullsize::Skip).await?;
                 Ok((ino, dest, sizes.filesize, img.manifest_digest.clone()))
             }
         }))
@@ -243,10 +166,7 @@ pub fn pull_all(
             futures_util::future::Either::Right((_, work)) => work.await,
         }
     });
-    results
-        .into_iter()
-        .map(|r| r.map_err(BuildError::from))
-        .collect()
+    results.into_iter().collect()
 }
 
 /// How often the bytes written by image pulls are reported.
@@ -260,10 +180,10 @@ struct Counted {
 }
 
 impl ArchiveSink for Counted {
-    fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), String> {
+    fn write_at(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
         self.inner
             .write_at(offset, data)
-            .map_err(|e| e.to_string())?;
+            .map_err(std::io::Error::other)?;
         self.high
             .fetch_max(offset.saturating_add(data.len() as u64), Ordering::Relaxed);
         Ok(())
@@ -279,12 +199,10 @@ pub fn measure(
     ident: &OciReference,
     platform: &Platform,
     net: &Net,
-) -> Result<ArchiveSizes, BuildError> {
+) -> Result<ArchiveSizes, OciError> {
     let registry = Registry::new(net.http.clone());
-    net.rt
-        .block_on(async {
-            let img = registry.resolve(ident, platform).await?;
-            write_archive(&registry, &img, Arc::new(CountingSink), true).await
-        })
-        .map_err(BuildError::from)
+    net.block_on(async {
+        let img = registry.resolve(ident, platform).await?;
+        write_archive(&registry, &img, Arc::new(CountingSink), Fullsize::Measure).await
+    })
 }

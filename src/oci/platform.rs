@@ -1,4 +1,4 @@
-//! Platforms (`os/arch[/variant]`) and how they match (SPEC §5):
+//! Platforms (`os/arch[/variant]`) and how they match (docs/spec.md §5):
 //! `linux/arm64` == `linux/arm64/v8`, `linux/arm` == `linux/arm/v7`.
 
 /// The default platform of a Raspberry Pi image.

@@ -1,4 +1,4 @@
-//! A registry client for the HTTP API v2 (SPEC §5): anonymous bearer
+//! A registry client for the HTTP API v2 (docs/spec.md §5): anonymous bearer
 //! tokens, manifests, manifest lists / OCI indexes, configs and blobs.
 //! Loopback registries (`localhost`, 127.0.0.0/8, `::1`) are spoken to over
 //! plain HTTP, as Docker does by default; every other one over HTTPS.
@@ -15,7 +15,8 @@ use sha2::{Digest, Sha256};
 use super::platform::Platform;
 use super::OciError;
 use crate::config::{HashAlgo, OciReference};
-use crate::fetch::{ChunkSink, Http, HttpError};
+use crate::fetch::{Http, HttpError};
+use crate::io::ChunkSink;
 
 /// What we accept for a manifest: indexes/lists first, then image manifests.
 const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \

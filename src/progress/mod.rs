@@ -15,14 +15,14 @@
 mod bars;
 mod file;
 mod recorder;
-mod sink;
+
 mod text;
 mod time;
 
 pub use bars::Bars;
 pub use file::{ProgressFile, ProgressFileOptions, SCHEMA_VERSION};
 pub use recorder::{Event, Recorder};
-pub use sink::ProgressSink;
+
 pub use text::{human_bytes, TextHistory};
 pub use time::rfc3339;
 

@@ -15,7 +15,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_image-creator");
 pub const BASE_TOOLS: [&str; 6] = ["sfdisk", "mkfs.vfat", "mkfs.ext4", "mcopy", "mmd", "tar"];
 
 /// True when the base can be made and every one of `extra` can be run;
-/// prints a SKIP line for the first missing tool otherwise.
+/// otherwise [`super::skip`] for the first missing tool (SKIP locally, a
+/// panic under `CI=true`).
 pub fn tools(extra: &[&str]) -> bool {
     BASE_TOOLS.iter().chain(extra).all(|t| have(t))
 }

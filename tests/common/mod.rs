@@ -17,17 +17,50 @@ use image_creator::fs::ext4::{
 };
 use image_creator::partition::PartitionWindow;
 
-/// True when `tool` can be run; prints a SKIP line otherwise.
+/// True when the tests run under CI: the environment variable `CI` is
+/// `true` (any case) or `1`, as GitHub Actions, GitLab CI and `.ci/run` set it.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// The test can't run here because of `reason` (a missing oracle tool or
+/// server). Locally it prints `SKIP: reason` and returns false, so a check
+/// reads `have(x) || skip(..)` and the test returns. Under CI it panics
+/// instead: `.ci/run` installs every oracle, so a skip there is a broken CI
+/// set-up, and a green run must mean every oracle really ran.
+pub fn skip(reason: &str) -> bool {
+    if in_ci() {
+        panic!("{reason}; CI=true, so this fails instead of skipping");
+    }
+    eprintln!("SKIP: {reason}");
+    false
+}
+
+/// The test can't run because the machine lacks a capability that no
+/// package provides (root, loop devices, permission to mount). It prints a
+/// loud SKIP line even under CI and does not fail: CI containers often have
+/// no loop devices, and failing there would only teach people to ignore a
+/// red CI.
+pub fn skip_machine(reason: &str) {
+    eprintln!(
+        "SKIP (this machine can't, CI={}): {reason}",
+        std::env::var("CI").unwrap_or_default()
+    );
+}
+
+/// True when `tool` is an executable on `PATH` (a shell builtin of the same
+/// name does not count: the tests run the program, not `sh`). Otherwise
+/// [`skip`]: SKIP locally, a panic under CI.
 pub fn have(tool: &str) -> bool {
-    let ok = Command::new("sh")
+    let found = Command::new("sh")
         .arg("-c")
         .arg(format!("command -v {tool}"))
         .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("SKIP: `{tool}` is not installed (CI installs it; see .ci/run)");
-    }
-    ok
+        .is_ok_and(|o| o.status.success() && o.stdout.starts_with(b"/"));
+    found
+        || skip(&format!(
+            "`{tool}` is not installed (CI installs it; see .ci/run)"
+        ))
 }
 
 pub fn is_root() -> bool {

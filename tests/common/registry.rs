@@ -15,7 +15,8 @@ pub struct DockerRegistry {
 }
 
 impl DockerRegistry {
-    /// Start it, or `None` (with a SKIP line) when the tools are missing.
+    /// Start it, or `None` when the tools are missing, after
+    /// [`super::skip`] (SKIP locally, a panic under `CI=true`).
     pub fn start(dir: &Path) -> Option<Self> {
         if !["docker-registry", "umoci", "skopeo"]
             .iter()

@@ -24,11 +24,12 @@ pub fn nginx_binary() -> Option<PathBuf> {
 }
 
 impl Nginx {
-    /// Start nginx on a free loopback port serving `dir/www`; None (with a
-    /// SKIP line) when nginx is not installed.
+    /// Start nginx on a free loopback port serving `dir/www`; None when
+    /// nginx is not installed, after [`super::skip`] (SKIP locally, a panic
+    /// under `CI=true`).
     pub fn start(dir: &Path) -> Option<Self> {
         let Some(bin) = nginx_binary() else {
-            eprintln!("SKIP: nginx is not installed (CI installs it; see .ci/run)");
+            super::skip("nginx is not installed (CI installs nginx-light; see .ci/run)");
             return None;
         };
         let root = dir.join("www");

@@ -10,7 +10,8 @@ use super::error::Ext4Error;
 use super::params::Ext4Params;
 use super::units::{BlockCount, BlockNo, GroupNo};
 
-pub(crate) const BLOCK_SIZE: u64 = 4096;
+/// The block size: 4 KiB (docs/design.md, "The ext4 builder").
+pub const BLOCK_SIZE: u64 = 4096;
 pub(crate) const BLOCK_SIZE_USIZE: usize = 4096;
 pub(crate) const LOG_BLOCK_SIZE: u32 = 2; // 1024 << 2
 pub(crate) const BLOCKS_PER_GROUP: u64 = 8 * BLOCK_SIZE;

@@ -1,6 +1,6 @@
 //! A streaming ext4 builder: lays out a fresh ext4 filesystem inside a
 //! [`PartitionWindow`](crate::partition::PartitionWindow) and streams file
-//! data straight into the blocks it reserved (see DESIGN.md, "The ext4 builder").
+//! data straight into the blocks it reserved (see docs/design.md, "The ext4 builder").
 
 mod alloc;
 mod bitmaps;
@@ -35,6 +35,7 @@ pub use error::Ext4Error;
 pub use file::{FileWriter, SequentialWriter};
 pub use finish::FinishStats;
 pub use host::{add_host_tree, count_host_entries, host_meta, PendingCopies, COPY_BUF};
+pub use layout::BLOCK_SIZE;
 pub use node::{Ino, SpecialKind, ROOT_INO};
 pub use params::{
     source_date_epoch, Ext4Params, InodeMeta, InodePolicy, Timestamp, MAX_EXTENT_BLOCKS,

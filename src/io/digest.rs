@@ -1,4 +1,4 @@
-//! Streaming digests for the seven checksum algorithms of SPEC §4.
+//! Streaming digests for the seven checksum algorithms of docs/spec.md §4.
 
 use sha1::Digest as _;
 

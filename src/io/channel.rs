@@ -8,13 +8,37 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 use super::ChunkSink;
 
-/// Chunks in flight: 8 (of up to 1 MiB each, [`super::BATCH`]): enough to
+/// Chunks in flight: 8 (of up to 1 MiB each, `fetch::BATCH`): enough to
 /// keep a decoder busy across network jitter, 8 MiB at most per stream.
 pub const QUEUE: usize = 8;
 
-/// The sink's error once the reader is gone: "`stopped` stopped".
-pub fn stopped_message(what: &str) -> String {
-    format!("{what} stopped")
+/// The sink's error once the reader is gone (inside an `io::Error` of kind
+/// `BrokenPipe`): the download did not fail, its reader stopped first.
+#[derive(Debug, thiserror::Error)]
+#[error("{reader} stopped")]
+pub struct ReaderStopped {
+    /// The reading side, e.g. "the xz decoder".
+    pub reader: &'static str,
+}
+
+impl ReaderStopped {
+    /// True when `e` (or what it wraps) is this error: the reading side
+    /// stopped, so its own error is the one to report.
+    pub fn is_cause_of(e: &(dyn std::error::Error + 'static)) -> bool {
+        let mut cur = Some(e);
+        while let Some(c) = cur {
+            if c.is::<Self>() {
+                return true;
+            }
+            if let Some(io) = c.downcast_ref::<std::io::Error>() {
+                if io.get_ref().is_some_and(|i| i.is::<Self>()) {
+                    return true;
+                }
+            }
+            cur = c.source();
+        }
+        false
+    }
 }
 
 /// A connected (sink, reader) pair; `what` names the reading side in the
@@ -39,10 +63,13 @@ pub struct ChannelSink {
 }
 
 impl ChunkSink for ChannelSink {
-    fn write(&mut self, _offset: u64, data: &[u8]) -> Result<(), String> {
-        self.tx
-            .send(data.to_vec())
-            .map_err(|_| stopped_message(self.what))
+    fn write(&mut self, _offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.tx.send(data.to_vec()).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                ReaderStopped { reader: self.what },
+            )
+        })
     }
     /// A stream already decoded can not start over.
     fn restart(&mut self) -> bool {
@@ -98,6 +125,13 @@ mod tests {
     fn sink_fails_naming_the_reader_once_it_is_gone() {
         let (mut tx, rx) = channel("the xz decoder");
         drop(rx);
-        assert_eq!(tx.write(0, b"x"), Err("the xz decoder stopped".to_string()));
+        let e = tx
+            .write(0, b"x")
+            .err()
+            .unwrap_or_else(|| panic!("no error"));
+        assert_eq!(e.to_string(), "the xz decoder stopped");
+        assert!(ReaderStopped::is_cause_of(&e));
+        let other = std::io::Error::other("disk full");
+        assert!(!ReaderStopped::is_cause_of(&other));
     }
 }

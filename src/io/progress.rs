@@ -1,7 +1,7 @@
 //! A [`ChunkSink`] adapter that reports an item's bytes as they are written.
 
-use super::Reporter;
-use crate::fetch::ChunkSink;
+use super::ChunkSink;
+use crate::progress::Reporter;
 
 /// A [`ChunkSink`] adapter that reports the bytes of one item as they are
 /// written. It counts the high-water mark of the
@@ -26,7 +26,7 @@ impl<'a, S> ProgressSink<'a, S> {
 }
 
 impl<S: ChunkSink> ChunkSink for ProgressSink<'_, S> {
-    fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), String> {
+    fn write(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
         self.inner.write(offset, data)?;
         let end = offset.saturating_add(data.len() as u64);
         if end > self.high {
@@ -47,7 +47,7 @@ mod tests {
 
     struct Null;
     impl ChunkSink for Null {
-        fn write(&mut self, _: u64, _: &[u8]) -> Result<(), String> {
+        fn write(&mut self, _: u64, _: &[u8]) -> std::io::Result<()> {
             Ok(())
         }
     }

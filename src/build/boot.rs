@@ -1,0 +1,36 @@
+//! Steps 5 and 6: `offspot.yaml` in the boot partition (p1), then the
+//! partition table, last, so an image is bootable only once complete.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::error::BuildError;
+use crate::config::{render_offspot_yaml, ImageConfig};
+use crate::partition::{Mbr, PartitionWindow, SECTOR};
+
+/// Replace p1's `offspot.yaml` when the config has an `offspot` mapping
+/// (otherwise the base's file stays).
+pub fn write_boot(
+    image: &Arc<File>,
+    image_path: &Path,
+    mbr: &Mbr,
+    config: &ImageConfig,
+) -> Result<(), BuildError> {
+    if let Some(m) = &config.offspot {
+        let yaml = render_offspot_yaml(m);
+        let p1 = mbr.partition(1)?;
+        let w1 = PartitionWindow::new(image.clone(), image_path, p1.offset(), p1.len());
+        crate::fs::fat::replace_file(&w1, "offspot.yaml", yaml.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Grow p3 to `fs_size` in the MBR, write it, and make it all durable.
+pub fn write_partition_table(out: &File, mut mbr: Mbr, fs_size: u64) -> Result<(), BuildError> {
+    mbr.set_sectors(3, fs_size / SECTOR)?;
+    out.write_all_at(&mbr.to_bytes(), 0)?;
+    out.sync_all()?;
+    Ok(())
+}

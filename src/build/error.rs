@@ -1,0 +1,154 @@
+//! Why a build failed: the errors of every layer it drives, and its own.
+
+use std::path::PathBuf;
+
+use crate::config::ConfigError;
+use crate::error::ExitKind;
+use crate::expand::ExpandError;
+use crate::fetch::HttpError;
+use crate::fs::ext4::Ext4Error;
+use crate::fs::fat::FatError;
+use crate::io::ChecksumMismatch;
+use crate::oci::OciError;
+use crate::partition::MbrError;
+use crate::plan::PlanError;
+
+/// A failed build (or check).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The config file can't be read.
+    #[error("{}: {source}", path.display())]
+    ConfigRead {
+        /// Its path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A config fetched from a URL is not text.
+    #[error("{name}: not UTF-8 text")]
+    ConfigNotText {
+        /// The URL (redacted).
+        name: String,
+    },
+    /// The config is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// OUTPUT exists and `--overwrite` was not given.
+    #[error("{} already exists (use -X/--overwrite to replace it)", .0.display())]
+    OutputExists(PathBuf),
+    /// OUTPUT's directory does not exist.
+    #[error("output directory {} does not exist", .0.display())]
+    NoOutputDir(PathBuf),
+    /// `--build-dir` can't be created.
+    #[error("--build-dir {}: {source}", path.display())]
+    BuildDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not enough free space for the image.
+    #[error("{} has {free} bytes free; the image needs about {needed}", dir.display())]
+    NoSpace {
+        /// The output's directory.
+        dir: PathBuf,
+        /// Bytes free.
+        free: u64,
+        /// Bytes needed.
+        needed: u64,
+    },
+    /// The base image's bytes are not what its partition table says.
+    #[error("{0}")]
+    BadBase(String),
+    /// A local source (base image, file) can't be opened.
+    #[error("{}: {source}", path.display())]
+    SourceOpen {
+        /// Its path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A local file changed while it was copied into the image.
+    #[error("{name} changed {how} while being copied")]
+    SourceChanged {
+        /// The file.
+        name: String,
+        /// What changed ("size (n of m bytes)", or the error).
+        how: String,
+    },
+    /// A worker thread panicked (a bug).
+    #[error("{0} thread panicked")]
+    Panicked(&'static str),
+    /// The finished image can't be moved to OUTPUT.
+    #[error("moving the image to {}: {source}", path.display())]
+    Persist {
+        /// OUTPUT.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Planning failed.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// A download failed.
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    /// A container image pull failed.
+    #[error(transparent)]
+    Oci(#[from] OciError),
+    /// An archive expansion failed.
+    #[error(transparent)]
+    Expand(#[from] ExpandError),
+    /// A payload does not match its declared checksum.
+    #[error(transparent)]
+    Checksum(#[from] ChecksumMismatch),
+    /// The partition table of the copy.
+    #[error(transparent)]
+    Partition(#[from] MbrError),
+    /// Writing the data partition failed.
+    #[error(transparent)]
+    Ext4(#[from] Ext4Error),
+    /// Writing the boot partition failed.
+    #[error(transparent)]
+    Fat(#[from] FatError),
+    /// The build's own I/O (the output file, the build directory); the
+    /// error names the file.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl BuildError {
+    /// The exit code class.
+    pub fn exit_kind(&self) -> ExitKind {
+        match self {
+            Self::ConfigRead { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                ExitKind::BadInput
+            }
+            Self::ConfigNotText { .. }
+            | Self::Config(_)
+            | Self::OutputExists(_)
+            | Self::NoOutputDir(_)
+            | Self::BuildDir { .. }
+            | Self::BadBase(_)
+            | Self::Partition(_) => ExitKind::BadInput,
+            Self::NoSpace { .. } => ExitKind::MissingRequirement,
+            Self::SourceOpen { .. } => ExitKind::Unreachable,
+            Self::Plan(e) => e.exit_kind(),
+            Self::Http(e) => e.exit_kind(),
+            Self::Oci(e) => e.exit_kind(),
+            Self::Expand(e) => e.exit_kind(),
+            Self::ConfigRead { .. }
+            | Self::SourceChanged { .. }
+            | Self::Panicked(_)
+            | Self::Persist { .. }
+            | Self::Checksum(_)
+            | Self::Ext4(_)
+            | Self::Fat(_)
+            | Self::Io(_) => ExitKind::Failure,
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! The build pipeline (docs/design.md "Data flow"), step by step, with cleanup:
+//! config → plan → base copy → data partition → boot partition → MBR.
+//!
+//! - [`load`]: step 1, the config;
+//! - [`base`]: step 3, the base image copy;
+//! - [`data`]: step 4, the data partition;
+//! - [`boot`]: steps 5 and 6, `offspot.yaml` and the partition table;
+//! - [`cleanup`]: the temporary output, removed on failure or signal;
+//! - [`error`]: why a build failed.
+
+pub mod base;
+pub mod boot;
+pub mod cleanup;
+pub mod data;
+pub mod error;
+pub mod load;
+
+pub use cleanup::{cleanup_after_signal, OutputPolicy};
+pub use error::BuildError;
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::config::ImageConfig;
+use crate::fetch::{FetchOptions, Net};
+use crate::partition::Mbr;
+use crate::plan::{self, BaseInfo, BaseLocation, BaseSpec, Plan};
+use crate::progress::Reporter;
+use cleanup::PendingOutput;
+
+/// What to build, from the command line.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Config path (or URL).
+    pub config_src: String,
+    /// Output image path.
+    pub output: PathBuf,
+    /// Temporary space; default: the output's directory.
+    pub build_dir: Option<PathBuf>,
+    /// Only plan.
+    pub check: bool,
+    /// Keep a failed output.
+    pub keep: bool,
+    /// Replace an existing output.
+    pub overwrite: bool,
+    /// `--max-size`.
+    pub max_size: Option<u64>,
+    /// Base URL for versioned base images.
+    pub base_url: String,
+    /// Parallel downloads (`-T`).
+    pub concurrency: usize,
+    /// Network timeouts and retries.
+    pub fetch: FetchOptions,
+}
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// `--check`: the plan, nothing written.
+    Checked(Plan),
+    /// The image was written.
+    Built {
+        /// The plan that was carried out.
+        plan: Plan,
+        /// Output path.
+        output: PathBuf,
+    },
+}
+
+/// The steps, as reported.
+const STEPS: [&str; 6] = [
+    "reading the config",
+    "planning",
+    "copying the base image",
+    "writing the data partition",
+    "writing the boot partition",
+    "writing the partition table",
+];
+
+/// Report step `n` (1-based).
+fn step(reporter: &dyn Reporter, n: usize) {
+    let name = STEPS.get(n.wrapping_sub(1)).copied().unwrap_or("?");
+    reporter.step(n, STEPS.len(), name);
+}
+
+/// Run a build (or a check).
+pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, BuildError> {
+    step(reporter, 1);
+    let net = Net::new(opts.fetch.clone())?;
+    let config = load::load_config(&opts.config_src, &net)?;
+    let out_dir = check_output(opts)?;
+
+    step(reporter, 2);
+    let spec = plan::locate_base(&config, &opts.base_url, &net)?;
+    let base = plan::inspect_base(&spec, &net)?;
+    let the_plan = plan::make_plan(&config, &base, opts.max_size, &net)?;
+    for w in &the_plan.warnings {
+        reporter.warn(w);
+    }
+    if opts.check {
+        return Ok(Outcome::Checked(the_plan));
+    }
+    check_free_space(&out_dir, &base, &the_plan)?;
+    let mut planned = vec![(base.location.name(), base.size)];
+    planned.extend(the_plan.items.iter().map(|i| (i.name(), i.size)));
+    reporter.items_planned(&planned);
+    if let Some(d) = &opts.build_dir {
+        std::fs::create_dir_all(d).map_err(|source| BuildError::BuildDir {
+            path: d.clone(),
+            source,
+        })?;
+    }
+    let build_dir = opts.build_dir.clone().unwrap_or_else(|| out_dir.clone());
+    let policy = OutputPolicy {
+        overwrite: opts.overwrite,
+        keep: opts.keep,
+    };
+    let out = PendingOutput::create(&opts.output, &out_dir, policy)?;
+    let job = Job {
+        config: &config,
+        base: &base,
+        plan: the_plan,
+        build_dir: &build_dir,
+        net: &net,
+        opts,
+        reporter,
+    };
+    match job.write(out.file(), out.path()) {
+        Ok(plan) => {
+            out.commit()?;
+            Ok(Outcome::Built {
+                plan,
+                output: opts.output.clone(),
+            })
+        }
+        Err(e) => {
+            out.abandon();
+            Err(e)
+        }
+    }
+}
+
+/// OUTPUT may be written: it does not exist (or `-X`), its directory does.
+/// Returns that directory.
+fn check_output(opts: &BuildOptions) -> Result<PathBuf, BuildError> {
+    if opts.output.exists() && !opts.overwrite {
+        return Err(BuildError::OutputExists(opts.output.clone()));
+    }
+    let out_dir = match opts.output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !out_dir.is_dir() {
+        return Err(BuildError::NoOutputDir(out_dir));
+    }
+    Ok(out_dir)
+}
+
+/// The image needs the base's first partitions plus the content.
+fn check_free_space(dir: &Path, base: &BaseInfo, plan: &Plan) -> Result<(), BuildError> {
+    let needed = base.size.min(plan.p3_start) + plan.content_bytes;
+    if let Ok(st) = rustix::fs::statvfs(dir) {
+        let free = st.f_bavail.saturating_mul(st.f_frsize);
+        if free < needed {
+            return Err(BuildError::NoSpace {
+                dir: dir.to_path_buf(),
+                free,
+                needed,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Steps 3 to 6, into the temporary output.
+struct Job<'a> {
+    config: &'a ImageConfig,
+    base: &'a BaseInfo,
+    plan: Plan,
+    build_dir: &'a Path,
+    net: &'a Net,
+    opts: &'a BuildOptions,
+    reporter: &'a dyn Reporter,
+}
+
+impl Job<'_> {
+    /// Write the image into `out`; returns the plan carried out.
+    fn write(self, out: &File, out_path: &Path) -> Result<Plan, BuildError> {
+        step(self.reporter, 3);
+        base::copy_base(out, self.base, self.net, self.reporter)?;
+        // A compressed or remote base could not be scanned before the copy:
+        // plan again, exactly, from the copy.
+        let plan = if self.base.xz || matches!(self.base.location, BaseLocation::Http(_)) {
+            let copy = BaseSpec {
+                location: BaseLocation::Local(out_path.to_path_buf()),
+                xz: false,
+                checksum: None,
+            };
+            let copied = plan::inspect_base(&copy, self.net)?;
+            plan::make_plan(self.config, &copied, self.opts.max_size, self.net)?
+        } else {
+            self.plan
+        };
+        out.set_len(plan.image_size)?;
+        let image = Arc::new(out.try_clone()?);
+        let mut sector = [0u8; 512]; // one sector: the MBR
+        out.read_exact_at(&mut sector, 0)?;
+        let mbr = Mbr::parse(&sector)?;
+        let p3 = mbr.partition(3)?;
+
+        step(self.reporter, 4);
+        data::write_data_partition(&data::DataCtx {
+            image: &image,
+            image_path: out_path,
+            old_p3: (p3.offset(), p3.len()),
+            base_name: &self.base.location.name(),
+            plan: &plan,
+            build_dir: self.build_dir,
+            net: self.net,
+            concurrency: self.opts.concurrency,
+            reporter: self.reporter,
+        })?;
+
+        step(self.reporter, 5);
+        boot::write_boot(&image, out_path, &mbr, self.config)?;
+
+        step(self.reporter, 6);
+        boot::write_partition_table(out, mbr, plan.fs_size)?;
+        Ok(plan)
+    }
+}

@@ -1,0 +1,174 @@
+//! `Filler`: a download being written into the cache, under its key lock.
+//!
+//! Writes are positional (the download's chunk sink may write from another
+//! thread, and a resumed download may rewrite a range). The sha256 is
+//! computed on the way while writes arrive in order; whatever was not hashed
+//! in order (a write past the hashed prefix, or a rewrite inside it) is read
+//! back from the temp file at commit, so the digest is always that of the
+//! bytes on disk. The written ranges are tracked: a commit with a hole is
+//! refused, so an entry never points at an incomplete blob.
+
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use sha2::{Digest, Sha256};
+use tempfile::NamedTempFile;
+
+use super::entry::{Entry, FillMeta};
+use super::error::CacheError;
+use super::key::Key;
+use super::lock::LockFile;
+use super::{hex, Inner, COPY_BUFFER};
+
+#[derive(Debug, Default)]
+struct Progress {
+    hasher: Sha256,
+    /// Bytes `[0, hashed)` are in `hasher`.
+    hashed: u64,
+    /// A rewrite inside the hashed prefix: hash everything again at commit.
+    rehash: bool,
+    /// Written ranges, sorted, merged, half-open.
+    ranges: Vec<(u64, u64)>,
+}
+
+impl Progress {
+    fn add_range(&mut self, start: u64, end: u64) {
+        let mut merged = (start, end);
+        self.ranges.retain(|&(s, e)| {
+            if e < merged.0 || s > merged.1 {
+                true
+            } else {
+                merged = (merged.0.min(s), merged.1.max(e));
+                false
+            }
+        });
+        let at = self.ranges.partition_point(|&(s, _)| s < merged.0);
+        self.ranges.insert(at, merged);
+    }
+}
+
+/// An in-flight cache fill. Dropping it abandons the fill (the temp file is
+/// removed, the key lock released).
+#[derive(Debug)]
+pub struct Filler {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) key: Key,
+    pub(crate) key_lock: LockFile,
+    pub(crate) tmp: NamedTempFile,
+    progress: Mutex<Progress>,
+}
+
+impl Filler {
+    pub(crate) fn new(inner: Arc<Inner>, key: Key, key_lock: LockFile, tmp: NamedTempFile) -> Self {
+        Filler {
+            inner,
+            key,
+            key_lock,
+            tmp,
+            progress: Mutex::new(Progress::default()),
+        }
+    }
+
+    /// The key being filled.
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+
+    /// Write `data` at `offset` of the payload. Callable from any thread.
+    pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), CacheError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let end = u64::try_from(data.len())
+            .ok()
+            .and_then(|n| offset.checked_add(n))
+            .ok_or_else(|| CacheError::IncompleteFill {
+                key: self.key.to_string(),
+                reason: format!("write at offset {offset} overflows"),
+            })?;
+        self.tmp
+            .as_file()
+            .write_all_at(data, offset)
+            .map_err(CacheError::io(self.tmp.path(), "writing"))?;
+        // A poisoned lock only means another writer panicked; the state is
+        // still coherent (every field is updated by whole assignments).
+        let mut p = self.progress.lock().unwrap_or_else(PoisonError::into_inner);
+        if offset < p.hashed {
+            p.rehash = true;
+        } else if offset == p.hashed && !p.rehash {
+            p.hasher.update(data);
+            p.hashed = end;
+        }
+        p.add_range(offset, end);
+        Ok(())
+    }
+
+    /// Publish the payload as the entry of the key, `size` bytes long.
+    ///
+    /// Checks that exactly `[0, size)` was written, computes the sha256 of
+    /// what is on disk, syncs, renames the blob into place and then writes
+    /// the entry. The caller verifies the config's checksum before
+    /// committing (a wrong payload must be dropped, not committed).
+    pub fn commit(self, size: u64, meta: FillMeta) -> Result<Entry, CacheError> {
+        let Filler {
+            inner,
+            key,
+            key_lock,
+            tmp,
+            progress,
+        } = self;
+        let mut p = progress
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        let incomplete = |reason: String| CacheError::IncompleteFill {
+            key: key.to_string(),
+            reason,
+        };
+        let covered = match p.ranges.as_slice() {
+            [] => size == 0,
+            [(0, end)] => *end == size,
+            _ => false,
+        };
+        if !covered {
+            return Err(incomplete(format!(
+                "expected bytes 0..{size}, wrote {:?}",
+                p.ranges
+            )));
+        }
+        let file = tmp.as_file();
+        let on_disk = file
+            .metadata()
+            .map_err(CacheError::io(tmp.path(), "stat"))?
+            .len();
+        if on_disk != size {
+            return Err(incomplete(format!(
+                "temp file is {on_disk} bytes, expected {size}"
+            )));
+        }
+        if p.rehash {
+            p.hasher = Sha256::new();
+            p.hashed = 0;
+        }
+        let mut buf = vec![0u8; COPY_BUFFER];
+        while p.hashed < size {
+            let want = usize::try_from(size - p.hashed).map_or(buf.len(), |n| n.min(buf.len()));
+            let n = file
+                .read_at(&mut buf[..want], p.hashed)
+                .map_err(CacheError::io(tmp.path(), "reading back"))?;
+            if n == 0 {
+                return Err(incomplete(format!(
+                    "temp file ends at {} of {size}",
+                    p.hashed
+                )));
+            }
+            p.hasher.update(&buf[..n]);
+            p.hashed += u64::try_from(n).unwrap_or(u64::MAX);
+        }
+        let sha256 = hex(&p.hasher.finalize());
+        file.sync_all()
+            .map_err(CacheError::io(tmp.path(), "syncing"))?;
+        let entry = inner.publish(&key, tmp, size, sha256, meta)?;
+        drop(key_lock);
+        Ok(entry)
+    }
+}

@@ -1,0 +1,135 @@
+//! `Hit`: an entry found in the cache, with its blob open (pinned: an
+//! eviction that unlinks the blob later can't break this reader).
+//!
+//! The blob is copied into the caller's positional sink and hashed on the
+//! way; the digest and length are checked at the end. A corrupt or truncated
+//! blob drops its entry and reports [`CopyError::Corrupt`]: the caller
+//! re-downloads over the same range, so the bad bytes never stay in an image.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::entry::{Entry, Validators};
+use super::error::CacheError;
+use super::key::Key;
+use super::{hex, Inner, COPY_BUFFER};
+
+/// A verified copy failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// The sink (the image) failed: a build error.
+    #[error("writing cached {key} at offset {offset}: {source}")]
+    Sink {
+        /// The key.
+        key: String,
+        /// Payload offset of the failed write.
+        offset: u64,
+        /// The sink's error.
+        source: std::io::Error,
+    },
+    /// The blob is bad or unreadable: its entry is dropped; fetch from the
+    /// network instead, over the same range.
+    #[error(transparent)]
+    Corrupt(CacheError),
+}
+
+/// An entry found by [`super::Cache::lookup`].
+#[derive(Debug)]
+pub struct Hit {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) key: Key,
+    pub(crate) entry: Entry,
+    pub(crate) blob: File,
+    pub(crate) blob_path: PathBuf,
+    pub(crate) due: bool,
+}
+
+impl Hit {
+    /// The entry (size, sha256, validators, times).
+    pub fn entry(&self) -> &Entry {
+        &self.entry
+    }
+
+    /// The key.
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+
+    /// Whether `check_after` has passed since the last check: compare
+    /// [`Hit::validators`] with the remote's before using it.
+    pub fn is_due_for_check(&self) -> bool {
+        self.due
+    }
+
+    /// What the remote said when the entry was fetched or last checked.
+    pub fn validators(&self) -> &Validators {
+        &self.entry.validators
+    }
+
+    /// Payload size.
+    pub fn size(&self) -> u64 {
+        self.entry.size
+    }
+
+    /// Copy the whole blob into `write_at(offset, bytes)`, hashing it, and
+    /// return the entry once the sha256 and size match. Sequential reads of
+    /// [`COPY_BUFFER`] bytes.
+    pub fn copy_into<F>(self, mut write_at: F) -> Result<Entry, CopyError>
+    where
+        F: FnMut(u64, &[u8]) -> std::io::Result<()>,
+    {
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; COPY_BUFFER];
+        let mut offset = 0u64;
+        let size = self.entry.size;
+        loop {
+            let n = match self.blob.read_at(&mut buf, offset) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.corrupt(format!("read error at offset {offset}: {e}"))),
+            };
+            if n == 0 {
+                break;
+            }
+            let chunk = &buf[..n];
+            let end = offset + u64::try_from(n).unwrap_or(u64::MAX);
+            if end > size {
+                return Err(self.corrupt(format!("longer than the {size} bytes of its entry")));
+            }
+            hasher.update(chunk);
+            write_at(offset, chunk).map_err(|source| CopyError::Sink {
+                key: self.key.to_string(),
+                offset,
+                source,
+            })?;
+            offset = end;
+        }
+        if offset != size {
+            return Err(self.corrupt(format!("{offset} bytes, its entry says {size}")));
+        }
+        let got = hex(&hasher.finalize());
+        if got != self.entry.sha256 {
+            return Err(self.corrupt(format!(
+                "sha256 {got}, its entry says {}",
+                self.entry.sha256
+            )));
+        }
+        Ok(self.entry)
+    }
+
+    /// Drop the entry (and its blob when nothing else uses it) and say why.
+    fn corrupt(&self, reason: String) -> CopyError {
+        // Best effort: if dropping fails too, the next lookup sees the same
+        // corruption and tries again; the error we return is the corruption.
+        let _ = self.inner.drop_entry(&self.key, &self.entry.sha256, true);
+        CopyError::Corrupt(CacheError::CorruptBlob {
+            key: self.key.to_string(),
+            path: self.blob_path.clone(),
+            reason,
+        })
+    }
+}

@@ -1,0 +1,38 @@
+//! [`ArchiveSource`]: where an archive's bytes come from, as the expansion
+//! sees it (the plan's item sources, borrowed).
+
+use std::path::Path;
+
+use crate::config::HashAlgo;
+
+/// An expected digest: algorithm and lowercase hex.
+pub type Expected<'a> = Option<&'a (HashAlgo, String)>;
+
+/// Where an archive's bytes come from.
+#[derive(Debug, Clone, Copy)]
+pub enum ArchiveSource<'a> {
+    /// In memory (`content`, decoded base64).
+    Bytes(&'a [u8]),
+    /// A local file, verified against `checksum` while it is read.
+    Local {
+        /// File path.
+        path: &'a Path,
+        /// Expected digest.
+        checksum: Expected<'a>,
+    },
+    /// An http(s) URL, streamed (tar family) or spooled to the build
+    /// directory first (zip).
+    Http {
+        /// URL.
+        url: &'a str,
+        /// Expected digest.
+        checksum: Expected<'a>,
+    },
+}
+
+impl ArchiveSource<'_> {
+    /// True for a download.
+    pub fn is_remote(&self) -> bool {
+        matches!(self, Self::Http { .. })
+    }
+}

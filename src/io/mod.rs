@@ -1,0 +1,31 @@
+//! Stream adapters, one per file, composed by the build's pipelines:
+//!
+//! - [`digest`]: streaming digests and the verifier that checks one at EOF;
+//! - [`hashing`]: a `Read` that feeds a verifier;
+//! - [`sink`]: [`ChunkSink`], where a download's bytes go, and the file sinks;
+//! - [`progress`]: a sink adapter that reports an item's bytes;
+//! - [`channel`]: the bounded download → decoder hand-over;
+//! - [`decode`]: decompressors by compression;
+//! - [`sparse`]: copies that leave holes for zero blocks; [`holes`]: a
+//!   local file's data regions;
+//! - [`copy`]: a reader into a file reserved in the ext4 builder.
+
+pub mod channel;
+pub mod copy;
+pub mod decode;
+mod digest;
+pub mod hashing;
+mod holes;
+pub mod progress;
+pub mod sink;
+mod sparse;
+
+pub use channel::{channel, ChannelReader, ChannelSink, ReaderStopped};
+pub use copy::{copy_into, CopyError, COPY_BUF};
+pub use decode::{decoder, drain, xz, Compression};
+pub use digest::{ChecksumMismatch, Hasher, StreamVerifier};
+pub use hashing::HashingReader;
+pub use holes::data_regions;
+pub use progress::ProgressSink;
+pub use sink::{ChunkSink, FileSink, SparseFileSink, WriterSink};
+pub use sparse::{sparse_copy, CopyStats, SPARSE_BUF};

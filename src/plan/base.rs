@@ -1,0 +1,201 @@
+//! The base image: where it is ([`locate_base`]) and what it holds
+//! ([`inspect_base`]: the MBR and a summary of the data partition).
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::error::PlanError;
+use super::item::Expected;
+use crate::config::{BaseSource, Checksum, ChecksumKind, HashAlgo, ImageConfig, Source};
+use crate::fetch::{first_token, redact, Net};
+use crate::fs::ext4::{self, OldSummary};
+use crate::io::xz;
+use crate::partition::{Mbr, PartitionWindow};
+
+/// Default base image location (docs/spec.md §4), overridable.
+pub const DEFAULT_BASE_URL: &str = "https://drive.offspot.it/base";
+
+/// Largest checksum file read (`kind: url`, a versioned base's `.md5`):
+/// 2 KiB (docs/spec.md §4; a digest and a file name).
+const MAX_CHECKSUM_FILE: usize = 2048;
+
+/// Bytes fetched to find the MBR of a remote base: 256 KiB, enough
+/// compressed xz input to decode the first sector (xz blocks of the
+/// published bases start well within it).
+const HEAD_BYTES: usize = 256 * 1024;
+
+/// Where the base image is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BaseLocation {
+    /// A local file.
+    Local(PathBuf),
+    /// An http(s) URL.
+    Http(String),
+}
+
+impl BaseLocation {
+    /// For messages.
+    pub fn name(&self) -> String {
+        match self {
+            Self::Local(p) => p.display().to_string(),
+            Self::Http(u) => redact(u),
+        }
+    }
+}
+
+/// A located base image: where, compressed or not, expected digest.
+#[derive(Debug, Clone)]
+pub struct BaseSpec {
+    /// Where it is.
+    pub location: BaseLocation,
+    /// xz-compressed (decoded while it is copied).
+    pub xz: bool,
+    /// Expected digest of the file as stored/served.
+    pub checksum: Expected,
+}
+
+/// The base image as found.
+#[derive(Debug, Clone)]
+pub struct BaseInfo {
+    /// Where it is.
+    pub location: BaseLocation,
+    /// Expected digest of the file as stored/served (md5 of a versioned base).
+    pub checksum: Expected,
+    /// xz-compressed.
+    pub xz: bool,
+    /// Uncompressed size (for xz: the end of p3, where the image ends).
+    pub size: u64,
+    /// The MBR.
+    pub mbr: Mbr,
+    /// What the old data partition holds (None when it could not be read
+    /// before the copy: a compressed or remote base).
+    pub old: Option<OldSummary>,
+}
+
+/// Resolve the base source: location, xz or not, expected digest.
+pub fn locate_base(config: &ImageConfig, base_url: &str, net: &Net) -> Result<BaseSpec, PlanError> {
+    let (source, checksum) = match &config.base.source {
+        BaseSource::Version(v) => {
+            let url = format!(
+                "{}/offspot-base-arm64-{v}.img",
+                base_url.trim_end_matches('/')
+            );
+            // The published md5 sits beside the image.
+            let body =
+                net.block_on(net.http.get_small(&format!("{url}.md5"), MAX_CHECKSUM_FILE))?;
+            let md5 = first_token(&body)
+                .filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+                .ok_or_else(|| PlanError::NoBaseDigest { url: redact(&url) })?;
+            (Source::Http(url), Some((HashAlgo::Md5, md5)))
+        }
+        BaseSource::Source(s) => (
+            s.clone(),
+            resolve_checksum(config.base.checksum.as_ref(), net, "base.checksum")?,
+        ),
+    };
+    let xz = source.is_xz();
+    let location = match source {
+        Source::Local(path) if !path.is_file() => return Err(PlanError::BaseMissing { path }),
+        Source::Local(path) => BaseLocation::Local(path),
+        Source::Http(url) => BaseLocation::Http(url),
+    };
+    Ok(BaseSpec {
+        location,
+        xz,
+        checksum,
+    })
+}
+
+/// A declared checksum as (algorithm, digest), fetching `kind: url` values
+/// (at most [`MAX_CHECKSUM_FILE`], first token). `key` names it in errors.
+pub fn resolve_checksum(c: Option<&Checksum>, net: &Net, key: &str) -> Result<Expected, PlanError> {
+    let Some(c) = c else { return Ok(None) };
+    match c.kind {
+        ChecksumKind::Digest => Ok(Some((c.algo, c.value.clone()))),
+        ChecksumKind::Url => {
+            let body = net.block_on(net.http.get_small(&c.value, MAX_CHECKSUM_FILE))?;
+            let t = first_token(&body)
+                .filter(|t| t.len() == c.algo.hex_len() && t.bytes().all(|b| b.is_ascii_hexdigit()))
+                .ok_or_else(|| PlanError::NoDigest {
+                    key: key.to_string(),
+                    url: redact(&c.value),
+                    algo: c.algo.to_string(),
+                })?;
+            Ok(Some((c.algo, t)))
+        }
+    }
+}
+
+/// Read the base's MBR and, for a plain local file, its data partition's
+/// summary (a compressed or remote base is summarised from its copy).
+pub fn inspect_base(spec: &BaseSpec, net: &Net) -> Result<BaseInfo, PlanError> {
+    let name = spec.location.name();
+    let bad = |what: String| PlanError::BadBase {
+        name: name.clone(),
+        what,
+    };
+    let (head, file_size) = read_head(&spec.location, net)?;
+    let mut sector = [0u8; 512]; // one sector: the MBR
+    if spec.xz {
+        xz(head.as_slice())
+            .read_exact(&mut sector)
+            .map_err(|e| bad(format!("not a readable xz stream: {e}")))?;
+    } else {
+        let first = head
+            .get(..sector.len())
+            .ok_or_else(|| bad("too short for an MBR".into()))?;
+        sector.copy_from_slice(first);
+    }
+    let mbr = Mbr::parse(&sector).map_err(|e| bad(e.to_string()))?;
+    let p3 = mbr.partition(3).map_err(|e| bad(e.to_string()))?;
+    let size = match file_size {
+        Some(s) if !spec.xz => s,
+        _ => p3.end(),
+    };
+    mbr.validate(3, size).map_err(|e| bad(e.to_string()))?;
+    let old = match &spec.location {
+        BaseLocation::Local(path) if !spec.xz => {
+            let file = std::fs::File::open(path).map_err(|source| PlanError::BaseRead {
+                path: path.clone(),
+                source,
+            })?;
+            let w = PartitionWindow::new(Arc::new(file), path, p3.offset(), p3.len());
+            Some(ext4::scan_old(&w).map_err(|e| bad(format!("data partition (p3): {e}")))?)
+        }
+        _ => None,
+    };
+    Ok(BaseInfo {
+        location: spec.location.clone(),
+        checksum: spec.checksum.clone(),
+        xz: spec.xz,
+        size,
+        mbr,
+        old,
+    })
+}
+
+/// The first [`HEAD_BYTES`] of the base and its size as stored, when known.
+fn read_head(location: &BaseLocation, net: &Net) -> Result<(Vec<u8>, Option<u64>), PlanError> {
+    match location {
+        BaseLocation::Local(path) => {
+            let read = |source| PlanError::BaseRead {
+                path: path.clone(),
+                source,
+            };
+            let mut f = std::fs::File::open(path).map_err(|source| PlanError::BaseOpen {
+                path: path.clone(),
+                source,
+            })?;
+            let size = f.metadata().map_err(read)?.len();
+            let mut head = vec![0u8; HEAD_BYTES.min(usize::try_from(size).unwrap_or(HEAD_BYTES))];
+            f.read_exact(&mut head).map_err(read)?;
+            Ok((head, Some(size)))
+        }
+        BaseLocation::Http(url) => {
+            let probe = net.block_on(net.http.probe(url))?;
+            let head = net.block_on(net.http.get_prefix(url, HEAD_BYTES))?;
+            Ok((head, probe.size))
+        }
+    }
+}

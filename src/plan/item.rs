@@ -1,0 +1,96 @@
+//! What the plan is made of: [`Item`]s, each a file (or an archive's
+//! directory) of the data partition and where its bytes come from.
+
+use std::path::PathBuf;
+
+use crate::config::HashAlgo;
+use crate::expand::{ArchivePlan, ArchiveSource};
+use crate::fetch::redact;
+use crate::oci::Resolved;
+
+/// An expected digest: algorithm and lowercase hex.
+pub type Expected = Option<(HashAlgo, String)>;
+
+/// Where the data partition is mounted on the Pi: item destinations are
+/// relative to it.
+pub const DATA_MOUNT: &str = "/data";
+
+/// Where one item's bytes come from.
+#[derive(Debug, Clone)]
+pub enum ItemSource {
+    /// Bytes in memory (`content`, decoded base64, the config text).
+    Bytes(Vec<u8>),
+    /// A local file, verified against `checksum` while it streams.
+    Local {
+        /// File path.
+        path: PathBuf,
+        /// Expected digest (`kind: url` already resolved).
+        checksum: Expected,
+    },
+    /// An http(s) URL, streamed into place.
+    Http {
+        /// URL.
+        url: String,
+        /// Expected digest (`kind: url` already resolved).
+        checksum: Expected,
+    },
+    /// An image pulled from a registry into a docker-archive (src/oci); the
+    /// item's size is a reservation, shrunk to the archive once written.
+    Oci(Box<Resolved>),
+}
+
+impl ItemSource {
+    /// For the plan's listing: where the bytes come from.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Bytes(_) => "inline".to_string(),
+            Self::Local { path, .. } => path.display().to_string(),
+            Self::Http { url, .. } => redact(url),
+            Self::Oci(img) => format!("{}@{} (reserved)", img.name(), img.manifest_digest),
+        }
+    }
+
+    /// The source as an archive to expand; `None` for a container image,
+    /// which is never one.
+    pub fn as_archive(&self) -> Option<ArchiveSource<'_>> {
+        match self {
+            Self::Bytes(b) => Some(ArchiveSource::Bytes(b)),
+            Self::Local { path, checksum } => Some(ArchiveSource::Local {
+                path,
+                checksum: checksum.as_ref(),
+            }),
+            Self::Http { url, checksum } => Some(ArchiveSource::Http {
+                url,
+                checksum: checksum.as_ref(),
+            }),
+            Self::Oci(_) => None,
+        }
+    }
+}
+
+/// A file to write into the data partition.
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// Destination relative to `/data`.
+    pub dest: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Source of the bytes.
+    pub source: ItemSource,
+    /// Set for archives (`via: tar`, ...): `dest` is the directory to
+    /// expand into and `size` the expanded bytes (measured, or the limit).
+    pub archive: Option<ArchivePlan>,
+}
+
+impl Item {
+    /// The destination as the Pi sees it, `/data/<dest>`: the item's name
+    /// in progress reports and messages.
+    pub fn name(&self) -> String {
+        data_path(&self.dest)
+    }
+}
+
+/// `/data/<dest>`.
+pub fn data_path(dest: &str) -> String {
+    format!("{DATA_MOUNT}/{dest}")
+}

@@ -1,0 +1,290 @@
+//! The config's entries as [`Item`]s: container images, files and
+//! archives, each with its size probed (HEAD, registry manifest, local
+//! stat) or measured (local archives, by a dry run).
+
+use std::path::Path;
+
+use super::base::resolve_checksum;
+use super::error::PlanError;
+use super::item::{data_path, Item, ItemSource};
+use crate::config::{FileEntry, ImageConfig, OciEntry, Payload, Source};
+use crate::expand::{self, ArchivePlan, Format, Limits, Needs};
+use crate::fetch::{redact, Net};
+use crate::oci::{Platform, Registry};
+
+/// The items of the config, in write order (images, files, `image.yaml`),
+/// and the bytes the Pi needs free to unpack the prebuilt images.
+/// Unreachable sources are all reported together.
+pub fn plan_items(config: &ImageConfig, net: &Net) -> Result<(Vec<Item>, u64), PlanError> {
+    let mut unreachable = Unreachable::default();
+    let (mut items, oci_free) = oci_items(&config.oci_images, &Platform::default(), net)?;
+    for (i, f) in config.files.iter().enumerate() {
+        let key = format!("files[{i}]");
+        let source = file_source(&key, f, net, &mut unreachable)?;
+        items.push(match Format::of(f.via) {
+            Some(format) => archive_item(&key, f, format, source, net, &mut unreachable)?,
+            None => file_item(&key, f, source, net, &mut unreachable)?,
+        });
+    }
+    unreachable.check()?;
+    if config.write_config {
+        if items.iter().any(|i| i.dest == "image.yaml") {
+            return Err(PlanError::ImageYamlClash);
+        }
+        items.push(Item {
+            dest: "image.yaml".into(),
+            size: config.raw_text.len() as u64,
+            source: ItemSource::Bytes(config.raw_text.clone().into_bytes()),
+            archive: None,
+        });
+    }
+    Ok((items, oci_free))
+}
+
+/// Unreachable sources, collected so one run reports them all.
+#[derive(Debug, Default)]
+struct Unreachable(Vec<String>);
+
+impl Unreachable {
+    /// Note `e` under `key` when it means "unreachable"; other errors stop
+    /// planning. Returns `Ok(None)` for a noted error.
+    fn note<T>(
+        &mut self,
+        key: &str,
+        r: Result<T, crate::fetch::HttpError>,
+    ) -> Result<Option<T>, PlanError> {
+        match r {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is_unreachable() => {
+                self.0.push(format!("{key}: {e}"));
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn check(self) -> Result<(), PlanError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(PlanError::Unreachable(self.0))
+        }
+    }
+}
+
+/// One item per image at `images/<archive file name>`, plus the bytes the
+/// Pi needs free to unpack them: Σ `fullsize` of prebuilt `url` tars (for
+/// pulled images the reservation itself is `filesize + fullsize`, shrunk
+/// to the archive's exact size once written, which leaves `fullsize` free).
+fn oci_items(
+    entries: &[OciEntry],
+    platform: &Platform,
+    net: &Net,
+) -> Result<(Vec<Item>, u64), PlanError> {
+    let registry = Registry::new(net.http.clone());
+    let mut items = Vec::new();
+    let mut extra_free = 0u64;
+    for e in entries {
+        let dest = format!(
+            "images/{}",
+            e.ident.archive_file_name(&platform.normalized())
+        );
+        let (source, size) = match &e.url {
+            Some(Source::Http(url)) => {
+                extra_free = extra_free.saturating_add(e.fullsize);
+                let probe = net
+                    .block_on(net.http.probe(url))
+                    .map_err(crate::oci::OciError::from)?;
+                let source = ItemSource::Http {
+                    url: url.clone(),
+                    checksum: None,
+                };
+                (source, probe.size.unwrap_or(e.filesize))
+            }
+            Some(Source::Local(path)) => {
+                extra_free = extra_free.saturating_add(e.fullsize);
+                let size = std::fs::metadata(path)
+                    .map_err(|source| PlanError::OciArchive {
+                        ident: e.ident.repo_tag(),
+                        path: path.clone(),
+                        source,
+                    })?
+                    .len();
+                let source = ItemSource::Local {
+                    path: path.clone(),
+                    checksum: None,
+                };
+                (source, size)
+            }
+            None => {
+                let resolved = net.block_on(registry.resolve(&e.ident, platform))?;
+                let source = ItemSource::Oci(Box::new(resolved));
+                (source, e.filesize.saturating_add(e.fullsize))
+            }
+        };
+        items.push(Item {
+            dest,
+            size,
+            source,
+            archive: None,
+        });
+    }
+    Ok((items, extra_free))
+}
+
+/// Where `files[i]` (`key`) comes from, its checksum resolved.
+fn file_source(
+    key: &str,
+    f: &FileEntry,
+    net: &Net,
+    unreachable: &mut Unreachable,
+) -> Result<ItemSource, PlanError> {
+    let checksum_key = format!("{key}.checksum");
+    let checksum = |unreachable: &mut Unreachable| match resolve_checksum(
+        f.checksum.as_ref(),
+        net,
+        &checksum_key,
+    ) {
+        Err(PlanError::Http(e)) => Ok(unreachable.note(&checksum_key, Err(e))?.flatten()),
+        other => other,
+    };
+    Ok(match &f.payload {
+        Payload::Content(bytes) => ItemSource::Bytes(bytes.clone()),
+        Payload::Source(Source::Local(p)) => ItemSource::Local {
+            path: p.clone(),
+            checksum: checksum(unreachable)?,
+        },
+        Payload::Source(Source::Http(u)) => ItemSource::Http {
+            url: u.clone(),
+            checksum: checksum(unreachable)?,
+        },
+    })
+}
+
+/// A plain file: its size probed, checked against the declared one.
+fn file_item(
+    key: &str,
+    f: &FileEntry,
+    source: ItemSource,
+    net: &Net,
+    unreachable: &mut Unreachable,
+) -> Result<Item, PlanError> {
+    let size = match &source {
+        ItemSource::Bytes(b) => b.len() as u64,
+        ItemSource::Oci(_) => 0, // files[] entries are never images
+        ItemSource::Local { path, .. } => local_file_size(key, path)?,
+        ItemSource::Http { url, .. } => {
+            let probe = net.block_on(net.http.probe(url));
+            match unreachable.note(&format!("{key}.url"), probe)? {
+                None => 0,
+                Some(p) => match (f.size, p.size) {
+                    (Some(d), Some(s)) if d != s => {
+                        return Err(PlanError::SizeMismatch {
+                            key: key.to_string(),
+                            declared: d,
+                            what: redact(url),
+                            actual: s,
+                        })
+                    }
+                    (Some(d), _) => d,
+                    (None, Some(s)) => s,
+                    (None, None) => {
+                        return Err(PlanError::NoSize {
+                            key: key.to_string(),
+                            url: redact(url),
+                        })
+                    }
+                },
+            }
+        }
+    };
+    if let Some(declared) = f.size.filter(|&d| d != size) {
+        return Err(PlanError::SizeMismatch {
+            key: key.to_string(),
+            declared,
+            what: data_path(&f.to),
+            actual: size,
+        });
+    }
+    Ok(Item {
+        dest: f.to.clone(),
+        size,
+        source,
+        archive: None,
+    })
+}
+
+/// An archive (`via: tar`, ...): `to` is the directory to expand into;
+/// `size` is the expanded size and limit. Local archives are measured by
+/// a dry run, remote ones estimated (src/expand).
+fn archive_item(
+    key: &str,
+    f: &FileEntry,
+    format: Format,
+    source: ItemSource,
+    net: &Net,
+    unreachable: &mut Unreachable,
+) -> Result<Item, PlanError> {
+    let (archive_size, name) = match &source {
+        ItemSource::Bytes(b) => (Some(b.len() as u64), format!("{key}.content")),
+        ItemSource::Local { path, .. } => (
+            Some(local_file_size(key, path)?),
+            path.display().to_string(),
+        ),
+        ItemSource::Http { url, .. } => {
+            let probe = net.block_on(net.http.probe(url));
+            let size = unreachable
+                .note(&format!("{key}.url"), probe)?
+                .map_or(Some(0), |p| p.size);
+            (size, redact(url))
+        }
+        // files[] entries are never images.
+        ItemSource::Oci(_) => (Some(0), key.to_string()),
+    };
+    // Downloads are bounded by the server's Content-Length (docs/spec.md §9,
+    // download bomb): an archive served without one can't be fetched
+    // safely, so say so now rather than after the base is copied.
+    let archive_size = archive_size.ok_or_else(|| PlanError::UnboundedArchive {
+        key: key.to_string(),
+        url: name.clone(),
+    })?;
+    let limits = Limits::new(key, f.size, archive_size, format);
+    let exact = !matches!(source, ItemSource::Http { .. });
+    let needs = match source.as_archive() {
+        Some(a) if unreachable.is_empty() || exact => expand::measure(format, a, &name, &limits)?,
+        _ => Needs::default(),
+    };
+    Ok(Item {
+        dest: f.to.clone(),
+        size: needs.bytes,
+        source,
+        archive: Some(ArchivePlan {
+            format,
+            limits,
+            archive_size: Some(archive_size).filter(|&s| s > 0),
+            needs,
+            exact,
+        }),
+    })
+}
+
+/// Size of the local file `files[i].url` (`key`) names; exit 4 when it is
+/// missing or not a regular file.
+fn local_file_size(key: &str, path: &Path) -> Result<u64, PlanError> {
+    let md = std::fs::metadata(path).map_err(|source| PlanError::LocalSource {
+        key: key.to_string(),
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if !md.is_file() {
+        return Err(PlanError::NotAFile {
+            key: key.to_string(),
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(md.len())
+}

@@ -1,0 +1,145 @@
+//! Planning: config + base image → the items to write, the data
+//! partition's size and the image size (docs/spec.md §6), before anything is
+//! written. One concept per file:
+//!
+//! - [`item`]: what a plan is made of;
+//! - [`base`]: locating and inspecting the base image;
+//! - [`items`]: the config's entries as items, probed or measured;
+//! - [`size`]: the sizes that follow;
+//! - [`error`]: why planning failed.
+
+pub mod base;
+pub mod error;
+pub mod item;
+pub mod items;
+pub mod size;
+
+pub use base::{inspect_base, locate_base, BaseInfo, BaseLocation, BaseSpec, DEFAULT_BASE_URL};
+pub use error::PlanError;
+pub use item::{data_path, Expected, Item, ItemSource, DATA_MOUNT};
+pub use size::Sizes;
+
+use crate::config::ImageConfig;
+use crate::fetch::Net;
+use crate::fs::ext4::{OldSummary, BLOCK_SIZE};
+
+/// Permissions of what the build creates: files 0644, directories 0755.
+pub const FILE_PERM: u16 = 0o644;
+/// See [`FILE_PERM`].
+pub const DIR_PERM: u16 = 0o755;
+
+/// Entries assumed in a base's data partition that could not be read
+/// before the copy (an xz base in `--check`): 64, above what published
+/// bases hold (`master_fs`, `images/`, one image tar, `lost+found`).
+const UNREAD_OLD_ENTRIES: u64 = 64;
+/// Directories assumed in it: 8 (see [`UNREAD_OLD_ENTRIES`]).
+const UNREAD_OLD_DIRS: u64 = 8;
+
+/// The complete plan.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Items in write order (images, files in config order, `image.yaml`).
+    pub items: Vec<Item>,
+    /// Data partition offset in the image.
+    pub p3_start: u64,
+    /// New data partition (filesystem) size.
+    pub fs_size: u64,
+    /// Output image size.
+    pub image_size: u64,
+    /// Smallest image that fits.
+    pub min_image_size: u64,
+    /// Inodes expected in the new filesystem.
+    pub inodes_expected: u64,
+    /// Bytes of content to write (items + carried over + temporary copies).
+    pub content_bytes: u64,
+    /// Non-fatal remarks.
+    pub warnings: Vec<String>,
+}
+
+/// Make the plan. `max_size` is `--max-size`.
+pub fn make_plan(
+    config: &ImageConfig,
+    base: &BaseInfo,
+    max_size: Option<u64>,
+    net: &Net,
+) -> Result<Plan, PlanError> {
+    let mut warnings = Vec::new();
+    let p3 = base.mbr.partition(3)?;
+    if p3.offset() != config.base.rootfs_size {
+        warnings.push(format!(
+            "base.rootfs_size is {} but the base image's data partition starts at byte {}; using the partition table",
+            config.base.rootfs_size,
+            p3.offset()
+        ));
+    }
+    let (items, oci_free) = items::plan_items(config, net)?;
+    // Not scanned (xz base in --check): the whole old partition is the bound.
+    let old = base.old.unwrap_or(OldSummary {
+        entries: UNREAD_OLD_ENTRIES,
+        dirs: UNREAD_OLD_DIRS,
+        bytes: p3.len(),
+        file_blocks: p3.len().div_ceil(BLOCK_SIZE),
+    });
+    let sizes = size::size_image(
+        &items,
+        &old,
+        oci_free,
+        size::Frame {
+            p3_start: p3.offset(),
+            base_size: base.size,
+            output: config.output_size,
+            max_size,
+        },
+    )?;
+    // Remote zips are downloaded to the build directory before expansion.
+    let content_bytes = items
+        .iter()
+        .map(|i| i.size + i.archive.as_ref().map_or(0, |a| a.temp_bytes()))
+        .sum::<u64>()
+        + old.bytes;
+    Ok(Plan {
+        items,
+        p3_start: p3.offset(),
+        fs_size: sizes.fs_size,
+        image_size: sizes.image_size,
+        min_image_size: sizes.min_image_size,
+        inodes_expected: sizes.inodes_expected,
+        content_bytes,
+        warnings,
+    })
+}
+
+impl std::fmt::Display for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "plan:")?;
+        for it in &self.items {
+            let what = if it.archive.is_some() {
+                "/ expanded"
+            } else {
+                ""
+            };
+            writeln!(
+                f,
+                "  {}{what}  {} bytes  from {}",
+                it.name(),
+                it.size,
+                it.source.describe()
+            )?;
+        }
+        writeln!(
+            f,
+            "  content: {} bytes (carried-over data partition included)",
+            self.content_bytes
+        )?;
+        writeln!(
+            f,
+            "  data partition: starts at byte {}, {} bytes",
+            self.p3_start, self.fs_size
+        )?;
+        writeln!(
+            f,
+            "  image size: {} bytes (smallest that fits: {})",
+            self.image_size, self.min_image_size
+        )
+    }
+}
