@@ -312,6 +312,7 @@ fn recorded_events_are_in_order_and_bytes_add_up() {
         base_url: image_creator::plan::DEFAULT_BASE_URL.to_string(),
         concurrency: 2,
         fetch: FetchOptions::default(),
+        allow_local_files: false,
     };
     build::run(&opts, &rec).unwrap();
     let events = rec.events();

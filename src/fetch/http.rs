@@ -15,7 +15,10 @@ use reqwest::header::{
 };
 use reqwest::StatusCode;
 
+use super::guard::{check_url_str, Blocked, CheckedResolver, HopBlocked, ResolveError};
+use super::guard::{redirect_policy, ResolveOverride};
 use super::overlap::BackgroundVerifier;
+use super::policy::NetworkPolicy;
 use crate::config::HashAlgo;
 use crate::error::ExitKind;
 use crate::io::{ChecksumMismatch, ChunkSink, StreamVerifier};
@@ -23,6 +26,16 @@ use crate::io::{ChecksumMismatch, ChunkSink, StreamVerifier};
 /// Download batch: bytes are handed to the sink 1 MiB at a time (a multiple
 /// of the 4 KiB block, large enough that per-write overhead is negligible).
 pub const BATCH: usize = 1 << 20;
+
+/// Most header fields accepted in a response: 100 (hyper's default, set
+/// here so a dependency update can't loosen it). The response head as a
+/// whole is also bounded by hyper's read buffer, [`MAX_HEAD_BYTES`].
+pub const MAX_HEADERS: usize = 100;
+
+/// Largest response head (status line and headers) hyper reads before it
+/// refuses the response: 417,792 bytes (8 KiB + 100 × 4 KiB, hyper 1.x's
+/// `DEFAULT_MAX_BUFFER_SIZE`, which reqwest does not let us change).
+pub const MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
 
 /// Network behaviour, with documented defaults.
 #[derive(Debug, Clone)]
@@ -38,6 +51,12 @@ pub struct FetchOptions {
     pub backoff_initial: Duration,
     /// ...up to this (default 30 s). `Retry-After` is honoured up to it too.
     pub backoff_max: Duration,
+    /// Where requests may go (default [`NetworkPolicy::Private`]): checked
+    /// on every resolved address, IP-literal URL and redirect hop.
+    pub network: NetworkPolicy,
+    /// Names answered without DNS (`--resolve HOST:ADDRESS`; default
+    /// none); their addresses are checked like DNS answers.
+    pub resolve: Vec<ResolveOverride>,
 }
 
 impl Default for FetchOptions {
@@ -48,6 +67,8 @@ impl Default for FetchOptions {
             max_attempts: 5,
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30),
+            network: NetworkPolicy::default(),
+            resolve: Vec::new(),
         }
     }
 }
@@ -131,6 +152,42 @@ pub enum HttpError {
         #[source]
         source: std::io::Error,
     },
+    /// The network policy refused the destination (an address, or a URL
+    /// that is not http(s)); nothing was sent to it.
+    #[error("{url}: {reason}")]
+    Blocked {
+        /// URL (redacted).
+        url: String,
+        /// Why.
+        reason: Blocked,
+    },
+    /// A redirect was not followed: its destination is refused, or the
+    /// chain is longer than [`super::MAX_REDIRECTS`].
+    #[error("{url}: {hop}")]
+    BlockedRedirect {
+        /// The URL first requested (redacted).
+        url: String,
+        /// The hop and why.
+        hop: HopBlocked,
+    },
+    /// The response head is over [`MAX_HEADERS`] fields or
+    /// [`MAX_HEAD_BYTES`] bytes.
+    #[error(
+        "{url}: response headers over the limit ({MAX_HEADERS} fields, {MAX_HEAD_BYTES} bytes)"
+    )]
+    HeadersTooLarge {
+        /// URL (redacted).
+        url: String,
+    },
+    /// A small body (config, checksum file, manifest, token) is larger
+    /// than its limit.
+    #[error("{url}: the response body is larger than the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// URL (redacted).
+        url: String,
+        /// The limit.
+        limit: u64,
+    },
     /// The client or its runtime could not be set up.
     #[error("{message}")]
     Setup {
@@ -140,12 +197,61 @@ pub enum HttpError {
 }
 
 impl HttpError {
-    /// True for "the source can't be reached" (exit code 4).
+    /// True for "the source can't be reached" (exit code 4), refusals by
+    /// the network policy included.
     pub fn is_unreachable(&self) -> bool {
         matches!(
             self,
-            Self::Status { .. } | Self::Transport { .. } | Self::NoSize { .. }
+            Self::Status { .. }
+                | Self::Transport { .. }
+                | Self::NoSize { .. }
+                | Self::Blocked { .. }
+                | Self::BlockedRedirect { .. }
         )
+    }
+
+    /// True when retrying can't help: the policy refused, or a limit was
+    /// exceeded.
+    fn is_final(&self) -> bool {
+        matches!(
+            self,
+            Self::Blocked { .. } | Self::BlockedRedirect { .. } | Self::HeadersTooLarge { .. }
+        )
+    }
+
+    /// The error of a request to `url` that failed before a response:
+    /// refusals (from the resolver or the redirect policy) and an
+    /// oversized head are told apart from transport failures.
+    pub fn from_reqwest(url: &str, e: &reqwest::Error) -> Self {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(c) = cur {
+            if let Some(hop) = c.downcast_ref::<HopBlocked>() {
+                return Self::BlockedRedirect {
+                    url: redact(url),
+                    hop: hop.clone(),
+                };
+            }
+            if let Some(ResolveError::Refused(r)) = c.downcast_ref::<ResolveError>() {
+                return Self::Blocked {
+                    url: redact(url),
+                    reason: Blocked::Refused(r.clone()),
+                };
+            }
+            // hyper has `is_parse_too_large` only with its server feature:
+            // a parse error with the TooLarge message is the same test
+            // (too many fields or too many bytes; pinned by
+            // tests/untrusted.rs).
+            if c.downcast_ref::<hyper::Error>().is_some_and(|h| {
+                h.is_parse() && h.to_string().starts_with("message head is too large")
+            }) {
+                return Self::HeadersTooLarge { url: redact(url) };
+            }
+            cur = c.source();
+        }
+        Self::Transport {
+            url: redact(url),
+            message: error_chain(e),
+        }
     }
 
     /// Exit 4 when the source can't be reached (status, connection), 1
@@ -204,22 +310,35 @@ fn content_length(h: &HeaderMap) -> Option<u64> {
 /// The HTTP client.
 #[derive(Debug, Clone)]
 pub struct Http {
+    /// Private: every request goes through [`Http::send`] or
+    /// [`Http::get`], which check the URL against the policy first.
     client: reqwest::Client,
     opts: FetchOptions,
 }
 
 impl Http {
     /// A client with rustls (ring provider), the system's roots, redirects
-    /// followed, `Accept-Encoding: identity` and our User-Agent.
+    /// followed (at most [`super::MAX_REDIRECTS`], each hop checked),
+    /// names resolved by a [`CheckedResolver`], at most [`MAX_HEADERS`]
+    /// response headers, `Accept-Encoding: identity` and our User-Agent.
+    ///
+    /// Proxies from the environment (`HTTP_PROXY`...) are used only with
+    /// [`NetworkPolicy::Any`]: a proxy resolves names itself, where the
+    /// policy can't check them.
     pub fn new(opts: FetchOptions) -> Result<Self, HttpError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .user_agent(concat!("image-creator/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(opts.connect_timeout)
-            .build()
-            .map_err(|e| HttpError::Setup {
-                message: format!("building the HTTP client: {e}"),
-            })?;
+            .dns_resolver(CheckedResolver::new(opts.network, &opts.resolve))
+            .redirect(redirect_policy(opts.network))
+            .http1_max_headers(MAX_HEADERS);
+        if opts.network != NetworkPolicy::Any {
+            builder = builder.no_proxy();
+        }
+        let client = builder.build().map_err(|e| HttpError::Setup {
+            message: format!("building the HTTP client: {e}"),
+        })?;
         Ok(Self { client, opts })
     }
 
@@ -234,12 +353,38 @@ impl Http {
         exp.min(self.opts.backoff_max)
     }
 
-    /// Send with retries on connection errors and retryable statuses.
+    /// The network policy of this client.
+    pub fn network(&self) -> NetworkPolicy {
+        self.opts.network
+    }
+
+    /// Check `url` against the policy before it is requested: its scheme,
+    /// and its host when it is an IP literal (names are checked by the
+    /// resolver, redirect hops by the redirect policy).
+    pub fn check_url(&self, url: &str) -> Result<(), HttpError> {
+        check_url_str(self.opts.network, url).map_err(|reason| HttpError::Blocked {
+            url: redact(url),
+            reason,
+        })
+    }
+
+    /// A GET of `url`, checked by [`Http::check_url`] (for the OCI
+    /// registry client's small JSON requests; send it and map its errors
+    /// with [`HttpError::from_reqwest`]).
+    pub fn get(&self, url: &str) -> Result<reqwest::RequestBuilder, HttpError> {
+        self.check_url(url)?;
+        Ok(self.client.get(url))
+    }
+
+    /// Send with retries on connection errors and retryable statuses;
+    /// `url` is checked by [`Http::check_url`] first and `build` must
+    /// request it.
     async fn send(
         &self,
         url: &str,
         build: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, HttpError> {
+        self.check_url(url)?;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -266,13 +411,10 @@ impl Http {
                         status: r.status().as_u16(),
                     })
                 }
-                Ok(Err(e)) => (
-                    HttpError::Transport {
-                        url: redact(url),
-                        message: error_chain(&e),
-                    },
-                    None,
-                ),
+                Ok(Err(e)) => match HttpError::from_reqwest(url, &e) {
+                    final_error if final_error.is_final() => return Err(final_error),
+                    transport => (transport, None),
+                },
                 Err(_) => (
                     HttpError::Transport {
                         url: redact(url),
@@ -296,11 +438,15 @@ impl Http {
             etag: header(h, ETAG),
             last_modified: header(h, LAST_MODIFIED),
         };
-        if let Ok(r) = self.send(url, || self.client.head(url)).await {
-            let p = from(r.headers());
-            if p.size.is_some() {
-                return Ok(p);
+        match self.send(url, || self.client.head(url)).await {
+            Ok(r) => {
+                let p = from(r.headers());
+                if p.size.is_some() {
+                    return Ok(p);
+                }
             }
+            Err(e) if e.is_final() => return Err(e),
+            Err(_) => {}
         }
         let r = self.send(url, || self.client.get(url)).await?;
         Ok(from(r.headers()))
@@ -323,9 +469,9 @@ impl Http {
                 })?;
             let Some(c) = chunk else { return Ok(out) };
             if out.len() + c.len() > max {
-                return Err(HttpError::TooLong {
+                return Err(HttpError::BodyTooLarge {
                     url: redact(url),
-                    expected: max as u64,
+                    limit: max as u64,
                 });
             }
             out.extend_from_slice(&c);
@@ -372,12 +518,6 @@ impl Http {
         sink: &mut dyn ChunkSink,
     ) -> Result<Option<String>, HttpError> {
         self.download_auth(url, None, expected, verify, sink).await
-    }
-
-    /// The underlying reqwest client (for the OCI registry client's small
-    /// JSON requests).
-    pub fn client(&self) -> &reqwest::Client {
-        &self.client
     }
 
     /// [`Http::download`] with an `Authorization` header value (a registry
