@@ -28,14 +28,29 @@ use crate::io::{ChecksumMismatch, ChunkSink, StreamVerifier};
 pub const BATCH: usize = 1 << 20;
 
 /// Most header fields accepted in a response: 100 (hyper's default, set
-/// here so a dependency update can't loosen it). The response head as a
-/// whole is also bounded by hyper's read buffer, [`MAX_HEAD_BYTES`].
+/// here so a dependency update can't loosen it); hyper refuses more while
+/// parsing, on every response, redirects included.
 pub const MAX_HEADERS: usize = 100;
 
-/// Largest response head (status line and headers) hyper reads before it
-/// refuses the response: 417,792 bytes (8 KiB + 100 × 4 KiB, hyper 1.x's
-/// `DEFAULT_MAX_BUFFER_SIZE`, which reqwest does not let us change).
-pub const MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
+/// Most bytes of header names and values accepted in a response: 64 KiB
+/// (CDN and registry responses carry under 8 KiB). Checked on each
+/// response we read; underneath, hyper stops reading any head, redirects
+/// included, once its buffer passes 408 KiB (`DEFAULT_MAX_BUFFER_SIZE`,
+/// 8 KiB + 100 × 4 KiB, which reqwest does not let us change), so memory
+/// stays bounded either way.
+pub const MAX_HEAD_BYTES: usize = 64 << 10;
+
+/// Refuse `headers` of a response from `url` over [`MAX_HEAD_BYTES`].
+pub fn check_headers(url: &str, headers: &HeaderMap) -> Result<(), HttpError> {
+    let bytes = headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .fold(0usize, usize::saturating_add);
+    if bytes > MAX_HEAD_BYTES {
+        return Err(HttpError::HeadersTooLarge { url: redact(url) });
+    }
+    Ok(())
+}
 
 /// Network behaviour, with documented defaults.
 #[derive(Debug, Clone)]
@@ -393,6 +408,9 @@ impl Http {
                 build().header(ACCEPT_ENCODING, "identity").send(),
             )
             .await;
+            if let Ok(Ok(r)) = &res {
+                check_headers(url, r.headers())?;
+            }
             let (err, retry_after) = match res {
                 Ok(Ok(r)) if r.status().is_success() => return Ok(r),
                 Ok(Ok(r)) if retryable(r.status()) => {

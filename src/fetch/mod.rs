@@ -14,7 +14,7 @@ pub use guard::{
     MAX_REDIRECTS,
 };
 pub use http::{
-    error_chain, first_token, redact, FetchOptions, Http, HttpError, Probe, BATCH, MAX_HEADERS,
+    check_headers, error_chain, first_token, redact, FetchOptions, Http, HttpError, Probe, BATCH, MAX_HEADERS,
     MAX_HEAD_BYTES,
 };
 pub use net::Net;

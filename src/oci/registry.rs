@@ -555,6 +555,7 @@ async fn read_small(
             .send()
             .await
             .map_err(|e| HttpError::from_reqwest(url, &e))?;
+        crate::fetch::check_headers(url, resp.headers())?;
         let status = resp.status();
         let headers = resp.headers().clone();
         let mut body = Vec::new();
