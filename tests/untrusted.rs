@@ -199,7 +199,10 @@ fn response_heads_over_the_limit_are_refused_naming_it() {
     let net = net();
     for path in ["many", "huge"] {
         let e = net.block_on(net.http.probe(&srv.url(path))).unwrap_err();
-        assert!(matches!(e, HttpError::HeadersTooLarge { .. }), "{path}: {e}");
+        assert!(
+            matches!(e, HttpError::HeadersTooLarge { .. }),
+            "{path}: {e}"
+        );
         let msg = e.to_string();
         assert!(
             msg.contains(&srv.url(path))
@@ -217,7 +220,10 @@ fn redirect_chains_stop_after_10_hops() {
     // c0 → c1 → … → c12, which answers: asking for cK takes 12 − K hops.
     let mut routes: Vec<(String, Reply)> = Vec::new();
     for i in 0..12 {
-        routes.push((format!("c{i}"), Reply::redirect(302, &format!("/c{}", i + 1))));
+        routes.push((
+            format!("c{i}"),
+            Reply::redirect(302, &format!("/c{}", i + 1)),
+        ));
     }
     routes.push(("c12".into(), Reply::ok("end")));
     let srv = Canned::start(routes);
@@ -231,10 +237,7 @@ fn redirect_chains_stop_after_10_hops() {
         .block_on(net.http.get_small(&srv.url("c1"), 16))
         .unwrap_err();
     assert!(matches!(e, HttpError::BlockedRedirect { .. }), "{e}");
-    assert!(
-        e.to_string().contains("more than 10 redirects"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("more than 10 redirects"), "{e}");
     // The 11th hop was never requested.
     let after = srv.requests();
     assert_eq!(after.len() - before, 11, "{after:?}");
@@ -301,4 +304,298 @@ fn manifests_and_token_responses_over_their_limits_are_refused() {
     let e = resolve_image(&net, &srv.host(), "tokfits").unwrap_err();
     assert!(e.contains("HTTP 401"), "{e}");
     assert!(srv.requests().iter().any(|r| r.starts_with("GET /token?")));
+}
+
+// ---- the network policy, inside a loopback-only namespace -----------------
+
+/// What a policy does with a destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Requested and answered (the loopback server).
+    Allowed,
+    /// Refused before any connection, naming this address.
+    Refused(&'static str),
+    /// Allowed, so the request went out, and the namespace (which has no
+    /// route but loopback) stopped it: os error 101.
+    WentOut,
+}
+
+const POLICIES: [&str; 3] = ["public", "private", "any"];
+
+/// Names the cases use, answered by `--resolve` (checked like DNS).
+const OVERRIDES: [&str; 4] = [
+    "metadata.test:169.254.169.254",
+    "loopback.test:127.0.0.1",
+    "lan.test:10.0.0.1",
+    "auth.test:169.254.169.254",
+];
+
+/// Run `image-creator -C` on `cfg` under `policy` and check `want`.
+fn expect(case: &str, policy: &str, cfg: &Path, want: Outcome) -> String {
+    let mut args = vec!["-C", "--attempts", "1", "--network", policy];
+    for o in OVERRIDES {
+        args.extend(["--resolve", o]);
+    }
+    let out = cfg.with_extension("img");
+    args.extend([cfg.to_str().unwrap(), out.to_str().unwrap()]);
+    let (code, log) = ic(&args);
+    let refused = format!("refused by --network {policy}");
+    match want {
+        Outcome::Allowed => assert_eq!(code, 0, "{case} under {policy}: {log}"),
+        Outcome::Refused(addr) => {
+            assert_eq!(code, 4, "{case} under {policy}: {log}");
+            assert!(
+                log.contains(&format!("address {addr}")) && log.contains(&refused),
+                "{case} under {policy}: not refused naming {addr}: {log}"
+            );
+            assert!(
+                !log.contains(NET_UNREACHABLE),
+                "{case} under {policy}: {log}"
+            );
+        }
+        Outcome::WentOut => {
+            assert_eq!(code, 4, "{case} under {policy}: {log}");
+            assert!(
+                log.contains(NET_UNREACHABLE) && !log.contains("refused by --network"),
+                "{case} under {policy}: expected an allowed request stopped by the namespace: {log}"
+            );
+        }
+    }
+    assert!(!out.exists());
+    format!("{want:?}")
+}
+
+#[test]
+fn policy_by_destination_in_a_loopback_only_namespace() {
+    if !netns::enter("policy_by_destination_in_a_loopback_only_namespace") || !tools(&[]) {
+        return;
+    }
+    use Outcome::*;
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, rootfs) = make_base(tmp.path());
+    let srv = Canned::start(vec![
+        ("file".into(), Reply::ok("payload")),
+        (
+            "to-loopback".into(),
+            Reply::redirect(302, "http://{self}/file"),
+        ),
+        (
+            "to-metadata".into(),
+            Reply::redirect(302, "http://169.254.169.254/latest/meta-data/"),
+        ),
+        (
+            "to-metadata-name".into(),
+            Reply::redirect(307, "http://metadata.test/latest/meta-data/"),
+        ),
+        (
+            "to-lan".into(),
+            Reply::redirect(301, "http://10.1.2.3/admin"),
+        ),
+        (
+            "to-ec2v6".into(),
+            Reply::redirect(302, "http://[fd00:ec2::254]/latest/meta-data/"),
+        ),
+    ]);
+    let lo = "127.0.0.1";
+    let meta = "169.254.169.254";
+    let ec2 = "fd00:ec2::254";
+    // (destination, URL, [public, private, any])
+    let cases: Vec<(&str, String, [Outcome; 3])> = vec![
+        (
+            "loopback literal",
+            srv.url("file"),
+            [Refused(lo), Allowed, Allowed],
+        ),
+        (
+            "redirect to loopback",
+            srv.url("to-loopback"),
+            [Refused(lo), Allowed, Allowed],
+        ),
+        (
+            "name resolving to loopback",
+            format!("http://loopback.test:{}/file", srv.port),
+            [Refused(lo), Allowed, Allowed],
+        ),
+        (
+            "169.254.169.254 literal",
+            format!("http://{meta}/latest/meta-data/"),
+            [Refused(meta), Refused(meta), WentOut],
+        ),
+        (
+            "169.254.169.254 as a decimal literal",
+            "http://2852039166/latest/meta-data/".into(),
+            [Refused(meta), Refused(meta), WentOut],
+        ),
+        (
+            "IPv4-mapped 169.254.169.254",
+            "http://[::ffff:169.254.169.254]/latest/".into(),
+            [
+                Refused("::ffff:169.254.169.254"),
+                Refused("::ffff:169.254.169.254"),
+                WentOut,
+            ],
+        ),
+        (
+            "redirect to 169.254.169.254",
+            srv.url("to-metadata"),
+            [Refused(lo), Refused(meta), WentOut],
+        ),
+        (
+            "name resolving to 169.254.169.254",
+            "http://metadata.test/latest/meta-data/".into(),
+            [Refused(meta), Refused(meta), WentOut],
+        ),
+        (
+            "redirect to a name resolving to 169.254.169.254",
+            srv.url("to-metadata-name"),
+            [Refused(lo), Refused(meta), WentOut],
+        ),
+        (
+            "fd00:ec2::254 literal",
+            format!("http://[{ec2}]/latest/meta-data/"),
+            [Refused(ec2), Refused(ec2), WentOut],
+        ),
+        (
+            "redirect to fd00:ec2::254",
+            srv.url("to-ec2v6"),
+            [Refused(lo), Refused(ec2), WentOut],
+        ),
+        (
+            "100.100.100.200 (metadata) literal",
+            "http://100.100.100.200/latest/meta-data/".into(),
+            [
+                Refused("100.100.100.200"),
+                Refused("100.100.100.200"),
+                WentOut,
+            ],
+        ),
+        (
+            "10.1.2.3 literal",
+            "http://10.1.2.3/admin".into(),
+            [Refused("10.1.2.3"), WentOut, WentOut],
+        ),
+        (
+            "redirect to 10.1.2.3",
+            srv.url("to-lan"),
+            [Refused(lo), WentOut, WentOut],
+        ),
+        (
+            "name resolving to 10.0.0.1",
+            "http://lan.test/admin".into(),
+            [Refused("10.0.0.1"), WentOut, WentOut],
+        ),
+        (
+            "CGNAT 100.64.0.1 literal",
+            "http://100.64.0.1/".into(),
+            [Refused("100.64.0.1"), WentOut, WentOut],
+        ),
+    ];
+    let mut table = String::from("| destination | public | private | any |\n|---|---|---|---|\n");
+    for (i, (name, url, wants)) in cases.iter().enumerate() {
+        let cfg = tmp.path().join(format!("c{i}.yaml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "base: {{source: {}, rootfs_size: {rootfs}}}\nfiles:\n  - to: /data/f\n    url: '{url}'\n",
+                base.display()
+            ),
+        )
+        .unwrap();
+        let mut row = format!("| {name} |");
+        for (policy, want) in POLICIES.iter().zip(wants) {
+            row.push_str(&format!(" {} |", expect(name, policy, &cfg, *want)));
+        }
+        table.push_str(&row);
+        table.push('\n');
+    }
+    eprintln!("{table}");
+}
+
+#[test]
+fn oci_token_realms_and_blob_redirects_obey_the_policy() {
+    if !netns::enter("oci_token_realms_and_blob_redirects_obey_the_policy") || !tools(&[]) {
+        return;
+    }
+    use Outcome::*;
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, rootfs) = make_base(tmp.path());
+    let config_digest = format!("sha256:{}", "a".repeat(64));
+    let manifest = format!(
+        "{{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\
+         \"config\":{{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"{config_digest}\",\"size\":2}},\
+         \"layers\":[]}}"
+    );
+    let srv = Canned::start(vec![
+        (
+            "v2/library/realm-ip/manifests/1".into(),
+            challenge("http://169.254.169.254/token"),
+        ),
+        (
+            "v2/library/realm-name/manifests/1".into(),
+            challenge("http://auth.test/token"),
+        ),
+        (
+            "v2/library/realm-lan/manifests/1".into(),
+            challenge("http://10.9.8.7/token"),
+        ),
+        (
+            "v2/library/cdn/manifests/1".into(),
+            Reply::ok(manifest.clone())
+                .header("Content-Type", "application/vnd.oci.image.manifest.v1+json"),
+        ),
+        (
+            format!("v2/library/cdn/blobs/{config_digest}"),
+            Reply::redirect(307, "http://169.254.169.254/blob"),
+        ),
+    ]);
+    let meta = "169.254.169.254";
+    let lo = "127.0.0.1";
+    let cases = [
+        (
+            "token realm on 169.254.169.254",
+            "realm-ip",
+            [Refused(lo), Refused(meta), WentOut],
+        ),
+        (
+            "token realm named auth.test → 169.254.169.254",
+            "realm-name",
+            [Refused(lo), Refused(meta), WentOut],
+        ),
+        (
+            "token realm on 10.9.8.7",
+            "realm-lan",
+            [Refused(lo), WentOut, WentOut],
+        ),
+        (
+            "blob redirect to 169.254.169.254",
+            "cdn",
+            [Refused(lo), Refused(meta), WentOut],
+        ),
+    ];
+    let mut table =
+        String::from("| OCI destination | public | private | any |\n|---|---|---|---|\n");
+    for (i, (name, repo, wants)) in cases.iter().enumerate() {
+        let cfg = tmp.path().join(format!("o{i}.yaml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "base: {{source: {}, rootfs_size: {rootfs}}}\noci_images:\n  - {{ident: '{}/library/{repo}:1', filesize: 1, fullsize: 1}}\n",
+                base.display(),
+                srv.host()
+            ),
+        )
+        .unwrap();
+        let mut row = format!("| {name} |");
+        for (policy, want) in POLICIES.iter().zip(wants) {
+            row.push_str(&format!(" {} |", expect(name, policy, &cfg, *want)));
+        }
+        table.push_str(&row);
+        table.push('\n');
+    }
+    // The realm was the registry's word; the registry itself was asked.
+    assert!(srv
+        .requests()
+        .iter()
+        .any(|r| r == "GET /v2/library/realm-ip/manifests/1"));
+    eprintln!("{table}");
 }

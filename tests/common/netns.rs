@@ -37,7 +37,14 @@ pub fn enter(test: &str) -> bool {
     }
     let exe = std::env::current_exe().unwrap();
     let out = Command::new("unshare")
-        .args(["-n", "--", "sh", "-c", "ip link set lo up && exec \"$@\"", "sh"])
+        .args([
+            "-n",
+            "--",
+            "sh",
+            "-c",
+            "ip link set lo up && exec \"$@\"",
+            "sh",
+        ])
         .arg(exe)
         .args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env(INNER, test)
