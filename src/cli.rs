@@ -2,7 +2,32 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+
+use crate::fetch::{NetworkPolicy, ResolveOverride};
+
+/// `--network`: where requests may go (docs/spec.md §9; the README's
+/// "Untrusted configs" says which to pick).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Network {
+    /// Public addresses only: no loopback, private (RFC 1918, ULA),
+    /// link-local, CGNAT, multicast, reserved or documentation ranges.
+    Public,
+    /// Everything but link-local and cloud metadata services (default).
+    Private,
+    /// Everything.
+    Any,
+}
+
+impl From<Network> for NetworkPolicy {
+    fn from(n: Network) -> Self {
+        match n {
+            Network::Public => Self::Public,
+            Network::Private => Self::Private,
+            Network::Any => Self::Any,
+        }
+    }
+}
 
 /// Build an Offspot / Kiwix Raspberry Pi disk image from a YAML config,
 /// without root, loop devices or mounts.
@@ -70,6 +95,25 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub attempts: u32,
 
+    /// Where requests may go, checked on every resolved address and
+    /// redirect hop: `public` for configs written by others, `private`
+    /// (default) blocks only link-local and cloud metadata, `any` allows
+    /// all (and is the only policy that uses HTTP_PROXY/HTTPS_PROXY).
+    #[arg(long, value_enum, value_name = "POLICY", default_value = "private")]
+    pub network: Network,
+
+    /// Answer HOST with ADDRESS instead of asking DNS (like curl's
+    /// `--resolve`, without the port); the address is checked by
+    /// `--network` like any DNS answer. Repeatable.
+    #[arg(long, value_name = "HOST:ADDRESS")]
+    pub resolve: Vec<ResolveOverride>,
+
+    /// Let a config loaded from an http(s) URL name local files
+    /// (`file://`, bare paths, a base given as a path). Without it such a
+    /// config is refused (exit 3).
+    #[arg(long)]
+    pub allow_local_files: bool,
+
     /// Verbose, timestamped logs on stderr.
     #[arg(short = 'D', long)]
     pub debug: bool,
@@ -109,6 +153,10 @@ pub struct OciSizesCli {
     /// Seconds to wait for a connection.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub connect_timeout: u64,
+
+    /// Where requests may go (as for a build).
+    #[arg(long, value_enum, value_name = "POLICY", default_value = "private")]
+    pub network: Network,
 
     /// Image reference: `[registry/][repository/]name[:tag][@digest]`.
     #[arg(value_name = "IDENT")]
@@ -178,6 +226,32 @@ mod tests {
         .expect("parses");
         assert_eq!(cli.progress_file, Some(PathBuf::from("p.json")));
         assert!(cli.quiet);
+    }
+
+    #[test]
+    fn network_flags() {
+        let cli = Cli::try_parse_from(["image-creator", "c.yaml", "o.img"]).expect("parses");
+        assert_eq!(NetworkPolicy::from(cli.network), NetworkPolicy::Private);
+        assert!(!cli.allow_local_files && cli.resolve.is_empty());
+        let cli = Cli::try_parse_from([
+            "image-creator",
+            "--network",
+            "public",
+            "--allow-local-files",
+            "--resolve",
+            "mirror.lan:10.0.0.5",
+            "--resolve",
+            "v6.lan:[fd00::5]",
+            "c.yaml",
+            "o.img",
+        ])
+        .expect("parses");
+        assert_eq!(NetworkPolicy::from(cli.network), NetworkPolicy::Public);
+        assert!(cli.allow_local_files);
+        assert_eq!(cli.resolve.len(), 2);
+        assert_eq!(cli.resolve[0].host, "mirror.lan");
+        assert!(Cli::try_parse_from(["image-creator", "--network", "lan", "c", "o"]).is_err());
+        assert!(Cli::try_parse_from(["image-creator", "--resolve", "x", "c", "o"]).is_err());
     }
 
     #[test]

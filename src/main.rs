@@ -131,6 +131,7 @@ fn oci_sizes(cli: &OciSizesCli) -> i32 {
     };
     let result = image_creator::fetch::Net::new(FetchOptions {
         connect_timeout: Duration::from_secs(cli.connect_timeout),
+        network: cli.network.into(),
         ..FetchOptions::default()
     })
     .map_err(image_creator::oci::OciError::from)
@@ -274,9 +275,12 @@ fn build(
             connect_timeout: Duration::from_secs(cli.connect_timeout),
             idle_timeout: Duration::from_secs(cli.idle_timeout),
             max_attempts: cli.attempts.max(1),
+            network: cli.network.into(),
+            resolve: cli.resolve.clone(),
             ..FetchOptions::default()
         },
         cache_dir: cli.cache_dir.clone(),
+        allow_local_files: cli.allow_local_files,
     };
     match build::run(&opts, reporter) {
         Ok(Outcome::Checked(plan)) => {

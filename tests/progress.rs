@@ -313,6 +313,7 @@ fn recorded_events_are_in_order_and_bytes_add_up() {
         concurrency: 2,
         fetch: FetchOptions::default(),
         cache_dir: None,
+        allow_local_files: false,
     };
     build::run(&opts, &rec).unwrap();
     let events = rec.events();

@@ -37,6 +37,18 @@ pub enum BuildError {
     /// The config is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A config loaded from a URL names local files (sources on the
+    /// build host), and `--allow-local-files` was not given.
+    #[error(
+        "{config}: a config loaded from a URL may not name local files (--allow-local-files allows it): {}",
+        local_list(.sources)
+    )]
+    LocalSourcesInRemoteConfig {
+        /// The config's URL (redacted).
+        config: String,
+        /// Each local source: its config key and path.
+        sources: Vec<(String, PathBuf)>,
+    },
     /// OUTPUT exists and `--overwrite` was not given.
     #[error("{} already exists (use -X/--overwrite to replace it)", .0.display())]
     OutputExists(PathBuf),
@@ -124,6 +136,15 @@ pub enum BuildError {
     Io(#[from] std::io::Error),
 }
 
+/// `key: path, key: path` for messages.
+fn local_list(sources: &[(String, PathBuf)]) -> String {
+    sources
+        .iter()
+        .map(|(k, p)| format!("{k}: {}", p.display()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl BuildError {
     /// The exit code class.
     pub fn exit_kind(&self) -> ExitKind {
@@ -134,6 +155,7 @@ impl BuildError {
             Self::ConfigNotText { .. }
             | Self::Config(_)
             | Self::CachePolicy(_)
+            | Self::LocalSourcesInRemoteConfig { .. }
             | Self::OutputExists(_)
             | Self::NoOutputDir(_)
             | Self::BuildDir { .. }

@@ -54,10 +54,13 @@ pub struct BuildOptions {
     pub base_url: String,
     /// Parallel downloads (`-T`).
     pub concurrency: usize,
-    /// Network timeouts and retries.
+    /// Network timeouts, retries and policy.
     pub fetch: FetchOptions,
     /// `--cache-dir`: the download cache.
     pub cache_dir: Option<PathBuf>,
+    /// `--allow-local-files`: a config loaded from a URL may name local
+    /// files (default false).
+    pub allow_local_files: bool,
 }
 
 /// What a build produced.
@@ -94,7 +97,7 @@ fn step(reporter: &dyn Reporter, n: usize) {
 pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, BuildError> {
     step(reporter, 1);
     let net = Net::new(opts.fetch.clone())?;
-    let config = load::load_config(&opts.config_src, &net)?;
+    let config = load::load_config(&opts.config_src, &net, opts.allow_local_files)?;
     let out_dir = check_output(opts)?;
 
     step(reporter, 2);

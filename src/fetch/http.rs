@@ -15,7 +15,12 @@ use reqwest::header::{
 };
 use reqwest::StatusCode;
 
+use super::guard::{
+    check_hop, check_url_str, Blocked, CheckedResolver, HopBlocked, ResolveError, MAX_REDIRECTS,
+};
+use super::guard::{redirect_policy, ResolveOverride};
 use super::overlap::BackgroundVerifier;
+use super::policy::NetworkPolicy;
 use crate::config::HashAlgo;
 use crate::error::ExitKind;
 use crate::io::{ChecksumMismatch, ChunkSink, StreamVerifier};
@@ -23,6 +28,31 @@ use crate::io::{ChecksumMismatch, ChunkSink, StreamVerifier};
 /// Download batch: bytes are handed to the sink 1 MiB at a time (a multiple
 /// of the 4 KiB block, large enough that per-write overhead is negligible).
 pub const BATCH: usize = 1 << 20;
+
+/// Most header fields accepted in a response: 100 (hyper's default, set
+/// here so a dependency update can't loosen it); hyper refuses more while
+/// parsing, on every response, redirects included.
+pub const MAX_HEADERS: usize = 100;
+
+/// Most bytes of header names and values accepted in a response: 64 KiB
+/// (CDN and registry responses carry under 8 KiB). Checked on each
+/// response we read; underneath, hyper stops reading any head, redirects
+/// included, once its buffer passes 408 KiB (`DEFAULT_MAX_BUFFER_SIZE`,
+/// 8 KiB + 100 × 4 KiB, which reqwest does not let us change), so memory
+/// stays bounded either way.
+pub const MAX_HEAD_BYTES: usize = 64 << 10;
+
+/// Refuse `headers` of a response from `url` over [`MAX_HEAD_BYTES`].
+pub fn check_headers(url: &str, headers: &HeaderMap) -> Result<(), HttpError> {
+    let bytes = headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .fold(0usize, usize::saturating_add);
+    if bytes > MAX_HEAD_BYTES {
+        return Err(HttpError::HeadersTooLarge { url: redact(url) });
+    }
+    Ok(())
+}
 
 /// Network behaviour, with documented defaults.
 #[derive(Debug, Clone)]
@@ -38,6 +68,12 @@ pub struct FetchOptions {
     pub backoff_initial: Duration,
     /// ...up to this (default 30 s). `Retry-After` is honoured up to it too.
     pub backoff_max: Duration,
+    /// Where requests may go (default [`NetworkPolicy::Private`]): checked
+    /// on every resolved address, IP-literal URL and redirect hop.
+    pub network: NetworkPolicy,
+    /// Names answered without DNS (`--resolve HOST:ADDRESS`; default
+    /// none); their addresses are checked like DNS answers.
+    pub resolve: Vec<ResolveOverride>,
 }
 
 impl Default for FetchOptions {
@@ -48,6 +84,8 @@ impl Default for FetchOptions {
             max_attempts: 5,
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30),
+            network: NetworkPolicy::default(),
+            resolve: Vec::new(),
         }
     }
 }
@@ -131,6 +169,42 @@ pub enum HttpError {
         #[source]
         source: std::io::Error,
     },
+    /// The network policy refused the destination (an address, or a URL
+    /// that is not http(s)); nothing was sent to it.
+    #[error("{url}: {reason}")]
+    Blocked {
+        /// URL (redacted).
+        url: String,
+        /// Why.
+        reason: Blocked,
+    },
+    /// A redirect was not followed: its destination is refused, or the
+    /// chain is longer than [`super::MAX_REDIRECTS`].
+    #[error("{url}: {hop}")]
+    BlockedRedirect {
+        /// The URL first requested (redacted).
+        url: String,
+        /// The hop and why.
+        hop: HopBlocked,
+    },
+    /// The response head is over [`MAX_HEADERS`] fields or
+    /// [`MAX_HEAD_BYTES`] bytes.
+    #[error(
+        "{url}: response headers over the limit ({MAX_HEADERS} fields, {MAX_HEAD_BYTES} bytes)"
+    )]
+    HeadersTooLarge {
+        /// URL (redacted).
+        url: String,
+    },
+    /// A small body (config, checksum file, manifest, token) is larger
+    /// than its limit.
+    #[error("{url}: the response body is larger than the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// URL (redacted).
+        url: String,
+        /// The limit.
+        limit: u64,
+    },
     /// The client or its runtime could not be set up.
     #[error("{message}")]
     Setup {
@@ -140,12 +214,61 @@ pub enum HttpError {
 }
 
 impl HttpError {
-    /// True for "the source can't be reached" (exit code 4).
+    /// True for "the source can't be reached" (exit code 4), refusals by
+    /// the network policy included.
     pub fn is_unreachable(&self) -> bool {
         matches!(
             self,
-            Self::Status { .. } | Self::Transport { .. } | Self::NoSize { .. }
+            Self::Status { .. }
+                | Self::Transport { .. }
+                | Self::NoSize { .. }
+                | Self::Blocked { .. }
+                | Self::BlockedRedirect { .. }
         )
+    }
+
+    /// True when retrying can't help: the policy refused, or a limit was
+    /// exceeded.
+    fn is_final(&self) -> bool {
+        matches!(
+            self,
+            Self::Blocked { .. } | Self::BlockedRedirect { .. } | Self::HeadersTooLarge { .. }
+        )
+    }
+
+    /// The error of a request to `url` that failed before a response:
+    /// refusals (from the resolver or the redirect policy) and an
+    /// oversized head are told apart from transport failures.
+    pub fn from_reqwest(url: &str, e: &reqwest::Error) -> Self {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(c) = cur {
+            if let Some(hop) = c.downcast_ref::<HopBlocked>() {
+                return Self::BlockedRedirect {
+                    url: redact(url),
+                    hop: hop.clone(),
+                };
+            }
+            if let Some(ResolveError::Refused(r)) = c.downcast_ref::<ResolveError>() {
+                return Self::Blocked {
+                    url: redact(url),
+                    reason: Blocked::Refused(r.clone()),
+                };
+            }
+            // hyper has `is_parse_too_large` only with its server feature:
+            // a parse error with the TooLarge message is the same test
+            // (too many fields or too many bytes; pinned by
+            // tests/untrusted.rs).
+            if c.downcast_ref::<hyper::Error>().is_some_and(|h| {
+                h.is_parse() && h.to_string().starts_with("message head is too large")
+            }) {
+                return Self::HeadersTooLarge { url: redact(url) };
+            }
+            cur = c.source();
+        }
+        Self::Transport {
+            url: redact(url),
+            message: error_chain(e),
+        }
     }
 
     /// Exit 4 when the source can't be reached (status, connection), 1
@@ -172,10 +295,6 @@ pub fn redact(url: &str) -> String {
         None => url.to_string(),
     }
 }
-
-/// Redirects followed hop by hop by [`Http::validators`]: 10, as browsers
-/// and curl's default (50) bound them; a chain longer than that is a loop.
-pub const MAX_REDIRECTS: usize = 10;
 
 /// `Digest` (RFC 3230), which MirrorBrain sends on its redirects, e.g.
 /// `SHA-256=…`.
@@ -225,6 +344,8 @@ fn content_length(h: &HeaderMap) -> Option<u64> {
 /// The HTTP client.
 #[derive(Debug, Clone)]
 pub struct Http {
+    /// Private: every request goes through [`Http::send`] or
+    /// [`Http::get`], which check the URL against the policy first.
     client: reqwest::Client,
     /// The same, without following redirects: [`Http::validators`] reads
     /// each hop's headers (MirrorBrain puts `Digest` on the redirect).
@@ -234,18 +355,35 @@ pub struct Http {
 
 impl Http {
     /// A client with rustls (ring provider), the system's roots, redirects
-    /// followed, `Accept-Encoding: identity` and our User-Agent.
+    /// followed (at most [`super::MAX_REDIRECTS`], each hop checked),
+    /// names resolved by a [`CheckedResolver`], at most [`MAX_HEADERS`]
+    /// response headers, `Accept-Encoding: identity` and our User-Agent.
+    ///
+    /// Proxies from the environment (`HTTP_PROXY`...) are used only with
+    /// [`NetworkPolicy::Any`]: a proxy resolves names itself, where the
+    /// policy can't check them.
     pub fn new(opts: FetchOptions) -> Result<Self, HttpError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let builder = || {
-            reqwest::Client::builder()
+            let b = reqwest::Client::builder()
                 .user_agent(concat!("image-creator/", env!("CARGO_PKG_VERSION")))
                 .connect_timeout(opts.connect_timeout)
+                .dns_resolver(CheckedResolver::new(opts.network, &opts.resolve))
+                .http1_max_headers(MAX_HEADERS);
+            if opts.network == NetworkPolicy::Any {
+                b
+            } else {
+                b.no_proxy()
+            }
         };
         let setup = |e: reqwest::Error| HttpError::Setup {
             message: format!("building the HTTP client: {e}"),
         };
-        let client = builder().build().map_err(setup)?;
+        let client = builder()
+            .redirect(redirect_policy(opts.network))
+            .build()
+            .map_err(setup)?;
+        // Hops are followed (and checked) by hand: see Http::validators.
         let no_redirect = builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -268,12 +406,38 @@ impl Http {
         exp.min(self.opts.backoff_max)
     }
 
-    /// Send with retries on connection errors and retryable statuses.
+    /// The network policy of this client.
+    pub fn network(&self) -> NetworkPolicy {
+        self.opts.network
+    }
+
+    /// Check `url` against the policy before it is requested: its scheme,
+    /// and its host when it is an IP literal (names are checked by the
+    /// resolver, redirect hops by the redirect policy).
+    pub fn check_url(&self, url: &str) -> Result<(), HttpError> {
+        check_url_str(self.opts.network, url).map_err(|reason| HttpError::Blocked {
+            url: redact(url),
+            reason,
+        })
+    }
+
+    /// A GET of `url`, checked by [`Http::check_url`] (for the OCI
+    /// registry client's small JSON requests; send it and map its errors
+    /// with [`HttpError::from_reqwest`]).
+    pub fn get(&self, url: &str) -> Result<reqwest::RequestBuilder, HttpError> {
+        self.check_url(url)?;
+        Ok(self.client.get(url))
+    }
+
+    /// Send with retries on connection errors and retryable statuses;
+    /// `url` is checked by [`Http::check_url`] first and `build` must
+    /// request it.
     async fn send(
         &self,
         url: &str,
         build: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, HttpError> {
+        self.check_url(url)?;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -282,6 +446,9 @@ impl Http {
                 build().header(ACCEPT_ENCODING, "identity").send(),
             )
             .await;
+            if let Ok(Ok(r)) = &res {
+                check_headers(url, r.headers())?;
+            }
             let (err, retry_after) = match res {
                 Ok(Ok(r)) if r.status().is_success() => return Ok(r),
                 Ok(Ok(r)) if retryable(r.status()) => {
@@ -300,13 +467,10 @@ impl Http {
                         status: r.status().as_u16(),
                     })
                 }
-                Ok(Err(e)) => (
-                    HttpError::Transport {
-                        url: redact(url),
-                        message: error_chain(&e),
-                    },
-                    None,
-                ),
+                Ok(Err(e)) => match HttpError::from_reqwest(url, &e) {
+                    final_error if final_error.is_final() => return Err(final_error),
+                    transport => (transport, None),
+                },
                 Err(_) => (
                     HttpError::Transport {
                         url: redact(url),
@@ -330,11 +494,15 @@ impl Http {
             etag: header(h, ETAG),
             last_modified: header(h, LAST_MODIFIED),
         };
-        if let Ok(r) = self.send(url, || self.client.head(url)).await {
-            let p = from(r.headers());
-            if p.size.is_some() {
-                return Ok(p);
+        match self.send(url, || self.client.head(url)).await {
+            Ok(r) => {
+                let p = from(r.headers());
+                if p.size.is_some() {
+                    return Ok(p);
+                }
             }
+            Err(e) if e.is_final() => return Err(e),
+            Err(_) => {}
         }
         let r = self.send(url, || self.client.get(url)).await?;
         Ok(from(r.headers()))
@@ -351,7 +519,8 @@ impl Http {
             message: format!("not a URL: {e}"),
         })?;
         let mut digest = None;
-        for _ in 0..=MAX_REDIRECTS {
+        self.check_url(url)?;
+        for hop in 1..=MAX_REDIRECTS + 1 {
             // One attempt per hop: a check is best-effort (a failed one
             // keeps the cached copy), so no retries.
             let sent = self
@@ -365,10 +534,8 @@ impl Http {
                     url: redact(url),
                     message: "timed out waiting for a response".into(),
                 })?
-                .map_err(|e| HttpError::Transport {
-                    url: redact(url),
-                    message: error_chain(&e),
-                })?;
+                .map_err(|e| HttpError::from_reqwest(url, &e))?;
+            check_headers(url, r.headers())?;
             if !(r.status().is_success() || r.status().is_redirection()) {
                 return Err(HttpError::Status {
                     url: redact(url),
@@ -378,11 +545,20 @@ impl Http {
             let h = r.headers();
             digest = digest.or_else(|| header(h, reqwest::header::HeaderName::from_static(DIGEST)));
             if r.status().is_redirection() {
-                let next = header(h, LOCATION).and_then(|l| cur.join(&l).ok());
-                match next {
-                    Some(n) => cur = n,
-                    None => break,
-                }
+                let Some(next) = header(h, LOCATION).and_then(|l| cur.join(&l).ok()) else {
+                    break;
+                };
+                // Each hop is checked, as the redirect policy checks them.
+                check_hop(self.opts.network, &next, hop).map_err(|blocked| {
+                    HttpError::BlockedRedirect {
+                        url: redact(url),
+                        hop: HopBlocked {
+                            url: redact(next.as_str()),
+                            blocked,
+                        },
+                    }
+                })?;
+                cur = next;
                 continue;
             }
             return Ok(RemoteValidators {
@@ -415,9 +591,9 @@ impl Http {
                 })?;
             let Some(c) = chunk else { return Ok(out) };
             if out.len() + c.len() > max {
-                return Err(HttpError::TooLong {
+                return Err(HttpError::BodyTooLarge {
                     url: redact(url),
-                    expected: max as u64,
+                    limit: max as u64,
                 });
             }
             out.extend_from_slice(&c);
@@ -464,12 +640,6 @@ impl Http {
         sink: &mut dyn ChunkSink,
     ) -> Result<Option<String>, HttpError> {
         self.download_auth(url, None, expected, verify, sink).await
-    }
-
-    /// The underlying reqwest client (for the OCI registry client's small
-    /// JSON requests).
-    pub fn client(&self) -> &reqwest::Client {
-        &self.client
     }
 
     /// [`Http::download`] with an `Authorization` header value (a registry

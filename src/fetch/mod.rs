@@ -1,12 +1,21 @@
 //! The network edge: the HTTP client (retries, resume, size caps, digests
-//! checked off the receive path) and [`Net`], the client with its runtime.
+//! checked off the receive path), [`Net`], the client with its runtime,
+//! and the network policy every request obeys ([`NetworkPolicy`]: the
+//! address classifier in `policy`, its enforcement on reqwest in `guard`).
 
+mod guard;
 mod http;
 mod net;
 mod overlap;
+mod policy;
 
+pub use guard::{
+    check_hop, check_url, Blocked, CheckedResolver, HopBlocked, ResolveError, ResolveOverride,
+    MAX_REDIRECTS,
+};
 pub use http::{
-    error_chain, first_token, redact, FetchOptions, Http, HttpError, Probe, RemoteValidators,
-    BATCH, MAX_REDIRECTS,
+    check_headers, error_chain, first_token, redact, FetchOptions, Http, HttpError, Probe,
+    RemoteValidators, BATCH, MAX_HEADERS, MAX_HEAD_BYTES,
 };
 pub use net::Net;
+pub use policy::{classify, embedded_v4, AddressClass, NetworkPolicy, Refusal};

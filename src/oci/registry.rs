@@ -24,9 +24,13 @@ application/vnd.docker.distribution.manifest.list.v2+json, \
 application/vnd.oci.image.manifest.v1+json, \
 application/vnd.docker.distribution.manifest.v2+json";
 
-/// Largest manifest, index, config or token response read: 4 MiB (the
-/// distribution spec's manifest size limit; configs are a few KiB).
-const MAX_JSON: usize = 4 << 20;
+/// Largest manifest, index or config read: 4 MiB (the distribution
+/// spec's manifest size limit; configs are a few KiB).
+pub const MAX_JSON: usize = 4 << 20;
+
+/// Largest token response read: 64 KiB (Docker Hub's and GHCR's JSON
+/// tokens are 1–5 KiB; a few JWTs with long claims still fit).
+pub const MAX_TOKEN: usize = 64 << 10;
 
 /// Longest wait for one small JSON request (the same figure as the
 /// default idle timeout of downloads).
@@ -297,14 +301,14 @@ impl Registry {
     ) -> Result<(Vec<u8>, Option<String>), OciError> {
         let mut tried_token = false;
         loop {
-            let mut rq = self.http.client().get(url);
+            let mut rq = self.http.get(url)?;
             if let Some(a) = accept {
                 rq = rq.header(ACCEPT, a);
             }
             if let Some(t) = self.auth(r) {
                 rq = rq.header(AUTHORIZATION, t);
             }
-            let resp = read_small(rq, url).await?;
+            let resp = read_small(rq, url, MAX_JSON).await?;
             let (status, headers, body) = resp;
             if status == StatusCode::UNAUTHORIZED && !tried_token {
                 tried_token = true;
@@ -358,8 +362,10 @@ impl Registry {
                 &format!("repository:{}/{}:pull", r.repository, r.name),
             );
         }
-        let rq = self.http.client().get(url.clone());
-        let (status, _, body) = read_small(rq, url.as_str()).await?;
+        // The realm is the registry's word: checked by the policy like
+        // any URL (and its redirects by the client's redirect policy).
+        let rq = self.http.get(url.as_str())?;
+        let (status, _, body) = read_small(rq, url.as_str(), MAX_TOKEN).await?;
         if !status.is_success() {
             return Err(HttpError::Status {
                 url: url.to_string(),
@@ -534,7 +540,12 @@ impl Registry {
 
 type Small = (StatusCode, reqwest::header::HeaderMap, Vec<u8>);
 
-async fn read_small(rq: reqwest::RequestBuilder, url: &str) -> Result<Small, OciError> {
+/// Send `rq` (a GET of `url`) and read its body, at most `limit` bytes.
+async fn read_small(
+    rq: reqwest::RequestBuilder,
+    url: &str,
+    limit: usize,
+) -> Result<Small, OciError> {
     let transport = |message: String| HttpError::Transport {
         url: url.to_string(),
         message,
@@ -543,7 +554,8 @@ async fn read_small(rq: reqwest::RequestBuilder, url: &str) -> Result<Small, Oci
         let mut resp = rq
             .send()
             .await
-            .map_err(|e| transport(crate::fetch::error_chain(&e)))?;
+            .map_err(|e| HttpError::from_reqwest(url, &e))?;
+        crate::fetch::check_headers(url, resp.headers())?;
         let status = resp.status();
         let headers = resp.headers().clone();
         let mut body = Vec::new();
@@ -552,10 +564,10 @@ async fn read_small(rq: reqwest::RequestBuilder, url: &str) -> Result<Small, Oci
             .await
             .map_err(|e| transport(crate::fetch::error_chain(&e)))?
         {
-            if body.len() + c.len() > MAX_JSON {
-                return Err(HttpError::TooLong {
+            if body.len() + c.len() > limit {
+                return Err(HttpError::BodyTooLarge {
                     url: url.to_string(),
-                    expected: MAX_JSON as u64,
+                    limit: limit as u64,
                 });
             }
             body.extend_from_slice(&c);

@@ -3,7 +3,9 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::cast_possible_truncation)]
 
 pub mod archives;
+pub mod canned;
 pub mod image;
+pub mod netns;
 pub mod registry;
 pub mod servers;
 
