@@ -289,9 +289,12 @@ fn changed_etag_is_refetched_once_check_after_has_passed_and_not_before() {
     std::fs::write(cache.join("policy.yaml"), "check_after: 0\n").unwrap();
     let (code, log) = build(&cfg, &out, &cache, &[]);
     assert_eq!(code, 0, "{log}");
-    assert!(!from_cache(&out, "f.bin"), "outdated: downloaded");
     fsck_p3(&out);
-    assert!(read_p3(&out, "/f.bin", &env.path("b")) == v2, "new content");
+    assert!(
+        read_p3(&out, "/f.bin", &env.path("b")) == v2,
+        "check_after passed, ETag changed: the image must hold the new content, not the outdated entry's"
+    );
+    assert!(!from_cache(&out, "f.bin"), "outdated: downloaded");
     let es = assert_consistent(&cache);
     assert_eq!(es.len(), 1, "the entry was replaced: {es:?}");
     assert_eq!(es[0]["sha256"].as_str().unwrap(), sha256_hex(&v2));
@@ -446,10 +449,13 @@ fn mirrorbrain_digest_is_preferred_over_a_changing_etag() {
     srv.set_body(v2.clone());
     let (code, log) = build(&cfg, &out, &cache, &[]);
     assert_eq!(code, 0, "{log}");
+    fsck_p3(&out);
+    assert!(
+        read_p3(&out, "/f.zim", &env.path("b")) == v2,
+        "digest changed: the image must hold the new content, not the outdated entry's"
+    );
     assert!(!from_cache(&out, "f.zim"), "digest changed: outdated");
     assert_eq!(srv.gets_of_mirror(), 2);
-    fsck_p3(&out);
-    assert!(read_p3(&out, "/f.zim", &env.path("b")) == v2);
     let es = assert_consistent(&cache);
     assert_eq!(es.len(), 1);
     assert_eq!(es[0]["sha256"].as_str().unwrap(), sha256_hex(&v2));
@@ -953,4 +959,80 @@ fn kill_9_during_a_cached_download_then_a_rebuild() {
     let es = assert_consistent(&cache);
     assert_eq!(es.len(), 1, "{es:?}");
     assert_eq!(es[0]["sha256"].as_str().unwrap(), sha256_hex(&body));
+}
+
+/// A build waiting for a key that another build is filling (here the test
+/// holds that key's lock, as a long download by another build would) holds
+/// no other key's lock meanwhile and gets on with its other downloads.
+/// Holding one key while waiting for another is how two builds with the
+/// same URLs in different orders deadlock (each waits for the other until
+/// the 1 h key-lock timeout).
+#[test]
+fn a_build_waiting_for_one_key_holds_no_other_key() {
+    if !tools() {
+        return;
+    }
+    let env = Env::new();
+    let Some(ng) = Nginx::start(env.tmp.path()) else {
+        return;
+    };
+    let x = common::bytes(60, 10_000);
+    let y = common::bytes(61, 20_000);
+    std::fs::write(ng.root.join("x.bin"), &x).unwrap();
+    std::fs::write(ng.root.join("y.bin"), &y).unwrap();
+    let (ux, uy) = (ng.url("x.bin"), ng.url("y.bin"));
+    let cache = env.path("cache");
+    let lock_of = |url: &str| {
+        let h = image_creator::cache::Key::file(url).unwrap().hash();
+        cache.join("v1/locks").join(format!("{h}.lock"))
+    };
+    std::fs::create_dir_all(cache.join("v1/locks")).unwrap();
+    let open = |p: &Path| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(p)
+            .unwrap()
+    };
+    let held_y = open(&lock_of(&uy));
+    held_y.lock().unwrap();
+
+    let cfg = env.config("c.yaml", &[("x.bin", &ux), ("y.bin", &uy)]);
+    let out = env.path("out.img");
+    let mut child = Command::new(BIN)
+        .arg("--cache-dir")
+        .arg(&cache)
+        .arg(&cfg)
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Give it time to plan and reach the wait for y (x alone takes ms).
+    let t0 = Instant::now();
+    let mut x_free_and_fetched = false;
+    while t0.elapsed() < Duration::from_secs(8) {
+        std::thread::sleep(Duration::from_millis(250));
+        let fetched = access_log_lines(env.tmp.path(), "x.bin") > 0;
+        let lx = lock_of(&ux);
+        let free = !lx.exists() || open(&lx).try_lock().is_ok();
+        if fetched && free {
+            x_free_and_fetched = true;
+            break;
+        }
+    }
+    let x_held = lock_of(&ux).exists() && open(&lock_of(&ux)).try_lock().is_err();
+    held_y.unlock().unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    assert!(read_p3(&out, "/x.bin", &env.path("a")) == x);
+    assert!(read_p3(&out, "/y.bin", &env.path("b")) == y);
+    assert!(
+        x_free_and_fetched,
+        "while waiting for y's key lock the build held x's key lock (held now: {x_held}) \
+         and had not downloaded x: hold-and-wait, so two builds listing x, y in opposite \
+         orders can deadlock until the key-lock timeout"
+    );
 }
