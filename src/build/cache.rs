@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::cache::{
-    unix_now, Cache, CacheError, Claim, CopyError, FillMeta, Filler, Hit, Key, Validators,
+    unix_now, Cache, CacheError, Claim, CopyError, Entry, FillMeta, Filler, Hit, Key, Validators,
 };
 use crate::fs::ext4::FileWriter;
 use crate::io::{ChunkSink, StreamVerifier};
@@ -77,14 +77,15 @@ impl<'a> BuildCache<'a> {
     /// Copy `hit` into `w`, verified against the config's `checksum` too
     /// (the entry may predate a change of it). `Ok(None)`: the blob was
     /// corrupt or no longer matches (its entry is dropped): download
-    /// instead. `Ok(Some(digest))`: done, with the config's digest if any.
+    /// instead. `Ok(Some((entry, digest)))`: done, with the config's digest
+    /// if it declares one.
     pub fn copy_hit(
         &self,
         hit: Hit,
         w: &FileWriter,
         checksum: &Expected,
         name: &str,
-    ) -> Result<Option<Option<String>>, BuildError> {
+    ) -> Result<Option<(Entry, Option<String>)>, BuildError> {
         let key: Key = hit.key().clone();
         let mut verifier = checksum
             .as_ref()
@@ -96,14 +97,14 @@ impl<'a> BuildCache<'a> {
             self.reporter.item_progress(name, b.len() as u64);
             w.write_at(off, b).map_err(std::io::Error::other)
         });
-        match copied {
-            Ok(_) => {}
+        let entry = match copied {
+            Ok(entry) => entry,
             Err(CopyError::Corrupt(e)) => {
                 self.warn(&e);
                 return Ok(None);
             }
             Err(CopyError::Sink { source, .. }) => return Err(BuildError::Io(source)),
-        }
+        };
         let digest = match verifier.map(StreamVerifier::finish).transpose() {
             Ok(d) => d,
             Err(_) => {
@@ -117,7 +118,7 @@ impl<'a> BuildCache<'a> {
         if let Err(e) = self.cache.touch(&key, unix_now()) {
             self.warn(&e);
         }
-        Ok(Some(digest))
+        Ok(Some((entry, digest)))
     }
 
     /// Publish a verified download.
@@ -139,29 +140,79 @@ impl<'a> BuildCache<'a> {
     }
 }
 
-/// A sink that also fills the cache; a cache write error drops the filler
-/// (the download goes on).
-pub struct TeeSink<'f, S> {
-    /// The image side.
-    pub inner: S,
-    /// The cache side.
-    pub filler: Option<&'f Filler>,
+/// The cache side of a download: writes into a [`Filler`]; its first
+/// error is kept and ends the filling, never the download.
+pub struct FillSink<'f> {
+    filler: Option<&'f Filler>,
     /// The first cache error.
     pub failed: Option<CacheError>,
 }
 
-impl<S: ChunkSink> ChunkSink for TeeSink<'_, S> {
-    fn write(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-        self.inner.write(offset, data)?;
+impl<'f> FillSink<'f> {
+    /// Fill `filler` (None: a no-op side).
+    pub fn new(filler: Option<&'f Filler>) -> Self {
+        Self {
+            filler,
+            failed: None,
+        }
+    }
+
+    /// Write `data` at `offset`, unless an earlier write failed.
+    pub fn put(&mut self, offset: u64, data: &[u8]) {
         if let Some(f) = self.filler {
             if let Err(e) = f.write_at(offset, data) {
                 self.failed = Some(e);
                 self.filler = None;
             }
         }
+    }
+}
+
+impl ChunkSink for FillSink<'_> {
+    fn write(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.put(offset, data);
         Ok(())
     }
-    fn restart(&mut self) -> bool {
-        self.inner.restart()
+}
+
+/// The cache side of an image pull (positional writes from the layer
+/// decoder threads); its first error ends the filling, never the pull.
+pub struct FillTap {
+    filler: Filler,
+    failed: std::sync::Mutex<Option<CacheError>>,
+}
+
+impl FillTap {
+    /// Fill `filler`.
+    pub fn new(filler: Filler) -> Self {
+        Self {
+            filler,
+            failed: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Publish what was written (`size` bytes), unless a write failed.
+    pub fn commit(self, cache: &BuildCache<'_>, size: u64, validators: Validators, source: &str) {
+        match self.failed.into_inner().ok().flatten() {
+            Some(e) => cache.warn(&e),
+            None => cache.commit(self.filler, size, validators, source),
+        }
+    }
+}
+
+impl crate::oci::ArchiveSink for FillTap {
+    fn write_at(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        let Ok(mut failed) = self.failed.lock() else {
+            return Ok(());
+        };
+        if failed.is_none() {
+            if let Err(e) = self.filler.write_at(offset, data) {
+                *failed = Some(e);
+            }
+        }
+        Ok(())
+    }
+    fn capacity(&self) -> u64 {
+        u64::MAX
     }
 }

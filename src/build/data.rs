@@ -7,14 +7,17 @@
 
 use std::path::Path;
 
-use super::cache::{BuildCache, Source, TeeSink};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::cache::{BuildCache, FillSink, FillTap, Source};
 use super::error::BuildError;
 use crate::fetch::{HttpError, Net};
 use crate::fs::ext4::{Ext4Builder, Ext4Params, FileWriter, InodeMeta, OldTree, Timestamp};
-use crate::io::{copy_into, ProgressSink, StreamVerifier, WriterSink, COPY_BUF};
-use crate::oci::PullJob;
+use crate::io::{copy_into, ProgressSink, StreamVerifier, Tee, WriterSink, COPY_BUF};
+use crate::oci::{ArchiveSink, PullJob, Registry};
 use crate::partition::PartitionWindow;
-use crate::plan::{Expected, Item, ItemSource, Plan, DIR_PERM, FILE_PERM};
+use crate::plan::{Expected, Item, ItemSource, OciPull, Plan, DIR_PERM, FILE_PERM};
 use crate::progress::Reporter;
 
 /// What writing the data partition needs.
@@ -57,11 +60,11 @@ pub fn write_data_partition(ctx: &DataCtx<'_>) -> Result<(), BuildError> {
         .filter(|i| i.archive.is_none())
         .collect();
     let mut downloads = Vec::new();
-    let mut pulls: Vec<PullJob> = Vec::new();
+    let mut images = Vec::new();
     let mut buf = vec![0u8; COPY_BUF];
     for (item, w) in reserve(&mut builder, &fixed, dir_meta, file_meta)? {
         match &item.source {
-            ItemSource::Oci(img) => pulls.push((item.name(), img.clone(), w)),
+            ItemSource::Oci(pull) => images.push((item, pull.as_ref(), w)),
             ItemSource::Http { url, checksum } => downloads.push((item, url, checksum, w)),
             ItemSource::Bytes(b) => {
                 ctx.reporter.item_started(&item.name(), Some(item.size));
@@ -75,14 +78,7 @@ pub fn write_data_partition(ctx: &DataCtx<'_>) -> Result<(), BuildError> {
         }
     }
     download_all(ctx, downloads)?;
-    // OCI images (src/oci): written into their reservations, then each
-    // file is shrunk to its archive's exact size.
-    for (ino, name, size, digest) in
-        crate::oci::pull_all(ctx.net, pulls, ctx.concurrency, ctx.reporter)?
-    {
-        builder.set_len(ino, size)?;
-        ctx.reporter.item_done(&name, size, Some(&digest));
-    }
+    pull_images(ctx, &mut builder, images)?;
     expand_all(ctx, &mut builder, dir_meta)?;
     builder.finish()?;
     Ok(())
@@ -203,7 +199,7 @@ fn download_all(ctx: &DataCtx<'_>, downloads: Vec<Download<'_>>) -> Result<(), B
                 reporter.item_started(&name, Some(item.size));
                 let cache = ctx.cache.ok_or(BuildError::Panicked("cache"))?;
                 match cache.copy_hit(hit, &w, checksum, &name)? {
-                    Some(digest) => {
+                    Some((_, digest)) => {
                         reporter.item_cached(&name);
                         reporter.item_done(&name, item.size, digest.as_deref());
                     }
@@ -221,16 +217,15 @@ fn download_all(ctx: &DataCtx<'_>, downloads: Vec<Download<'_>>) -> Result<(), B
             async move {
                 let name = item.name();
                 reporter.item_started(&name, Some(item.size));
-                let tee = TeeSink {
-                    inner: WriterSink(w),
-                    filler: fill.as_ref().map(|(f, _)| f),
-                    failed: None,
+                let tee = Tee {
+                    first: WriterSink(w),
+                    second: FillSink::new(fill.as_ref().map(|(f, _)| f)),
                 };
                 let mut sink = ProgressSink::new(tee, reporter, &name);
                 let result = http
                     .download(url, Some(item.size), checksum.clone(), &mut sink)
                     .await;
-                let failed = sink.into_inner().failed;
+                let failed = sink.into_inner().second.failed;
                 match result {
                     Ok(digest) => {
                         if let (Some(cache), Some((filler, validators))) = (ctx.cache, fill) {
@@ -256,6 +251,64 @@ fn download_all(ctx: &DataCtx<'_>, downloads: Vec<Download<'_>>) -> Result<(), B
     });
     for r in results {
         r?;
+    }
+    Ok(())
+}
+
+/// Container images (src/oci): pulled into their reservations (or copied
+/// from the cache), then each file is shrunk to its archive's exact size.
+fn pull_images(
+    ctx: &DataCtx<'_>,
+    builder: &mut Ext4Builder,
+    images: Vec<(&Item, &OciPull, FileWriter)>,
+) -> Result<(), BuildError> {
+    let reporter = ctx.reporter;
+    let mut jobs = Vec::new();
+    let mut fills = HashMap::new();
+    for (item, pull, w) in images {
+        let name = item.name();
+        let mut fill = None;
+        match ctx.cache.map(|c| (c, c.source(item.cache.as_ref()))) {
+            Some((cache, Source::Hit(hit))) => {
+                reporter.item_started(&name, Some(item.size));
+                if let Some((entry, _)) = cache.copy_hit(hit, &w, &None, &name)? {
+                    builder.set_len(w.ino(), entry.size)?;
+                    reporter.item_cached(&name);
+                    reporter.item_done(&name, entry.size, entry.validators.digest.as_deref());
+                    continue;
+                }
+            }
+            Some((_, Source::Fetch(f))) => fill = f,
+            None => {}
+        }
+        let image = match &pull.resolved {
+            Some(r) => r.clone(),
+            // Planned from the cache without the registry; the copy failed.
+            None => ctx.net.block_on(
+                Registry::new(ctx.net.http.clone()).resolve(&pull.reference, &pull.platform),
+            )?,
+        };
+        let tap = fill.map(|(filler, validators)| {
+            let tap = Arc::new(FillTap::new(filler));
+            fills.insert(name.clone(), (tap.clone(), validators, pull.name()));
+            tap as Arc<dyn ArchiveSink>
+        });
+        jobs.push(PullJob {
+            name,
+            image: Box::new(image),
+            writer: w,
+            tap,
+        });
+    }
+    for p in crate::oci::pull_all(ctx.net, jobs, ctx.concurrency, reporter)? {
+        builder.set_len(p.ino, p.size)?;
+        if let (Some(cache), Some((tap, validators, source))) = (ctx.cache, fills.remove(&p.name)) {
+            // The pull's sinks are dropped by now: the tap is ours alone.
+            if let Ok(tap) = Arc::try_unwrap(tap) {
+                tap.commit(cache, p.size, validators, &source);
+            }
+        }
+        reporter.item_done(&p.name, p.size, Some(&p.digest));
     }
     Ok(())
 }

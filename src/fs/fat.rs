@@ -4,7 +4,7 @@
 use std::io::{Read, Seek, SeekFrom, Write};
 
 use crate::fs::ext4::Timestamp;
-use crate::partition::PartitionWindow;
+use crate::partition::{PartitionWindow, WindowError, WindowReader};
 
 /// A FAT operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -21,32 +21,34 @@ pub struct FatError {
 }
 
 /// `Read + Write + Seek` over a window: fatfs can not leave the partition.
+/// Reads and the cursor are the window's [`WindowReader`]; writes go to the
+/// window at the cursor.
 struct WindowIo {
-    window: PartitionWindow,
-    pos: u64,
+    reader: WindowReader,
+}
+
+impl WindowIo {
+    fn new(window: &PartitionWindow) -> Result<Self, WindowError> {
+        Ok(Self {
+            reader: window.reader(0, window.len())?,
+        })
+    }
 }
 
 impl Read for WindowIo {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let left = self.window.len().saturating_sub(self.pos);
-        let n = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
-        if n == 0 {
-            return Ok(0);
-        }
-        self.window
-            .read_at(self.pos, &mut buf[..n])
-            .map_err(std::io::Error::other)?;
-        self.pos += n as u64;
-        Ok(n)
+        self.reader.read(buf)
     }
 }
 
 impl Write for WindowIo {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.window
-            .write_at(self.pos, buf)
-            .map_err(std::io::Error::other)?;
-        self.pos += buf.len() as u64;
+        let at = self.reader.window_offset();
+        self.reader.window().write_at(at, buf)?;
+        let len = i64::try_from(buf.len()).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "write larger than 2^63")
+        })?;
+        self.reader.seek(SeekFrom::Current(len))?;
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -56,15 +58,7 @@ impl Write for WindowIo {
 
 impl Seek for WindowIo {
     fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
-        let target = match to {
-            SeekFrom::Start(p) => Some(p),
-            SeekFrom::End(d) => self.window.len().checked_add_signed(d),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        };
-        self.pos = target.ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek out of range")
-        })?;
-        Ok(self.pos)
+        self.reader.seek(to)
     }
 }
 
@@ -125,10 +119,7 @@ fn err(window: &PartitionWindow, file: &str, source: std::io::Error) -> FatError
 }
 
 fn open(window: &PartitionWindow, file: &str) -> Result<fatfs::FileSystem<WindowIo>, FatError> {
-    let io = WindowIo {
-        window: window.clone(),
-        pos: 0,
-    };
+    let io = WindowIo::new(window).map_err(|e| err(window, file, e.into()))?;
     let opts = fatfs::FsOptions::new()
         .update_accessed_date(false)
         .time_provider(&BUILD_TIME);
@@ -171,5 +162,63 @@ mod tests {
         assert_eq!(civil(0), (1970, 1, 1));
         assert_eq!(civil(19_675), (2023, 11, 14));
         assert_eq!(civil(-1), (1969, 12, 31));
+    }
+}
+
+#[cfg(test)]
+mod window_tests {
+    use std::process::Command;
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// mkfs.vfat makes a FAT partition 1 MiB into an image; we replace a file
+    /// through the window, read it back, and fsck.fat checks the result.
+    #[test]
+    fn replace_then_read_back_on_a_real_fat() {
+        let have = |t: &str| Command::new(t).arg("--help").output().is_ok();
+        if !have("mkfs.vfat") || !have("fsck.fat") {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI must install dosfstools"
+            );
+            eprintln!("skipping: mkfs.vfat/fsck.fat not installed");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let part = dir.path().join("p1.img");
+        std::fs::File::create(&part)
+            .and_then(|f| f.set_len(32 << 20))
+            .expect("create");
+        let ok = Command::new("mkfs.vfat")
+            .arg(&part)
+            .output()
+            .expect("mkfs.vfat");
+        assert!(ok.status.success(), "{ok:?}");
+        let fat = std::fs::read(&part).expect("read");
+        let image = dir.path().join("disk.img");
+        let mut disk = vec![0xAAu8; 1 << 20];
+        disk.extend_from_slice(&fat);
+        disk.extend_from_slice(&[0x55u8; 4096]);
+        std::fs::write(&image, &disk).expect("write");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&image)
+            .expect("open");
+        let w = PartitionWindow::new(Arc::new(file), &image, 1 << 20, 32 << 20);
+        replace_file(&w, "offspot.yaml", b"first: 1\n").expect("create");
+        replace_file(&w, "offspot.yaml", b"x: 2\n").expect("replace");
+        assert_eq!(read_file(&w, "offspot.yaml").expect("read"), b"x: 2\n");
+        let after = std::fs::read(&image).expect("read image");
+        assert!(after[..1 << 20].iter().all(|&b| b == 0xAA), "before p1");
+        assert!(after[(33 << 20)..].iter().all(|&b| b == 0x55), "after p1");
+        std::fs::write(&part, &after[(1 << 20)..(33 << 20)]).expect("extract");
+        let fsck = Command::new("fsck.fat")
+            .arg("-n")
+            .arg(&part)
+            .output()
+            .expect("fsck.fat");
+        assert!(fsck.status.success(), "{fsck:?}");
     }
 }

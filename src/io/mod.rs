@@ -27,5 +27,5 @@ pub use digest::{ChecksumMismatch, Hasher, StreamVerifier};
 pub use hashing::HashingReader;
 pub use holes::data_regions;
 pub use progress::ProgressSink;
-pub use sink::{ChunkSink, FileSink, SparseFileSink, WriterSink};
+pub use sink::{ChunkSink, FileSink, SparseFileSink, Tee, WriterSink};
 pub use sparse::{sparse_copy, CopyStats, SPARSE_BUF};

@@ -71,6 +71,36 @@ impl ChunkSink for WriterSink {
     }
 }
 
+/// Writes to `first`, then to `second` (e.g. the image and the cache);
+/// an error of either stops the download. A side that must not fail it
+/// swallows its own errors.
+#[derive(Debug)]
+pub struct Tee<A, B> {
+    /// The first side.
+    pub first: A,
+    /// The second side.
+    pub second: B,
+}
+
+impl<A: ChunkSink, B: ChunkSink> ChunkSink for Tee<A, B> {
+    fn write(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.first.write(offset, data)?;
+        self.second.write(offset, data)
+    }
+    fn restart(&mut self) -> bool {
+        self.first.restart() && self.second.restart()
+    }
+}
+
+impl<S: ChunkSink + ?Sized> ChunkSink for &mut S {
+    fn write(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        (**self).write(offset, data)
+    }
+    fn restart(&mut self) -> bool {
+        (**self).restart()
+    }
+}
+
 fn at(base: u64, offset: u64) -> std::io::Result<u64> {
     base.checked_add(offset).ok_or_else(|| {
         std::io::Error::new(

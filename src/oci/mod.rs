@@ -107,11 +107,30 @@ impl OciError {
 }
 
 /// An image to pull into its reserved file.
-pub type PullJob = (String, Box<Resolved>, FileWriter);
+pub struct PullJob {
+    /// The file's name (for progress).
+    pub name: String,
+    /// What to pull.
+    pub image: Box<Resolved>,
+    /// Its reservation.
+    pub writer: FileWriter,
+    /// Also receives every write (the download cache); its errors are its
+    /// own business and never fail the pull.
+    pub tap: Option<Arc<dyn ArchiveSink>>,
+}
 
-/// A pulled image: its file's inode, its path, the archive's exact size
-/// (the caller shrinks the file to it) and the platform manifest's digest.
-pub type Pulled = (Ino, String, u64, String);
+/// A pulled image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pulled {
+    /// Its file's inode.
+    pub ino: Ino,
+    /// The file's name.
+    pub name: String,
+    /// The archive's exact size (the caller shrinks the file to it).
+    pub size: u64,
+    /// The platform manifest's digest.
+    pub digest: String,
+}
 
 /// Pull every job, `concurrency` at a time, into its file.
 pub fn pull_all(
@@ -124,9 +143,11 @@ pub fn pull_all(
     let mut tracked = Vec::with_capacity(jobs.len());
     let jobs: Vec<_> = jobs
         .into_iter()
-        .map(|(dest, img, w)| {
+        .map(|job| {
+            let (dest, img) = (job.name, job.image);
             let sink = Arc::new(Counted {
-                inner: w,
+                inner: job.writer,
+                tap: job.tap,
                 high: AtomicU64::new(0),
             });
             tracked.push((dest.clone(), sink.clone(), 0u64));
@@ -141,7 +162,12 @@ pub fn pull_all(
                 reporter.item_started(&dest, Some(sink.inner.size()));
                 let ino = sink.inner.ino();
                 let sizes = write_archive(registry, &img, sink, Fullsize::Skip).await?;
-                Ok((ino, dest, sizes.filesize, img.manifest_digest.clone()))
+                Ok(Pulled {
+                    ino,
+                    name: dest,
+                    size: sizes.filesize,
+                    digest: img.manifest_digest.clone(),
+                })
             }
         }))
         .buffer_unordered(concurrency.max(1))
@@ -176,6 +202,7 @@ const PROGRESS_TICK: std::time::Duration = std::time::Duration::from_millis(250)
 /// written (the high-water mark), for progress.
 struct Counted {
     inner: FileWriter,
+    tap: Option<Arc<dyn ArchiveSink>>,
     high: AtomicU64,
 }
 
@@ -184,6 +211,10 @@ impl ArchiveSink for Counted {
         self.inner
             .write_at(offset, data)
             .map_err(std::io::Error::other)?;
+        if let Some(t) = &self.tap {
+            // The tap's errors are its own (see PullJob::tap).
+            let _ = t.write_at(offset, data);
+        }
         self.high
             .fetch_max(offset.saturating_add(data.len() as u64), Ordering::Relaxed);
         Ok(())

@@ -17,9 +17,11 @@ const SIGNATURE: usize = 510;
 pub struct Lba(pub u64);
 
 impl Lba {
-    /// Byte offset of this sector.
+    /// Byte offset of this sector. An MBR's LBAs are 32-bit (at most 2^41
+    /// bytes); a larger hand-made `Lba` saturates at `u64::MAX`, an offset
+    /// that every window's bounds check refuses.
     pub fn bytes(self) -> u64 {
-        self.0 * SECTOR
+        self.0.saturating_mul(SECTOR)
     }
 }
 
@@ -73,9 +75,10 @@ impl Partition {
     pub fn offset(&self) -> u64 {
         self.start.bytes()
     }
-    /// Length in bytes.
+    /// Length in bytes (saturating like [`Lba::bytes`]; parsed and
+    /// `set_sectors` lengths are 32-bit, so it never saturates for them).
     pub fn len(&self) -> u64 {
-        self.sectors * SECTOR
+        self.sectors.saturating_mul(SECTOR)
     }
     /// True for an empty entry.
     pub fn is_empty(&self) -> bool {
@@ -83,7 +86,8 @@ impl Partition {
     }
     /// Byte offset just past the partition.
     pub fn end(&self) -> u64 {
-        self.offset() + self.len()
+        // Both < 2^41 for MBR values: the sum can not saturate for them.
+        self.offset().saturating_add(self.len())
     }
 }
 
@@ -95,7 +99,14 @@ pub struct Mbr {
 }
 
 fn le32(b: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&b[off..][..4]);
+    u32::from_le_bytes(w)
+}
+
+/// The four 16-byte partition entries.
+fn entries(raw: &[u8; 512]) -> impl Iterator<Item = &[u8]> {
+    raw[TABLE..SIGNATURE].chunks_exact(ENTRY)
 }
 
 impl Mbr {
@@ -105,8 +116,7 @@ impl Mbr {
             return Err(MbrError::NoSignature);
         }
         let mut parts = [None; 4];
-        for (i, p) in parts.iter_mut().enumerate() {
-            let e = &raw[TABLE + i * ENTRY..TABLE + (i + 1) * ENTRY];
+        for (p, e) in parts.iter_mut().zip(entries(raw)) {
             let part = Partition {
                 boot: e[0],
                 kind: e[4],
@@ -133,11 +143,12 @@ impl Mbr {
                 });
             }
         }
-        for a in 0..4 {
-            for b in a + 1..4 {
-                if let (Some(x), Some(y)) = (self.parts[a], self.parts[b]) {
+        let numbered = || (1usize..).zip(self.parts.iter());
+        for (a, x) in numbered() {
+            for (b, y) in numbered().skip(a) {
+                if let (Some(x), Some(y)) = (x, y) {
                     if x.offset() < y.end() && y.offset() < x.end() {
-                        return Err(MbrError::Overlap(a + 1, b + 1));
+                        return Err(MbrError::Overlap(a, b));
                     }
                 }
             }
@@ -166,15 +177,24 @@ impl Mbr {
             .0
             .checked_add(sectors)
             .ok_or(MbrError::TooLarge { n, sectors })?;
-        u32::try_from(end - 1).map_err(|_| MbrError::TooLarge { n, sectors })?;
+        // The last sector (the start itself for an empty partition).
+        let last = end.saturating_sub(1).max(p.start.0);
+        u32::try_from(last).map_err(|_| MbrError::TooLarge { n, sectors })?;
         p.sectors = sectors;
-        self.parts[n - 1] = Some(p);
-        let off = TABLE + (n - 1) * ENTRY;
-        self.raw[off + 12..off + 16].copy_from_slice(&count.to_le_bytes());
+        let index = n.checked_sub(1).ok_or(MbrError::Missing(n))?;
+        let (Some(slot), Some(entry)) = (
+            self.parts.get_mut(index),
+            self.raw[TABLE..SIGNATURE]
+                .chunks_exact_mut(ENTRY)
+                .nth(index),
+        ) else {
+            return Err(MbrError::Missing(n));
+        };
+        *slot = Some(p);
+        entry[12..16].copy_from_slice(&count.to_le_bytes());
         // CHS of the last sector: beyond 1023 cylinders every tool writes the
         // 1023/254/63 marker (0xFE 0xFF 0xFF) and relies on the LBA fields.
-        let chs = chs(end - 1);
-        self.raw[off + 5..off + 8].copy_from_slice(&chs);
+        entry[5..8].copy_from_slice(&chs(last));
         Ok(())
     }
 
@@ -186,19 +206,22 @@ impl Mbr {
 
 /// CHS triple for an LBA with the 255 heads × 63 sectors geometry.
 fn chs(lba: u64) -> [u8; 3] {
-    let (heads, spt) = (255u64, 63u64);
-    let c = lba / (heads * spt);
+    const HEADS: u64 = 255;
+    const SPT: u64 = 63;
+    let c = lba / (HEADS * SPT);
     if c > 1023 {
         return [0xFE, 0xFF, 0xFF];
     }
-    let h = (lba / spt) % heads;
-    let s = lba % spt + 1;
+    let h = (lba / SPT) % HEADS;
+    // Sectors count from 1: lba % SPT < 63, so no overflow.
+    let s = (lba % SPT).saturating_add(1);
     let c_lo = (c & 0xFF) as u8;
     let c_hi = ((c >> 2) & 0xC0) as u8;
     [(h & 0xFF) as u8, (s & 0x3F) as u8 | c_hi, c_lo]
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)] // fixtures: small literal offsets
 mod tests {
     use super::*;
 

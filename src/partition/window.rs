@@ -25,6 +25,14 @@ pub enum WindowError {
         /// Size of the window.
         size: u64,
     },
+    /// The image file ended before the requested range did.
+    #[error("{path}: unexpected end of file at image offset {image_offset}")]
+    UnexpectedEof {
+        /// Image file.
+        path: PathBuf,
+        /// Absolute offset in the image file where the read found nothing.
+        image_offset: u64,
+    },
     /// The underlying read or write failed.
     #[error("{path}: I/O error at image offset {image_offset}: {source}")]
     Io {
@@ -82,9 +90,14 @@ impl PartitionWindow {
         &self.path
     }
 
+    /// The absolute offset of `[offset, offset + len)`, refused unless the
+    /// range lies in the window and its absolute end fits in `u64` (so sums
+    /// up to `abs + len` are safe afterwards).
     fn check(&self, offset: u64, len: u64) -> Result<u64, WindowError> {
-        match offset.checked_add(len) {
-            Some(end) if end <= self.len => Ok(self.start + offset),
+        let end = offset.checked_add(len).filter(|&end| end <= self.len);
+        let abs = self.start.checked_add(offset);
+        match (end, abs) {
+            (Some(_), Some(abs)) if abs.checked_add(len).is_some() => Ok(abs),
             _ => Err(WindowError::OutOfBounds {
                 path: self.path.to_path_buf(),
                 offset,
@@ -118,6 +131,31 @@ impl PartitionWindow {
             .map_err(|e| self.io(abs, e))
     }
 
+    /// One positional read of at most `buf.len()` bytes at `offset` (relative
+    /// to the window), retried on `Interrupted`. The whole of `buf` must lie
+    /// inside the window. `Ok(0)` from the file (the image is shorter than
+    /// the window says) is [`WindowError::UnexpectedEof`] with the offset,
+    /// never a silent zero-length read.
+    pub(super) fn read_some_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize, WindowError> {
+        let abs = self.check(offset, buf.len() as u64)?;
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            match self.file.read_at(buf, abs) {
+                Ok(0) => {
+                    return Err(WindowError::UnexpectedEof {
+                        path: self.path.to_path_buf(),
+                        image_offset: abs,
+                    })
+                }
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.io(abs, e)),
+            }
+        }
+    }
+
     /// Make `[offset, offset + len)` read as zeros, punching a hole where the
     /// platform allows it (no data written), writing zeros otherwise.
     pub fn zero_range(&self, offset: u64, len: u64) -> Result<(), WindowError> {
@@ -136,12 +174,14 @@ impl PartitionWindow {
         let zeros = vec![0u8; ZERO_CHUNK];
         let mut done = 0u64;
         while done < len {
-            let n = usize::try_from(len - done).map_or(ZERO_CHUNK, |left| left.min(ZERO_CHUNK));
-            let at = abs + done;
+            // done < len and abs + len fits (checked above): no overflow.
+            let left = len.saturating_sub(done);
+            let n = usize::try_from(left).map_or(ZERO_CHUNK, |left| left.min(ZERO_CHUNK));
+            let at = abs.saturating_add(done);
             self.file
                 .write_all_at(&zeros[..n], at)
                 .map_err(|e| self.io(at, e))?;
-            done += n as u64;
+            done = done.saturating_add(n as u64);
         }
         Ok(())
     }

@@ -90,12 +90,10 @@ impl<'a> Planner<'a> {
         self.cache.is_some()
     }
 
-    /// Look `url` up.
-    pub fn lookup(&mut self, url: &str, net: &Net) -> Lookup {
+    /// What the cache has for `key` (not checked for outdatedness):
+    /// `Lookup::Miss` carries no validators.
+    pub fn find(&mut self, key: Key, what: &str) -> Lookup {
         let Some(cache) = self.cache else {
-            return Lookup::No;
-        };
-        let Some(key) = Key::file(url) else {
             return Lookup::No;
         };
         if !matches!(cache.policy_for(&key), Decision::Cached(_))
@@ -103,14 +101,39 @@ impl<'a> Planner<'a> {
         {
             return Lookup::No;
         }
-        let hit = match cache.lookup(&key, self.now) {
-            Ok(Some(hit)) => hit,
-            Ok(None) => return Lookup::Miss(key, None),
+        match cache.lookup(&key, self.now) {
+            Ok(Some(hit)) => Lookup::Hit(hit),
+            Ok(None) => Lookup::Miss(key, None),
             Err(e) => {
                 self.warnings
-                    .push(format!("download cache: {e}; {url} is downloaded"));
-                return Lookup::No;
+                    .push(format!("download cache: {e}; {what} is downloaded"));
+                Lookup::No
             }
+        }
+    }
+
+    /// Record that the entry of `key` was checked now and found current.
+    pub fn checked(&self, key: &Key, remote: &Validators) {
+        if let Some(c) = self.cache {
+            let _ = c.mark_checked(key, self.now, Some(remote));
+        }
+    }
+
+    /// Note that a check of `what` failed (the cached copy is used).
+    pub fn check_failed(&mut self, what: &str, e: &dyn std::fmt::Display) {
+        self.warnings.push(format!(
+            "download cache: could not check {what} for a newer version ({e}); using the cached copy"
+        ));
+    }
+
+    /// Look `url` up; a hit due for a check is compared with the remote.
+    pub fn lookup(&mut self, url: &str, net: &Net) -> Lookup {
+        let Some(key) = Key::file(url) else {
+            return Lookup::No;
+        };
+        let hit = match self.find(key, url) {
+            Lookup::Hit(hit) => hit,
+            other => return other,
         };
         if !hit.is_due_for_check() {
             return Lookup::Hit(hit);
@@ -118,32 +141,27 @@ impl<'a> Planner<'a> {
         match net.block_on(net.http.validators(url)) {
             Err(e) => {
                 // A failed check never evicts.
-                self.warnings.push(format!(
-                    "download cache: could not check {url} for a newer version ({e}); using the cached copy"
-                ));
+                self.check_failed(url, &e);
                 Lookup::Hit(hit)
             }
             Ok(remote) => {
                 let now_v = validators(&remote);
                 if hit.validators().compare(&now_v) == Freshness::Outdated {
-                    Lookup::Miss(key, Some(remote))
+                    Lookup::Miss(hit.key().clone(), Some(remote))
                 } else {
-                    let _ = cache.mark_checked(&key, self.now, Some(&now_v));
+                    self.checked(hit.key(), &now_v);
                     Lookup::Hit(hit)
                 }
             }
         }
     }
 
-    /// The cache's part in an item whose source `lookup` called a miss
+    /// The cache's part in an item whose source was a miss (or outdated)
     /// and which is `size` bytes, when the policy admits that size.
-    pub fn fill(&self, key: Key, remote: Option<&RemoteValidators>, size: u64) -> Option<CacheUse> {
+    pub fn fill(&self, key: Key, validators: Validators, size: u64) -> Option<CacheUse> {
         let cache = self.cache?;
         match cache.policy_for(&key) {
-            Decision::Cached(eff) if eff.admits(size) => Some(CacheUse::Fill {
-                key,
-                validators: remote.map(validators).unwrap_or_default(),
-            }),
+            Decision::Cached(eff) if eff.admits(size) => Some(CacheUse::Fill { key, validators }),
             _ => None,
         }
     }

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 
 use super::cached::CacheUse;
 use crate::config::HashAlgo;
+use crate::config::OciReference;
 use crate::expand::{ArchivePlan, ArchiveSource};
 use crate::fetch::redact;
-use crate::oci::Resolved;
+use crate::oci::{Platform, Resolved};
 
 /// An expected digest: algorithm and lowercase hex.
 pub type Expected = Option<(HashAlgo, String)>;
@@ -37,7 +38,27 @@ pub enum ItemSource {
     },
     /// An image pulled from a registry into a docker-archive (src/oci); the
     /// item's size is a reservation, shrunk to the archive once written.
-    Oci(Box<Resolved>),
+    Oci(Box<OciPull>),
+}
+
+/// An image to pull.
+#[derive(Debug, Clone)]
+pub struct OciPull {
+    /// The reference.
+    pub reference: OciReference,
+    /// The platform.
+    pub platform: Platform,
+    /// Its manifests, config and layers; `None` when planning did not ask
+    /// the registry (a cache hit not due for a check): the build resolves
+    /// it if the cached copy turns out unusable.
+    pub resolved: Option<Resolved>,
+}
+
+impl OciPull {
+    /// `registry/repository/name:tag`.
+    pub fn name(&self) -> String {
+        self.reference.repo_tag()
+    }
 }
 
 impl ItemSource {
@@ -47,7 +68,10 @@ impl ItemSource {
             Self::Bytes(_) => "inline".to_string(),
             Self::Local { path, .. } => path.display().to_string(),
             Self::Http { url, .. } => redact(url),
-            Self::Oci(img) => format!("{}@{} (reserved)", img.name(), img.manifest_digest),
+            Self::Oci(img) => match &img.resolved {
+                Some(r) => format!("{}@{} (reserved)", img.name(), r.manifest_digest),
+                None => format!("{} (reserved)", img.name()),
+            },
         }
     }
 

@@ -6,9 +6,10 @@ use std::path::Path;
 
 use super::base::resolve_checksum;
 use super::cached::CacheUse;
-use super::cached::{Lookup, Planner};
+use super::cached::{validators, Lookup, Planner};
 use super::error::PlanError;
-use super::item::{data_path, Item, ItemSource};
+use super::item::{data_path, Item, ItemSource, OciPull};
+use crate::cache::{Key, Validators};
 use crate::config::{FileEntry, ImageConfig, OciEntry, Payload, Source};
 use crate::expand::{self, ArchivePlan, Format, Limits, Needs};
 use crate::fetch::{redact, Net};
@@ -23,7 +24,7 @@ pub fn plan_items(
     cache: &mut Planner<'_>,
 ) -> Result<(Vec<Item>, u64), PlanError> {
     let mut unreachable = Unreachable::default();
-    let (mut items, oci_free) = oci_items(&config.oci_images, &Platform::default(), net)?;
+    let (mut items, oci_free) = oci_items(&config.oci_images, &Platform::default(), net, cache)?;
     for (i, f) in config.files.iter().enumerate() {
         let key = format!("files[{i}]");
         let source = file_source(&key, f, net, &mut unreachable)?;
@@ -91,11 +92,13 @@ fn oci_items(
     entries: &[OciEntry],
     platform: &Platform,
     net: &Net,
+    cache: &mut Planner<'_>,
 ) -> Result<(Vec<Item>, u64), PlanError> {
     let registry = Registry::new(net.http.clone());
     let mut items = Vec::new();
     let mut extra_free = 0u64;
     for e in entries {
+        let mut cached = None;
         let dest = format!(
             "images/{}",
             e.ident.archive_file_name(&platform.normalized())
@@ -128,9 +131,10 @@ fn oci_items(
                 (source, size)
             }
             None => {
-                let resolved = net.block_on(registry.resolve(&e.ident, platform))?;
-                let source = ItemSource::Oci(Box::new(resolved));
-                (source, e.filesize.saturating_add(e.fullsize))
+                let size = e.filesize.saturating_add(e.fullsize);
+                let (pull, use_) = image_pull(e, platform, &registry, net, cache)?;
+                cached = use_;
+                (ItemSource::Oci(Box::new(pull)), size)
             }
         };
         items.push(Item {
@@ -138,10 +142,72 @@ fn oci_items(
             size,
             source,
             archive: None,
-            cache: None,
+            cache: cached,
         });
     }
     Ok((items, extra_free))
+}
+
+/// An image to pull, and the cache's part in it: a hit not due for a check
+/// needs no registry at all; one due is compared by its platform manifest
+/// digest (a registry that can't be reached keeps it).
+fn image_pull(
+    e: &OciEntry,
+    platform: &Platform,
+    registry: &Registry,
+    net: &Net,
+    cache: &mut Planner<'_>,
+) -> Result<(OciPull, Option<CacheUse>), PlanError> {
+    let mut pull = OciPull {
+        reference: e.ident.clone(),
+        platform: platform.clone(),
+        resolved: None,
+    };
+    let key = Key::image(
+        &e.ident.registry,
+        &e.ident.repository,
+        &e.ident.name,
+        Some(&e.ident.tag),
+        e.ident.digest.as_deref(),
+        &platform.normalized(),
+    );
+    let name = e.ident.repo_tag();
+    let digest_of = |r: &crate::oci::Resolved| Validators {
+        digest: Some(r.manifest_digest.clone()),
+        ..Validators::default()
+    };
+    let use_ = match cache.find(key, &name) {
+        Lookup::Hit(hit) if !hit.is_due_for_check() => Some(Planner::hit(hit)),
+        Lookup::Hit(hit) => match net.block_on(registry.resolve(&e.ident, platform)) {
+            Ok(r) => {
+                let now = digest_of(&r);
+                let fresh = hit.validators().digest == now.digest;
+                pull.resolved = Some(r);
+                if fresh {
+                    cache.checked(hit.key(), &now);
+                    Some(Planner::hit(hit))
+                } else {
+                    cache.fill(hit.key().clone(), now, e.filesize)
+                }
+            }
+            Err(err) if err.exit_kind() == crate::error::ExitKind::Unreachable => {
+                cache.check_failed(&name, &err);
+                Some(Planner::hit(hit))
+            }
+            Err(err) => return Err(err.into()),
+        },
+        Lookup::Miss(key, _) => {
+            let r = net.block_on(registry.resolve(&e.ident, platform))?;
+            let v = digest_of(&r);
+            pull.resolved = Some(r);
+            cache.fill(key, v, e.filesize)
+        }
+        Lookup::No => {
+            pull.resolved = Some(net.block_on(registry.resolve(&e.ident, platform))?);
+            None
+        }
+    };
+    Ok((pull, use_))
 }
 
 /// Where `files[i]` (`key`) comes from, its checksum resolved.
@@ -265,7 +331,8 @@ fn http_size(
             })
         }
     };
-    let use_ = fill_key.and_then(|k| cache.fill(k, remote.as_ref(), size));
+    let validators = remote.as_ref().map(validators).unwrap_or_default();
+    let use_ = fill_key.and_then(|k| cache.fill(k, validators, size));
     Ok((size, use_))
 }
 

@@ -18,7 +18,7 @@ pub mod size;
 pub use base::{inspect_base, locate_base, BaseInfo, BaseLocation, BaseSpec, DEFAULT_BASE_URL};
 pub use cached::{CacheUse, Planner, SharedHit};
 pub use error::PlanError;
-pub use item::{data_path, Expected, Item, ItemSource, DATA_MOUNT};
+pub use item::{data_path, Expected, Item, ItemSource, OciPull, DATA_MOUNT};
 pub use size::Sizes;
 
 use crate::cache::Cache;

@@ -6,19 +6,31 @@
 
 use std::collections::BTreeMap;
 
+use super::units::{BlockCount, BlockNo};
+
 /// A run of physical blocks `[start, start + len)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Run {
-    pub start: u64,
-    pub len: u64,
+    pub start: BlockNo,
+    pub len: BlockCount,
 }
 
 impl Run {
-    pub fn end(&self) -> u64 {
-        self.start + self.len
+    /// The block just past the run. Runs come from the allocator, inside a
+    /// filesystem of at most 2^64 / 4096 blocks, so the sum never saturates.
+    pub fn end(&self) -> BlockNo {
+        BlockNo(self.start.0.saturating_add(self.len.0))
+    }
+
+    /// Every block of the run, in order.
+    pub fn blocks(&self) -> impl Iterator<Item = BlockNo> {
+        (self.start.0..self.end().0).map(BlockNo)
     }
 }
 
+/// Sorted, merged set of used block ranges with a data allocation cursor.
+/// Invariant: every range lies in `[0, total)`, ranges never overlap, and
+/// `used_count` is the sum of their lengths (so `used_count <= total`).
 #[derive(Debug, Clone)]
 pub(crate) struct Allocator {
     /// start -> end (exclusive) of used ranges; never overlapping, merged
@@ -31,10 +43,10 @@ pub(crate) struct Allocator {
 }
 
 impl Allocator {
-    pub fn new(total: u64) -> Self {
+    pub fn new(total: BlockCount) -> Self {
         Self {
             used: BTreeMap::new(),
-            total,
+            total: total.0,
             used_count: 0,
             cursor: 0,
         }
@@ -45,21 +57,24 @@ impl Allocator {
         self.used_count
     }
 
-    pub fn free_count(&self) -> u64 {
-        self.total - self.used_count
+    pub fn free_count(&self) -> BlockCount {
+        // used_count <= total (struct invariant).
+        BlockCount(self.total.saturating_sub(self.used_count))
     }
 
     /// Iterate used ranges in ascending order.
     pub fn used_runs(&self) -> impl Iterator<Item = Run> + '_ {
         self.used.iter().map(|(&s, &e)| Run {
-            start: s,
-            len: e - s,
+            start: BlockNo(s),
+            // e > s for every stored range.
+            len: BlockCount(e.saturating_sub(s)),
         })
     }
 
     /// Mark `[start, start+len)` used. It must be free and inside the
     /// filesystem (layout code only; a violation is a builder bug).
-    pub fn mark(&mut self, start: u64, len: u64) -> Result<(), String> {
+    pub fn mark(&mut self, start: BlockNo, len: BlockCount) -> Result<(), String> {
+        let (start, len) = (start.0, len.0);
         if len == 0 {
             return Ok(());
         }
@@ -92,16 +107,20 @@ impl Allocator {
             self.used.remove(&end);
         }
         self.used.insert(new_start, new_end);
-        self.used_count += len;
+        // The range was free and inside [0, total): the count stays <= total.
+        self.used_count = self.used_count.saturating_add(len);
         Ok(())
     }
 
     /// Release `[start, start+len)`, which must be used.
-    pub fn release(&mut self, start: u64, len: u64) -> Result<(), String> {
+    pub fn release(&mut self, start: BlockNo, len: BlockCount) -> Result<(), String> {
+        let (start, len) = (start.0, len.0);
         if len == 0 {
             return Ok(());
         }
-        let end = start + len;
+        let end = start
+            .checked_add(len)
+            .ok_or_else(|| format!("releasing blocks {start}+{len}: past 2^64"))?;
         let (s, e) = match self.used.range(..=start).next_back() {
             Some((&s, &e)) if e >= end => (s, e),
             _ => {
@@ -117,27 +136,29 @@ impl Allocator {
         if end < e {
             self.used.insert(end, e);
         }
-        self.used_count -= len;
+        // The range was inside a used range, so it is counted in used_count.
+        self.used_count = self.used_count.saturating_sub(len);
         Ok(())
     }
 
     /// First position `>= from` where `len` free blocks follow contiguously.
-    pub fn find_contiguous(&self, from: u64, len: u64) -> Option<u64> {
-        let mut pos = from;
+    pub fn find_contiguous(&self, from: BlockNo, len: BlockCount) -> Option<BlockNo> {
+        let len = len.0;
+        let mut pos = from.0;
         if let Some((_, &e)) = self.used.range(..=pos).next_back() {
             pos = pos.max(e);
         }
         for (&s, &e) in self.used.range(pos..) {
-            if s >= pos && s - pos >= len {
-                return Some(pos);
+            if s.checked_sub(pos).is_some_and(|gap| gap >= len) {
+                return Some(BlockNo(pos));
             }
             pos = pos.max(e);
         }
-        (self.total.checked_sub(pos)? >= len).then_some(pos)
+        (self.total.checked_sub(pos)? >= len).then_some(BlockNo(pos))
     }
 
     /// Allocate `len` contiguous blocks at or after `from`.
-    pub fn alloc_contiguous(&mut self, from: u64, len: u64) -> Option<u64> {
+    pub fn alloc_contiguous(&mut self, from: BlockNo, len: BlockCount) -> Option<BlockNo> {
         let at = self.find_contiguous(from, len)?;
         self.mark(at, len).ok()?;
         Some(at)
@@ -146,9 +167,10 @@ impl Allocator {
     /// Allocate `count` blocks from the data cursor, as runs of at most
     /// `max_run` blocks, skipping used ranges. All or nothing: `None` when the
     /// filesystem has fewer free blocks after the cursor.
-    pub fn alloc_runs(&mut self, count: u64, max_run: u64) -> Option<Vec<Run>> {
-        let mut runs = Vec::new();
-        let mut left = count;
+    pub fn alloc_runs(&mut self, count: BlockCount, max_run: BlockCount) -> Option<Vec<Run>> {
+        let max_run = max_run.0.max(1);
+        let mut runs: Vec<Run> = Vec::new();
+        let mut left = count.0;
         let mut pos = self.cursor;
         while left > 0 {
             // Skip a used range covering pos.
@@ -160,25 +182,24 @@ impl Allocator {
                 .range(pos..)
                 .next()
                 .map_or(self.total, |(&s, _)| s);
-            if pos >= self.total {
-                return None;
-            }
-            let gap = next_used - pos;
-            if gap == 0 {
-                continue;
-            }
+            // The gap [pos, next_used) is free; none left past the end.
+            let gap = next_used.checked_sub(pos).filter(|&g| g > 0)?;
             let mut take = gap.min(left);
             while take > 0 {
                 let n = take.min(max_run);
                 match runs.last_mut() {
-                    Some(Run { start, len }) if *start + *len == pos && *len + n <= max_run => {
-                        *len += n
+                    Some(r) if r.end().0 == pos && r.len.0.saturating_add(n) <= max_run => {
+                        r.len.0 = r.len.0.saturating_add(n);
                     }
-                    _ => runs.push(Run { start: pos, len: n }),
+                    _ => runs.push(Run {
+                        start: BlockNo(pos),
+                        len: BlockCount(n),
+                    }),
                 }
-                pos += n;
-                take -= n;
-                left -= n;
+                // n <= take <= gap and n <= left: pos stays <= next_used <= total.
+                pos = pos.saturating_add(n);
+                take = take.saturating_sub(n);
+                left = left.saturating_sub(n);
             }
         }
         for r in &runs {
@@ -190,14 +211,18 @@ impl Allocator {
     }
 
     /// Free blocks at or after the data cursor (what `alloc_runs` can still give).
-    pub fn free_after_cursor(&self) -> u64 {
-        let used_after: u64 = self
+    pub fn free_after_cursor(&self) -> BlockCount {
+        let used_after = self
             .used
             .iter()
             .filter(|(_, &e)| e > self.cursor)
-            .map(|(&s, &e)| e - s.max(self.cursor))
-            .sum();
-        self.total.saturating_sub(self.cursor) - used_after
+            .map(|(&s, &e)| e.saturating_sub(s.max(self.cursor)))
+            .fold(0u64, u64::saturating_add);
+        BlockCount(
+            self.total
+                .saturating_sub(self.cursor)
+                .saturating_sub(used_after),
+        )
     }
 }
 
@@ -205,50 +230,55 @@ impl Allocator {
 mod tests {
     use super::*;
 
+    fn run(start: u64, len: u64) -> Run {
+        Run {
+            start: BlockNo(start),
+            len: BlockCount(len),
+        }
+    }
+
+    fn b(n: u64) -> BlockNo {
+        BlockNo(n)
+    }
+
+    fn n(n: u64) -> BlockCount {
+        BlockCount(n)
+    }
+
     #[test]
     fn marks_merge_and_count() {
-        let mut a = Allocator::new(100);
-        a.mark(10, 5).expect("mark");
-        a.mark(15, 5).expect("adjacent");
-        a.mark(5, 5).expect("adjacent before");
-        assert_eq!(
-            a.used_runs().collect::<Vec<_>>(),
-            vec![Run { start: 5, len: 15 }]
-        );
+        let mut a = Allocator::new(n(100));
+        a.mark(b(10), n(5)).expect("mark");
+        a.mark(b(15), n(5)).expect("adjacent");
+        a.mark(b(5), n(5)).expect("adjacent before");
+        assert_eq!(a.used_runs().collect::<Vec<_>>(), vec![run(5, 15)]);
         assert_eq!(a.used_count(), 15);
-        assert!(a.mark(19, 2).is_err(), "overlap refused");
-        assert!(a.mark(99, 2).is_err(), "past end refused");
+        assert!(a.mark(b(19), n(2)).is_err(), "overlap refused");
+        assert!(a.mark(b(99), n(2)).is_err(), "past end refused");
     }
 
     #[test]
     fn runs_skip_used_ranges_and_respect_max() {
-        let mut a = Allocator::new(100);
-        a.mark(3, 2).expect("mark");
-        let runs = a.alloc_runs(10, 4).expect("fits");
-        assert_eq!(
-            runs,
-            vec![
-                Run { start: 0, len: 3 },
-                Run { start: 5, len: 4 },
-                Run { start: 9, len: 3 }
-            ]
-        );
+        let mut a = Allocator::new(n(100));
+        a.mark(b(3), n(2)).expect("mark");
+        let runs = a.alloc_runs(n(10), n(4)).expect("fits");
+        assert_eq!(runs, vec![run(0, 3), run(5, 4), run(9, 3)]);
         assert_eq!(a.used_count(), 12);
-        assert!(a.alloc_runs(89, 100).is_none(), "only 88 left");
-        assert_eq!(a.free_after_cursor(), 88);
+        assert!(a.alloc_runs(n(89), n(100)).is_none(), "only 88 left");
+        assert_eq!(a.free_after_cursor(), n(88));
     }
 
     #[test]
     fn release_splits() {
-        let mut a = Allocator::new(100);
-        a.mark(0, 10).expect("mark");
-        a.release(3, 2).expect("release");
+        let mut a = Allocator::new(n(100));
+        a.mark(b(0), n(10)).expect("mark");
+        a.release(b(3), n(2)).expect("release");
         assert_eq!(
             a.used_runs().collect::<Vec<_>>(),
-            vec![Run { start: 0, len: 3 }, Run { start: 5, len: 5 }]
+            vec![run(0, 3), run(5, 5)]
         );
-        assert!(a.release(3, 1).is_err());
-        assert_eq!(a.find_contiguous(0, 2), Some(3));
-        assert_eq!(a.find_contiguous(0, 3), Some(10));
+        assert!(a.release(b(3), n(1)).is_err());
+        assert_eq!(a.find_contiguous(b(0), n(2)), Some(b(3)));
+        assert_eq!(a.find_contiguous(b(0), n(3)), Some(b(10)));
     }
 }

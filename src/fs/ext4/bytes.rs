@@ -38,27 +38,31 @@ pub(crate) fn put_u8(buf: &mut [u8], off: usize, v: u8) {
 }
 
 pub(crate) fn put_u16(buf: &mut [u8], off: usize, v: u16) {
-    buf[off..off + 2].copy_from_slice(&v.to_le_bytes());
+    buf[off..][..2].copy_from_slice(&v.to_le_bytes());
 }
 
 pub(crate) fn put_u32(buf: &mut [u8], off: usize, v: u32) {
-    buf[off..off + 4].copy_from_slice(&v.to_le_bytes());
+    buf[off..][..4].copy_from_slice(&v.to_le_bytes());
 }
 
 pub(crate) fn put_u64(buf: &mut [u8], off: usize, v: u64) {
-    buf[off..off + 8].copy_from_slice(&v.to_le_bytes());
+    buf[off..][..8].copy_from_slice(&v.to_le_bytes());
 }
 
 pub(crate) fn put_be32(buf: &mut [u8], off: usize, v: u32) {
-    buf[off..off + 4].copy_from_slice(&v.to_be_bytes());
+    buf[off..][..4].copy_from_slice(&v.to_be_bytes());
 }
 
 pub(crate) fn get_u16(buf: &[u8], off: usize) -> u16 {
-    u16::from_le_bytes([buf[off], buf[off + 1]])
+    let mut w = [0u8; 2];
+    w.copy_from_slice(&buf[off..][..2]);
+    u16::from_le_bytes(w)
 }
 
 pub(crate) fn get_u32(buf: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]])
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&buf[off..][..4]);
+    u32::from_le_bytes(w)
 }
 
 /// Low 32 bits of a 64-bit value (the `_lo` half of an ext4 field).

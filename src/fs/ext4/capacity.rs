@@ -5,6 +5,7 @@ use super::error::Ext4Error;
 use super::extent;
 use super::layout::{Layout, BLOCK_SIZE, MIN_BLOCKS};
 use super::params::Ext4Params;
+use super::units::BlockCount;
 
 /// What a filesystem of some size can hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,8 +24,8 @@ pub struct Capacity {
 pub fn capacity(size: u64, params: &Ext4Params) -> Result<Capacity, Ext4Error> {
     let (layout, alloc) = Layout::new(size, params)?;
     Ok(Capacity {
-        size: layout.blocks_count * BLOCK_SIZE,
-        free_blocks: alloc.free_count(),
+        size: layout.blocks_count.bytes()?,
+        free_blocks: alloc.free_count().get(),
         inodes: layout.inodes_count(),
     })
 }
@@ -39,25 +40,35 @@ pub fn file_blocks(size: u64, max_extent_blocks: u16) -> u64 {
     }
     let per_extent = u64::from(max_extent_blocks.max(1));
     // Extents: one per max-length run, plus one break per block group crossed.
-    let extents = data.div_ceil(per_extent) + data.div_ceil(32_768) + 1;
-    data + u64::try_from(extent::tree_blocks(
-        usize::try_from(extents).unwrap_or(usize::MAX),
-    ))
-    .unwrap_or(u64::MAX)
+    // Saturating: a size no filesystem holds stays one (callers compare).
+    let extents = data
+        .div_ceil(per_extent)
+        .saturating_add(data.div_ceil(32_768))
+        .saturating_add(1);
+    let tree = extent::tree_blocks(usize::try_from(extents).unwrap_or(usize::MAX));
+    data.saturating_add(u64::try_from(tree).unwrap_or(u64::MAX))
 }
 
 /// Blocks a directory of `entries` entries whose names average `avg_name`
 /// bytes takes (4 KiB blocks of `8 + name` byte records).
 pub fn dir_blocks(entries: u64, avg_name: u64) -> u64 {
-    let per_block = (BLOCK_SIZE - 12) / (8 + avg_name).next_multiple_of(4);
-    (entries + 2).div_ceil(per_block.max(1))
+    // Record length of one entry: 8-byte header + name, 4-byte aligned.
+    let record = avg_name
+        .saturating_add(8)
+        .checked_next_multiple_of(4)
+        .unwrap_or(u64::MAX);
+    let per_block = (BLOCK_SIZE - 12).checked_div(record).unwrap_or(0).max(1);
+    entries.saturating_add(2).div_ceil(per_block)
 }
 
 /// Smallest filesystem size (a multiple of 4 KiB) with at least
 /// `need_blocks` free blocks and `need_inodes` inodes.
 pub fn min_size(need_blocks: u64, need_inodes: u64, params: &Ext4Params) -> Result<u64, Ext4Error> {
     let fits = |blocks: u64| -> Result<bool, Ext4Error> {
-        match capacity(blocks * BLOCK_SIZE, params) {
+        let Ok(size) = BlockCount(blocks).bytes() else {
+            return Ok(false); // past 2^64 bytes: nothing fits there
+        };
+        match capacity(size, params) {
             Ok(c) => Ok(c.free_blocks >= need_blocks && c.inodes >= need_inodes),
             Err(Ext4Error::TooSmall { .. } | Ext4Error::NoSpace { .. }) => Ok(false),
             Err(e) => Err(e),
@@ -65,7 +76,7 @@ pub fn min_size(need_blocks: u64, need_inodes: u64, params: &Ext4Params) -> Resu
     };
     let mut lo = MIN_BLOCKS.max(need_blocks);
     if fits(lo)? {
-        return Ok(lo * BLOCK_SIZE);
+        return BlockCount(lo).bytes();
     }
     // Exponential search for a size that fits, then bisect.
     let mut hi = lo;
@@ -79,15 +90,16 @@ pub fn min_size(need_blocks: u64, need_inodes: u64, params: &Ext4Params) -> Resu
         }
         lo = hi;
     }
-    while hi - lo > 1 {
-        let mid = lo + (hi - lo) / 2;
+    // Invariant: lo < hi, lo does not fit, hi fits.
+    while hi.saturating_sub(lo) > 1 {
+        let mid = lo.saturating_add(hi.saturating_sub(lo) / 2);
         if fits(mid)? {
             hi = mid;
         } else {
             lo = mid;
         }
     }
-    Ok(hi * BLOCK_SIZE)
+    BlockCount(hi).bytes()
 }
 
 #[cfg(test)]

@@ -21,8 +21,9 @@ use std::path::Path;
 
 use ext4_view::{Ext4, Ext4Read, Metadata};
 
-use super::builder::{Ext4Builder, SpecialKind, ROOT_INO};
+use super::builder::Ext4Builder;
 use super::error::Ext4Error;
+use super::node::{SpecialKind, ROOT_INO};
 use super::params::{Ext4Params, InodeMeta, Timestamp};
 use super::superblock::OldSuperblock;
 use crate::partition::PartitionWindow;
@@ -117,7 +118,7 @@ pub fn scan_old(window: &PartitionWindow) -> Result<OldSummary, Ext4Error> {
             path: "/".into(),
             message: format!(
                 "no ext4 superblock at offset {} of {}",
-                window.start() + 1024,
+                window.start().saturating_add(1024),
                 window.path().display()
             ),
         });
@@ -145,17 +146,23 @@ fn scan_dir(fs: &Ext4, dir: &[u8], sum: &mut OldSummary) -> Result<(), Ext4Error
             [dir, b"/", &name].concat()
         };
         let md = e.metadata().map_err(|e| err(&rel, e))?;
-        sum.entries += 1;
+        // Sizing figures: saturating, so an absurd old filesystem asks for
+        // an impossible size (and fails the size check) instead of wrapping.
+        sum.entries = sum.entries.saturating_add(1);
         if md.is_dir() {
-            sum.dirs += 1;
+            sum.dirs = sum.dirs.saturating_add(1);
             scan_dir(fs, &rel, sum)?;
         } else if md.file_type().is_regular_file() {
-            sum.bytes += md.len();
-            sum.file_blocks +=
-                super::capacity::file_blocks(md.len(), super::params::MAX_EXTENT_BLOCKS);
+            sum.bytes = sum.bytes.saturating_add(md.len());
+            let blocks = super::capacity::file_blocks(md.len(), super::params::MAX_EXTENT_BLOCKS);
+            sum.file_blocks = sum.file_blocks.saturating_add(blocks);
         }
     }
     Ok(())
+}
+
+fn spill_overflow(path: &[u8]) -> Ext4Error {
+    err(path, "spill file offset past 2^64 bytes")
 }
 
 /// Spill copy buffer: 1 MiB, like the host copy.
@@ -171,7 +178,7 @@ impl OldTree {
             path: "/".into(),
             message: format!(
                 "no ext4 superblock at offset {} of {} (bad magic)",
-                window.start() + 1024,
+                window.start().saturating_add(1024),
                 window.path().display()
             ),
         })?;
@@ -234,9 +241,14 @@ impl OldTree {
                         what: "writing the spill file".into(),
                         source: e,
                     })?;
-                    len += n as u64;
+                    len = len
+                        .checked_add(n as u64)
+                        .ok_or_else(|| spill_overflow(&rel))?;
                 }
-                self.spill_len += len;
+                self.spill_len = self
+                    .spill_len
+                    .checked_add(len)
+                    .ok_or_else(|| spill_overflow(&rel))?;
                 OldKind::File { offset, len }
             } else if ft.is_symlink() {
                 let t = fs.read_link(p).map_err(|e| err(&rel, e))?;
@@ -300,10 +312,11 @@ impl OldTree {
         for e in &self.entries {
             let (parent, name) = match e.path.iter().rposition(|&c| c == b'/') {
                 Some(i) => {
+                    let (dir, slash_name) = e.path.split_at(i);
                     let p = builder
-                        .lookup(&e.path[..i])
+                        .lookup(dir)
                         .ok_or_else(|| err(&e.path, "parent directory missing"))?;
-                    (p, &e.path[i + 1..])
+                    (p, slash_name.get(1..).unwrap_or_default())
                 }
                 None => (ROOT_INO, e.path.as_slice()),
             };
@@ -327,8 +340,8 @@ impl OldTree {
                         })?;
                     let mut done = 0u64;
                     while done < *len {
-                        let want = usize::try_from((*len - done).min(SPILL_BUF as u64))
-                            .unwrap_or(SPILL_BUF);
+                        let left = len.saturating_sub(done); // done < len
+                        let want = usize::try_from(left).map_or(SPILL_BUF, |l| l.min(SPILL_BUF));
                         self.spill
                             .read_exact(&mut buf[..want])
                             .map_err(|e| Ext4Error::Io {
@@ -336,7 +349,7 @@ impl OldTree {
                                 source: e,
                             })?;
                         w.write_at(done, &buf[..want])?;
-                        done += want as u64;
+                        done = done.saturating_add(want as u64); // <= len
                     }
                 }
             }

@@ -15,7 +15,10 @@ pub(crate) const FT_DIR: u8 = 2;
 
 /// Bytes one entry needs: 8-byte header plus the name, 4-byte aligned.
 pub(crate) fn entry_len(name_len: usize) -> usize {
-    (8 + name_len).next_multiple_of(4)
+    name_len
+        .saturating_add(8)
+        .checked_next_multiple_of(4)
+        .unwrap_or(usize::MAX)
 }
 
 /// One entry to write.
@@ -27,15 +30,15 @@ pub(crate) struct Entry<'a> {
 
 /// How many blocks the given entries (including `.` and `..`) need.
 pub(crate) fn blocks_needed(names: impl Iterator<Item = usize>) -> usize {
-    let mut blocks = 1;
-    let mut used = 0;
+    let mut blocks = 1usize;
+    let mut used = 0usize;
     for n in names {
         let len = entry_len(n);
-        if used + len > USABLE {
-            blocks += 1;
+        if used.saturating_add(len) > USABLE {
+            blocks = blocks.saturating_add(1);
             used = 0;
         }
-        used += len;
+        used = used.saturating_add(len);
     }
     blocks
 }
@@ -53,20 +56,26 @@ pub(crate) fn build_blocks(
     let mut last_off: Option<usize> = None;
     for e in entries {
         let len = entry_len(e.name.len());
-        if used + len > USABLE {
-            finish_block(&mut cur, last_off, used, inode_seed);
+        if used.saturating_add(len) > USABLE {
+            finish_block(&mut cur, last_off, inode_seed);
             blocks.push(std::mem::replace(&mut cur, vec![0u8; BLOCK_SIZE_USIZE]));
             used = 0;
         }
-        put_u32(&mut cur, used, e.ino); // inode
-        put_u16(&mut cur, used + 4, field16(len)); // rec_len (<= 4084)
-        put_u8(&mut cur, used + 6, field8(e.name.len())); // name_len (<= 255, checked by the builder)
-        put_u8(&mut cur, used + 7, e.file_type); // file_type
-        cur[used + 8..used + 8 + e.name.len()].copy_from_slice(e.name);
+        // Names are 1..=255 bytes (checked by the builder): an entry is at
+        // most 264 bytes and fits an empty block's 4084.
+        let slot = cur
+            .get_mut(used..)
+            .and_then(|rest| rest.get_mut(..len))
+            .ok_or_else(|| format!("directory entry of {len} bytes does not fit a block"))?;
+        put_u32(slot, 0, e.ino); // inode
+        put_u16(slot, 4, field16(len)); // rec_len (<= 4084)
+        put_u8(slot, 6, field8(e.name.len())); // name_len (<= 255)
+        put_u8(slot, 7, e.file_type); // file_type
+        slot[8..][..e.name.len()].copy_from_slice(e.name); // name
         last_off = Some(used);
-        used += len;
+        used = used.saturating_add(len); // <= USABLE
     }
-    finish_block(&mut cur, last_off, used, inode_seed);
+    finish_block(&mut cur, last_off, inode_seed);
     blocks.push(cur);
     if blocks.len() > nblocks {
         return Err(format!(
@@ -76,20 +85,19 @@ pub(crate) fn build_blocks(
     }
     while blocks.len() < nblocks {
         let mut b = vec![0u8; BLOCK_SIZE_USIZE];
-        finish_block(&mut b, None, 0, inode_seed);
+        finish_block(&mut b, None, inode_seed);
         blocks.push(b);
     }
     Ok(blocks)
 }
 
-fn finish_block(b: &mut [u8], last_off: Option<usize>, used: usize, inode_seed: u32) {
+fn finish_block(b: &mut [u8], last_off: Option<usize>, inode_seed: u32) {
     match last_off {
-        // Stretch the last entry over the free space.
-        Some(off) => put_u16(b, off + 4, field16(USABLE - off)),
+        // Stretch the last entry (starting at off < USABLE) over the free space.
+        Some(off) => put_u16(&mut b[off..], 4, field16(USABLE.saturating_sub(off))),
         // An empty block: one unused entry (inode 0) covering it.
         None => put_u16(b, 4, field16(USABLE)),
     }
-    let _ = used;
     // ext4_dir_entry_tail: det_reserved_zero1 = 0, det_rec_len = 12,
     // det_reserved_zero2 = 0, det_reserved_ft = 0xDE, det_checksum.
     put_u32(b, USABLE, 0);

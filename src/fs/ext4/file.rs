@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use super::alloc::Run;
 use super::error::Ext4Error;
-use super::layout::BLOCK_SIZE;
 use crate::partition::PartitionWindow;
 
 /// Writes one regular file's bytes straight to their final blocks.
@@ -70,34 +69,42 @@ impl FileWriter {
                 size,
             });
         }
-        let mut done = 0usize;
-        let mut logical_byte = 0u64; // file offset where the current run starts
+        let overflow =
+            |at: u64| Ext4Error::Internal(format!("{}: offset past 2^64 near {at}", self.path));
+        let mut rest = data;
+        let mut pos = offset; // file offset of rest[0]
+        let mut run_start = 0u64; // file offset where the current run starts
         for run in self.runs.iter() {
-            let run_bytes = run.len * BLOCK_SIZE;
-            let run_end = logical_byte + run_bytes;
-            let pos = offset + done as u64;
-            if pos < run_end {
-                let within = pos - logical_byte;
-                let n = usize::try_from((run_bytes - within).min((data.len() - done) as u64))
-                    .map_err(|_| {
-                        Ext4Error::Internal("write chunk does not fit in memory".into())
-                    })?;
-                self.window
-                    .write_at(run.start * BLOCK_SIZE + within, &data[done..done + n])?;
-                done += n;
-                if done == data.len() {
+            let run_bytes = run.len.bytes()?;
+            let run_end = run_start
+                .checked_add(run_bytes)
+                .ok_or_else(|| overflow(run_start))?;
+            // Runs are walked in order and pos only moves forward, so
+            // run_start <= pos once pos < run_end.
+            if let Some(within) = pos.checked_sub(run_start).filter(|_| pos < run_end) {
+                let room = run_bytes.saturating_sub(within);
+                let n = usize::try_from(room).map_or(rest.len(), |r| r.min(rest.len()));
+                let (now, later) = rest.split_at(n);
+                let at = run
+                    .start
+                    .byte_offset()?
+                    .checked_add(within)
+                    .ok_or_else(|| overflow(pos))?;
+                self.window.write_at(at, now)?;
+                rest = later;
+                if rest.is_empty() {
                     return Ok(());
                 }
+                pos = pos.checked_add(n as u64).ok_or_else(|| overflow(pos))?;
             }
-            logical_byte = run_end;
+            run_start = run_end;
         }
-        if done == data.len() {
+        if rest.is_empty() {
             Ok(())
         } else {
             Err(Ext4Error::Internal(format!(
-                "{}: reserved blocks do not cover offset {}",
-                self.path,
-                offset + done as u64
+                "{}: reserved blocks do not cover offset {pos}",
+                self.path
             )))
         }
     }
@@ -135,7 +142,8 @@ impl std::io::Write for SequentialWriter {
         self.inner
             .write_at(self.pos, buf)
             .map_err(std::io::Error::other)?;
-        self.pos += buf.len() as u64;
+        // A file is at most 16 TiB (checked at creation): no overflow.
+        self.pos = self.pos.saturating_add(buf.len() as u64);
         Ok(buf.len())
     }
 

@@ -3,6 +3,7 @@
 use super::bytes::{hi16, hi32, lo16, lo32, put_u16, put_u32};
 use super::csum;
 use super::layout::DESC_SIZE_USIZE;
+use super::units::BlockNo;
 
 /// `EXT4_BG_INODE_UNINIT`: no inode of the group is in use; its inode
 /// bitmap and table need not be read.
@@ -14,9 +15,9 @@ pub(crate) const BG_INODE_ZEROED: u16 = 0x4;
 /// What one group descriptor says.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct GroupDesc {
-    pub block_bitmap: u64,
-    pub inode_bitmap: u64,
-    pub inode_table: u64,
+    pub block_bitmap: BlockNo,
+    pub inode_bitmap: BlockNo,
+    pub inode_table: BlockNo,
     pub free_blocks: u32,
     pub free_inodes: u32,
     pub used_dirs: u32,
@@ -30,9 +31,9 @@ impl GroupDesc {
     /// Serialise descriptor `group` with its crc32c (low 16 bits).
     pub fn encode(&self, group: u32, fs_seed: u32) -> [u8; DESC_SIZE_USIZE] {
         let mut b = [0u8; DESC_SIZE_USIZE];
-        put_u32(&mut b, 0x00, lo32(self.block_bitmap)); // bg_block_bitmap_lo
-        put_u32(&mut b, 0x04, lo32(self.inode_bitmap)); // bg_inode_bitmap_lo
-        put_u32(&mut b, 0x08, lo32(self.inode_table)); // bg_inode_table_lo
+        put_u32(&mut b, 0x00, lo32(self.block_bitmap.get())); // bg_block_bitmap_lo
+        put_u32(&mut b, 0x04, lo32(self.inode_bitmap.get())); // bg_inode_bitmap_lo
+        put_u32(&mut b, 0x08, lo32(self.inode_table.get())); // bg_inode_table_lo
         put_u16(&mut b, 0x0C, lo16(self.free_blocks)); // bg_free_blocks_count_lo
         put_u16(&mut b, 0x0E, lo16(self.free_inodes)); // bg_free_inodes_count_lo
         put_u16(&mut b, 0x10, lo16(self.used_dirs)); // bg_used_dirs_count_lo
@@ -40,9 +41,9 @@ impl GroupDesc {
         put_u16(&mut b, 0x18, lo16(self.block_bitmap_csum)); // bg_block_bitmap_csum_lo
         put_u16(&mut b, 0x1A, lo16(self.inode_bitmap_csum)); // bg_inode_bitmap_csum_lo
         put_u16(&mut b, 0x1C, lo16(self.itable_unused)); // bg_itable_unused_lo
-        put_u32(&mut b, 0x20, hi32(self.block_bitmap)); // bg_block_bitmap_hi
-        put_u32(&mut b, 0x24, hi32(self.inode_bitmap)); // bg_inode_bitmap_hi
-        put_u32(&mut b, 0x28, hi32(self.inode_table)); // bg_inode_table_hi
+        put_u32(&mut b, 0x20, hi32(self.block_bitmap.get())); // bg_block_bitmap_hi
+        put_u32(&mut b, 0x24, hi32(self.inode_bitmap.get())); // bg_inode_bitmap_hi
+        put_u32(&mut b, 0x28, hi32(self.inode_table.get())); // bg_inode_table_hi
         put_u16(&mut b, 0x2C, hi16(self.free_blocks)); // bg_free_blocks_count_hi
         put_u16(&mut b, 0x2E, hi16(self.free_inodes)); // bg_free_inodes_count_hi
         put_u16(&mut b, 0x30, hi16(self.used_dirs)); // bg_used_dirs_count_hi
@@ -57,8 +58,12 @@ impl GroupDesc {
     }
 }
 
-/// Set bits `[from, to)` of a bitmap.
+/// Set bits `[from, to)` of a bitmap (`to` is clamped to the bitmap).
+// `to <= bitmap.len() * 8 <= isize::MAX` after the clamp and `i <= to`
+// throughout, so `i + 8` and the increments can not overflow.
+#[allow(clippy::arithmetic_side_effects)]
 pub(crate) fn set_bits(bitmap: &mut [u8], from: usize, to: usize) {
+    let to = to.min(bitmap.len().saturating_mul(8));
     let mut i = from;
     while i < to && i % 8 != 0 {
         bitmap[i / 8] |= 1 << (i % 8);

@@ -13,9 +13,10 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::builder::{Ext4Builder, Ino, SpecialKind};
+use super::builder::Ext4Builder;
 use super::error::Ext4Error;
 use super::file::FileWriter;
+use super::node::{Ino, SpecialKind};
 use super::params::{InodeMeta, Timestamp};
 
 /// Copy buffer per thread. 1 MiB: large enough that syscall overhead is
@@ -107,7 +108,8 @@ fn copy_one(src: &Path, w: &FileWriter, buf: &mut [u8]) -> Result<(), Ext4Error>
             break;
         }
         w.write_at(off, &buf[..n])?;
-        off += n as u64;
+        // write_at refused anything past the file's size, so off <= size.
+        off = off.saturating_add(n as u64);
     }
     if off != w.size() {
         return Err(Ext4Error::BadSize {
@@ -121,15 +123,15 @@ fn copy_one(src: &Path, w: &FileWriter, buf: &mut [u8]) -> Result<(), Ext4Error>
 
 /// Count the entries under `dir` (for the inode policy's `expected_inodes`).
 pub fn count_host_entries(dir: &Path) -> Result<u64, Ext4Error> {
-    let mut n = 0;
+    let mut n = 0u64;
     for e in std::fs::read_dir(dir).map_err(|e| io("reading directory", dir, e))? {
         let e = e.map_err(|e| io("reading directory", dir, e))?;
-        n += 1;
+        n = n.saturating_add(1);
         if e.file_type()
             .map_err(|err| io("stat", &e.path(), err))?
             .is_dir()
         {
-            n += count_host_entries(&e.path())?;
+            n = n.saturating_add(count_host_entries(&e.path())?);
         }
     }
     Ok(n)

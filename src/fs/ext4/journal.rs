@@ -1,7 +1,16 @@
-//! The jbd2 journal superblock (big-endian), clean and empty.
+//! The journal: its jbd2 superblock (big-endian), clean and empty, and the
+//! journal inode (inode 8) with the superblock's backup of its block map.
 
-use super::bytes::{put_be32, put_u8};
+use super::builder::Ext4Builder;
+use super::bytes::{get_u32, hi32, lo32, put_be32, put_u8, u64_of};
 use super::csum;
+use super::error::Ext4Error;
+use super::extent::{self, runs_to_extents};
+use super::inode::{RawInode, EXTENTS_FL, S_IFREG};
+use super::layout::BLOCK_SIZE;
+use super::params::InodeMeta;
+use super::superblock::JOURNAL_INO;
+use super::units::BlockCount;
 
 const JBD2_MAGIC: u32 = 0xC03B_3998;
 /// `JBD2_SUPERBLOCK_V2`.
@@ -37,6 +46,63 @@ pub(crate) fn superblock(block_size: u32, maxlen: u32, fs_uuid: &[u8; 16]) -> Ve
     let c = csum::raw(!0, &b);
     put_be32(&mut b, 0xFC, c); // s_checksum
     b
+}
+
+impl Ext4Builder {
+    /// The journal inode's extent tree over the runs the layout placed.
+    fn journal_extent_tree(&self) -> Result<extent::Tree, Ext4Error> {
+        let extents = runs_to_extents(&self.layout.journal)?;
+        let seed = csum::inode_seed(self.fs_seed, JOURNAL_INO, 0);
+        extent::build(&extents, &self.journal_tree, seed).map_err(Ext4Error::Internal)
+    }
+
+    /// The journal inode (writing its extent tree blocks, if any).
+    pub(super) fn journal_inode(&self) -> Result<RawInode, Ext4Error> {
+        let tree = self.journal_extent_tree()?;
+        self.write_tree(&tree)?;
+        let tree_blocks = BlockCount(u64_of(self.journal_tree.len()));
+        let blocks = self.layout.journal_blocks.add(tree_blocks)?;
+        Ok(RawInode {
+            mode: S_IFREG | 0o600,
+            meta: InodeMeta::new(0o600, self.params.time),
+            size: self.layout.journal_blocks.bytes()?,
+            links: 1,
+            sectors: blocks.sectors()?,
+            flags: EXTENTS_FL,
+            i_block: tree.i_block,
+        })
+    }
+
+    /// Write the journal superblock into the journal's first block.
+    pub(super) fn write_journal_superblock(&self) -> Result<(), Ext4Error> {
+        let jsb = superblock(
+            lo32(BLOCK_SIZE),
+            lo32(self.layout.journal_blocks.get()), // <= 262144 (layout.rs)
+            &self.uuid,
+        );
+        let j0 = self
+            .layout
+            .journal
+            .first()
+            .map(|r| r.start)
+            .ok_or_else(|| Ext4Error::Internal("no journal".into()))?;
+        self.window.write_at(j0.byte_offset()?, &jsb)?;
+        Ok(())
+    }
+
+    /// `s_jnl_blocks`: the journal inode's `i_block` words, then
+    /// `i_size_high` and `i_size`, so e2fsck can rebuild a lost journal inode.
+    pub(super) fn journal_backup(&self) -> Result<[u32; 17], Ext4Error> {
+        let jtree = self.journal_extent_tree()?;
+        let mut jnl_blocks = [0u32; 17];
+        for (w, word) in jnl_blocks.iter_mut().zip(jtree.i_block.chunks_exact(4)) {
+            *w = get_u32(word, 0);
+        }
+        let jsize = self.layout.journal_blocks.bytes()?;
+        jnl_blocks[15] = hi32(jsize);
+        jnl_blocks[16] = lo32(jsize);
+        Ok(jnl_blocks)
+    }
 }
 
 #[cfg(test)]

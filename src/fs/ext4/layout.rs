@@ -8,6 +8,7 @@
 use super::alloc::{Allocator, Run};
 use super::error::Ext4Error;
 use super::params::Ext4Params;
+use super::units::{BlockCount, BlockNo, GroupNo};
 
 /// The block size: 4 KiB (docs/design.md, "The ext4 builder").
 pub const BLOCK_SIZE: u64 = 4096;
@@ -36,35 +37,40 @@ pub(crate) const MIN_BLOCKS: u64 = 2048;
 /// Where one group's bitmaps and inode table live.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct GroupMeta {
-    pub block_bitmap: u64,
-    pub inode_bitmap: u64,
-    pub inode_table: u64,
+    pub block_bitmap: BlockNo,
+    pub inode_bitmap: BlockNo,
+    pub inode_table: BlockNo,
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct Layout {
-    pub blocks_count: u64,
+    pub blocks_count: BlockCount,
+    /// Number of groups (`>= 1`).
     pub groups: u64,
     pub inodes_per_group: u64,
-    pub desc_blocks: u64,
-    pub reserved_gdt_blocks: u64,
+    pub desc_blocks: BlockCount,
+    pub reserved_gdt_blocks: BlockCount,
     pub groups_meta: Vec<GroupMeta>,
     pub journal: Vec<Run>,
-    pub journal_blocks: u64,
+    pub journal_blocks: BlockCount,
     /// Double-indirect block of the resize inode (when `reserved_gdt_blocks > 0`).
-    pub resize_dind: Option<u64>,
-    pub reserved_blocks: u64,
+    pub resize_dind: Option<BlockNo>,
+    pub reserved_blocks: BlockCount,
 }
 
 /// sparse_super: groups 0, 1 and powers of 3, 5 and 7 hold superblock backups.
-pub(crate) fn group_has_super(g: u64) -> bool {
+pub(crate) fn group_has_super(g: GroupNo) -> bool {
+    let g = g.0;
     if g <= 1 {
         return true;
     }
     [3u64, 5, 7].iter().any(|&b| {
         let mut p = b;
         while p < g {
-            p *= b;
+            match p.checked_mul(b) {
+                Some(next) => p = next,
+                None => return false,
+            }
         }
         p == g
     })
@@ -95,11 +101,7 @@ fn reserved_gdt_blocks(blocks: u64, desc_blocks: u64) -> u64 {
     if blocks > u64::from(u32::MAX) {
         return 0; // the resize inode has 32-bit block pointers
     }
-    let max_blocks = if blocks < u64::from(u32::MAX) / 1024 {
-        blocks * 1024
-    } else {
-        u64::from(u32::MAX)
-    };
+    let max_blocks = blocks.saturating_mul(1024).min(u64::from(u32::MAX));
     let rsv_groups = max_blocks.div_ceil(BLOCKS_PER_GROUP);
     let rsv = rsv_groups
         .div_ceil(DESCS_PER_BLOCK)
@@ -108,23 +110,79 @@ fn reserved_gdt_blocks(blocks: u64, desc_blocks: u64) -> u64 {
 }
 
 fn inodes_per_group(params: &Ext4Params, blocks: u64, groups: u64) -> Result<u64, Ext4Error> {
-    let bytes = blocks * BLOCK_SIZE;
-    let by_ratio = bytes / params.inodes.bytes_per_inode.max(1024);
+    let bytes = blocks.saturating_mul(BLOCK_SIZE);
+    let by_ratio = bytes
+        .checked_div(params.inodes.bytes_per_inode.max(1024))
+        .unwrap_or(0);
     let expected = params.inodes.expected_inodes;
     let wanted = by_ratio.max(expected.saturating_add(expected / 4).saturating_add(1024));
     let per_group = wanted
-        .div_ceil(groups)
-        .next_multiple_of(INODES_PER_BLOCK)
+        .div_ceil(groups.max(1))
+        .checked_next_multiple_of(INODES_PER_BLOCK)
+        .unwrap_or(u64::MAX)
         .max(INODES_PER_BLOCK);
     // An inode bitmap is one block: at most 8 * 4096 inodes per group.
     let max = 8 * BLOCK_SIZE;
     if per_group > max || per_group.saturating_mul(groups) > u64::from(u32::MAX) {
         return Err(Ext4Error::TooManyInodes {
             wanted,
-            max: (max * groups).min(u64::from(u32::MAX)),
+            max: max.saturating_mul(groups).min(u64::from(u32::MAX)),
         });
     }
     Ok(per_group)
+}
+
+/// Sizes of one candidate geometry, before anything is placed.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    blocks: u64,
+    groups: u64,
+    /// Inodes per group.
+    ipg: u64,
+    /// Inode table blocks per group.
+    itb: u64,
+    desc_blocks: u64,
+    /// Reserved GDT blocks.
+    rsv: u64,
+}
+
+impl Geometry {
+    /// The geometry of `blocks` blocks (`>= MIN_BLOCKS`). Every figure is
+    /// bounded: blocks < 2^52 (a byte size / 4096), groups < 2^37, ipg <=
+    /// 32768, so the products below stay far inside `u64`.
+    #[allow(clippy::arithmetic_side_effects)] // bounds in the doc comment
+    fn new(params: &Ext4Params, blocks: u64) -> Result<Self, Ext4Error> {
+        let groups = blocks.div_ceil(BLOCKS_PER_GROUP);
+        let ipg = inodes_per_group(params, blocks, groups)?;
+        let desc_blocks = groups.div_ceil(DESCS_PER_BLOCK);
+        Ok(Self {
+            blocks,
+            groups,
+            ipg,
+            itb: ipg * INODE_SIZE / BLOCK_SIZE,
+            desc_blocks,
+            rsv: reserved_gdt_blocks(blocks, desc_blocks),
+        })
+    }
+
+    /// Blocks of a too-small last group to drop, like mke2fs: one that
+    /// can not hold its own overhead plus 50 blocks. Zero when it is fine.
+    #[allow(clippy::arithmetic_side_effects)] // groups >= 1; rem <= blocks; small sums
+    fn tiny_last_group(&self) -> u64 {
+        let last = self.groups - 1;
+        let rem = self.blocks - last * BLOCKS_PER_GROUP;
+        let sb_overhead = if group_has_super(GroupNo(last)) {
+            1 + self.desc_blocks + self.rsv
+        } else {
+            0
+        };
+        let overhead = sb_overhead + 2 + self.itb;
+        if self.groups > 1 && rem < overhead + 50 {
+            rem
+        } else {
+            0
+        }
+    }
 }
 
 impl Layout {
@@ -139,98 +197,38 @@ impl Layout {
             });
         }
         loop {
-            let groups = blocks.div_ceil(BLOCKS_PER_GROUP);
-            let ipg = inodes_per_group(params, blocks, groups)?;
-            let itb = ipg * INODE_SIZE / BLOCK_SIZE;
-            let desc_blocks = groups.div_ceil(DESCS_PER_BLOCK);
-            let rsv = reserved_gdt_blocks(blocks, desc_blocks);
-            // Like mke2fs: a last group too small for its own overhead plus
-            // 50 blocks is dropped.
-            let last = groups - 1;
-            let rem = blocks - last * BLOCKS_PER_GROUP;
-            let sb_overhead = if group_has_super(last) {
-                1 + desc_blocks + rsv
-            } else {
-                0
-            };
-            let overhead = sb_overhead + 2 + itb;
-            if groups > 1 && rem < overhead + 50 {
-                blocks -= rem;
-                continue;
+            let geo = Geometry::new(params, blocks)?;
+            match geo.tiny_last_group() {
+                0 => return Self::place(geo, params),
+                drop => blocks = blocks.saturating_sub(drop),
             }
-            return Self::place(blocks, groups, ipg, itb, desc_blocks, rsv, params);
         }
     }
 
-    fn place(
-        blocks: u64,
-        groups: u64,
-        ipg: u64,
-        itb: u64,
-        desc_blocks: u64,
-        rsv: u64,
-        params: &Ext4Params,
-    ) -> Result<(Self, Allocator), Ext4Error> {
+    fn place(geo: Geometry, params: &Ext4Params) -> Result<(Self, Allocator), Ext4Error> {
+        let blocks = geo.blocks;
         let too_small = |what: &str| Ext4Error::NoSpace {
             what: what.to_string(),
             needed: 0,
             available: 0,
-            size: blocks * BLOCK_SIZE,
+            size: blocks.saturating_mul(BLOCK_SIZE),
         };
-        let mut alloc = Allocator::new(blocks);
-        for g in (0..groups).filter(|&g| group_has_super(g)) {
+        let mut alloc = Allocator::new(BlockCount(blocks));
+        // Superblock, descriptor table and reserved GDT blocks of each group
+        // with a backup: 1 + desc_blocks + rsv <= 1 + 2^31 + 1024 blocks.
+        let sb_len = BlockCount(geo.desc_blocks.saturating_add(geo.rsv).saturating_add(1));
+        for g in (0..geo.groups).map(GroupNo).filter(|&g| group_has_super(g)) {
             alloc
-                .mark(g * BLOCKS_PER_GROUP, 1 + desc_blocks + rsv)
+                .mark(g.first_block()?, sb_len)
                 .map_err(|_| too_small("superblock backups"))?;
         }
-        // flex_bg: each flex group's bitmaps and inode tables are packed at
-        // the start of its first group (block bitmaps, then inode bitmaps,
-        // then inode tables), as mke2fs does.
-        let mut groups_meta = Vec::with_capacity(usize::try_from(groups).unwrap_or(0));
-        let mut flex_start = 0;
-        while flex_start < groups {
-            let n = GROUPS_PER_FLEX.min(groups - flex_start);
-            let goal = flex_start * BLOCKS_PER_GROUP;
-            let mut bbs = Vec::new();
-            let mut ibs = Vec::new();
-            let mut its = Vec::new();
-            let mut pos = goal;
-            for _ in 0..n {
-                let b = alloc
-                    .alloc_contiguous(pos, 1)
-                    .ok_or_else(|| too_small("block bitmaps"))?;
-                pos = b + 1;
-                bbs.push(b);
-            }
-            for _ in 0..n {
-                let b = alloc
-                    .alloc_contiguous(pos, 1)
-                    .ok_or_else(|| too_small("inode bitmaps"))?;
-                pos = b + 1;
-                ibs.push(b);
-            }
-            for _ in 0..n {
-                let b = alloc
-                    .alloc_contiguous(pos, itb)
-                    .ok_or_else(|| too_small("inode tables"))?;
-                pos = b + itb;
-                its.push(b);
-            }
-            for i in 0..bbs.len() {
-                groups_meta.push(GroupMeta {
-                    block_bitmap: bbs[i],
-                    inode_bitmap: ibs[i],
-                    inode_table: its[i],
-                });
-            }
-            flex_start += n;
-        }
+        let groups_meta = place_group_metadata(&mut alloc, &geo).map_err(too_small)?;
         // The resize inode's double-indirect block, right after group 0's
         // metadata.
-        let resize_dind = if rsv > 0 {
+        let resize_dind = if geo.rsv > 0 {
             Some(
                 alloc
-                    .alloc_contiguous(0, 1)
+                    .alloc_contiguous(BlockNo(0), BlockCount(1))
                     .ok_or_else(|| too_small("resize inode"))?,
             )
         } else {
@@ -240,78 +238,141 @@ impl Layout {
         // down to a flex group when there are more than 16 groups).
         let journal_blocks = default_journal_blocks(blocks);
         let mut mid = (blocks / 2) / BLOCKS_PER_GROUP;
-        if groups > GROUPS_PER_FLEX {
+        if geo.groups > GROUPS_PER_FLEX {
             mid &= !(GROUPS_PER_FLEX - 1);
         }
         let journal = alloc_from(
             &mut alloc,
-            mid * BLOCKS_PER_GROUP,
+            GroupNo(mid).first_block()?,
             journal_blocks,
             u64::from(params.max_extent_blocks),
         )
         .ok_or_else(|| too_small("journal"))?;
-        let reserved_blocks = blocks * u64::from(params.reserved_percent.min(50)) / 100;
+        // <= blocks * 50 / 100: the product fits (blocks < 2^52).
+        let reserved_blocks =
+            blocks.saturating_mul(u64::from(params.reserved_percent.min(50))) / 100;
         let layout = Self {
-            blocks_count: blocks,
-            groups,
-            inodes_per_group: ipg,
-            desc_blocks,
-            reserved_gdt_blocks: rsv,
+            blocks_count: BlockCount(blocks),
+            groups: geo.groups,
+            inodes_per_group: geo.ipg,
+            desc_blocks: BlockCount(geo.desc_blocks),
+            reserved_gdt_blocks: BlockCount(geo.rsv),
             groups_meta,
             journal,
-            journal_blocks,
+            journal_blocks: BlockCount(journal_blocks),
             resize_dind,
-            reserved_blocks,
+            reserved_blocks: BlockCount(reserved_blocks),
         };
         Ok((layout, alloc))
     }
 
     pub fn inodes_count(&self) -> u64 {
-        self.inodes_per_group * self.groups
+        // ipg * groups <= 2^32 (checked by `inodes_per_group`).
+        self.inodes_per_group.saturating_mul(self.groups)
     }
 
-    /// Blocks in group `g` (the last one may be short).
-    pub fn blocks_in_group(&self, g: u64) -> u64 {
-        let start = g * BLOCKS_PER_GROUP;
-        (self.blocks_count - start).min(BLOCKS_PER_GROUP)
+    /// Blocks in group `g` (the last one may be short; zero past the end).
+    pub fn blocks_in_group(&self, g: GroupNo) -> BlockCount {
+        let start = g.0.saturating_mul(BLOCKS_PER_GROUP);
+        BlockCount(
+            self.blocks_count
+                .0
+                .saturating_sub(start)
+                .min(BLOCKS_PER_GROUP),
+        )
     }
 
     /// Groups (other than 0) that carry superblock/GDT backups, ascending.
-    pub fn backup_groups(&self) -> impl Iterator<Item = u64> + '_ {
-        (1..self.groups).filter(|&g| group_has_super(g))
+    pub fn backup_groups(&self) -> impl Iterator<Item = GroupNo> + '_ {
+        (1..self.groups)
+            .map(GroupNo)
+            .filter(|&g| group_has_super(g))
     }
+
+    /// Where group `g`'s bitmaps and inode table are.
+    pub fn group_meta(&self, g: GroupNo) -> Result<GroupMeta, Ext4Error> {
+        self.groups_meta
+            .get(g.index())
+            .copied()
+            .ok_or_else(|| Ext4Error::Internal(format!("no group {}", g.0)))
+    }
+}
+
+/// flex_bg: each flex group's bitmaps and inode tables are packed at the
+/// start of its first group (block bitmaps, then inode bitmaps, then inode
+/// tables), as mke2fs does. On failure, names what did not fit.
+fn place_group_metadata(
+    alloc: &mut Allocator,
+    geo: &Geometry,
+) -> Result<Vec<GroupMeta>, &'static str> {
+    let mut groups_meta = Vec::with_capacity(usize::try_from(geo.groups).unwrap_or(0));
+    let mut flex_start = 0;
+    while flex_start < geo.groups {
+        let n = GROUPS_PER_FLEX.min(geo.groups.saturating_sub(flex_start));
+        let mut pos = GroupNo(flex_start)
+            .first_block()
+            .map_err(|_| "block bitmaps")?;
+        let mut place = |len: u64, what: &'static str| -> Result<Vec<BlockNo>, &'static str> {
+            (0..n)
+                .map(|_| {
+                    let b = alloc.alloc_contiguous(pos, BlockCount(len)).ok_or(what)?;
+                    pos = b.checked_add(BlockCount(len)).ok_or(what)?;
+                    Ok(b)
+                })
+                .collect()
+        };
+        let bbs = place(1, "block bitmaps")?;
+        let ibs = place(1, "inode bitmaps")?;
+        let its = place(geo.itb, "inode tables")?;
+        for ((block_bitmap, inode_bitmap), inode_table) in bbs.into_iter().zip(ibs).zip(its) {
+            groups_meta.push(GroupMeta {
+                block_bitmap,
+                inode_bitmap,
+                inode_table,
+            });
+        }
+        flex_start = flex_start.saturating_add(n);
+    }
+    Ok(groups_meta)
 }
 
 /// Allocate `count` blocks starting the search at `from`, as runs of at most
 /// `max_run` (wrapping to the start of the filesystem if needed).
-fn alloc_from(alloc: &mut Allocator, from: u64, count: u64, max_run: u64) -> Option<Vec<Run>> {
+fn alloc_from(alloc: &mut Allocator, from: BlockNo, count: u64, max_run: u64) -> Option<Vec<Run>> {
     let mut runs: Vec<Run> = Vec::new();
     let mut left = count;
     let mut pos = from;
     let mut wrapped = false;
+    let one = BlockCount(1);
     while left > 0 {
         let want = left.min(max_run);
         // Largest free run available at pos, up to `want`.
-        let at = match alloc.find_contiguous(pos, 1) {
+        let at = match alloc.find_contiguous(pos, one) {
             Some(at) => at,
             None if !wrapped => {
                 wrapped = true;
-                pos = 0;
+                pos = BlockNo(0);
                 continue;
             }
             None => return None,
         };
-        let mut len = 1;
-        while len < want && alloc.find_contiguous(at + len, 1) == Some(at + len) {
-            len += 1;
+        let mut len = BlockCount(1);
+        while len.0 < want {
+            let next = at.checked_add(len)?;
+            if alloc.find_contiguous(next, one) != Some(next) {
+                break;
+            }
+            len = len.checked_add(one)?;
         }
         alloc.mark(at, len).ok()?;
         match runs.last_mut() {
-            Some(r) if r.end() == at && r.len + len <= max_run => r.len += len,
+            Some(r) if r.end() == at && r.len.0.saturating_add(len.0) <= max_run => {
+                r.len = r.len.checked_add(len)?;
+            }
             _ => runs.push(Run { start: at, len }),
         }
-        left -= len;
-        pos = at + len;
+        left = left.saturating_sub(len.0);
+        pos = at.checked_add(len)?;
     }
     Some(runs)
 }
@@ -332,7 +393,7 @@ mod tests {
 
     #[test]
     fn sparse_super_groups() {
-        let with: Vec<u64> = (0..130).filter(|&g| group_has_super(g)).collect();
+        let with: Vec<u64> = (0..130).filter(|&g| group_has_super(GroupNo(g))).collect();
         assert_eq!(with, vec![0, 1, 3, 5, 7, 9, 25, 27, 49, 81, 125]);
     }
 
@@ -362,18 +423,20 @@ mod tests {
         // inodes gives 512 (32 inode table blocks).
         assert_eq!(l.inodes_per_group, 512);
         assert_eq!(
-            l.groups_meta[1].inode_table - l.groups_meta[0].inode_table,
-            32
+            l.groups_meta[1]
+                .inode_table
+                .since(l.groups_meta[0].inode_table),
+            Some(BlockCount(32))
         );
-        assert_eq!(l.reserved_gdt_blocks, 31);
-        assert_eq!(l.groups_meta[0].block_bitmap, 33);
-        assert_eq!(l.groups_meta[1].inode_bitmap, 36);
-        assert_eq!(l.groups_meta[1].inode_table, 69);
+        assert_eq!(l.reserved_gdt_blocks, BlockCount(31));
+        assert_eq!(l.groups_meta[0].block_bitmap, BlockNo(33));
+        assert_eq!(l.groups_meta[1].inode_bitmap, BlockNo(36));
+        assert_eq!(l.groups_meta[1].inode_table, BlockNo(69));
         assert_eq!(
             l.journal,
             vec![Run {
-                start: 32_801,
-                len: 4096
+                start: BlockNo(32_801),
+                len: BlockCount(4096)
             }]
         );
         assert!(a.used_count() > 4096);
@@ -383,7 +446,7 @@ mod tests {
     fn tiny_last_group_is_dropped() {
         let (l, _) = Layout::new((32_768 + 40) * 4096, &params()).expect("layout");
         assert_eq!(l.groups, 1);
-        assert_eq!(l.blocks_count, 32_768);
+        assert_eq!(l.blocks_count, BlockCount(32_768));
     }
 
     #[test]

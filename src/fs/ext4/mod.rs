@@ -3,6 +3,7 @@
 //! data straight into the blocks it reserved (see docs/design.md, "The ext4 builder").
 
 mod alloc;
+mod bitmaps;
 mod builder;
 mod bytes;
 mod capacity;
@@ -12,21 +13,30 @@ mod dir;
 mod error;
 mod extent;
 mod file;
+mod finish;
 mod group;
 mod host;
+mod ids;
 mod inode;
+mod inodes;
 mod journal;
 mod layout;
+mod node;
 mod params;
+mod reserve;
+mod resize;
 mod superblock;
+mod units;
 
-pub use builder::{Ext4Builder, FinishStats, Ino, SpecialKind, ROOT_INO};
+pub use builder::Ext4Builder;
 pub use capacity::{capacity, dir_blocks, file_blocks, min_size, Capacity};
 pub use carry::{scan_old, OldSummary, OldTree};
 pub use error::Ext4Error;
 pub use file::{FileWriter, SequentialWriter};
+pub use finish::FinishStats;
 pub use host::{add_host_tree, count_host_entries, host_meta, PendingCopies, COPY_BUF};
 pub use layout::BLOCK_SIZE;
+pub use node::{Ino, SpecialKind, ROOT_INO};
 pub use params::{
     source_date_epoch, Ext4Params, InodeMeta, InodePolicy, Timestamp, MAX_EXTENT_BLOCKS,
 };

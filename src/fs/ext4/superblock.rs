@@ -61,8 +61,8 @@ pub(crate) fn encode(info: &SuperInfo<'_>, group: u64) -> Vec<u8> {
     let mut b = vec![0u8; 1024];
     let inodes = l.inodes_count();
     put_u32(&mut b, 0x00, lo32(inodes)); // s_inodes_count
-    put_u32(&mut b, 0x04, lo32(l.blocks_count)); // s_blocks_count_lo
-    put_u32(&mut b, 0x08, lo32(l.reserved_blocks)); // s_r_blocks_count_lo
+    put_u32(&mut b, 0x04, lo32(l.blocks_count.get())); // s_blocks_count_lo
+    put_u32(&mut b, 0x08, lo32(l.reserved_blocks.get())); // s_r_blocks_count_lo
     put_u32(&mut b, 0x0C, lo32(info.free_blocks)); // s_free_blocks_count_lo
     put_u32(&mut b, 0x10, lo32(info.free_inodes)); // s_free_inodes_count
     put_u32(&mut b, 0x14, 0); // s_first_data_block (0 for 4 KiB blocks)
@@ -85,7 +85,7 @@ pub(crate) fn encode(info: &SuperInfo<'_>, group: u64) -> Vec<u8> {
     put_u16(&mut b, 0x58, INODE_SIZE_U16); // s_inode_size
     put_u16(&mut b, 0x5A, (group & 0xFFFF) as u16); // s_block_group_nr
     let mut compat = COMPAT_HAS_JOURNAL | COMPAT_EXT_ATTR | COMPAT_DIR_INDEX;
-    if l.reserved_gdt_blocks > 0 {
+    if l.reserved_gdt_blocks.get() > 0 {
         compat |= COMPAT_RESIZE_INODE;
     }
     put_u32(&mut b, 0x5C, compat); // s_feature_compat
@@ -106,7 +106,7 @@ pub(crate) fn encode(info: &SuperInfo<'_>, group: u64) -> Vec<u8> {
     ); // s_feature_ro_compat
     b[0x68..0x78].copy_from_slice(&info.uuid); // s_uuid
     b[0x78..0x88].copy_from_slice(&info.label); // s_volume_name
-    put_u16(&mut b, 0xCE, (l.reserved_gdt_blocks & 0xFFFF) as u16); // s_reserved_gdt_blocks (<= 1024)
+    put_u16(&mut b, 0xCE, (l.reserved_gdt_blocks.get() & 0xFFFF) as u16); // s_reserved_gdt_blocks (<= 1024)
     put_u32(&mut b, 0xE0, JOURNAL_INO); // s_journal_inum
     b[0xEC..0xFC].copy_from_slice(&info.hash_seed); // s_hash_seed
     put_u8(&mut b, 0xFC, HASH_HALF_MD4); // s_def_hash_version
@@ -114,11 +114,11 @@ pub(crate) fn encode(info: &SuperInfo<'_>, group: u64) -> Vec<u8> {
     put_u16(&mut b, 0xFE, DESC_SIZE_U16); // s_desc_size
     put_u32(&mut b, 0x100, DEFM_XATTR_USER | DEFM_ACL); // s_default_mount_opts
     put_u32(&mut b, 0x108, info.time); // s_mkfs_time
-    for (i, w) in info.jnl_blocks.iter().enumerate() {
-        put_u32(&mut b, 0x10C + 4 * i, *w); // s_jnl_blocks
+    for (slot, w) in b[0x10C..0x150].chunks_exact_mut(4).zip(info.jnl_blocks) {
+        put_u32(slot, 0, w); // s_jnl_blocks[i]
     }
-    put_u32(&mut b, 0x150, hi32(l.blocks_count)); // s_blocks_count_hi
-    put_u32(&mut b, 0x154, hi32(l.reserved_blocks)); // s_r_blocks_count_hi
+    put_u32(&mut b, 0x150, hi32(l.blocks_count.get())); // s_blocks_count_hi
+    put_u32(&mut b, 0x154, hi32(l.reserved_blocks.get())); // s_r_blocks_count_hi
     put_u32(&mut b, 0x158, hi32(info.free_blocks)); // s_free_blocks_count_hi
     put_u16(&mut b, 0x15C, super::inode::EXTRA_ISIZE); // s_min_extra_isize
     put_u16(&mut b, 0x15E, super::inode::EXTRA_ISIZE); // s_want_extra_isize
@@ -172,7 +172,7 @@ impl OldSuperblock {
         let reserved_percent = if blocks == 0 {
             0
         } else {
-            u8::try_from((reserved * 100).div_ceil(blocks).min(50)).unwrap_or(0)
+            u8::try_from(reserved.saturating_mul(100).div_ceil(blocks).min(50)).unwrap_or(0)
         };
         Some(Self {
             uuid,
