@@ -8,7 +8,7 @@
 //! - [`partition`]: the MBR and bounded positional I/O over one partition;
 //! - [`fs`]: the ext4 builder and the FAT edit, from userspace;
 //! - [`config`], [`progress`], [`error`]: leaves: the config schema,
-//!   progress events and their renderers, exit codes;
+//!   progress events and their renderers (and calendar dates), exit codes;
 //! - [`io`]: stream adapters (digests, sinks, the download → decoder
 //!   channel, decoders, sparse copies);
 //! - [`fetch`]: the HTTP client and its runtime ([`fetch::Net`]);

@@ -10,6 +10,7 @@ use crate::io::{
     channel, data_regions, drain, sparse_copy, xz, HashingReader, ProgressSink, SparseFileSink,
     StreamVerifier,
 };
+use crate::partition::PartitionWindow;
 use crate::plan::{BaseInfo, BaseLocation};
 use crate::progress::Reporter;
 
@@ -102,13 +103,10 @@ fn copy_local_regions(
     reporter: &dyn Reporter,
 ) -> Result<u64, BuildError> {
     let name = base.location.name();
-    let src = open(path)?;
+    let src = std::sync::Arc::new(open(path)?);
+    let window = PartitionWindow::new(src.clone(), path, 0, base.size);
     for (start, end) in data_regions(&src, base.size)? {
-        let mut region = ReadAt {
-            file: &src,
-            pos: start,
-            end,
-        };
+        let mut region = window.reader(start, end).map_err(std::io::Error::from)?;
         sparse_copy(&mut region, out, start, |chunk| {
             reporter.item_progress(&name, chunk.len() as u64);
         })
@@ -156,32 +154,4 @@ fn copy_remote_xz(
         st.map_err(|e| BuildError::BadBase(format!("decompressing base image {name}: {e}")))
     })?;
     Ok(decoded.read)
-}
-
-/// `Read` over `[pos, end)` of a file, positionally. (Temporary: replaced
-/// by the partition window's range reader.)
-struct ReadAt<'a> {
-    file: &'a File,
-    pos: u64,
-    end: u64,
-}
-
-impl Read for ReadAt<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        use std::os::unix::fs::FileExt;
-        let left = self.end.saturating_sub(self.pos);
-        let n = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
-        if n == 0 {
-            return Ok(0);
-        }
-        let got = self.file.read_at(&mut buf[..n], self.pos)?;
-        if got == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                format!("unexpected end of file at offset {}", self.pos),
-            ));
-        }
-        self.pos += got as u64;
-        Ok(got)
-    }
 }

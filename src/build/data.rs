@@ -14,7 +14,7 @@ use super::cache::{BuildCache, FillSink, FillTap, Source};
 use super::error::BuildError;
 use crate::fetch::{HttpError, Net};
 use crate::fs::ext4::{Ext4Builder, Ext4Params, FileWriter, InodeMeta, OldTree, Timestamp};
-use crate::io::{copy_into, ProgressSink, StreamVerifier, Tee, WriterSink, COPY_BUF};
+use crate::io::{ProgressSink, StreamVerifier, Tee, WriterSink, COPY_BUF};
 use crate::oci::{ArchiveSink, PullJob, Registry};
 use crate::partition::PartitionWindow;
 use crate::plan::{Expected, Item, ItemSource, OciPull, Plan, DIR_PERM, FILE_PERM};
@@ -144,7 +144,7 @@ fn copy_local(
     buf: &mut [u8],
     reporter: &dyn Reporter,
 ) -> Result<(), BuildError> {
-    use crate::io::CopyError;
+    use crate::fs::ext4::CopyError;
     use std::io::Read;
     let item_name = item.name();
     reporter.item_started(&item_name, Some(item.size));
@@ -160,7 +160,7 @@ fn copy_local(
         name: name.clone(),
         how,
     };
-    copy_into(&mut f, w, buf, |chunk| {
+    w.copy_from(&mut f, buf, |chunk| {
         if let Some(v) = verifier.as_mut() {
             v.update(chunk);
         }

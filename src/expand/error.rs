@@ -3,8 +3,8 @@
 
 use crate::error::ExitKind;
 use crate::fetch::HttpError;
-use crate::fs::ext4::Ext4Error;
-use crate::io::{ChecksumMismatch, CopyError};
+use crate::fs::ext4::{CopyError, Ext4Error};
+use crate::io::ChecksumMismatch;
 
 /// What is wrong with one member, before the archive's name is attached.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,7 @@ use std::io::Read;
 use super::error::MemberError;
 use super::member::Components;
 use crate::fs::ext4::{Ext4Builder, Ino, InodeMeta};
-use crate::io::{copy_into, COPY_BUF};
+use crate::io::COPY_BUF;
 
 /// Receives the members of an archive, already checked by the walker
 /// (limits, names, symlink targets).
@@ -93,7 +93,7 @@ impl Target for Ext4Target<'_> {
     ) -> Result<(), MemberError> {
         let (parent, name) = self.parent(path)?;
         let w = self.builder.create_file(parent, name, size, meta)?;
-        copy_into(data, &w, &mut self.buf, |_| {})?;
+        w.copy_from(data, &mut self.buf, |_| {})?;
         Ok(())
     }
 

@@ -5,6 +5,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 
 use crate::fs::ext4::Timestamp;
 use crate::partition::{PartitionWindow, WindowError, WindowReader};
+use crate::progress::civil_from_days;
 
 /// A FAT operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -68,31 +69,17 @@ struct BuildTime;
 
 static BUILD_TIME: BuildTime = BuildTime;
 
-/// Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil(days: i64) -> (i64, u16, u16) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (
-        y,
-        u16::try_from(m).unwrap_or(1),
-        u16::try_from(d).unwrap_or(1),
-    )
-}
-
 impl fatfs::TimeProvider for BuildTime {
     fn get_current_date(&self) -> fatfs::Date {
         self.get_current_date_time().date
     }
     fn get_current_date_time(&self) -> fatfs::DateTime {
         let t = Timestamp::build_time().secs;
-        let (y, month, day) = civil(t.div_euclid(86_400));
+        let (y, month, day) = civil_from_days(t.div_euclid(86_400));
+        let (month, day) = (
+            u16::try_from(month).unwrap_or(1),
+            u16::try_from(day).unwrap_or(1),
+        );
         let secs = t.rem_euclid(86_400);
         // FAT dates cover 1980..=2107.
         let year = u16::try_from(y.clamp(1980, 2107)).unwrap_or(1980);
@@ -151,18 +138,6 @@ pub fn read_file(window: &PartitionWindow, name: &str) -> Result<Vec<u8>, FatErr
     }
     fs.unmount().map_err(|e| err(window, name, e))?;
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn civil_dates() {
-        assert_eq!(civil(0), (1970, 1, 1));
-        assert_eq!(civil(19_675), (2023, 11, 14));
-        assert_eq!(civil(-1), (1969, 12, 31));
-    }
 }
 
 #[cfg(test)]

@@ -7,11 +7,13 @@
 //! - [`channel`]: the bounded download → decoder hand-over;
 //! - [`decode`]: decompressors by compression;
 //! - [`sparse`]: copies that leave holes for zero blocks; [`holes`]: a
-//!   local file's data regions;
-//! - [`copy`]: a reader into a file reserved in the ext4 builder.
+//!   local file's data regions.
+//!
+//! A reader into a file reserved in the ext4 builder is
+//! `fs::ext4::FileWriter::copy_from` (it serves the builder's own carry-over
+//! too, below this layer).
 
 pub mod channel;
-pub mod copy;
 pub mod decode;
 mod digest;
 pub mod hashing;
@@ -21,7 +23,6 @@ pub mod sink;
 mod sparse;
 
 pub use channel::{channel, ChannelReader, ChannelSink, ReaderStopped};
-pub use copy::{copy_into, CopyError, COPY_BUF};
 pub use decode::{decoder, drain, xz, Compression};
 pub use digest::{ChecksumMismatch, Hasher, StreamVerifier};
 pub use hashing::HashingReader;
@@ -29,3 +30,7 @@ pub use holes::data_regions;
 pub use progress::ProgressSink;
 pub use sink::{ChunkSink, FileSink, SparseFileSink, Tee, WriterSink};
 pub use sparse::{sparse_copy, CopyStats, SPARSE_BUF};
+
+/// Copy buffer for reads into reserved files: 1 MiB, as [`SPARSE_BUF`]
+/// (large sequential reads; a multiple of the 4 KiB block).
+pub const COPY_BUF: usize = 1 << 20;

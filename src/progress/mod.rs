@@ -24,7 +24,7 @@ pub use file::{ProgressFile, ProgressFileOptions, SCHEMA_VERSION};
 pub use recorder::{Event, Recorder};
 
 pub use text::{human_bytes, TextHistory};
-pub use time::rfc3339;
+pub use time::{civil_from_days, rfc3339};
 
 use std::path::PathBuf;
 

@@ -23,6 +23,7 @@ use ext4_view::{Ext4, Ext4Read, Metadata};
 
 use super::builder::Ext4Builder;
 use super::error::Ext4Error;
+use super::file::CopyError;
 use super::node::{SpecialKind, ROOT_INO};
 use super::params::{Ext4Params, InodeMeta, Timestamp};
 use super::superblock::OldSuperblock;
@@ -338,19 +339,15 @@ impl OldTree {
                             what: "reading the spill file".into(),
                             source: e,
                         })?;
-                    let mut done = 0u64;
-                    while done < *len {
-                        let left = len.saturating_sub(done); // done < len
-                        let want = usize::try_from(left).map_or(SPILL_BUF, |l| l.min(SPILL_BUF));
-                        self.spill
-                            .read_exact(&mut buf[..want])
-                            .map_err(|e| Ext4Error::Io {
+                    let mut spilled = (&mut self.spill).take(*len);
+                    w.copy_from(&mut spilled, &mut buf, |_| {})
+                        .map_err(|e| match e {
+                            CopyError::Write(e) => e,
+                            other => Ext4Error::Io {
                                 what: "reading the spill file".into(),
-                                source: e,
-                            })?;
-                        w.write_at(done, &buf[..want])?;
-                        done = done.saturating_add(want as u64); // <= len
-                    }
+                                source: std::io::Error::other(other),
+                            },
+                        })?;
                 }
             }
         }

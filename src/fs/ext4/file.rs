@@ -7,6 +7,25 @@ use super::alloc::Run;
 use super::error::Ext4Error;
 use crate::partition::PartitionWindow;
 
+/// Why [`FileWriter::copy_from`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// Reading the source failed.
+    #[error("{0}")]
+    Read(#[source] std::io::Error),
+    /// The source ended before the file's size.
+    #[error("data ends at byte {got} of {size}")]
+    Short {
+        /// Bytes read.
+        got: u64,
+        /// Bytes expected.
+        size: u64,
+    },
+    /// Writing into the filesystem failed.
+    #[error(transparent)]
+    Write(#[from] Ext4Error),
+}
+
 /// Writes one regular file's bytes straight to their final blocks.
 ///
 /// Cheap to clone, `Send + Sync`: several threads may write different
@@ -107,6 +126,37 @@ impl FileWriter {
                 self.path
             )))
         }
+    }
+
+    /// Copy exactly [`FileWriter::size`] bytes of `src` into the file, from
+    /// offset 0, calling `on_chunk` with each chunk written (hashing,
+    /// progress). `buf` is the copy buffer, reused by callers that copy
+    /// many files. A source that ends early is [`CopyError::Short`].
+    pub fn copy_from(
+        &self,
+        src: &mut dyn std::io::Read,
+        buf: &mut [u8],
+        mut on_chunk: impl FnMut(&[u8]),
+    ) -> Result<(), CopyError> {
+        let size = self.size();
+        let mut off = 0u64;
+        while off < size {
+            let left = size.saturating_sub(off); // off < size
+            let want = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
+            let chunk = buf.get_mut(..want).unwrap_or_default();
+            let n = match src.read(chunk) {
+                Ok(0) => return Err(CopyError::Short { got: off, size }),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(CopyError::Read(e)),
+            };
+            let data = chunk.get(..n).unwrap_or_default();
+            self.write_at(off, data)?;
+            on_chunk(data);
+            // write_at refused anything past the size, so off + n <= size.
+            off = off.saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
+        }
+        Ok(())
     }
 
     /// A `std::io::Write` that appends from offset 0.

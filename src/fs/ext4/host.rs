@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::builder::Ext4Builder;
 use super::error::Ext4Error;
-use super::file::FileWriter;
+use super::file::{CopyError, FileWriter};
 use super::node::{Ino, SpecialKind};
 use super::params::{InodeMeta, Timestamp};
 
@@ -101,20 +101,20 @@ impl PendingCopies {
 
 fn copy_one(src: &Path, w: &FileWriter, buf: &mut [u8]) -> Result<(), Ext4Error> {
     let mut f = File::open(src).map_err(|e| io("opening", src, e))?;
-    let mut off = 0u64;
-    loop {
-        let n = f.read(buf).map_err(|e| io("reading", src, e))?;
-        if n == 0 {
-            break;
-        }
-        w.write_at(off, &buf[..n])?;
-        // write_at refused anything past the file's size, so off <= size.
-        off = off.saturating_add(n as u64);
-    }
-    if off != w.size() {
+    w.copy_from(&mut f, buf, |_| {}).map_err(|e| match e {
+        CopyError::Read(e) => io("reading", src, e),
+        CopyError::Write(e) => e,
+        CopyError::Short { got, .. } => Ext4Error::BadSize {
+            path: src.display().to_string(),
+            size: got,
+            reason: "the file changed size while being copied",
+        },
+    })?;
+    // One byte more: it grew since it was measured.
+    if f.read(&mut [0u8; 1]).map_err(|e| io("reading", src, e))? > 0 {
         return Err(Ext4Error::BadSize {
             path: src.display().to_string(),
-            size: off,
+            size: w.size(),
             reason: "the file changed size while being copied",
         });
     }

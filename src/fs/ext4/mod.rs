@@ -32,7 +32,7 @@ pub use builder::Ext4Builder;
 pub use capacity::{capacity, dir_blocks, file_blocks, min_size, Capacity};
 pub use carry::{scan_old, OldSummary, OldTree};
 pub use error::Ext4Error;
-pub use file::{FileWriter, SequentialWriter};
+pub use file::{CopyError, FileWriter, SequentialWriter};
 pub use finish::FinishStats;
 pub use host::{add_host_tree, count_host_entries, host_meta, PendingCopies, COPY_BUF};
 pub use layout::BLOCK_SIZE;
