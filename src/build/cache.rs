@@ -1,9 +1,13 @@
 //! The download cache in a build: hits copied into their reservations
-//! (hashed on the way; a corrupt blob or one that no longer matches the
-//! config's checksum falls back to the network), misses downloaded once
-//! into the image and into the cache, and the one warning a cache that
-//! can't be used is worth. The cache may make a build faster, never make
-//! it fail.
+//! (hashed on the way; a corrupt blob, or one that no longer matches the
+//! config's checksum, falls back to the network and fills the cache
+//! again), misses downloaded once into the image and into the cache, and
+//! the one warning a cache that can't be used is worth. The cache may make
+//! a build faster, never make it fail.
+//!
+//! A key's lock is only ever waited for by a download task that holds no
+//! other (see `data::download_all`), so two builds wanting the same keys in
+//! different orders never wait on each other.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -15,8 +19,6 @@ use crate::io::{ChunkSink, StreamVerifier};
 use crate::plan::{CacheUse, Expected};
 use crate::progress::Reporter;
 
-use super::error::BuildError;
-
 /// The cache of one build.
 pub struct BuildCache<'a> {
     cache: &'a Cache,
@@ -24,12 +26,46 @@ pub struct BuildCache<'a> {
     warned: AtomicBool,
 }
 
-/// How one item gets its bytes.
-pub enum Source {
-    /// From this entry.
+/// What the plan says the cache does for one item, at build time.
+pub enum Planned {
+    /// Not cached.
+    Plain,
+    /// Copy this entry.
     Hit(Hit),
-    /// From the network, filling the cache when there is a filler.
-    Fetch(Option<(Filler, Validators)>),
+    /// Claim the key (waiting while another build downloads it), then
+    /// copy what that build published, or download and fill.
+    Claim(ClaimSpec),
+}
+
+/// A key to claim.
+#[derive(Debug, Clone)]
+pub struct ClaimSpec {
+    /// The key.
+    pub key: Key,
+    /// Validators to store with a new entry.
+    pub validators: Validators,
+    /// The sha256 of an outdated entry being replaced.
+    pub replaces: Option<String>,
+}
+
+/// The outcome of a claim.
+pub enum Claimed {
+    /// Another build published it meanwhile.
+    Hit(Hit),
+    /// Ours to fill.
+    Fill(Filler, Validators),
+    /// The cache failed: download without it.
+    Failed(CacheError),
+}
+
+/// The outcome of copying a blob into a reservation.
+pub enum Copied {
+    /// Done: the entry, and the config's digest if it declares one.
+    Done(Entry, Option<String>),
+    /// The blob is corrupt (its entry is dropped), or does not match the
+    /// config's checksum: download instead, filling the cache again with
+    /// these validators.
+    Unusable(ClaimSpec, Option<CacheError>),
 }
 
 impl<'a> BuildCache<'a> {
@@ -57,68 +93,46 @@ impl<'a> BuildCache<'a> {
         }
     }
 
-    /// Decide an item's source from its plan: take its hit, or claim its
-    /// key (waiting while another build downloads it, then a hit).
-    pub fn source(&self, use_: Option<&CacheUse>) -> Source {
+    /// What the plan said for an item (its hit is taken: once).
+    pub fn planned(&self, use_: Option<&CacheUse>) -> Planned {
         match use_ {
-            None => Source::Fetch(None),
-            Some(CacheUse::Hit(h)) => h.take().map_or(Source::Fetch(None), Source::Hit),
-            Some(CacheUse::Fill { key, validators }) => match self.cache.claim(key, unix_now()) {
-                Ok(Claim::Ready(hit)) => Source::Hit(hit),
-                Ok(Claim::Fill(f)) => Source::Fetch(Some((f, validators.clone()))),
-                Err(e) => {
-                    self.warn(&e);
-                    Source::Fetch(None)
-                }
-            },
+            None => Planned::Plain,
+            Some(CacheUse::Hit(h)) => h.take().map_or(Planned::Plain, Planned::Hit),
+            Some(CacheUse::Fill {
+                key,
+                validators,
+                replaces,
+            }) => Planned::Claim(ClaimSpec {
+                key: key.clone(),
+                validators: validators.clone(),
+                replaces: replaces.clone(),
+            }),
         }
     }
 
-    /// Copy `hit` into `w`, verified against the config's `checksum` too
-    /// (the entry may predate a change of it). `Ok(None)`: the blob was
-    /// corrupt or no longer matches (its entry is dropped): download
-    /// instead. `Ok(Some((entry, digest)))`: done, with the config's digest
-    /// if it declares one.
-    pub fn copy_hit(
-        &self,
-        hit: Hit,
-        w: &FileWriter,
-        checksum: &Expected,
-        name: &str,
-    ) -> Result<Option<(Entry, Option<String>)>, BuildError> {
-        let key: Key = hit.key().clone();
-        let mut verifier = checksum
-            .as_ref()
-            .map(|(a, v)| StreamVerifier::new(*a, v, name));
-        let copied = hit.copy_into(|off, b| {
-            if let Some(v) = verifier.as_mut() {
-                v.update(b);
-            }
-            self.reporter.item_progress(name, b.len() as u64);
-            w.write_at(off, b).map_err(std::io::Error::other)
-        });
-        let entry = match copied {
-            Ok(entry) => entry,
-            Err(CopyError::Corrupt(e)) => {
-                self.warn(&e);
-                return Ok(None);
-            }
-            Err(CopyError::Sink { source, .. }) => return Err(BuildError::Io(source)),
-        };
-        let digest = match verifier.map(StreamVerifier::finish).transpose() {
-            Ok(d) => d,
-            Err(_) => {
-                // Cached under another checksum: the config changed.
-                if let Err(e) = self.cache.remove(&key) {
+    /// Record a copy's outcome (use count, dropped entries, the warning);
+    /// `Some` when the item is done.
+    pub fn settle(&self, copied: Copied) -> Result<(Entry, Option<String>), Box<ClaimSpec>> {
+        match copied {
+            Copied::Done(entry, digest) => {
+                if let Err(e) = self.cache.touch(&entry.key(), unix_now()) {
                     self.warn(&e);
                 }
-                return Ok(None);
+                Ok((entry, digest))
             }
-        };
-        if let Err(e) = self.cache.touch(&key, unix_now()) {
-            self.warn(&e);
+            Copied::Unusable(spec, e) => {
+                match e {
+                    Some(e) => self.warn(&e),
+                    // Cached under another checksum: the config changed.
+                    None => {
+                        if let Err(e) = self.cache.remove(&spec.key) {
+                            self.warn(&e);
+                        }
+                    }
+                }
+                Err(Box::new(spec))
+            }
         }
-        Ok(Some((entry, digest)))
     }
 
     /// Publish a verified download.
@@ -140,6 +154,75 @@ impl<'a> BuildCache<'a> {
     }
 }
 
+/// Claim `spec`'s key, waiting (up to the cache's key timeout) while
+/// another build downloads it. Blocking: call it holding no other key.
+pub fn claim(cache: &Cache, spec: ClaimSpec) -> Claimed {
+    let now = unix_now();
+    let claimed = match &spec.replaces {
+        Some(old) => cache.claim_replacing(&spec.key, old, now),
+        None => cache.claim(&spec.key, now),
+    };
+    match claimed {
+        Ok(Claim::Ready(hit)) => Claimed::Hit(hit),
+        Ok(Claim::Fill(f)) => Claimed::Fill(f, spec.validators),
+        Err(e) => Claimed::Failed(e),
+    }
+}
+
+/// Claim without waiting: `Failed` never, `Hit`/`Fill` as [`claim`], and
+/// `None` when another build holds the key (download without the cache).
+pub fn try_claim(cache: &Cache, spec: ClaimSpec) -> Option<Claimed> {
+    let filler = match cache.try_begin_fill(&spec.key) {
+        Ok(Some(f)) => f,
+        Ok(None) => return None,
+        Err(e) => return Some(Claimed::Failed(e)),
+    };
+    match cache.lookup(&spec.key, unix_now()) {
+        Ok(Some(hit)) if spec.replaces.as_ref() != Some(&hit.entry().sha256) => {
+            Some(Claimed::Hit(hit))
+        }
+        Ok(_) => Some(Claimed::Fill(filler, spec.validators)),
+        Err(e) => Some(Claimed::Failed(e)),
+    }
+}
+
+/// Copy `hit` into `w`, hashed (its sha256, and the config's `checksum`,
+/// as the entry may predate a change of it), calling `on_chunk` with each
+/// chunk's length. Bytes of an unusable blob are overwritten by the
+/// download that follows. Any thread; no reporting.
+pub fn copy_blob(
+    hit: Hit,
+    w: &FileWriter,
+    checksum: &Expected,
+    name: &str,
+    mut on_chunk: impl FnMut(usize),
+) -> std::io::Result<Copied> {
+    let spec = ClaimSpec {
+        key: hit.key().clone(),
+        validators: hit.validators().clone(),
+        replaces: None,
+    };
+    let mut verifier = checksum
+        .as_ref()
+        .map(|(a, v)| StreamVerifier::new(*a, v, name));
+    let copied = hit.copy_into(|off, b| {
+        if let Some(v) = verifier.as_mut() {
+            v.update(b);
+        }
+        on_chunk(b.len());
+        w.write_at(off, b).map_err(std::io::Error::other)
+    });
+    let entry = match copied {
+        Ok(entry) => entry,
+        Err(CopyError::Corrupt(e)) => return Ok(Copied::Unusable(spec, Some(e))),
+        Err(CopyError::Sink { source, .. }) => return Err(source),
+    };
+    match verifier.map(StreamVerifier::finish).transpose() {
+        Ok(digest) => Ok(Copied::Done(entry, digest)),
+        Err(_) => Ok(Copied::Unusable(spec, None)),
+    }
+}
+
 /// The cache side of a download: writes into a [`Filler`]; its first
 /// error is kept and ends the filling, never the download.
 pub struct FillSink<'f> {
@@ -156,21 +239,16 @@ impl<'f> FillSink<'f> {
             failed: None,
         }
     }
+}
 
-    /// Write `data` at `offset`, unless an earlier write failed.
-    pub fn put(&mut self, offset: u64, data: &[u8]) {
+impl ChunkSink for FillSink<'_> {
+    fn write(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
         if let Some(f) = self.filler {
             if let Err(e) = f.write_at(offset, data) {
                 self.failed = Some(e);
                 self.filler = None;
             }
         }
-    }
-}
-
-impl ChunkSink for FillSink<'_> {
-    fn write(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-        self.put(offset, data);
         Ok(())
     }
 }

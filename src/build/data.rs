@@ -10,9 +10,14 @@ use std::path::Path;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::cache::{BuildCache, FillSink, FillTap, Source};
+use std::sync::Mutex;
+
+use super::cache::{
+    claim, copy_blob, try_claim, BuildCache, ClaimSpec, Claimed, FillSink, FillTap, Planned,
+};
 use super::error::BuildError;
-use crate::fetch::{HttpError, Net};
+use crate::cache::Hit;
+use crate::fetch::Net;
 use crate::fs::ext4::{Ext4Builder, Ext4Params, FileWriter, InodeMeta, OldTree, Timestamp};
 use crate::io::{ProgressSink, StreamVerifier, Tee, WriterSink, COPY_BUF};
 use crate::oci::{ArchiveSink, PullJob, Registry};
@@ -183,76 +188,139 @@ fn copy_local(
 /// A download into its reservation.
 type Download<'a> = (&'a Item, &'a String, &'a Expected, FileWriter);
 
+/// A download, and the key it claims in the cache.
+type Fetch<'a> = (Download<'a>, Option<ClaimSpec>);
+
 /// Downloads, `concurrency` at a time, each straight into its blocks (and
-/// into the cache when it fills one). Cache hits are copied first.
+/// into the cache when it fills one). Planned cache hits are copied first,
+/// `concurrency` at a time.
 fn download_all(ctx: &DataCtx<'_>, downloads: Vec<Download<'_>>) -> Result<(), BuildError> {
-    let reporter = ctx.reporter;
-    let mut fetches = Vec::with_capacity(downloads.len());
-    for (item, url, checksum, w) in downloads {
-        let source = match ctx.cache {
-            Some(c) => c.source(item.cache.as_ref()),
-            None => Source::Fetch(None),
-        };
-        match source {
-            Source::Hit(hit) => {
-                let name = item.name();
-                reporter.item_started(&name, Some(item.size));
-                let cache = ctx.cache.ok_or(BuildError::Panicked("cache"))?;
-                match cache.copy_hit(hit, &w, checksum, &name)? {
-                    Some((_, digest)) => {
-                        reporter.item_cached(&name);
-                        reporter.item_done(&name, item.size, digest.as_deref());
-                    }
-                    // A corrupt or outdated blob: the network, over the same range.
-                    None => fetches.push((item, url, checksum, w, None)),
-                }
-            }
-            Source::Fetch(fill) => fetches.push((item, url, checksum, w, fill)),
+    let mut hits = Vec::new();
+    let mut fetches: Vec<Fetch<'_>> = Vec::with_capacity(downloads.len());
+    for d in downloads {
+        match ctx
+            .cache
+            .map_or(Planned::Plain, |c| c.planned(d.0.cache.as_ref()))
+        {
+            Planned::Hit(hit) => hits.push((d, hit)),
+            Planned::Claim(spec) => fetches.push((d, Some(spec))),
+            Planned::Plain => fetches.push((d, None)),
         }
     }
-    let results: Vec<Result<(), HttpError>> = ctx.net.block_on(async {
+    if let Some(cache) = ctx.cache {
+        fetches.extend(copy_hits(ctx, cache, hits)?);
+    }
+    let results: Vec<Result<(), BuildError>> = ctx.net.block_on(async {
         use futures_util::stream::StreamExt;
-        futures_util::stream::iter(fetches.into_iter().map(|(item, url, checksum, w, fill)| {
-            let http = ctx.net.http.clone();
-            async move {
-                let name = item.name();
-                reporter.item_started(&name, Some(item.size));
-                let tee = Tee {
-                    first: WriterSink(w),
-                    second: FillSink::new(fill.as_ref().map(|(f, _)| f)),
+        futures_util::stream::iter(fetches.into_iter().map(|(d, spec)| fetch_one(ctx, d, spec)))
+            .buffer_unordered(ctx.concurrency.max(1))
+            .collect()
+            .await
+    });
+    results.into_iter().collect()
+}
+
+/// Copy planned hits, `concurrency` at a time; returns the downloads
+/// whose blob turned out unusable (they fill the cache again).
+fn copy_hits<'d>(
+    ctx: &DataCtx<'_>,
+    cache: &BuildCache<'_>,
+    hits: Vec<(Download<'d>, Hit)>,
+) -> Result<Vec<Fetch<'d>>, BuildError> {
+    let reporter = ctx.reporter;
+    let queue = Mutex::new(hits.into_iter());
+    let done = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..ctx.concurrency.max(1) {
+            s.spawn(|| loop {
+                let Some((d, hit)) = queue.lock().ok().and_then(|mut q| q.next()) else {
+                    break;
                 };
-                let mut sink = ProgressSink::new(tee, reporter, &name);
-                let result = http
-                    .download(url, Some(item.size), checksum.clone(), &mut sink)
-                    .await;
-                let failed = sink.into_inner().second.failed;
-                match result {
-                    Ok(digest) => {
-                        if let (Some(cache), Some((filler, validators))) = (ctx.cache, fill) {
-                            match failed {
-                                Some(e) => cache.warn(&e),
-                                None => cache.commit(filler, item.size, validators, url),
-                            }
-                        }
-                        // Reported as each finishes, so the history is live.
-                        reporter.item_done(&name, item.size, digest.as_deref());
-                        Ok(())
-                    }
-                    Err(e) => {
-                        reporter.item_failed(&name, &e.to_string());
-                        Err(e)
-                    }
+                let name = d.0.name();
+                reporter.item_started(&name, Some(d.0.size));
+                let copied = copy_blob(hit, &d.3, d.2, &name, |n| {
+                    reporter.item_progress(&name, n as u64);
+                });
+                if let Ok(mut v) = done.lock() {
+                    v.push((d, copied));
+                }
+            });
+        }
+    });
+    let mut again = Vec::new();
+    for (d, copied) in done.into_inner().unwrap_or_default() {
+        match cache.settle(copied?) {
+            Ok((_, digest)) => {
+                reporter.item_cached(&d.0.name());
+                reporter.item_done(&d.0.name(), d.0.size, digest.as_deref());
+            }
+            Err(spec) => again.push((d, Some(*spec))),
+        }
+    }
+    Ok(again)
+}
+
+/// One download task: claim its key (waiting, off the async workers, for
+/// another build downloading it: this task holds no other key), then copy
+/// what that build published, or download into the image and the cache.
+async fn fetch_one(
+    ctx: &DataCtx<'_>,
+    (item, url, checksum, w): Download<'_>,
+    spec: Option<ClaimSpec>,
+) -> Result<(), BuildError> {
+    let reporter = ctx.reporter;
+    let name = item.name();
+    reporter.item_started(&name, Some(item.size));
+    let mut fill = None;
+    if let (Some(cache), Some(spec)) = (ctx.cache, spec) {
+        let c = cache.cache().clone();
+        match tokio::task::spawn_blocking(move || claim(&c, spec)).await {
+            Ok(Claimed::Hit(hit)) => {
+                let (w2, ck, n2) = (w.clone(), checksum.clone(), name.clone());
+                let copied =
+                    tokio::task::spawn_blocking(move || copy_blob(hit, &w2, &ck, &n2, |_| {}))
+                        .await
+                        .map_err(|_| BuildError::Panicked("a cache copy"))?;
+                if let Ok((_, digest)) = cache.settle(copied?) {
+                    reporter.item_progress(&name, item.size);
+                    reporter.item_cached(&name);
+                    reporter.item_done(&name, item.size, digest.as_deref());
+                    return Ok(());
                 }
             }
-        }))
-        .buffer_unordered(ctx.concurrency.max(1))
-        .collect()
-        .await
-    });
-    for r in results {
-        r?;
+            Ok(Claimed::Fill(f, v)) => fill = Some((f, v)),
+            Ok(Claimed::Failed(e)) => cache.warn(&e),
+            Err(_) => {}
+        }
     }
-    Ok(())
+    let tee = Tee {
+        first: WriterSink(w),
+        second: FillSink::new(fill.as_ref().map(|(f, _)| f)),
+    };
+    let mut sink = ProgressSink::new(tee, reporter, &name);
+    let result = ctx
+        .net
+        .http
+        .download(url, Some(item.size), checksum.clone(), &mut sink)
+        .await;
+    let failed = sink.into_inner().second.failed;
+    match result {
+        Ok(digest) => {
+            if let (Some(cache), Some((filler, validators))) = (ctx.cache, fill) {
+                match failed {
+                    Some(e) => cache.warn(&e),
+                    None => cache.commit(filler, item.size, validators, url),
+                }
+            }
+            // Reported as each finishes, so the history is live.
+            reporter.item_done(&name, item.size, digest.as_deref());
+            Ok(())
+        }
+        Err(e) => {
+            reporter.item_failed(&name, &e.to_string());
+            Err(e.into())
+        }
+    }
 }
 
 /// Container images (src/oci): pulled into their reservations (or copied
@@ -268,18 +336,32 @@ fn pull_images(
     for (item, pull, w) in images {
         let name = item.name();
         let mut fill = None;
-        match ctx.cache.map(|c| (c, c.source(item.cache.as_ref()))) {
-            Some((cache, Source::Hit(hit))) => {
-                reporter.item_started(&name, Some(item.size));
-                if let Some((entry, _)) = cache.copy_hit(hit, &w, &None, &name)? {
-                    builder.set_len(w.ino(), entry.size)?;
-                    reporter.item_cached(&name);
-                    reporter.item_done(&name, entry.size, entry.validators.digest.as_deref());
-                    continue;
+        if let Some(cache) = ctx.cache {
+            let claimed = match cache.planned(item.cache.as_ref()) {
+                Planned::Plain => None,
+                Planned::Hit(hit) => Some(Claimed::Hit(hit)),
+                // Without waiting: images are claimed before any pull
+                // starts, so waiting here could wait on a build that waits
+                // on us. Busy: pull without the cache.
+                Planned::Claim(spec) => try_claim(cache.cache(), spec),
+            };
+            match claimed {
+                Some(Claimed::Hit(hit)) => {
+                    reporter.item_started(&name, Some(item.size));
+                    let copied = copy_blob(hit, &w, &None, &name, |n| {
+                        reporter.item_progress(&name, n as u64);
+                    })?;
+                    if let Ok((entry, _)) = cache.settle(copied) {
+                        builder.set_len(w.ino(), entry.size)?;
+                        reporter.item_cached(&name);
+                        reporter.item_done(&name, entry.size, entry.validators.digest.as_deref());
+                        continue;
+                    }
                 }
+                Some(Claimed::Fill(f, v)) => fill = Some((f, v)),
+                Some(Claimed::Failed(e)) => cache.warn(&e),
+                None => {}
             }
-            Some((_, Source::Fetch(f))) => fill = f,
-            None => {}
         }
         let image = match &pull.resolved {
             Some(r) => r.clone(),

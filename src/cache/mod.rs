@@ -322,6 +322,40 @@ impl Cache {
         }
     }
 
+    /// [`Cache::claim`] for refreshing an outdated entry whose blob is
+    /// `replaces` (its sha256): an entry still pointing at it is no hit,
+    /// the fill replaces it; one another build refreshed meanwhile is.
+    pub fn claim_replacing(
+        &self,
+        key: &Key,
+        replaces: &str,
+        now: u64,
+    ) -> Result<Claim, CacheError> {
+        let filler = self.begin_fill(key)?;
+        match self.lookup(key, now)? {
+            Some(hit) if hit.entry().sha256 != replaces => Ok(Claim::Ready(hit)),
+            _ => Ok(Claim::Fill(filler)),
+        }
+    }
+
+    /// [`Cache::begin_fill`] without waiting: `None` when another build
+    /// holds the key (it is downloading it).
+    pub fn try_begin_fill(&self, key: &Key) -> Result<Option<Filler>, CacheError> {
+        self.inner.writable("filling")?;
+        let h = key.hash();
+        let Some(lock) = LockFile::try_acquire(&self.inner.layout.key_lock(&h), Mode::Exclusive)?
+        else {
+            return Ok(None);
+        };
+        let tmp = store::create_tmp(&self.inner.layout, "fill-")?;
+        Ok(Some(Filler::new(
+            Arc::clone(&self.inner),
+            key.clone(),
+            lock,
+            tmp,
+        )))
+    }
+
     /// A [`Filler`] for `key`, whether or not an entry exists (refreshing an
     /// outdated one: the commit replaces it). Waits for the key's lock.
     pub fn begin_fill(&self, key: &Key) -> Result<Filler, CacheError> {

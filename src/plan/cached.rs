@@ -26,6 +26,9 @@ impl SharedHit {
 }
 
 /// The cache's part in one item.
+// One per item, moved a handful of times: the size gap (a hit is a pointer,
+// a fill carries its key and validators) costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum CacheUse {
     /// Copy from this pinned blob (hashed while it is copied; a corrupt one
@@ -37,6 +40,9 @@ pub enum CacheUse {
         key: Key,
         /// What the remote said when planned, stored with the entry.
         validators: Validators,
+        /// The sha256 of the outdated entry this fill replaces (an entry
+        /// still pointing at it is no hit).
+        replaces: Option<String>,
     },
 }
 
@@ -69,9 +75,20 @@ pub enum Lookup {
     No,
     /// Use this entry: its size is the item's.
     Hit(Hit),
-    /// Download (a miss, or an outdated entry) and fill the cache. The
-    /// remote's validators, when a check already asked for them.
-    Miss(Key, Option<RemoteValidators>),
+    /// Download (a miss, or an outdated entry) and fill the cache.
+    Miss(Miss),
+}
+
+/// A miss: the key, the remote's validators when a check already asked for
+/// them, and the sha256 of the outdated entry it replaces, if any.
+#[derive(Debug)]
+pub struct Miss {
+    /// The key.
+    pub key: Key,
+    /// What the remote said, when asked.
+    pub remote: Option<RemoteValidators>,
+    /// The outdated entry's sha256.
+    pub replaces: Option<String>,
 }
 
 impl<'a> Planner<'a> {
@@ -103,7 +120,11 @@ impl<'a> Planner<'a> {
         }
         match cache.lookup(&key, self.now) {
             Ok(Some(hit)) => Lookup::Hit(hit),
-            Ok(None) => Lookup::Miss(key, None),
+            Ok(None) => Lookup::Miss(Miss {
+                key,
+                remote: None,
+                replaces: None,
+            }),
             Err(e) => {
                 self.warnings
                     .push(format!("download cache: {e}; {what} is downloaded"));
@@ -147,7 +168,11 @@ impl<'a> Planner<'a> {
             Ok(remote) => {
                 let now_v = validators(&remote);
                 if hit.validators().compare(&now_v) == Freshness::Outdated {
-                    Lookup::Miss(hit.key().clone(), Some(remote))
+                    Lookup::Miss(Miss {
+                        key: hit.key().clone(),
+                        remote: Some(remote),
+                        replaces: Some(hit.entry().sha256.clone()),
+                    })
                 } else {
                     self.checked(hit.key(), &now_v);
                     Lookup::Hit(hit)
@@ -158,10 +183,20 @@ impl<'a> Planner<'a> {
 
     /// The cache's part in an item whose source was a miss (or outdated)
     /// and which is `size` bytes, when the policy admits that size.
-    pub fn fill(&self, key: Key, validators: Validators, size: u64) -> Option<CacheUse> {
+    pub fn fill(
+        &self,
+        key: Key,
+        validators: Validators,
+        replaces: Option<String>,
+        size: u64,
+    ) -> Option<CacheUse> {
         let cache = self.cache?;
         match cache.policy_for(&key) {
-            Decision::Cached(eff) if eff.admits(size) => Some(CacheUse::Fill { key, validators }),
+            Decision::Cached(eff) if eff.admits(size) => Some(CacheUse::Fill {
+                key,
+                validators,
+                replaces,
+            }),
             _ => None,
         }
     }

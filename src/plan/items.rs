@@ -187,7 +187,8 @@ fn image_pull(
                     cache.checked(hit.key(), &now);
                     Some(Planner::hit(hit))
                 } else {
-                    cache.fill(hit.key().clone(), now, e.filesize)
+                    let replaces = Some(hit.entry().sha256.clone());
+                    cache.fill(hit.key().clone(), now, replaces, e.filesize)
                 }
             }
             Err(err) if err.exit_kind() == crate::error::ExitKind::Unreachable => {
@@ -196,11 +197,11 @@ fn image_pull(
             }
             Err(err) => return Err(err.into()),
         },
-        Lookup::Miss(key, _) => {
+        Lookup::Miss(m) => {
             let r = net.block_on(registry.resolve(&e.ident, platform))?;
             let v = digest_of(&r);
             pull.resolved = Some(r);
-            cache.fill(key, v, e.filesize)
+            cache.fill(m.key, v, m.replaces, e.filesize)
         }
         Lookup::No => {
             pull.resolved = Some(net.block_on(registry.resolve(&e.ident, platform))?);
@@ -287,15 +288,19 @@ fn http_size(
     cache: &mut Planner<'_>,
     unreachable: &mut Unreachable,
 ) -> Result<(u64, Option<CacheUse>), PlanError> {
-    let (fill_key, remote) = match cache.lookup(url, net) {
+    let (fill_key, remote, replaces) = match cache.lookup(url, net) {
         // A declared size the entry does not have: the config changed;
         // the download decides.
         Lookup::Hit(hit) if declared.is_none_or(|d| d == hit.size()) => {
             return Ok((hit.size(), Some(Planner::hit(hit))))
         }
-        Lookup::Hit(hit) => (Some(hit.key().clone()), None),
-        Lookup::Miss(k, remote) => (Some(k), remote),
-        Lookup::No => (None, None),
+        Lookup::Hit(hit) => (
+            Some(hit.key().clone()),
+            None,
+            Some(hit.entry().sha256.clone()),
+        ),
+        Lookup::Miss(m) => (Some(m.key), m.remote, m.replaces),
+        Lookup::No => (None, None, None),
     };
     // A cacheable miss asks for the validators to store (and the size);
     // a probe (HEAD, then GET headers) when they give no size.
@@ -332,7 +337,7 @@ fn http_size(
         }
     };
     let validators = remote.as_ref().map(validators).unwrap_or_default();
-    let use_ = fill_key.and_then(|k| cache.fill(k, validators, size));
+    let use_ = fill_key.and_then(|k| cache.fill(k, validators, replaces, size));
     Ok((size, use_))
 }
 
