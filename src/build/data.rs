@@ -17,6 +17,8 @@ use super::cache::{
 };
 use super::error::BuildError;
 use crate::cache::Hit;
+use crate::expand::{expand_archive, ArchiveSource, ExpandError, Expansion};
+use crate::fetch::redact;
 use crate::fetch::Net;
 use crate::fs::ext4::{Ext4Builder, Ext4Params, FileWriter, InodeMeta, OldTree, Timestamp};
 use crate::io::{ProgressSink, StreamVerifier, Tee, WriterSink, COPY_BUF};
@@ -395,7 +397,11 @@ fn pull_images(
     Ok(())
 }
 
-/// Expand every archive item, in plan order (src/expand).
+/// Expand every archive item, in plan order (src/expand). A remote
+/// archive in the cache is expanded from its blob (checked whole first);
+/// a miss the policy caches is downloaded into the expansion and the cache
+/// at once. They run one at a time, after every download: waiting for a
+/// key here holds no other.
 fn expand_all(
     ctx: &DataCtx<'_>,
     builder: &mut Ext4Builder,
@@ -407,17 +413,97 @@ fn expand_all(
         let Some(source) = item.source.as_archive() else {
             continue;
         };
-        let (bytes, digest) = crate::expand::expand_archive(
-            builder,
-            &item.dest,
+        let name = item.name();
+        let mut claimed = ctx
+            .cache
+            .and_then(|c| match c.planned(item.cache.as_ref()) {
+                Planned::Plain => None,
+                Planned::Hit(hit) => Some(Claimed::Hit(hit)),
+                Planned::Claim(spec) => Some(claim(c.cache(), spec)),
+            });
+        if let (Some(cache), Some(Claimed::Hit(_))) = (ctx.cache, &claimed) {
+            let Some(Claimed::Hit(hit)) = claimed.take() else {
+                continue;
+            };
+            let spec = ClaimSpec {
+                key: hit.key().clone(),
+                validators: hit.validators().clone(),
+                replaces: None,
+            };
+            match hit.verified_file() {
+                Ok((entry, file)) => {
+                    let (url, checksum) = match source {
+                        ArchiveSource::Http { url, checksum } => (redact(url), checksum),
+                        _ => (name.clone(), None),
+                    };
+                    let job = Expansion {
+                        dest: &item.dest,
+                        source: ArchiveSource::Open {
+                            file: &file,
+                            name: &url,
+                            checksum,
+                        },
+                        plan,
+                        dir_meta,
+                    };
+                    let expanded = expand_archive(
+                        builder,
+                        &job,
+                        ctx.net,
+                        ctx.build_dir,
+                        &mut FillSink::new(None),
+                    );
+                    if let Err(ExpandError::Checksum(_)) = &expanded {
+                        // Cached under another checksum: the next build
+                        // downloads it again.
+                        let _ = cache.cache().remove(&entry.key());
+                    }
+                    let (bytes, digest) = expanded?;
+                    let _ = cache.cache().touch(&entry.key(), crate::cache::unix_now());
+                    ctx.reporter.item_cached(&name);
+                    ctx.reporter.item_done(&name, bytes, digest.as_deref());
+                    continue;
+                }
+                Err(crate::cache::CopyError::Corrupt(e)) => {
+                    cache.warn(&e);
+                    claimed = Some(claim(cache.cache(), spec));
+                }
+                Err(crate::cache::CopyError::Sink { source, .. }) => return Err(source.into()),
+            }
+        }
+        let fill = match claimed {
+            Some(Claimed::Fill(f, v)) => Some((f, v)),
+            Some(Claimed::Failed(e)) => {
+                if let Some(c) = ctx.cache {
+                    c.warn(&e);
+                }
+                None
+            }
+            // Another build published it while we waited: the entry is
+            // used next time; download it this once.
+            Some(Claimed::Hit(_)) | None => None,
+        };
+        let mut tap = FillSink::new(fill.as_ref().map(|(f, _)| f));
+        let job = Expansion {
+            dest: &item.dest,
             source,
             plan,
             dir_meta,
-            ctx.net,
-            ctx.build_dir,
-        )?;
-        ctx.reporter
-            .item_done(&item.name(), bytes, digest.as_deref());
+        };
+        let (bytes, digest) = expand_archive(builder, &job, ctx.net, ctx.build_dir, &mut tap)?;
+        let failed = tap.failed;
+        if let (Some(cache), Some((filler, validators)), ArchiveSource::Http { url, .. }) =
+            (ctx.cache, fill, source)
+        {
+            match failed {
+                Some(e) => cache.warn(&e),
+                None => {
+                    let size = plan.archive_size.unwrap_or(0);
+                    cache.commit(filler, size, validators, url);
+                }
+            }
+        }
+        ctx.reporter.item_done(&name, bytes, digest.as_deref());
     }
     Ok(())
 }

@@ -78,7 +78,15 @@ impl Hit {
     /// Copy the whole blob into `write_at(offset, bytes)`, hashing it, and
     /// return the entry once the sha256 and size match. Sequential reads of
     /// [`COPY_BUFFER`] bytes.
-    pub fn copy_into<F>(self, mut write_at: F) -> Result<Entry, CopyError>
+    pub fn copy_into<F>(self, write_at: F) -> Result<Entry, CopyError>
+    where
+        F: FnMut(u64, &[u8]) -> std::io::Result<()>,
+    {
+        self.copy_with(write_at)?;
+        Ok(self.entry)
+    }
+
+    fn copy_with<F>(&self, mut write_at: F) -> Result<(), CopyError>
     where
         F: FnMut(u64, &[u8]) -> std::io::Result<()>,
     {
@@ -118,7 +126,21 @@ impl Hit {
                 self.entry.sha256
             )));
         }
-        Ok(self.entry)
+        Ok(())
+    }
+
+    /// The pinned blob, for reading its beginning (a base image's MBR)
+    /// before it is copied. Positional reads only: it is read again whole.
+    pub fn file(&self) -> &File {
+        &self.blob
+    }
+
+    /// Check the whole blob against its entry (size and sha256) and return
+    /// it, for a reader that needs a seekable file (an archive expanded
+    /// from it). A corrupt blob drops its entry, as [`Hit::copy_into`] does.
+    pub fn verified_file(self) -> Result<(Entry, File), CopyError> {
+        self.copy_with(|_, _| Ok(()))?;
+        Ok((self.entry, self.blob))
     }
 
     /// Drop the entry (and its blob when nothing else uses it) and say why.

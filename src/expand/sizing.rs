@@ -89,6 +89,16 @@ pub fn measure(
                 )?
             }
         }
+        ArchiveSource::Open { file, .. } if format == Format::Zip => {
+            expand_zip(file, name, limits, &mut counter)?
+        }
+        ArchiveSource::Open { file, .. } => expand_tar_from(
+            std::io::BufReader::new(file),
+            format,
+            name,
+            limits,
+            &mut counter,
+        )?,
         ArchiveSource::Http { .. } => return Ok(estimate(limits)),
     };
     Ok(counter.needs)

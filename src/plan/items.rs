@@ -29,7 +29,7 @@ pub fn plan_items(
         let key = format!("files[{i}]");
         let source = file_source(&key, f, net, &mut unreachable)?;
         items.push(match Format::of(f.via) {
-            Some(format) => archive_item(&key, f, format, source, net, &mut unreachable)?,
+            Some(format) => archive_item(&key, f, format, source, net, cache, &mut unreachable)?,
             None => file_item(&key, f, source, net, cache, &mut unreachable)?,
         });
     }
@@ -350,21 +350,40 @@ fn archive_item(
     format: Format,
     source: ItemSource,
     net: &Net,
+    cache: &mut Planner<'_>,
     unreachable: &mut Unreachable,
 ) -> Result<Item, PlanError> {
+    let mut cached = None;
     let (archive_size, name) = match &source {
         ItemSource::Bytes(b) => (Some(b.len() as u64), format!("{key}.content")),
         ItemSource::Local { path, .. } => (
             Some(local_file_size(key, path)?),
             path.display().to_string(),
         ),
-        ItemSource::Http { url, .. } => {
-            let probe = net.block_on(net.http.probe(url));
-            let size = unreachable
-                .note(&format!("{key}.url"), probe)?
-                .map_or(Some(0), |p| p.size);
-            (size, redact(url))
-        }
+        ItemSource::Http { url, .. } => match cache.lookup(url, net) {
+            // The archive's size is the entry's: no network.
+            Lookup::Hit(hit) => {
+                let size = hit.size();
+                cached = Some(Planner::hit(hit));
+                (Some(size), redact(url))
+            }
+            found => {
+                let probe = net.block_on(net.http.probe(url));
+                let size = unreachable
+                    .note(&format!("{key}.url"), probe)?
+                    .map_or(Some(0), |p| p.size);
+                if let (Lookup::Miss(m), Some(s)) = (found, size) {
+                    // Validators to store (a plain miss has not asked yet).
+                    let remote = match m.remote {
+                        Some(r) => Some(r),
+                        None => net.block_on(net.http.validators(url)).ok(),
+                    };
+                    let v = remote.as_ref().map(validators).unwrap_or_default();
+                    cached = cache.fill(m.key, v, m.replaces, s);
+                }
+                (size, redact(url))
+            }
+        },
         // files[] entries are never images.
         ItemSource::Oci(_) => (Some(0), key.to_string()),
     };
@@ -392,7 +411,7 @@ fn archive_item(
             needs,
             exact,
         }),
-        cache: None,
+        cache: cached,
     })
 }
 
