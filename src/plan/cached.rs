@@ -23,6 +23,12 @@ impl SharedHit {
     pub fn take(&self) -> Option<Hit> {
         self.0.lock().ok().and_then(|mut g| g.take())
     }
+
+    /// Look at the hit without taking it (`None` once taken).
+    pub fn with<T>(&self, f: impl FnOnce(&Hit) -> T) -> Option<T> {
+        let g = self.0.lock().ok()?;
+        g.as_ref().map(f)
+    }
 }
 
 /// The cache's part in one item.

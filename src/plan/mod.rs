@@ -15,7 +15,9 @@ pub mod item;
 pub mod items;
 pub mod size;
 
-pub use base::{inspect_base, locate_base, BaseInfo, BaseLocation, BaseSpec, DEFAULT_BASE_URL};
+pub use base::{
+    cache_base, inspect_base, locate_base, BaseInfo, BaseLocation, BaseSpec, DEFAULT_BASE_URL,
+};
 pub use cached::{CacheUse, Planner, SharedHit};
 pub use error::PlanError;
 pub use item::{data_path, Expected, Item, ItemSource, OciPull, DATA_MOUNT};
