@@ -1036,3 +1036,91 @@ fn a_build_waiting_for_one_key_holds_no_other_key() {
          orders can deadlock until the key-lock timeout"
     );
 }
+
+/// Every cached kind of source besides plain files: a remote base (plain
+/// and xz), remote archives (a tar.gz streamed, a zip spooled) and a
+/// container image pulled from a real registry. Cold builds fill the cache;
+/// with nginx and the registry stopped, warm builds are byte-identical,
+/// every item says it came from the cache, and e2fsck is clean.
+#[test]
+fn bases_archives_and_images_are_cached_too() {
+    if !tools() || !image::tools(&["xz", "gzip", "zip", "umoci", "skopeo"]) {
+        return;
+    }
+    let env = Env::new();
+    let Some(ng) = Nginx::start(env.tmp.path()) else {
+        return;
+    };
+    let Some(reg) = common::registry::DockerRegistry::start(env.tmp.path()) else {
+        return;
+    };
+    let layout = common::registry::umoci_image(
+        env.tmp.path(),
+        "arm",
+        "arm64",
+        &[("/etc/hello.txt", b"hello arm\n")],
+    );
+    reg.push(&layout, "arm", "test/app:1", &[]);
+    std::fs::copy(&env.base, ng.root.join("base.img")).unwrap();
+    let (c, log) = run(Command::new("xz")
+        .args(["-k", "-T1"])
+        .arg(ng.root.join("base.img")));
+    assert_eq!(c, 0, "{log}");
+    let src = common::archives::make_tree(env.tmp.path());
+    common::archives::pack("gztar", &src, &ng.root.join("app.tgz"));
+    common::archives::pack("zip", &src, &ng.root.join("app.zip"));
+    let ident = format!("{}/test/app:1", reg.host());
+    for base in ["base.img", "base.img.xz"] {
+        let cfg = env.path(&format!("{base}.yaml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "base: {{source: {}, rootfs_size: {}}}\n\
+                 files:\n  - to: /data/t\n    url: {}\n    via: gztar\n  \
+                 - to: /data/z\n    url: {}\n    via: zip\n\
+                 oci_images:\n  - {{ident: '{ident}', filesize: 20000, fullsize: 20000}}\n",
+                ng.url(base),
+                env.rootfs,
+                ng.url("app.tgz"),
+                ng.url("app.zip"),
+            ),
+        )
+        .unwrap();
+        let cache = env.path(&format!("cache-{base}"));
+        let cold = env.path(&format!("cold-{base}.img"));
+        let (code, log) = build(&cfg, &cold, &cache, &[]);
+        assert_eq!(code, 0, "{log}");
+        assert_eq!(
+            assert_consistent(&cache).len(),
+            4,
+            "{base}: base, 2 archives, 1 image"
+        );
+        for suffix in [base, "/t", "/z", ".tar"] {
+            assert!(!from_cache(&cold, suffix), "{base}: cold {suffix}");
+        }
+    }
+    drop(ng);
+    drop(reg);
+    for base in ["base.img", "base.img.xz"] {
+        let cfg = env.path(&format!("{base}.yaml"));
+        let cache = env.path(&format!("cache-{base}"));
+        let warm = env.path(&format!("warm-{base}.img"));
+        let (code, log) = build(&cfg, &warm, &cache, &[]);
+        assert_eq!(code, 0, "{base}: {log}");
+        for suffix in [base, "/t", "/z", ".tar"] {
+            assert!(from_cache(&warm, suffix), "{base}: warm {suffix}: {log}");
+        }
+        let cold = env.path(&format!("cold-{base}.img"));
+        assert!(
+            std::fs::read(&cold).unwrap() == std::fs::read(&warm).unwrap(),
+            "{base}: warm image differs from the cold one"
+        );
+        fsck_p3(&warm);
+        let got = common::rdump(
+            &PathBuf::from(image::p3_spec(&warm)),
+            &env.path(&format!("dump-{base}")),
+        );
+        common::archives::assert_same_tree(&src, &got.join("t"), 0o777, "gztar");
+        common::archives::assert_same_tree(&src, &got.join("z"), 0o777, "zip");
+    }
+}
