@@ -146,9 +146,13 @@ impl<'a> BuildCache<'a> {
         }
     }
 
-    /// After the build: apply the policy.
+    /// After the build: apply the policy, then make what this build
+    /// published durable.
     pub fn evict(&self) {
         if let Err(e) = self.cache.evict(unix_now()) {
+            self.warn(&e);
+        }
+        if let Err(e) = self.cache.sync() {
             self.warn(&e);
         }
     }

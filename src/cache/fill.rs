@@ -106,8 +106,8 @@ impl Filler {
     /// Publish the payload as the entry of the key, `size` bytes long.
     ///
     /// Checks that exactly `[0, size)` was written, computes the sha256 of
-    /// what is on disk, syncs, renames the blob into place and then writes
-    /// the entry. The caller verifies the config's checksum before
+    /// what is on disk, renames the blob into place and then writes the
+    /// entry (made durable by [`super::Cache::sync`]). The caller verifies the config's checksum before
     /// committing (a wrong payload must be dropped, not committed).
     pub fn commit(self, size: u64, meta: FillMeta) -> Result<Entry, CacheError> {
         let Filler {
@@ -165,8 +165,7 @@ impl Filler {
             p.hashed += u64::try_from(n).unwrap_or(u64::MAX);
         }
         let sha256 = hex(&p.hasher.finalize());
-        file.sync_all()
-            .map_err(CacheError::io(tmp.path(), "syncing"))?;
+        // Not synced here: see store::write_atomic (one syncfs per build).
         let entry = inner.publish(&key, tmp, size, sha256, meta)?;
         drop(key_lock);
         Ok(entry)

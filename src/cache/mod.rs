@@ -370,6 +370,18 @@ impl Cache {
         Ok(Filler::new(Arc::clone(&self.inner), key.clone(), lock, tmp))
     }
 
+    /// Make everything this build published durable: one `syncfs` of the
+    /// cache's filesystem instead of two `fsync`s per entry (measured: 2,000
+    /// small entries cost ~10 s of fsyncs on this machine's disk). Until it
+    /// returns, a power cut can lose entries, never make a wrong one used:
+    /// blobs are hashed whenever they are used.
+    pub fn sync(&self) -> Result<(), CacheError> {
+        let root = self.inner.layout.root();
+        let dir = std::fs::File::open(root).map_err(CacheError::io(root, "opening"))?;
+        rustix::fs::syncfs(&dir)
+            .map_err(|e| CacheError::io(root, "syncing")(std::io::Error::from(e)))
+    }
+
     /// Record a use: `last_used = now`, `use_count + 1`. `false` if the entry
     /// is gone.
     pub fn touch(&self, key: &Key, now: u64) -> Result<bool, CacheError> {
