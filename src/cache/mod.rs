@@ -1,4 +1,4 @@
-//! The download cache (`--cache-dir`, SPEC §8, DESIGN.md "The download cache").
+//! The download cache (`--cache-dir`, docs/spec.md §8, docs/design.md "The download cache").
 //!
 //! Content-addressed blobs plus one JSON entry per key, on any filesystem
 //! (plain files, `rename` and `flock`; no xattrs), safe for several builds at
@@ -110,7 +110,7 @@ use lock::{LockFile, Mode};
 use store::{Layout, Read};
 
 /// Read size for copies and read-backs: 1 MiB, as the rest of the pipeline
-/// (DESIGN.md "Buffers"); larger buys nothing on a page-cache-backed read.
+/// (docs/design.md, "I/O model"); larger buys nothing on a page-cache-backed read.
 pub const COPY_BUFFER: usize = 1 << 20;
 
 /// Lock timeouts.

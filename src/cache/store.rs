@@ -1,4 +1,4 @@
-//! The on-disk layout (DESIGN.md, "The download cache") and its atomic file
+//! The on-disk layout (docs/design.md, "The download cache") and its atomic file
 //! operations. Nothing here needs more of a filesystem than `rename`,
 //! `flock` and plain files: no xattrs, no hard links, no reflinks.
 //!
