@@ -300,11 +300,22 @@ fn changed_etag_is_refetched_once_check_after_has_passed_and_not_before() {
     assert_eq!(es[0]["sha256"].as_str().unwrap(), sha256_hex(&v2));
     assert_ne!(es[0]["validators"]["etag"], etag1);
 
-    // Unchanged since: a hit again, after a check (a HEAD, no GET).
+    // Unchanged since: a hit again, after a conditional check (a HEAD with
+    // If-None-Match, answered 304 by nginx; no GET).
+    let log_before = std::fs::read_to_string(env.tmp.path().join("nginx-access.log")).unwrap();
     let (code, log) = build(&cfg, &out, &cache, &[]);
     assert_eq!(code, 0, "{log}");
     assert!(from_cache(&out, "f.bin"));
     assert!(read_p3(&out, "/f.bin", &env.path("c")) == v2);
+    let access = std::fs::read_to_string(env.tmp.path().join("nginx-access.log")).unwrap();
+    let new: Vec<&str> = access[log_before.len()..]
+        .lines()
+        .filter(|l| l.contains(" /f.bin "))
+        .collect();
+    assert!(
+        new.len() == 1 && new[0].contains("HEAD") && new[0].contains("\" 304 "),
+        "one conditional HEAD answered 304: {new:?}"
+    );
 }
 
 /// A MirrorBrain-style origin: `GET|HEAD /file` answers 302 with

@@ -311,6 +311,8 @@ pub struct RemoteValidators {
     pub last_modified: Option<String>,
     /// Its `Content-Length`.
     pub size: Option<u64>,
+    /// The server answered a conditional request `304 Not Modified`.
+    pub not_modified: bool,
 }
 
 /// What a probe learned about a URL.
@@ -513,7 +515,14 @@ impl Http {
     /// first MirrorBrain `Digest` header seen on the way (each mirror has
     /// its own ETag, the redirector's digest is the content's), and the
     /// final answer's size, `ETag` and `Last-Modified`.
-    pub async fn validators(&self, url: &str) -> Result<RemoteValidators, HttpError> {
+    /// `conditional` headers (`If-None-Match`, `If-Modified-Since`) are
+    /// sent on every hop: a `304 Not Modified` ends the walk with
+    /// [`RemoteValidators::not_modified`].
+    pub async fn validators(
+        &self,
+        url: &str,
+        conditional: &[(&str, String)],
+    ) -> Result<RemoteValidators, HttpError> {
         let mut cur = reqwest::Url::parse(url).map_err(|e| HttpError::Transport {
             url: redact(url),
             message: format!("not a URL: {e}"),
@@ -523,11 +532,14 @@ impl Http {
         for hop in 1..=MAX_REDIRECTS + 1 {
             // One attempt per hop: a check is best-effort (a failed one
             // keeps the cached copy), so no retries.
-            let sent = self
+            let mut rq = self
                 .no_redirect
                 .head(cur.clone())
-                .header(ACCEPT_ENCODING, "identity")
-                .send();
+                .header(ACCEPT_ENCODING, "identity");
+            for (name, value) in conditional {
+                rq = rq.header(*name, value.as_str());
+            }
+            let sent = rq.send();
             let r = tokio::time::timeout(self.opts.idle_timeout, sent)
                 .await
                 .map_err(|_| HttpError::Transport {
@@ -536,6 +548,13 @@ impl Http {
                 })?
                 .map_err(|e| HttpError::from_reqwest(url, &e))?;
             check_headers(url, r.headers())?;
+            if r.status() == StatusCode::NOT_MODIFIED {
+                return Ok(RemoteValidators {
+                    digest,
+                    not_modified: true,
+                    ..RemoteValidators::default()
+                });
+            }
             if !(r.status().is_success() || r.status().is_redirection()) {
                 return Err(HttpError::Status {
                     url: redact(url),
@@ -566,6 +585,7 @@ impl Http {
                 etag: header(h, ETAG),
                 last_modified: header(h, LAST_MODIFIED),
                 size: content_length(h),
+                not_modified: false,
             });
         }
         Err(HttpError::Transport {

@@ -198,7 +198,7 @@ pub fn cache_base(spec: &mut BaseSpec, cache: &mut Planner<'_>, net: &Net) {
         Lookup::Miss(m) => {
             let remote = match m.remote {
                 Some(r) => Some(r),
-                None => net.block_on(net.http.validators(url)).ok(),
+                None => net.block_on(net.http.validators(url, &[])).ok(),
             };
             let size = remote.as_ref().and_then(|r| r.size).unwrap_or(0);
             let v = remote.as_ref().map(validators).unwrap_or_default();

@@ -165,7 +165,17 @@ impl<'a> Planner<'a> {
         if !hit.is_due_for_check() {
             return Lookup::Hit(hit);
         }
-        match net.block_on(net.http.validators(url)) {
+        let conditional = hit.validators().conditional_headers();
+        match net.block_on(net.http.validators(url, &conditional)) {
+            // The server says it is the same payload.
+            Ok(remote) if remote.not_modified => {
+                let mut now_v = hit.validators().clone();
+                if remote.digest.is_some() {
+                    now_v.digest = remote.digest;
+                }
+                self.checked(hit.key(), &now_v);
+                Lookup::Hit(hit)
+            }
             Err(e) => {
                 // A failed check never evicts.
                 self.check_failed(url, &e);

@@ -305,7 +305,7 @@ fn http_size(
     // A cacheable miss asks for the validators to store (and the size);
     // a probe (HEAD, then GET headers) when they give no size.
     let remote = match (&fill_key, remote) {
-        (Some(_), None) => net.block_on(net.http.validators(url)).ok(),
+        (Some(_), None) => net.block_on(net.http.validators(url, &[])).ok(),
         (_, r) => r,
     };
     let size = match remote.as_ref().and_then(|r| r.size) {
@@ -376,7 +376,7 @@ fn archive_item(
                     // Validators to store (a plain miss has not asked yet).
                     let remote = match m.remote {
                         Some(r) => Some(r),
-                        None => net.block_on(net.http.validators(url)).ok(),
+                        None => net.block_on(net.http.validators(url, &[])).ok(),
                     };
                     let v = remote.as_ref().map(validators).unwrap_or_default();
                     cached = cache.fill(m.key, v, m.replaces, s);
