@@ -125,13 +125,7 @@ fn copy_from_blob(
         HashingReader::new(src, Some(&mut blob_check)),
         base_check.as_mut(),
     );
-    let progress = |chunk: &[u8]| reporter.item_progress(&name, chunk.len() as u64);
-    let copied = if base.xz {
-        sparse_copy(&mut xz(&mut hashing).take(base.size), out, 0, progress)
-    } else {
-        sparse_copy(&mut hashing, out, 0, progress)
-    };
-    drain(&mut hashing)?;
+    let copied = copy_stream(out, &mut hashing, base, reporter)?;
     drop(hashing);
     let usable =
         blob_check.finish().is_ok() && base_check.map(StreamVerifier::finish).transpose().is_ok();
@@ -209,27 +203,41 @@ fn copy_local_stream(
     reporter: &dyn Reporter,
 ) -> Result<u64, BuildError> {
     let name = base.location.name();
-    let progress = |chunk: &[u8]| reporter.item_progress(&name, chunk.len() as u64);
     let src = open(path)?;
     let mut verifier = base
         .checksum
         .as_ref()
         .map(|(a, v)| StreamVerifier::new(*a, v, &name));
     let mut hashing = HashingReader::new(src, verifier.as_mut());
-    let copied = if base.xz {
-        let st = sparse_copy(&mut xz(&mut hashing).take(base.size), out, 0, progress);
-        // Hash any bytes past the xz stream too.
-        drain(&mut hashing)?;
-        st
-    } else {
-        sparse_copy(&mut hashing, out, 0, progress)
-    };
+    let copied = copy_stream(out, &mut hashing, base, reporter)?;
     let copied =
         copied.map_err(|e| BuildError::BadBase(format!("reading base image {name}: {e}")))?;
     if let Some(v) = verifier {
         v.finish()?;
     }
     Ok(copied.read)
+}
+
+/// `src` into `out` from offset 0, sparse: xz decoded no further than the
+/// end of p3 (whatever an xz stream holds past it belongs to no partition,
+/// and an endless one would fill the disk), or as is. The rest of `src` is
+/// read too (it counts for the checksums). The copy's own result is
+/// returned apart: a caller may judge the source before its error.
+fn copy_stream(
+    out: &File,
+    src: &mut dyn Read,
+    base: &BaseInfo,
+    reporter: &dyn Reporter,
+) -> Result<std::io::Result<crate::io::CopyStats>, BuildError> {
+    let name = base.location.name();
+    let progress = |chunk: &[u8]| reporter.item_progress(&name, chunk.len() as u64);
+    let copied = if base.xz {
+        sparse_copy(&mut xz(&mut *src).take(base.size), out, 0, progress)
+    } else {
+        sparse_copy(&mut &mut *src, out, 0, progress)
+    };
+    drain(src)?;
+    Ok(copied)
 }
 
 /// Copy only the data regions of a plain local file: holes are neither
