@@ -101,6 +101,20 @@ impl Reporter for Console {
 /// The progress file, reachable from the signal handler.
 static PROGRESS: OnceLock<ProgressFile> = OnceLock::new();
 
+/// A build with the download cache holds every hit's blob open from
+/// planning on (so an eviction by another build can't take it away): a
+/// config of thousands of cached files needs more descriptors than the
+/// usual soft limit of 1,024. Raise the soft limit to the hard one, as
+/// many servers do; failing that, the cache warns and downloads instead.
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current < lim.maximum {
+        lim.current = lim.maximum;
+        let _ = setrlimit(Resource::Nofile, lim);
+    }
+}
+
 fn main() {
     // `image-creator oci-sizes IDENT`: a separate command line, so the old
     // positional `image-creator CONFIG OUTPUT` stays as it was.
@@ -109,6 +123,7 @@ fn main() {
         std::process::exit(oci_sizes(&cli));
     }
     let cli = Cli::parse();
+    raise_open_file_limit();
     std::process::exit(run(cli));
 }
 

@@ -1135,3 +1135,53 @@ fn bases_archives_and_images_are_cached_too() {
         common::archives::assert_same_tree(&src, &got.join("z"), 0o777, "zip");
     }
 }
+
+/// Hits keep their blobs open from planning to copy (an eviction can't take
+/// them away), so a config of many cached files needs more descriptors than
+/// a low soft limit: the tool raises it to the hard limit. Under `ulimit -Sn
+/// 128`, a warm build of 300 cached files takes every one from the cache,
+/// with no warning.
+#[test]
+fn many_hits_are_not_limited_by_a_low_soft_descriptor_limit() {
+    if !tools() {
+        return;
+    }
+    let env = Env::new();
+    let Some(ng) = Nginx::start(env.tmp.path()) else {
+        return;
+    };
+    let mut files = Vec::new();
+    for i in 0..300 {
+        let name = format!("f{i}.bin");
+        std::fs::write(ng.root.join(&name), common::bytes(i, 1000)).unwrap();
+        files.push((format!("d/{name}"), ng.url(&name)));
+    }
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let cfg = env.config("c.yaml", &refs);
+    let cache = env.path("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::write(cache.join("policy.yaml"), "check_after: 30d\n").unwrap();
+    let (code, log) = build(&cfg, &env.path("cold.img"), &cache, &[]);
+    assert_eq!(code, 0, "{log}");
+    let warm = env.path("warm.img");
+    let script = format!(
+        "ulimit -Sn 128 && exec {} -X --cache-dir {} --progress-file {} {} {}",
+        BIN,
+        cache.display(),
+        progress_path(&warm).display(),
+        cfg.display(),
+        warm.display()
+    );
+    let (code, log) = run(Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .env("SOURCE_DATE_EPOCH", EPOCH));
+    assert_eq!(code, 0, "{log}");
+    assert!(!log.contains("download cache"), "no cache warning: {log}");
+    for i in [0, 150, 299] {
+        assert!(from_cache(&warm, &format!("/d/f{i}.bin")), "{log}");
+    }
+}
