@@ -11,7 +11,7 @@ use super::error::PlanError;
 use super::item::{data_path, Item, ItemSource, OciPull};
 use crate::cache::{Key, Validators};
 use crate::config::{FileEntry, ImageConfig, OciEntry, Payload, Source};
-use crate::expand::{self, ArchivePlan, Format, Limits, Needs};
+use crate::expand::{self, ArchivePlan, ArchiveSource, Format, Limits, Needs};
 use crate::fetch::{redact, Net};
 use crate::oci::{Platform, Registry};
 
@@ -376,9 +376,16 @@ fn archive_item(
         url: name.clone(),
     })?;
     let limits = Limits::new(key, f.size, archive_size, format);
-    let exact = !matches!(source, ItemSource::Http { .. });
+    // Remote tar-family archives are pre-scanned (src/expand/sizing.rs).
+    let exact = !matches!(source, ItemSource::Http { .. }) || format != Format::Zip;
     let needs = match source.as_archive() {
-        Some(a) if unreachable.is_empty() || exact => expand::measure(format, a, &name, &limits)?,
+        Some(ArchiveSource::Http { url, checksum }) if unreachable.is_empty() => {
+            let size = Some(archive_size).filter(|&s| s > 0);
+            expand::measure_remote(format, url, checksum, size, &limits, net)?
+        }
+        Some(a) if unreachable.is_empty() || !a.is_remote() => {
+            expand::measure(format, a, &name, &limits)?
+        }
         _ => Needs::default(),
     };
     Ok(Item {

@@ -24,6 +24,15 @@ const K3: u32 = 0x6ED9_EBA1;
 /// value just below.
 const EOF_HASH: u32 = 0x7FFF_FFFF << 1;
 
+/// The (major, minor) directory hash ext4 gives `name` in a filesystem
+/// whose superblock holds `hash_seed` and the signedness `signed` (for
+/// tests and tools: `debugfs -R 'dx_hash -h half_md4 -s SEED NAME'` prints
+/// the same pair).
+pub fn dir_hash(hash_seed: &[u8; 16], signed: bool, name: &[u8]) -> (u32, u32) {
+    let h = DirHasher::new(hash_seed, signed).hash(name);
+    (h.major, h.minor)
+}
+
 /// A name's major and minor hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct NameHash {

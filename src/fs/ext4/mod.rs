@@ -36,6 +36,7 @@ pub use carry::{scan_old, OldSummary, OldTree};
 pub use error::Ext4Error;
 pub use file::{CopyError, FileWriter, SequentialWriter};
 pub use finish::FinishStats;
+pub use hash::dir_hash;
 pub use host::{add_host_tree, count_host_entries, host_meta, PendingCopies, COPY_BUF};
 pub use layout::BLOCK_SIZE;
 pub use node::{Ino, SpecialKind, ROOT_INO};
