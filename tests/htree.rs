@@ -187,7 +187,10 @@ fn kernel_lookups(img: &Path, dirs: &[(String, Vec<Vec<u8>>)]) {
         }
         assert!(std::fs::metadata(m.0.join(d).join("no-such-name")).is_err());
     }
-    eprintln!("kernel mount: every name of {} directories found", dirs.len().min(3));
+    eprintln!(
+        "kernel mount: every name of {} directories found",
+        dirs.len().min(3)
+    );
     let big = m.0.join(&dirs[0].0);
     for i in 0..50 {
         std::fs::write(big.join(format!("new-{i}")), b"new").unwrap();
