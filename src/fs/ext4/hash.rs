@@ -141,11 +141,11 @@ fn step(fun: fn(u32, u32, u32) -> u32, a: u32, b: u32, c: u32, d: u32, x: u32, s
 fn half_md4(state: &mut [u32; 4], x: &[u32; 8]) {
     let [mut a, mut b, mut c, mut d] = *state;
     // Round 1: F, words in order, shifts 3 7 11 19.
-    for &(i, s) in &[(0usize, 3u32), (4, 3)] {
-        a = step(f, a, b, c, d, x[i], s);
-        d = step(f, d, a, b, c, x[i + 1], 7);
-        c = step(f, c, d, a, b, x[i + 2], 11);
-        b = step(f, b, c, d, a, x[i + 3], 19);
+    for &[w0, w1, w2, w3] in &[[0usize, 1, 2, 3], [4, 5, 6, 7]] {
+        a = step(f, a, b, c, d, x[w0], 3);
+        d = step(f, d, a, b, c, x[w1], 7);
+        c = step(f, c, d, a, b, x[w2], 11);
+        b = step(f, b, c, d, a, x[w3], 19);
     }
     // Round 2: G, words 1 3 5 7 0 2 4 6, shifts 3 5 9 13.
     for &[w0, w1, w2, w3] in &[[1usize, 3, 5, 7], [0, 2, 4, 6]] {

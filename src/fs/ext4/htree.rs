@@ -153,12 +153,17 @@ impl HtreePlan {
         let nodes = self.nodes();
         // Root entries: the leaves, or the nodes (each over NODE_LIMIT leaves).
         let root_targets: Vec<(u32, usize)> = if nodes == 0 {
-            (0..leaves).map(|k| (self.leaf_hash(k), 1 + k)).collect()
+            (0..leaves)
+                .map(|k| (self.leaf_hash(k), k.saturating_add(1)))
+                .collect()
         } else {
             (0..nodes)
                 .map(|n| {
                     let first_leaf = n.saturating_mul(NODE_LIMIT);
-                    (self.leaf_hash(first_leaf), 1 + leaves + n)
+                    (
+                        self.leaf_hash(first_leaf),
+                        leaves.saturating_add(1).saturating_add(n),
+                    )
                 })
                 .collect()
         };
