@@ -19,7 +19,7 @@ machine = {
     "cores": os.cpu_count(),
     "memory": sh("free -h | awk '/Mem:/{print $2}'"),
     "kernel": platform.release(),
-    "disk": sh("df -h --output=source,fstype . | tail -1"),
+    "disk": sh("df -h --output=source,fstype '%s' | tail -1" % os.environ.get("BENCH_DIR", ".")),
     "load": sh("cat /proc/loadavg"),
 }
 json.dump({"machine": machine, "results": rows}, open(os.path.join(out, "benchmarks.json"), "w"), indent=1)
@@ -73,7 +73,8 @@ lines = [
     "|---|---|---:|---:|---:|",
 ]
 for r in rows:
-    lines.append("| %s | %s | %.2f | %s | %.0f |" % (r["route"], r["name"], r["seconds"], fmt_rate(r), r["peak_rss_mib"]))
+    name = r["name"].replace("|", "\\|")
+    lines.append("| %s | %s | %.2f | %s | %.0f |" % (r["route"], name, r["seconds"], fmt_rate(r), r["peak_rss_mib"]))
 lines.append("")
 notes = os.path.join(out, "benchmarks-notes.md")
 if os.path.exists(notes):
