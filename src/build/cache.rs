@@ -11,11 +11,12 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+pub use crate::cache::FillSink;
 use crate::cache::{
     unix_now, Cache, CacheError, Claim, CopyError, Entry, FillMeta, Filler, Hit, Key, Validators,
 };
 use crate::fs::ext4::FileWriter;
-use crate::io::{ChunkSink, StreamVerifier};
+use crate::io::StreamVerifier;
 use crate::plan::{CacheUse, Expected};
 use crate::progress::Reporter;
 
@@ -224,42 +225,6 @@ pub fn copy_blob(
     match verifier.map(StreamVerifier::finish).transpose() {
         Ok(digest) => Ok(Copied::Done(entry, digest)),
         Err(_) => Ok(Copied::Unusable(spec, None)),
-    }
-}
-
-/// The cache side of a download: writes into a [`Filler`]; its first
-/// error is kept and ends the filling, never the download.
-pub struct FillSink<'f> {
-    filler: Option<&'f Filler>,
-    /// The first cache error.
-    pub failed: Option<CacheError>,
-    /// The end of the furthest write: the payload's size once complete.
-    pub end: u64,
-}
-
-impl<'f> FillSink<'f> {
-    /// Fill `filler` (None: a no-op side).
-    pub fn new(filler: Option<&'f Filler>) -> Self {
-        Self {
-            filler,
-            failed: None,
-            end: 0,
-        }
-    }
-}
-
-impl ChunkSink for FillSink<'_> {
-    fn write(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-        self.end = self
-            .end
-            .max(offset.saturating_add(u64::try_from(data.len()).unwrap_or(u64::MAX)));
-        if let Some(f) = self.filler {
-            if let Err(e) = f.write_at(offset, data) {
-                self.failed = Some(e);
-                self.filler = None;
-            }
-        }
-        Ok(())
     }
 }
 

@@ -152,11 +152,10 @@ fn copy_local(
     reporter: &dyn Reporter,
 ) -> Result<(), BuildError> {
     use crate::fs::ext4::CopyError;
-    use std::io::Read;
     let item_name = item.name();
     reporter.item_started(&item_name, Some(item.size));
     let name = path.display().to_string();
-    let mut f = std::fs::File::open(path).map_err(|source| BuildError::SourceOpen {
+    let f = std::fs::File::open(path).map_err(|source| BuildError::SourceOpen {
         path: path.to_path_buf(),
         source,
     })?;
@@ -167,7 +166,10 @@ fn copy_local(
         name: name.clone(),
         how,
     };
-    w.copy_from(&mut f, buf, |chunk| {
+    // Only the data regions are read and written: a sparse file's holes
+    // stay holes in the image (FileWriter::copy_regions_from).
+    let regions = crate::io::data_regions(&f, item.size)?;
+    w.copy_regions_from(&f, &regions, buf, |chunk| {
         if let Some(v) = verifier.as_mut() {
             v.update(chunk);
         }
@@ -179,7 +181,7 @@ fn copy_local(
         CopyError::Write(e) => changed(format!("({e})")),
     })?;
     // One byte more means the file grew since it was planned.
-    if f.read(&mut [0u8; 1])? > 0 {
+    if std::os::unix::fs::FileExt::read_at(&f, &mut [0u8; 1], item.size)? > 0 {
         return Err(changed(format!("size (more than {} bytes)", item.size)));
     }
     let digest = verifier.map(StreamVerifier::finish).transpose()?;

@@ -109,7 +109,12 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
         reporter.warn(w);
     }
     let base = plan::inspect_base(&spec, &net)?;
-    let the_plan = plan::make_plan(&config, &base, opts.max_size, &net, cache.as_ref())?;
+    let plan_opts = plan::PlanOptions {
+        max_size: opts.max_size,
+        cache: cache.as_ref(),
+        check: opts.check,
+    };
+    let the_plan = plan::make_plan(&config, &base, &net, &plan_opts)?;
     for w in &the_plan.warnings {
         reporter.warn(w);
     }
@@ -265,8 +270,7 @@ impl Job<'_> {
                 cache: None,
             };
             let copied = plan::inspect_base(&copy, self.net)?;
-            let cache = self.cache.map(BuildCache::cache);
-            plan::make_plan(self.config, &copied, self.opts.max_size, self.net, cache)?
+            plan::resize(&self.plan, self.config, &copied, self.opts.max_size)?
         } else {
             self.plan
         };

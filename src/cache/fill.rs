@@ -171,3 +171,39 @@ impl Filler {
         Ok(entry)
     }
 }
+
+/// The cache side of a download: writes into a [`Filler`]; its first
+/// error is kept and ends the filling, never the download.
+pub struct FillSink<'f> {
+    filler: Option<&'f Filler>,
+    /// The first cache error.
+    pub failed: Option<CacheError>,
+    /// The end of the furthest write: the payload's size once complete.
+    pub end: u64,
+}
+
+impl<'f> FillSink<'f> {
+    /// Fill `filler` (None: a no-op side).
+    pub fn new(filler: Option<&'f Filler>) -> Self {
+        Self {
+            filler,
+            failed: None,
+            end: 0,
+        }
+    }
+}
+
+impl crate::io::ChunkSink for FillSink<'_> {
+    fn write(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.end = self
+            .end
+            .max(offset.saturating_add(u64::try_from(data.len()).unwrap_or(u64::MAX)));
+        if let Some(f) = self.filler {
+            if let Err(e) = f.write_at(offset, data) {
+                self.failed = Some(e);
+                self.filler = None;
+            }
+        }
+        Ok(())
+    }
+}

@@ -138,9 +138,15 @@ impl Hit {
     /// Check the whole blob against its entry (size and sha256) and return
     /// it, for a reader that needs a seekable file (an archive expanded
     /// from it). A corrupt blob drops its entry, as [`Hit::copy_into`] does.
+    /// The file is rewound: whoever read it before (planning measures a
+    /// cached archive from it) moved its cursor.
     pub fn verified_file(self) -> Result<(Entry, File), CopyError> {
+        use std::io::Seek;
         self.copy_with(|_, _| Ok(()))?;
-        Ok((self.entry, self.blob))
+        let mut blob = self.blob;
+        blob.rewind()
+            .map_err(|e| CopyError::Corrupt(CacheError::io(&self.blob_path, "rewinding")(e)))?;
+        Ok((self.entry, blob))
     }
 
     /// Drop the entry (and its blob when nothing else uses it) and say why.

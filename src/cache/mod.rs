@@ -96,7 +96,7 @@ use std::time::Duration;
 pub use entry::{Entry, FillMeta, Freshness, Validators};
 pub use error::{CacheError, CacheErrorKind};
 pub use evict::{eviction_order, plan, EvictReason, Planned};
-pub use fill::Filler;
+pub use fill::{FillSink, Filler};
 pub use hit::{CopyError, Hit};
 pub use key::{EntryKind, Key};
 pub use policy::{

@@ -38,6 +38,6 @@ pub use error::{ExpandError, MemberError};
 pub use format::Format;
 pub use limits::{Limits, DEFAULT_MAX_ENTRIES, DEFAULT_RATIO, MAX_ENTRIES_ENV, RATIO_ENV};
 pub use pipeline::{expand_archive, Expansion};
-pub use sizing::{estimate, measure, ArchivePlan, ESTIMATE_AVG_MEMBER};
+pub use sizing::{estimate, measure, measure_remote, ArchivePlan, ESTIMATE_AVG_MEMBER};
 pub use source::ArchiveSource;
 pub use target::{Ext4Target, Target};

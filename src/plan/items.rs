@@ -11,7 +11,7 @@ use super::error::PlanError;
 use super::item::{data_path, Item, ItemSource, OciPull};
 use crate::cache::{Key, Validators};
 use crate::config::{FileEntry, ImageConfig, OciEntry, Payload, Source};
-use crate::expand::{self, ArchivePlan, Format, Limits, Needs};
+use crate::expand::{self, ArchivePlan, ArchiveSource, Format, Limits, Needs};
 use crate::fetch::{redact, Net};
 use crate::oci::{Platform, Registry};
 
@@ -395,9 +395,53 @@ fn archive_item(
         url: name.clone(),
     })?;
     let limits = Limits::new(key, f.size, archive_size, format);
-    let exact = !matches!(source, ItemSource::Http { .. });
+    // Remote tar-family archives are pre-scanned (src/expand/sizing.rs).
+    let exact = !matches!(source, ItemSource::Http { .. }) || format != Format::Zip;
     let needs = match source.as_archive() {
-        Some(a) if unreachable.is_empty() || exact => expand::measure(format, a, &name, &limits)?,
+        Some(ArchiveSource::Http { url, checksum }) if unreachable.is_empty() => {
+            let size = Some(archive_size).filter(|&s| s > 0);
+            let prescan = |tap: &mut dyn crate::io::ChunkSink| {
+                expand::measure_remote(format, url, checksum, size, &limits, net, tap)
+            };
+            match cached.take() {
+                // Measured from the cached blob: no network, and the same
+                // needs as the cold build's pre-scan.
+                Some(CacheUse::Hit(shared)) if format != Format::Zip => {
+                    let measured = shared.with(|hit| {
+                        let blob = ArchiveSource::Open {
+                            file: hit.file(),
+                            name: &name,
+                            checksum,
+                        };
+                        expand::measure(format, blob, &name, &limits)
+                    });
+                    cached = Some(CacheUse::Hit(shared));
+                    match measured {
+                        Some(m) => m?,
+                        None => expand::estimate(&limits),
+                    }
+                }
+                // A miss the policy caches: the pre-scan fills the cache, and
+                // the build expands from it (one download in all).
+                Some(fill @ CacheUse::Fill { .. }) if cache.prescan && format != Format::Zip => {
+                    let (measured, use_) = cache.prescan_filling(fill, url, prescan);
+                    cached = use_;
+                    measured?
+                }
+                other => {
+                    cached = other;
+                    if cache.prescan {
+                        prescan(&mut crate::cache::FillSink::new(None))?
+                    } else {
+                        // --check downloads nothing: an upper bound.
+                        expand::estimate(&limits)
+                    }
+                }
+            }
+        }
+        Some(a) if unreachable.is_empty() || !a.is_remote() => {
+            expand::measure(format, a, &name, &limits)?
+        }
         _ => Needs::default(),
     };
     Ok(Item {

@@ -159,6 +159,61 @@ impl FileWriter {
         Ok(())
     }
 
+    /// [`FileWriter::copy_from`] for a local file whose data lies only in
+    /// `regions` (sorted `[start, end)` byte ranges, as `SEEK_DATA` /
+    /// `SEEK_HOLE` report them): only those are read and written; the
+    /// holes between them are left alone, since reserved blocks read as
+    /// zeros (the builder zeroes its window first and hands each block out
+    /// once). So a 100 GB sparse file with a few written regions costs a
+    /// few writes, and the image stays sparse. `on_chunk` still sees every
+    /// byte in order, holes as zeros (for digests and progress).
+    pub fn copy_regions_from(
+        &self,
+        src: &std::fs::File,
+        regions: &[(u64, u64)],
+        buf: &mut [u8],
+        mut on_chunk: impl FnMut(&[u8]),
+    ) -> Result<(), CopyError> {
+        use std::os::unix::fs::FileExt;
+        let size = self.size();
+        let mut off = 0u64;
+        fn zeros_for(from: u64, to: u64, buf: &mut [u8], on_chunk: &mut impl FnMut(&[u8])) {
+            buf.fill(0);
+            let mut at = from;
+            while at < to {
+                let n =
+                    usize::try_from(to.saturating_sub(at)).map_or(buf.len(), |l| l.min(buf.len()));
+                on_chunk(buf.get(..n).unwrap_or_default());
+                at = at.saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
+            }
+        }
+        for &(start, end) in regions {
+            let (start, end) = (start.max(off).min(size), end.min(size));
+            if start >= end {
+                continue;
+            }
+            zeros_for(off, start, buf, &mut on_chunk);
+            off = start;
+            while off < end {
+                let left = end.saturating_sub(off);
+                let want = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
+                let chunk = buf.get_mut(..want).unwrap_or_default();
+                let n = match src.read_at(chunk, off) {
+                    Ok(0) => return Err(CopyError::Short { got: off, size }),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(CopyError::Read(e)),
+                };
+                let data = chunk.get(..n).unwrap_or_default();
+                self.write_at(off, data)?;
+                on_chunk(data);
+                off = off.saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
+            }
+        }
+        zeros_for(off, size, buf, &mut on_chunk);
+        Ok(())
+    }
+
     /// A `std::io::Write` that appends from offset 0.
     pub fn sequential(self) -> SequentialWriter {
         SequentialWriter {
