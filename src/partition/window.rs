@@ -163,13 +163,8 @@ impl PartitionWindow {
         if len == 0 {
             return Ok(());
         }
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        {
-            use rustix::fs::{fallocate, FallocateFlags};
-            let flags = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
-            if fallocate(&*self.file, flags, abs, len).is_ok() {
-                return Ok(());
-            }
+        if crate::os::punch_hole(&self.file, abs, len) {
+            return Ok(());
         }
         let zeros = vec![0u8; ZERO_CHUNK];
         let mut done = 0u64;
