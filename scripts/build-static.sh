@@ -8,8 +8,6 @@
 # musl target is not installable on our machines. Nothing in the binary
 # needs NSS at run time: DNS is hickory-resolver (src/fetch/dns.rs), TLS
 # roots fall back to the built-in Mozilla list (src/fetch/roots.rs).
-# The linker still warns that std *references* getaddrinfo/getpwuid_r;
-# image-creator never calls them (see README, "Install").
 #
 # Profile `release-static` (Cargo.toml): stripped, fat LTO, one codegen
 # unit. Extra arguments go to cargo (e.g. `--features portable`).
