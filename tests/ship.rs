@@ -226,9 +226,8 @@ fn man_page_renders_and_documents_every_option() {
     assert!(warnings.trim().is_empty(), "groff warns:\n{warnings}");
     // groff's utf8 output uses U+2010 for hyphens in some fonts; strip
     // backspace overstrikes and compare on plain text.
-    let text: String = String::from_utf8_lossy(&rendered.stdout)
-        .replace('\u{2010}', "-")
-        .replace('\u{2212}', "-");
+    let text: String =
+        String::from_utf8_lossy(&rendered.stdout).replace(['\u{2010}', '\u{2212}'], "-");
     let text = strip_overstrike(&text);
     for arg in image_creator::cli::documented_command().get_arguments() {
         if let Some(long) = arg.get_long() {
