@@ -122,6 +122,26 @@ fn main() {
         let cli = OciSizesCli::parse_from(std::env::args_os().skip(1));
         std::process::exit(oci_sizes(&cli));
     }
+    // `image-creator completions SHELL` and `image-creator man`: the same.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "completions")
+    {
+        let cli = image_creator::cli::CompletionsCli::parse_from(std::env::args_os().skip(1));
+        image_creator::cli::write_completions(cli.shell, &mut std::io::stdout());
+        std::process::exit(0);
+    }
+    if std::env::args_os().nth(1).is_some_and(|a| a == "man") {
+        image_creator::cli::ManCli::parse_from(std::env::args_os().skip(1));
+        let code = match image_creator::cli::write_man_page(&mut std::io::stdout()) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: writing the man page: {e}");
+                ExitKind::Failure.code()
+            }
+        };
+        std::process::exit(code);
+    }
     let cli = Cli::parse();
     raise_open_file_limit();
     std::process::exit(run(cli));

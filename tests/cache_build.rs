@@ -943,7 +943,14 @@ fn kill_9_during_a_cached_download_then_a_rebuild() {
         let done = std::fs::read_to_string(&progress)
             .ok()
             .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|v| v["items"].as_array().and_then(|a| a.first().cloned()))
+            // The download's own item: the first one is the base image,
+            // whose copy reports bytes too (for long without SEEK_DATA,
+            // as with --features portable).
+            .and_then(|v| {
+                v["items"]
+                    .as_array()
+                    .and_then(|a| a.iter().find(|i| i["name"] == "/data/f.bin").cloned())
+            })
             .and_then(|i| i["bytes_done"].as_u64())
             .unwrap_or(0);
         if done > 0 {

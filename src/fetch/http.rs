@@ -356,7 +356,8 @@ pub struct Http {
 }
 
 impl Http {
-    /// A client with rustls (ring provider), the system's roots, redirects
+    /// A client with rustls (ring provider), the system's roots or the
+    /// built-in ones ([`super::trust_roots`]), redirects
     /// followed (at most [`super::MAX_REDIRECTS`], each hop checked),
     /// names resolved by a [`CheckedResolver`], at most [`MAX_HEADERS`]
     /// response headers, `Accept-Encoding: identity` and our User-Agent.
@@ -366,8 +367,14 @@ impl Http {
     /// policy can't check them.
     pub fn new(opts: FetchOptions) -> Result<Self, HttpError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let roots = super::trust_roots();
         let builder = || {
+            let certs = roots.certs.iter().filter_map(|der| {
+                // Already parsed once by trust_roots: from_der only copies.
+                reqwest::Certificate::from_der(der).ok()
+            });
             let b = reqwest::Client::builder()
+                .tls_certs_only(certs)
                 .user_agent(concat!("image-creator/", env!("CARGO_PKG_VERSION")))
                 .connect_timeout(opts.connect_timeout)
                 .dns_resolver(CheckedResolver::new(opts.network, &opts.resolve))

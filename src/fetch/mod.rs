@@ -3,12 +3,15 @@
 //! and the network policy every request obeys ([`NetworkPolicy`]: the
 //! address classifier in `policy`, its enforcement on reqwest in `guard`).
 
+mod dns;
 mod guard;
 mod http;
 mod net;
 mod overlap;
 mod policy;
+mod roots;
 
+pub use dns::{Dns, DnsConfig, DnsConfigError, RESOLV_CONF};
 pub use guard::{
     check_hop, check_url, Blocked, CheckedResolver, HopBlocked, ResolveError, ResolveOverride,
     MAX_REDIRECTS,
@@ -19,3 +22,4 @@ pub use http::{
 };
 pub use net::Net;
 pub use policy::{classify, embedded_v4, AddressClass, NetworkPolicy, Refusal};
+pub use roots::{trust_roots, RootsSource, TrustRoots};
