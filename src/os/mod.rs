@@ -124,7 +124,7 @@ pub fn raw_device_path(path: &Path) -> PathBuf {
     allow(dead_code)
 )]
 fn aligned(offset: u64, len: u64, block: u64) -> bool {
-    block > 0 && offset % block == 0 && len % block == 0
+    block > 0 && offset.is_multiple_of(block) && len.is_multiple_of(block)
 }
 
 #[cfg(test)]
