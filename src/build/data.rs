@@ -24,7 +24,7 @@ use crate::fs::ext4::{Ext4Builder, Ext4Params, FileWriter, InodeMeta, OldTree, T
 use crate::io::{ProgressSink, StreamVerifier, Tee, WriterSink, COPY_BUF};
 use crate::oci::{ArchiveSink, PullJob, Registry};
 use crate::partition::PartitionWindow;
-use crate::plan::{Expected, Item, ItemSource, OciPull, Plan, DIR_PERM, FILE_PERM};
+use crate::plan::{data_path, Expected, Item, ItemSource, OciPull, Plan, DIR_PERM, FILE_PERM};
 use crate::progress::Reporter;
 
 /// What writing the data partition needs.
@@ -415,7 +415,12 @@ fn expand_all(
         let Some(source) = item.source.as_archive() else {
             continue;
         };
-        let name = item.name();
+        let job = Expansion {
+            dest: &item.dest,
+            source,
+            plan,
+            dir_meta,
+        };
         let mut claimed = ctx
             .cache
             .and_then(|c| match c.planned(item.cache.as_ref()) {
@@ -427,85 +432,105 @@ fn expand_all(
             let Some(Claimed::Hit(hit)) = claimed.take() else {
                 continue;
             };
-            let spec = ClaimSpec {
-                key: hit.key().clone(),
-                validators: hit.validators().clone(),
-                replaces: None,
-            };
-            match hit.verified_file() {
-                Ok((entry, file)) => {
-                    let (url, checksum) = match source {
-                        ArchiveSource::Http { url, checksum } => (redact(url), checksum),
-                        _ => (name.clone(), None),
-                    };
-                    let job = Expansion {
-                        dest: &item.dest,
-                        source: ArchiveSource::Open {
-                            file: &file,
-                            name: &url,
-                            checksum,
-                        },
-                        plan,
-                        dir_meta,
-                    };
-                    let expanded = expand_archive(
-                        builder,
-                        &job,
-                        ctx.net,
-                        ctx.build_dir,
-                        &mut FillSink::new(None),
-                    );
-                    if let Err(ExpandError::Checksum(_)) = &expanded {
-                        // Cached under another checksum: the next build
-                        // downloads it again.
-                        let _ = cache.cache().remove(&entry.key());
-                    }
-                    let (bytes, digest) = expanded?;
-                    let _ = cache.cache().touch(&entry.key(), crate::cache::unix_now());
-                    ctx.reporter.item_cached(&name);
-                    ctx.reporter.item_done(&name, bytes, digest.as_deref());
-                    continue;
-                }
-                Err(crate::cache::CopyError::Corrupt(e)) => {
-                    cache.warn(&e);
-                    claimed = Some(claim(cache.cache(), spec));
-                }
-                Err(crate::cache::CopyError::Sink { source, .. }) => return Err(source.into()),
+            match expand_cached(ctx, cache, builder, &job, hit)? {
+                None => continue,
+                // Unusable blob (dropped): download, filling the cache again.
+                Some(spec) => claimed = Some(claim(cache.cache(), spec)),
             }
         }
-        let fill = match claimed {
-            Some(Claimed::Fill(f, v)) => Some((f, v)),
-            Some(Claimed::Failed(e)) => {
-                if let Some(c) = ctx.cache {
-                    c.warn(&e);
-                }
-                None
-            }
-            // Another build published it while we waited: the entry is
-            // used next time; download it this once.
-            Some(Claimed::Hit(_)) | None => None,
-        };
-        let mut tap = FillSink::new(fill.as_ref().map(|(f, _)| f));
-        let job = Expansion {
-            dest: &item.dest,
-            source,
-            plan,
-            dir_meta,
-        };
-        let (bytes, digest) = expand_archive(builder, &job, ctx.net, ctx.build_dir, &mut tap)?;
-        let failed = tap.failed;
-        if let (Some(cache), Some((filler, validators)), ArchiveSource::Http { url, .. }) =
-            (ctx.cache, fill, source)
-        {
-            match failed {
-                Some(e) => cache.warn(&e),
-                None => {
-                    let size = plan.archive_size.unwrap_or(0);
-                    cache.commit(filler, size, validators, url);
-                }
-            }
-        }
-        ctx.reporter.item_done(&name, bytes, digest.as_deref());
+        expand_fetched(ctx, builder, &job, claimed)?;
     }
+    Ok(())
+}
+
+/// Expand a cached archive from its blob, checked whole first. `Some`: the
+/// blob was unusable (its entry is dropped); claim its key to download it.
+fn expand_cached(
+    ctx: &DataCtx<'_>,
+    cache: &BuildCache<'_>,
+    builder: &mut Ext4Builder,
+    job: &Expansion<'_>,
+    hit: Hit,
+) -> Result<Option<ClaimSpec>, BuildError> {
+    let name = data_path(job.dest);
+    let spec = ClaimSpec {
+        key: hit.key().clone(),
+        validators: hit.validators().clone(),
+        replaces: None,
+    };
+    let (entry, file) = match hit.verified_file() {
+        Ok(found) => found,
+        Err(crate::cache::CopyError::Corrupt(e)) => {
+            cache.warn(&e);
+            return Ok(Some(spec));
+        }
+        Err(crate::cache::CopyError::Sink { source, .. }) => return Err(source.into()),
+    };
+    let (url, checksum) = match job.source {
+        ArchiveSource::Http { url, checksum } => (redact(url), checksum),
+        _ => (name.clone(), None),
+    };
+    let from_blob = Expansion {
+        source: ArchiveSource::Open {
+            file: &file,
+            name: &url,
+            checksum,
+        },
+        ..*job
+    };
+    let expanded = expand_archive(
+        builder,
+        &from_blob,
+        ctx.net,
+        ctx.build_dir,
+        &mut FillSink::new(None),
+    );
+    if let Err(ExpandError::Checksum(_)) = &expanded {
+        // Cached under another checksum: the next build downloads it again.
+        let _ = cache.cache().remove(&entry.key());
+    }
+    let (bytes, digest) = expanded?;
+    let _ = cache.cache().touch(&entry.key(), crate::cache::unix_now());
+    ctx.reporter.item_cached(&name);
+    ctx.reporter.item_done(&name, bytes, digest.as_deref());
+    Ok(None)
+}
+
+/// Expand an archive from its source, filling the cache on the way when
+/// its key was claimed.
+fn expand_fetched(
+    ctx: &DataCtx<'_>,
+    builder: &mut Ext4Builder,
+    job: &Expansion<'_>,
+    claimed: Option<Claimed>,
+) -> Result<(), BuildError> {
+    let fill = match claimed {
+        Some(Claimed::Fill(f, v)) => Some((f, v)),
+        Some(Claimed::Failed(e)) => {
+            if let Some(c) = ctx.cache {
+                c.warn(&e);
+            }
+            None
+        }
+        // Another build published it while we waited: the entry is used
+        // next time; download it this once.
+        Some(Claimed::Hit(_)) | None => None,
+    };
+    let mut tap = FillSink::new(fill.as_ref().map(|(f, _)| f));
+    let (bytes, digest) = expand_archive(builder, job, ctx.net, ctx.build_dir, &mut tap)?;
+    let failed = tap.failed;
+    if let (Some(cache), Some((filler, validators)), ArchiveSource::Http { url, .. }) =
+        (ctx.cache, fill, job.source)
+    {
+        match failed {
+            Some(e) => cache.warn(&e),
+            None => {
+                let size = job.plan.archive_size.unwrap_or(0);
+                cache.commit(filler, size, validators, url);
+            }
+        }
+    }
+    ctx.reporter
+        .item_done(&data_path(job.dest), bytes, digest.as_deref());
     Ok(())
 }

@@ -399,45 +399,15 @@ fn archive_item(
     let exact = !matches!(source, ItemSource::Http { .. }) || format != Format::Zip;
     let needs = match source.as_archive() {
         Some(ArchiveSource::Http { url, checksum }) if unreachable.is_empty() => {
-            let size = Some(archive_size).filter(|&s| s > 0);
-            let prescan = |tap: &mut dyn crate::io::ChunkSink| {
-                expand::measure_remote(format, url, checksum, size, &limits, net, tap)
+            let remote = Remote {
+                format,
+                url,
+                checksum,
+                size: Some(archive_size).filter(|&s| s > 0),
+                name: &name,
+                limits: &limits,
             };
-            match cached.take() {
-                // Measured from the cached blob: no network, and the same
-                // needs as the cold build's pre-scan.
-                Some(CacheUse::Hit(shared)) if format != Format::Zip => {
-                    let measured = shared.with(|hit| {
-                        let blob = ArchiveSource::Open {
-                            file: hit.file(),
-                            name: &name,
-                            checksum,
-                        };
-                        expand::measure(format, blob, &name, &limits)
-                    });
-                    cached = Some(CacheUse::Hit(shared));
-                    match measured {
-                        Some(m) => m?,
-                        None => expand::estimate(&limits),
-                    }
-                }
-                // A miss the policy caches: the pre-scan fills the cache, and
-                // the build expands from it (one download in all).
-                Some(fill @ CacheUse::Fill { .. }) if cache.prescan && format != Format::Zip => {
-                    let (measured, use_) = cache.prescan_filling(fill, url, prescan);
-                    cached = use_;
-                    measured?
-                }
-                other => {
-                    cached = other;
-                    if cache.prescan {
-                        prescan(&mut crate::cache::FillSink::new(None))?
-                    } else {
-                        // --check downloads nothing: an upper bound.
-                        expand::estimate(&limits)
-                    }
-                }
-            }
+            remote_needs(&remote, &mut cached, net, cache)?
         }
         Some(a) if unreachable.is_empty() || !a.is_remote() => {
             expand::measure(format, a, &name, &limits)?
@@ -474,4 +444,63 @@ fn local_file_size(key: &str, path: &Path) -> Result<u64, PlanError> {
         });
     }
     Ok(md.len())
+}
+
+/// A remote archive being planned.
+struct Remote<'a> {
+    format: Format,
+    url: &'a str,
+    checksum: crate::expand::source::Expected<'a>,
+    size: Option<u64>,
+    name: &'a str,
+    limits: &'a Limits,
+}
+
+/// What a remote archive needs: measured from its cached blob (no network,
+/// the same exact needs as a cold pre-scan), pre-scanned while filling the
+/// cache (one download in all), pre-scanned, or estimated (`--check`, zips).
+fn remote_needs(
+    r: &Remote<'_>,
+    cached: &mut Option<CacheUse>,
+    net: &Net,
+    cache: &mut Planner<'_>,
+) -> Result<Needs, PlanError> {
+    let prescan = |tap: &mut dyn crate::io::ChunkSink| {
+        expand::measure_remote(r.format, r.url, r.checksum, r.size, r.limits, net, tap)
+    };
+    Ok(match cached.take() {
+        // Measured from the cached blob: no network, and the same
+        // needs as the cold build's pre-scan.
+        Some(CacheUse::Hit(shared)) if r.format != Format::Zip => {
+            let measured = shared.with(|hit| {
+                let blob = ArchiveSource::Open {
+                    file: hit.file(),
+                    name: r.name,
+                    checksum: r.checksum,
+                };
+                expand::measure(r.format, blob, r.name, r.limits)
+            });
+            *cached = Some(CacheUse::Hit(shared));
+            match measured {
+                Some(m) => m?,
+                None => expand::estimate(r.limits),
+            }
+        }
+        // A miss the policy caches: the pre-scan fills the cache, and
+        // the build expands from it (one download in all).
+        Some(fill @ CacheUse::Fill { .. }) if cache.prescan && r.format != Format::Zip => {
+            let (measured, use_) = cache.prescan_filling(fill, r.url, prescan);
+            *cached = use_;
+            measured?
+        }
+        other => {
+            *cached = other;
+            if cache.prescan {
+                prescan(&mut crate::cache::FillSink::new(None))?
+            } else {
+                // --check downloads nothing: an upper bound.
+                expand::estimate(r.limits)
+            }
+        }
+    })
 }
