@@ -210,13 +210,18 @@ pub fn copy_blob(
     let mut verifier = checksum
         .as_ref()
         .map(|(a, v)| StreamVerifier::new(*a, v, name));
-    let copied = hit.copy_into(|off, b| {
-        if let Some(v) = verifier.as_mut() {
-            v.update(b);
-        }
-        on_chunk(b.len());
-        w.write_at(off, b).map_err(std::io::Error::other)
-    });
+    // A kernel copy into the reservation, then the hash read back from the
+    // page cache: one disk read, no copy through user space.
+    let len = hit.size();
+    let copied = hit.copy_then_verify(
+        |blob| w.copy_file_from(blob, len).map_err(std::io::Error::other),
+        |b| {
+            if let Some(v) = verifier.as_mut() {
+                v.update(b);
+            }
+            on_chunk(b.len());
+        },
+    );
     let entry = match copied {
         Ok(entry) => entry,
         Err(CopyError::Corrupt(e)) => return Ok(Copied::Unusable(spec, Some(e))),

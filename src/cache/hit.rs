@@ -129,6 +129,29 @@ impl Hit {
         Ok(())
     }
 
+    /// Copy the blob with `copy(blob)` (a kernel copy into the image, say),
+    /// then check it against its entry by reading it back (from the page
+    /// cache the copy just filled), feeding every byte to `on_bytes` too
+    /// (another checksum). A corrupt blob drops its entry; its bytes, copied
+    /// already, are for the caller to overwrite.
+    pub fn copy_then_verify(
+        self,
+        copy: impl FnOnce(&File) -> std::io::Result<()>,
+        on_bytes: impl FnMut(&[u8]),
+    ) -> Result<Entry, CopyError> {
+        copy(&self.blob).map_err(|source| CopyError::Sink {
+            key: self.key.to_string(),
+            offset: 0,
+            source,
+        })?;
+        let mut on_bytes = on_bytes;
+        self.copy_with(|_, b| {
+            on_bytes(b);
+            Ok(())
+        })?;
+        Ok(self.entry)
+    }
+
     /// The pinned blob, for reading its beginning (a base image's MBR)
     /// before it is copied. Positional reads only: it is read again whole.
     pub fn file(&self) -> &File {

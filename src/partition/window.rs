@@ -124,6 +124,19 @@ impl PartitionWindow {
             .map_err(|e| self.io(abs, e))
     }
 
+    /// Copy `len` bytes of `src` at `src_offset` to `offset` (relative to
+    /// the window), in the kernel where the platform can (`os::copy_range`).
+    pub fn copy_from(
+        &self,
+        src: &File,
+        src_offset: u64,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), WindowError> {
+        let abs = self.check(offset, len)?;
+        crate::os::copy_range(src, src_offset, &self.file, abs, len).map_err(|e| self.io(abs, e))
+    }
+
     /// Fill all of `buf` from `offset` (relative to the window).
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), WindowError> {
         let abs = self.check(offset, buf.len() as u64)?;

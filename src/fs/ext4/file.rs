@@ -128,6 +128,42 @@ impl FileWriter {
         }
     }
 
+    /// Copy the first `len` bytes of the file `src` to the start of this
+    /// one, run by run, in the kernel where the platform can (no trip
+    /// through user space; a cached download is copied this way, and
+    /// hashed from the page cache afterwards). `len` may not exceed the
+    /// file's size.
+    pub fn copy_file_from(&self, src: &std::fs::File, len: u64) -> Result<(), Ext4Error> {
+        if len > self.size() {
+            return Err(Ext4Error::WritePastEnd {
+                path: self.path.to_string(),
+                offset: 0,
+                len,
+                size: self.size(),
+            });
+        }
+        let size = len;
+        let overflow =
+            |at: u64| Ext4Error::Internal(format!("{}: offset past 2^64 near {at}", self.path));
+        let mut pos = 0u64; // file offset copied so far
+        for run in self.runs.iter() {
+            if pos >= size {
+                break;
+            }
+            let n = run.len.bytes()?.min(size.saturating_sub(pos));
+            let at = run.start.byte_offset()?;
+            self.window.copy_from(src, pos, at, n)?;
+            pos = pos.checked_add(n).ok_or_else(|| overflow(pos))?;
+        }
+        if pos < size {
+            return Err(Ext4Error::Internal(format!(
+                "{}: reserved blocks do not cover offset {pos}",
+                self.path
+            )));
+        }
+        Ok(())
+    }
+
     /// Copy exactly [`FileWriter::size`] bytes of `src` into the file, from
     /// offset 0, calling `on_chunk` with each chunk written (hashing,
     /// progress). `buf` is the copy buffer, reused by callers that copy
