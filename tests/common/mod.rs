@@ -54,11 +54,18 @@ pub fn skip_machine(reason: &str) {
 /// name does not count: the tests run the program, not `sh`). Otherwise
 /// [`skip`]: SKIP locally, a panic under CI.
 pub fn have(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .is_ok_and(|o| o.status.success() && o.stdout.starts_with(b"/"));
+    use std::os::unix::fs::PermissionsExt;
+    // An executable file on PATH (not a shell builtin: `command -v kill`
+    // answers `kill` even where /bin/kill is missing).
+    let on_path = |dir: &Path| {
+        std::fs::metadata(dir.join(tool))
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    let found = if tool.contains('/') {
+        on_path(Path::new(""))
+    } else {
+        std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| on_path(&d)))
+    };
     found
         || skip(&format!(
             "`{tool}` is not installed (CI installs it; see .ci/run)"
