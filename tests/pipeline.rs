@@ -470,11 +470,11 @@ fn sigterm_mid_build_leaves_nothing() {
     assert_no_partials(tmp.path());
 }
 
-/// The production command line (SPEC §7) works: `--cache-dir` is accepted,
-/// with a warning while the cache is not implemented, and writes nothing
-/// there; `--show-cache` is a missing requirement (exit 2).
+/// The production command line (docs/spec.md §7) works: `--cache-dir`
+/// turns the download cache on (the demo downloads nothing, so it stays
+/// empty) and `--show-cache` says so.
 #[test]
-fn production_command_line_runs_without_the_cache() {
+fn production_command_line_runs_with_the_cache() {
     if !tools() {
         return;
     }
