@@ -91,12 +91,11 @@ impl Scan {
             }
             self.block_scalar = None;
         }
-        let mut pos = 0;
-        if let Some(q) = self.quote {
+        let mut pos = if let Some(q) = self.quote {
             match close_quote(line, 0, q) {
                 Some(end) => {
                     self.quote = None;
-                    pos = end;
+                    end
                 }
                 None => return Ok(()),
             }
@@ -113,8 +112,8 @@ impl Scan {
                     return Err(YamlBoundError::TooDeep { line: no });
                 }
             }
-            pos = indent;
-        }
+            indent
+        };
         // True where a node may start (line start, after `- `, `: `, `? `,
         // `,` and flow openers).
         let mut at_node = pos == indent;
