@@ -19,6 +19,19 @@ fn key_text(k: &Value) -> String {
     }
 }
 
+/// A key as written: strings as any string value (plain or quoted);
+/// booleans, numbers and null plain, so they keep their type and never
+/// collide with a string of the same text (`1` vs `"1"`); anything else
+/// (a sequence or mapping as key) as the quoted text of its debug form.
+fn key_yaml(k: &Value) -> String {
+    match k {
+        Value::String(s) if plain_ok(s) => s.clone(),
+        Value::String(s) => quote(s),
+        Value::Bool(_) | Value::Number(_) | Value::Null => scalar(k),
+        other => quote(&key_text(other)),
+    }
+}
+
 /// True when `s` can be written as a plain scalar and every YAML 1.1 or
 /// 1.2 reader reads it back as this same string.
 fn plain_ok(s: &str) -> bool {
@@ -96,11 +109,14 @@ fn emit(out: &mut String, v: &Value, indent: usize) {
     match v {
         Value::Tagged(t) => emit(out, &t.value, indent),
         Value::Mapping(m) => {
-            let mut entries: Vec<(String, &Value)> =
-                m.iter().map(|(k, v)| (key_text(k), v)).collect();
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            for (k, val) in entries {
-                let key = if plain_ok(&k) { k } else { quote(&k) };
+            let mut entries: Vec<(String, String, &Value)> = m
+                .iter()
+                .map(|(k, v)| (key_text(k), key_yaml(k), v))
+                .collect();
+            // By text, then by how it is written: `1` and `"1"` are two
+            // keys (an int and a string) and both stay.
+            entries.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+            for (_, key, val) in entries {
                 if is_block(val) {
                     let _ = writeln!(out, "{pad}{key}:");
                     emit(out, val, indent + 2);
