@@ -20,9 +20,12 @@ use image_creator::oci::{resolve_documents, Platform};
 use image_creator::partition::Mbr;
 use serde_norway::{Mapping, Value};
 
+/// A harness function.
+pub type Target = fn(&[u8]);
+
 /// Every target, by name: the replay test walks `fuzz/corpus/<name>` and
 /// `fuzz/regressions/<name>`.
-pub const TARGETS: [(&str, fn(&[u8])); 8] = [
+pub const TARGETS: [(&str, Target); 8] = [
     ("config", config),
     ("offspot", offspot),
     ("tar", tar),
