@@ -685,3 +685,32 @@ fn randomly_corrupted_p3_metadata_in_the_base() {
     }
     eprintln!("corrupted p3: {ok} built clean, {refused} refused, of {rounds}");
 }
+
+/// A directory hard-linked into its own subtree, twice (made with
+/// `debugfs -w ln`): the walk of the old p3 would follow the loops until
+/// ext4-view refused a 4 KiB path, doubling at every level. Exit 3 at
+/// once, naming the loop.
+#[test]
+fn a_directory_loop_in_the_base_is_refused_at_once() {
+    if !tools() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, rootfs) = make_base(tmp.path());
+    let spec = format!("{}?offset={rootfs}", base.display());
+    for req in ["mkdir a", "mkdir a/b", "ln a a/b/loop", "ln a a/b/loop2"] {
+        let (code, log) = common::run(Command::new("debugfs").args(["-w", "-R", req, &spec]));
+        assert_eq!(code, 0, "{req}: {log}");
+    }
+    let cfg = write_config(tmp.path(), &base, rootfs, "");
+    let out = tmp.path().join("out.img");
+    let r = build(
+        &[cfg.as_os_str(), out.as_os_str()],
+        Duration::from_secs(60),
+        "directory loop",
+    );
+    assert_eq!(r.code, 3, "{}", r.log);
+    assert!(r.log.contains("directory loop"), "{}", r.log);
+    assert!(r.took < Duration::from_secs(20), "took {:?}", r.took);
+    assert!(!out.exists());
+}

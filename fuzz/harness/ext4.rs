@@ -3,9 +3,10 @@
 //! sizes, fast and slow symlinks, a hard link, a FIFO-free tree like a
 //! base's p3). The fuzz input is a list of patches applied to it:
 //! `[offset: u32 LE][len: u8][len bytes]…`, offsets taken modulo the
-//! metadata area (the first 1 MiB, where the superblock, descriptors,
-//! bitmaps, inode tables and directories of the seed live) so mutations
-//! land on metadata. After each run the patches are undone.
+//! seed's size (its metadata is spread out: superblock, descriptors,
+//! bitmaps and inode tables in the first MiB, directory and extent blocks
+//! after the journal; coverage guides the fuzzer to them). After each run
+//! the patches are undone.
 //!
 //! Property: `scan_old`, `OldTree::read` and the carry-over into a new
 //! filesystem end in `Ok` or a typed error; never a panic, a hang or
@@ -23,9 +24,6 @@ use image_creator::partition::PartitionWindow;
 /// Size of the seed filesystem: 8 MiB (our builder's journal and groups
 /// fit; small enough to patch and re-read thousands of times a second).
 const SEED_SIZE: u64 = 8 << 20;
-
-/// Patches land in the first 1 MiB.
-const META_AREA: u64 = 1 << 20;
 
 struct Seed {
     _dir: tempfile::TempDir,
@@ -116,7 +114,7 @@ fn patch(file: &File, data: &[u8]) -> Vec<(u64, Vec<u8>)> {
     let mut undo = Vec::new();
     let mut rest = data;
     while rest.len() >= 5 {
-        let off = u64::from(u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]])) % META_AREA;
+        let off = u64::from(u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]])) % SEED_SIZE;
         let len = usize::from(rest[4]).min(rest.len() - 5);
         let bytes = &rest[5..5 + len];
         let mut old = vec![0u8; len];
@@ -152,4 +150,16 @@ pub fn carry(data: &[u8]) {
     if let Err(p) = result {
         std::panic::resume_unwind(p);
     }
+}
+
+/// Write the seed filesystem to `path` (to craft regression inputs with
+/// e2fsprogs: change a copy with `debugfs -w`, then diff the two into
+/// patches, as `scripts/ext4-patches.py` does).
+pub fn dump_seed(path: &std::path::Path) {
+    let s = seed()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut buf = vec![0u8; SEED_SIZE as usize];
+    s.file.read_exact_at(&mut buf, 0).expect("read seed");
+    std::fs::write(path, buf).expect("write seed");
 }
