@@ -159,7 +159,7 @@ pub fn dump_seed(path: &std::path::Path) {
     let s = seed()
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut buf = vec![0u8; SEED_SIZE as usize];
+    let mut buf = vec![0u8; usize::try_from(SEED_SIZE).expect("8 MiB fits")];
     s.file.read_exact_at(&mut buf, 0).expect("read seed");
     std::fs::write(path, buf).expect("write seed");
 }
