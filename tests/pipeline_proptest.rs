@@ -257,6 +257,7 @@ fn random_configs_of_every_item_kind_build_and_read_back() {
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
         cases,
         max_shrink_iters: 16,
+        failure_persistence: None,
         ..ProptestConfig::default()
     });
     let result = runner.run(&case(), |c| {

@@ -191,12 +191,19 @@ impl BuildError {
             | Self::LocalSourcesInRemoteConfig { .. }
             | Self::OutputExists(_)
             | Self::OutputBusy { .. }
-            | Self::OutputLock { .. }
             | Self::NoOutputDir(_)
             | Self::BuildDir { .. }
             | Self::BadBase(_)
             | Self::Partition(_) => ExitKind::BadInput,
             Self::NoSpace { .. } => ExitKind::MissingRequirement,
+            // A directory we may not write is a bad output path; anything
+            // else (a full disk, an I/O error) is a failure.
+            Self::OutputLock { source, .. } => match source.kind() {
+                std::io::ErrorKind::PermissionDenied
+                | std::io::ErrorKind::NotFound
+                | std::io::ErrorKind::ReadOnlyFilesystem => ExitKind::BadInput,
+                _ => ExitKind::Failure,
+            },
             Self::SourceOpen { .. } => ExitKind::Unreachable,
             Self::Plan(e) => e.exit_kind(),
             Self::Http(e) => e.exit_kind(),
