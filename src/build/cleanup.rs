@@ -202,8 +202,23 @@ impl PendingOutput {
     /// `.<OUTPUT name>.image-creator.part` there (truncated if a dead
     /// build left one).
     pub fn create(claim: Claim, policy: OutputPolicy) -> Result<Self, BuildError> {
+        Self::create_as(claim, policy, true)
+    }
+
+    /// [`PendingOutput::create`]; `try_unnamed: false` goes straight to
+    /// the named fallback (what platforms without `O_TMPFILE` get).
+    fn create_as(
+        claim: Claim,
+        policy: OutputPolicy,
+        try_unnamed: bool,
+    ) -> Result<Self, BuildError> {
         let link_tmp = lock::part_path(&claim.dir, &claim.name);
-        let (file, part, reopen) = match unnamed::create(&claim.dir) {
+        let unnamed = if try_unnamed {
+            unnamed::create(&claim.dir)
+        } else {
+            None
+        };
+        let (file, part, reopen) = match unnamed {
             Some(f) => {
                 let reopen = unnamed::proc_path(&f);
                 (f, None, reopen)
@@ -330,10 +345,42 @@ mod tests {
         v
     }
 
-    fn pending(dir: &Path, overwrite: bool, keep: bool) -> PendingOutput {
+    fn pending_as(dir: &Path, overwrite: bool, keep: bool, unnamed: bool) -> PendingOutput {
         let out = dir.join("out.img");
         let c = claim(&out, dir, dir).unwrap();
-        PendingOutput::create(c, OutputPolicy { overwrite, keep }).unwrap()
+        PendingOutput::create_as(c, OutputPolicy { overwrite, keep }, unnamed).unwrap()
+    }
+
+    fn pending(dir: &Path, overwrite: bool, keep: bool) -> PendingOutput {
+        pending_as(dir, overwrite, keep, true)
+    }
+
+    #[test]
+    fn the_named_fallback_publishes_removes_and_is_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let p = pending_as(d, false, false, false);
+        p.file().write_all(b"one").unwrap();
+        assert_eq!(
+            names(d),
+            [".out.img.image-creator.lock", ".out.img.image-creator.part"]
+        );
+        p.commit().unwrap();
+        assert_eq!(names(d), ["out.img"]);
+        let p = pending_as(d, true, false, false);
+        p.file().write_all(b"two").unwrap();
+        p.commit().unwrap();
+        assert_eq!(std::fs::read(d.join("out.img")).unwrap(), b"two");
+        let p = pending_as(d, false, false, false);
+        p.abandon();
+        assert_eq!(names(d), ["out.img"]);
+        // A dead build's part and lock (files nobody holds a lock on) go
+        // with the next build to the directory, whatever its OUTPUT.
+        std::fs::write(d.join(".old.img.image-creator.part"), b"half").unwrap();
+        std::fs::write(d.join(".old.img.image-creator.lock"), b"1\n").unwrap();
+        let p = pending(d, true, false);
+        p.abandon();
+        assert_eq!(names(d), ["out.img"]);
     }
 
     #[test]
