@@ -61,6 +61,12 @@ fn plain_ok(s: &str) -> bool {
     true
 }
 
+/// YAML 1.2's c-printable, less tab, LF and CR (which `quote` escapes
+/// by name) and 0x85 (NEL, which some readers fold into a line break).
+fn printable(c: char) -> bool {
+    matches!(u32::from(c), 0x20..=0x7E | 0xA0..=0xD7FF | 0xE000..=0xFFFD | 0x1_0000..)
+}
+
 fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
@@ -71,8 +77,16 @@ fn quote(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7F => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
+            // Outside YAML's printable set (YAML 1.2 §5.1 c-printable: tab,
+            // LF, CR, 0x20–0x7E, 0x85, 0xA0–0xD7FF, 0xE000–0xFFFD,
+            // 0x10000 and up): escaped, as a reader refuses it raw.
+            c if !printable(c) => {
+                let n = u32::from(c);
+                let _ = match n {
+                    0..=0xFF => write!(out, "\\x{n:02x}"),
+                    0x100..=0xFFFF => write!(out, "\\u{n:04x}"),
+                    _ => write!(out, "\\U{n:08x}"),
+                };
             }
             c => out.push(c),
         }
