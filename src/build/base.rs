@@ -79,7 +79,8 @@ fn copy_local_stream(
         .map(|(a, v)| StreamVerifier::new(*a, v, &name));
     let mut hashing = HashingReader::new(src, verifier.as_mut());
     let copied = if base.xz {
-        let st = sparse_copy(&mut xz(&mut hashing).take(base.size), out, 0, progress);
+        let st = xz(&mut hashing)
+            .and_then(|d| sparse_copy(&mut d.take(base.size), out, 0, progress));
         // Hash any bytes past the xz stream too.
         drain(&mut hashing)?;
         st
@@ -134,10 +135,15 @@ fn copy_remote_xz(
     let end = base.size;
     let decoded = std::thread::scope(|s| {
         let decoder = s.spawn(move || {
-            let mut dec = xz(rx);
-            let r = sparse_copy(&mut (&mut dec).take(end), out, 0, |_| {});
-            // Drain so the downloader never blocks on a dead decoder.
-            let _ = drain(dec.get_mut());
+            let mut rx = rx;
+            let r = xz(&mut rx).and_then(|mut dec| {
+                let r = sparse_copy(&mut (&mut dec).take(end), out, 0, |_| {});
+                // Drain so the downloader never blocks on a dead decoder.
+                let _ = drain(dec.get_mut());
+                r
+            });
+            // Also when the decoder could not be set up.
+            let _ = drain(&mut rx);
             r
         });
         // Compressed bytes: the decoded size is known only at the end.
