@@ -115,13 +115,16 @@ fn patch(file: &File, data: &[u8]) -> Vec<(u64, Vec<u8>)> {
     let mut rest = data;
     while rest.len() >= 5 {
         let off = u64::from(u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]])) % SEED_SIZE;
-        let len = usize::from(rest[4]).min(rest.len() - 5);
+        // Within the input and within the seed.
+        let room = usize::try_from(SEED_SIZE - off).unwrap_or(usize::MAX);
+        let len = usize::from(rest[4]).min(rest.len() - 5).min(room);
         let bytes = &rest[5..5 + len];
+        let used = 5 + usize::from(rest[4]).min(rest.len() - 5);
         let mut old = vec![0u8; len];
         file.read_exact_at(&mut old, off).expect("read seed");
         file.write_all_at(bytes, off).expect("patch seed");
         undo.push((off, old));
-        rest = &rest[5 + len..];
+        rest = &rest[used..];
     }
     undo
 }
