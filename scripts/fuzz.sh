@@ -27,11 +27,16 @@ seconds=$((minutes * 60))
 run() {
   local t="$1"
   mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
-  echo "== $t: $minutes min"
+  local log="fuzz/artifacts/$t/fuzz.log"
+  local t0=$SECONDS
   cargo +nightly fuzz run "$t" "fuzz/corpus/$t" -- \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
     -malloc_limit_mb=512 -max_len=65536 -print_final_stats=1 \
-    -artifact_prefix="fuzz/artifacts/$t/" 2>&1 | tail -n 25
+    -artifact_prefix="fuzz/artifacts/$t/" >"$log" 2>&1 || true
+  local runs
+  runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
+  echo "== $t: $((SECONDS - t0)) s, ${runs:-?} runs, corpus $(ls "fuzz/corpus/$t" | wc -l) files; log $log"
+  grep -E '^(==[0-9]+==|SUMMARY|thread .* panicked)' "$log" | head -n 5 || true
 }
 cargo +nightly fuzz build
 running=0

@@ -9,6 +9,10 @@
 use serde_norway::{Mapping, Value};
 use std::fmt::Write;
 
+/// Longest key written in the implicit `key: value` form, in bytes: YAML's
+/// 1024-character limit on implicit keys, with room for the quotes.
+const IMPLICIT_KEY_MAX: usize = 1000;
+
 fn key_text(k: &Value) -> String {
     match k {
         Value::String(s) => s.clone(),
@@ -131,7 +135,19 @@ fn emit(out: &mut String, v: &Value, indent: usize) {
             // keys (an int and a string) and both stay.
             entries.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
             for (_, key, val) in entries {
-                if is_block(val) {
+                // YAML caps implicit keys at 1024 characters (YAML 1.2
+                // §7.4.2; libyaml and PyYAML enforce it): a longer key is
+                // written in the explicit `? key` / `: value` form. Bytes
+                // count at least as many as characters.
+                if key.len() > IMPLICIT_KEY_MAX {
+                    let _ = writeln!(out, "{pad}? {key}");
+                    if is_block(val) {
+                        let _ = writeln!(out, "{pad}:");
+                        emit(out, val, indent + 2);
+                    } else {
+                        let _ = writeln!(out, "{pad}: {}", scalar(val));
+                    }
+                } else if is_block(val) {
                     let _ = writeln!(out, "{pad}{key}:");
                     emit(out, val, indent + 2);
                 } else {
