@@ -37,7 +37,8 @@ impl From<Network> for NetworkPolicy {
     version,
     about,
     long_about = None,
-    after_help = "To size an oci_images entry: image-creator oci-sizes IDENT [--platform PLATFORM]"
+    after_help = "To size an oci_images entry: image-creator oci-sizes IDENT [--platform PLATFORM]\n\
+                  Shell completions: image-creator completions bash|zsh|fish; man page: image-creator man"
 )]
 pub struct Cli {
     /// Temporary space (spill files, zip archives); created if missing and
@@ -163,6 +164,50 @@ pub struct OciSizesCli {
     pub ident: String,
 }
 
+/// Print shell completions for image-creator.
+///
+/// bash: `image-creator completions bash > ~/.local/share/bash-completion/completions/image-creator`;
+/// zsh: into a directory of `$fpath` as `_image-creator`;
+/// fish: `image-creator completions fish > ~/.config/fish/completions/image-creator.fish`.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "completions", bin_name = "image-creator completions", version)]
+pub struct CompletionsCli {
+    /// The shell.
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+/// Print the man page (roff) on stdout:
+/// `image-creator man > image-creator.1`, `man -l image-creator.1`.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "man", bin_name = "image-creator man", version)]
+pub struct ManCli {}
+
+/// The whole command line as one clap command, for completions and the
+/// man page: the build's options and positionals, with `oci-sizes`,
+/// `completions` and `man` as subcommands. (Parsing stays as `main.rs`
+/// does it: a first argument naming one of them picks its own parser, so
+/// `image-creator CONFIG OUTPUT` is unchanged.)
+pub fn documented_command() -> clap::Command {
+    use clap::CommandFactory;
+    Cli::command()
+        .subcommand(OciSizesCli::command())
+        .subcommand(CompletionsCli::command())
+        .subcommand(ManCli::command())
+        .args_conflicts_with_subcommands(true)
+}
+
+/// Write the completion script of `shell` to `out`.
+pub fn write_completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+    let mut cmd = documented_command();
+    clap_complete::generate(shell, &mut cmd, "image-creator", out);
+}
+
+/// Write the man page (section 1, roff) to `out`.
+pub fn write_man_page(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    clap_mangen::Man::new(documented_command()).render(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,6 +217,9 @@ mod tests {
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
         OciSizesCli::command().debug_assert();
+        CompletionsCli::command().debug_assert();
+        ManCli::command().debug_assert();
+        documented_command().debug_assert();
     }
 
     #[test]

@@ -7,8 +7,10 @@
 //!
 //! - [`partition`]: the MBR and bounded positional I/O over one partition;
 //! - [`fs`]: the ext4 builder and the FAT edit, from userspace;
-//! - [`config`], [`progress`], [`error`]: leaves: the config schema,
-//!   progress events and their renderers (and calendar dates), exit codes;
+//! - [`config`], [`progress`], [`error`], [`os`]: leaves: the config
+//!   schema, progress events and their renderers (and calendar dates), exit
+//!   codes, the platform layer (hole punching, `SEEK_DATA`, range copies,
+//!   reflinks, each with a portable fallback);
 //! - [`io`]: stream adapters (digests, sinks, the download → decoder
 //!   channel, decoders, sparse copies);
 //! - [`fetch`]: the HTTP client and its runtime ([`fetch::Net`]);
@@ -27,6 +29,7 @@ pub mod fetch;
 pub mod fs;
 pub mod io;
 pub mod oci;
+pub mod os;
 pub mod partition;
 pub mod plan;
 pub mod progress;

@@ -101,6 +101,20 @@ impl Reporter for Console {
 /// The progress file, reachable from the signal handler.
 static PROGRESS: OnceLock<ProgressFile> = OnceLock::new();
 
+/// A build with the download cache holds every hit's blob open from
+/// planning on (so an eviction by another build can't take it away): a
+/// config of thousands of cached files needs more descriptors than the
+/// usual soft limit of 1,024. Raise the soft limit to the hard one, as
+/// many servers do; failing that, the cache warns and downloads instead.
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current < lim.maximum {
+        lim.current = lim.maximum;
+        let _ = setrlimit(Resource::Nofile, lim);
+    }
+}
+
 fn main() {
     // `image-creator oci-sizes IDENT`: a separate command line, so the old
     // positional `image-creator CONFIG OUTPUT` stays as it was.
@@ -108,7 +122,28 @@ fn main() {
         let cli = OciSizesCli::parse_from(std::env::args_os().skip(1));
         std::process::exit(oci_sizes(&cli));
     }
+    // `image-creator completions SHELL` and `image-creator man`: the same.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "completions")
+    {
+        let cli = image_creator::cli::CompletionsCli::parse_from(std::env::args_os().skip(1));
+        image_creator::cli::write_completions(cli.shell, &mut std::io::stdout());
+        std::process::exit(0);
+    }
+    if std::env::args_os().nth(1).is_some_and(|a| a == "man") {
+        image_creator::cli::ManCli::parse_from(std::env::args_os().skip(1));
+        let code = match image_creator::cli::write_man_page(&mut std::io::stdout()) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: writing the man page: {e}");
+                ExitKind::Failure.code()
+            }
+        };
+        std::process::exit(code);
+    }
     let cli = Cli::parse();
+    raise_open_file_limit();
     std::process::exit(run(cli));
 }
 

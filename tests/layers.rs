@@ -32,6 +32,7 @@ const LAYERS: &[Layer] = &[
     Layer::leaf("config"),
     Layer::leaf("progress"),
     Layer::leaf("error"),
+    Layer::leaf("os"),
     Layer::at("partition", 0),
     Layer::at("fs", 1),
     Layer::at("io", 2).with_peers(),

@@ -4,33 +4,174 @@
 use std::fs::File;
 use std::io::Read;
 
+use super::cache::{claim, BuildCache, ClaimSpec, Claimed, FillSink, Planned};
 use super::error::BuildError;
+use crate::cache::Hit;
+use crate::config::HashAlgo;
 use crate::fetch::Net;
 use crate::io::{
     channel, data_regions, drain, sparse_copy, xz, HashingReader, ProgressSink, SparseFileSink,
-    StreamVerifier,
+    StreamVerifier, Tee, SPARSE_BUF,
 };
 use crate::partition::PartitionWindow;
 use crate::plan::{BaseInfo, BaseLocation};
 use crate::progress::Reporter;
 
 /// Copy the base into `out` (from offset 0) and give `out` its full size.
+/// A remote base in the download cache is copied from its blob; one the
+/// policy caches is downloaded into the image and the cache at once.
 pub fn copy_base(
     out: &File,
     base: &BaseInfo,
     net: &Net,
     reporter: &dyn Reporter,
+    cache: Option<&BuildCache<'_>>,
 ) -> Result<(), BuildError> {
     let name = base.location.name();
     reporter.item_started(&name, Some(base.size));
+    let mut fill = None;
+    if let (Some(cache), BaseLocation::Http(url)) = (cache, &base.location) {
+        // Nothing else of the cache is held yet: waiting for the key is safe.
+        let mut claimed = match cache.planned(base.cache.as_ref()) {
+            Planned::Plain => None,
+            Planned::Hit(hit) => Some(Claimed::Hit(hit)),
+            Planned::Claim(spec) => Some(claim(cache.cache(), spec)),
+        };
+        if let Some(Claimed::Hit(hit)) = take_hit(&mut claimed) {
+            let spec = ClaimSpec {
+                key: hit.key().clone(),
+                validators: hit.validators().clone(),
+                replaces: None,
+            };
+            if let Some(decoded) = copy_from_blob(out, base, hit, reporter, cache)? {
+                return finish(out, base, decoded, reporter);
+            }
+            // Unusable blob (dropped): download, filling the cache again.
+            claimed = Some(claim(cache.cache(), spec));
+        }
+        match claimed {
+            Some(Claimed::Fill(f, v)) => fill = Some((f, v, url.clone())),
+            Some(Claimed::Failed(e)) => cache.warn(&e),
+            _ => {}
+        }
+    }
+    let mut tap = FillSink::new(fill.as_ref().map(|(f, _, _)| f));
+    let decoded = copy_source(out, base, net, reporter, &mut tap)?;
+    let (failed, end) = (tap.failed, tap.end);
+    if let (Some(cache), Some((filler, validators, url))) = (cache, fill) {
+        match failed {
+            Some(e) => cache.warn(&e),
+            None => cache.commit(filler, end, validators, &url),
+        }
+    }
+    finish(out, base, decoded, reporter)
+}
+
+/// The hit out of `claimed`, leaving anything else in place.
+fn take_hit(claimed: &mut Option<Claimed>) -> Option<Claimed> {
+    match claimed {
+        Some(Claimed::Hit(_)) => claimed.take(),
+        _ => None,
+    }
+}
+
+/// Check the decoded size and give `out` its full length.
+fn finish(
+    out: &File,
+    base: &BaseInfo,
+    decoded: u64,
+    reporter: &dyn Reporter,
+) -> Result<(), BuildError> {
+    let name = base.location.name();
+    if decoded < base.size {
+        return Err(BuildError::BadBase(format!(
+            "base image {name}: {decoded} bytes, but its partition table ends at {}",
+            base.size
+        )));
+    }
+    // Trailing zeros were skipped: give the copy its full length.
+    out.set_len(decoded)?;
+    reporter.item_done(&name, decoded, None);
+    Ok(())
+}
+
+/// A cached base from its blob, hashed twice on the way: against its entry
+/// (a corrupt blob is dropped) and against the base's own checksum (an
+/// entry from before a change of it is dropped). `Ok(None)`: unusable, the
+/// output is emptied for the download that follows (the sparse copy relies
+/// on a fresh file reading as zeros).
+fn copy_from_blob(
+    out: &File,
+    base: &BaseInfo,
+    hit: Hit,
+    reporter: &dyn Reporter,
+    cache: &BuildCache<'_>,
+) -> Result<Option<u64>, BuildError> {
+    let name = base.location.name();
+    let key = hit.key().clone();
+    let mut blob_check = StreamVerifier::new(HashAlgo::Sha256, &hit.entry().sha256, &name);
+    let mut base_check = base
+        .checksum
+        .as_ref()
+        .map(|(a, v)| StreamVerifier::new(*a, v, &name));
+    // Positional reads (the window reader): the pinned blob's own cursor
+    // is never moved.
+    let blob = std::sync::Arc::new(hit.file().try_clone()?);
+    let len = hit.size();
+    let window = PartitionWindow::new(blob, std::path::Path::new(key.as_str()), 0, len);
+    let reader = window.reader(0, len).map_err(std::io::Error::from)?;
+    let src = std::io::BufReader::with_capacity(SPARSE_BUF, reader);
+    let mut hashing = HashingReader::new(
+        HashingReader::new(src, Some(&mut blob_check)),
+        base_check.as_mut(),
+    );
+    let copied = copy_stream(out, &mut hashing, base, reporter)?;
+    drop(hashing);
+    let usable =
+        blob_check.finish().is_ok() && base_check.map(StreamVerifier::finish).transpose().is_ok();
+    if !usable {
+        cache.warn(&crate::cache::CacheError::CorruptBlob {
+            key: key.to_string(),
+            path: std::path::PathBuf::from(key.as_str()),
+            reason: "it does not match its entry or the base's checksum".into(),
+        });
+        if let Err(e) = cache.cache().remove(&key) {
+            cache.warn(&e);
+        }
+        out.set_len(0)?;
+        return Ok(None);
+    }
+    let copied =
+        copied.map_err(|e| BuildError::BadBase(format!("reading base image {name}: {e}")))?;
+    if let Err(e) = cache.cache().touch(&key, crate::cache::unix_now()) {
+        cache.warn(&e);
+    }
+    reporter.item_cached(&name);
+    Ok(Some(copied.read))
+}
+
+/// Copy from the base's own source (file or network); the network bytes
+/// also go to `tap`. Returns the decoded size.
+fn copy_source(
+    out: &File,
+    base: &BaseInfo,
+    net: &Net,
+    reporter: &dyn Reporter,
+    tap: &mut FillSink<'_>,
+) -> Result<u64, BuildError> {
+    let name = base.location.name();
     let decoded = match &base.location {
         BaseLocation::Local(path) if base.xz || base.checksum.is_some() => {
             copy_local_stream(out, base, path, reporter)?
         }
         BaseLocation::Local(path) => copy_local_regions(out, base, path, reporter)?,
-        BaseLocation::Http(url) if base.xz => copy_remote_xz(out, base, url, net, reporter)?,
+        BaseLocation::Http(url) if base.xz => copy_remote_xz(out, base, url, net, reporter, tap)?,
         BaseLocation::Http(url) => {
-            let mut sink = ProgressSink::new(SparseFileSink::new(out, 0), reporter, &name);
+            let sink = Tee {
+                first: SparseFileSink::new(out, 0),
+                second: tap,
+            };
+            let mut sink = ProgressSink::new(sink, reporter, &name);
             // Exactly the size planned from the probe (or the partition
             // table): a GET that disagrees is an error, never zero-padded.
             net.block_on(net.http.download(
@@ -42,16 +183,7 @@ pub fn copy_base(
             base.size
         }
     };
-    if decoded < base.size {
-        return Err(BuildError::BadBase(format!(
-            "base image {name}: {decoded} bytes, but its partition table ends at {}",
-            base.size
-        )));
-    }
-    // Trailing zeros were skipped: give the copy its full length.
-    out.set_len(decoded)?;
-    reporter.item_done(&name, decoded, None);
-    Ok(())
+    Ok(decoded)
 }
 
 fn open(path: &std::path::Path) -> Result<File, BuildError> {
@@ -71,28 +203,41 @@ fn copy_local_stream(
     reporter: &dyn Reporter,
 ) -> Result<u64, BuildError> {
     let name = base.location.name();
-    let progress = |chunk: &[u8]| reporter.item_progress(&name, chunk.len() as u64);
     let src = open(path)?;
     let mut verifier = base
         .checksum
         .as_ref()
         .map(|(a, v)| StreamVerifier::new(*a, v, &name));
     let mut hashing = HashingReader::new(src, verifier.as_mut());
-    let copied = if base.xz {
-        let st = xz(&mut hashing)
-            .and_then(|d| sparse_copy(&mut d.take(base.size), out, 0, progress));
-        // Hash any bytes past the xz stream too.
-        drain(&mut hashing)?;
-        st
-    } else {
-        sparse_copy(&mut hashing, out, 0, progress)
-    };
+    let copied = copy_stream(out, &mut hashing, base, reporter)?;
     let copied =
         copied.map_err(|e| BuildError::BadBase(format!("reading base image {name}: {e}")))?;
     if let Some(v) = verifier {
         v.finish()?;
     }
     Ok(copied.read)
+}
+
+/// `src` into `out` from offset 0, sparse: xz decoded no further than the
+/// end of p3 (whatever an xz stream holds past it belongs to no partition,
+/// and an endless one would fill the disk), or as is. The rest of `src` is
+/// read too (it counts for the checksums). The copy's own result is
+/// returned apart: a caller may judge the source before its error.
+fn copy_stream(
+    out: &File,
+    src: &mut dyn Read,
+    base: &BaseInfo,
+    reporter: &dyn Reporter,
+) -> Result<std::io::Result<crate::io::CopyStats>, BuildError> {
+    let name = base.location.name();
+    let progress = |chunk: &[u8]| reporter.item_progress(&name, chunk.len() as u64);
+    let copied = if base.xz {
+        xz(&mut *src).and_then(|d| sparse_copy(&mut d.take(base.size), out, 0, progress))
+    } else {
+        sparse_copy(&mut &mut *src, out, 0, progress)
+    };
+    drain(src)?;
+    Ok(copied)
 }
 
 /// Copy only the data regions of a plain local file: holes are neither
@@ -129,6 +274,7 @@ fn copy_remote_xz(
     url: &str,
     net: &Net,
     reporter: &dyn Reporter,
+    tap: &mut FillSink<'_>,
 ) -> Result<u64, BuildError> {
     let name = base.location.name();
     let (tx, rx) = channel("the xz decoder");
@@ -147,7 +293,11 @@ fn copy_remote_xz(
             r
         });
         // Compressed bytes: the decoded size is known only at the end.
-        let mut sink = ProgressSink::new(tx, reporter, &name);
+        let tee = Tee {
+            first: tx,
+            second: tap,
+        };
+        let mut sink = ProgressSink::new(tee, reporter, &name);
         let res = net.block_on(
             net.http
                 .download(url, None, base.checksum.clone(), &mut sink),

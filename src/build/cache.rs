@@ -11,11 +11,12 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+pub use crate::cache::FillSink;
 use crate::cache::{
     unix_now, Cache, CacheError, Claim, CopyError, Entry, FillMeta, Filler, Hit, Key, Validators,
 };
 use crate::fs::ext4::FileWriter;
-use crate::io::{ChunkSink, StreamVerifier};
+use crate::io::StreamVerifier;
 use crate::plan::{CacheUse, Expected};
 use crate::progress::Reporter;
 
@@ -146,9 +147,13 @@ impl<'a> BuildCache<'a> {
         }
     }
 
-    /// After the build: apply the policy.
+    /// After the build: apply the policy, then make what this build
+    /// published durable.
     pub fn evict(&self) {
         if let Err(e) = self.cache.evict(unix_now()) {
+            self.warn(&e);
+        }
+        if let Err(e) = self.cache.sync() {
             self.warn(&e);
         }
     }
@@ -205,13 +210,18 @@ pub fn copy_blob(
     let mut verifier = checksum
         .as_ref()
         .map(|(a, v)| StreamVerifier::new(*a, v, name));
-    let copied = hit.copy_into(|off, b| {
-        if let Some(v) = verifier.as_mut() {
-            v.update(b);
-        }
-        on_chunk(b.len());
-        w.write_at(off, b).map_err(std::io::Error::other)
-    });
+    // A kernel copy into the reservation, then the hash read back from the
+    // page cache: one disk read, no copy through user space.
+    let len = hit.size();
+    let copied = hit.copy_then_verify(
+        |blob| w.copy_file_from(blob, len).map_err(std::io::Error::other),
+        |b| {
+            if let Some(v) = verifier.as_mut() {
+                v.update(b);
+            }
+            on_chunk(b.len());
+        },
+    );
     let entry = match copied {
         Ok(entry) => entry,
         Err(CopyError::Corrupt(e)) => return Ok(Copied::Unusable(spec, Some(e))),
@@ -220,36 +230,6 @@ pub fn copy_blob(
     match verifier.map(StreamVerifier::finish).transpose() {
         Ok(digest) => Ok(Copied::Done(entry, digest)),
         Err(_) => Ok(Copied::Unusable(spec, None)),
-    }
-}
-
-/// The cache side of a download: writes into a [`Filler`]; its first
-/// error is kept and ends the filling, never the download.
-pub struct FillSink<'f> {
-    filler: Option<&'f Filler>,
-    /// The first cache error.
-    pub failed: Option<CacheError>,
-}
-
-impl<'f> FillSink<'f> {
-    /// Fill `filler` (None: a no-op side).
-    pub fn new(filler: Option<&'f Filler>) -> Self {
-        Self {
-            filler,
-            failed: None,
-        }
-    }
-}
-
-impl ChunkSink for FillSink<'_> {
-    fn write(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-        if let Some(f) = self.filler {
-            if let Err(e) = f.write_at(offset, data) {
-                self.failed = Some(e);
-                self.filler = None;
-            }
-        }
-        Ok(())
     }
 }
 

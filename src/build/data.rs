@@ -17,12 +17,14 @@ use super::cache::{
 };
 use super::error::BuildError;
 use crate::cache::Hit;
+use crate::expand::{expand_archive, ArchiveSource, ExpandError, Expansion};
+use crate::fetch::redact;
 use crate::fetch::Net;
 use crate::fs::ext4::{Ext4Builder, Ext4Params, FileWriter, InodeMeta, OldTree, Timestamp};
 use crate::io::{ProgressSink, StreamVerifier, Tee, WriterSink, COPY_BUF};
 use crate::oci::{ArchiveSink, PullJob, Registry};
 use crate::partition::PartitionWindow;
-use crate::plan::{Expected, Item, ItemSource, OciPull, Plan, DIR_PERM, FILE_PERM};
+use crate::plan::{data_path, Expected, Item, ItemSource, OciPull, Plan, DIR_PERM, FILE_PERM};
 use crate::progress::Reporter;
 
 /// What writing the data partition needs.
@@ -150,11 +152,10 @@ fn copy_local(
     reporter: &dyn Reporter,
 ) -> Result<(), BuildError> {
     use crate::fs::ext4::CopyError;
-    use std::io::Read;
     let item_name = item.name();
     reporter.item_started(&item_name, Some(item.size));
     let name = path.display().to_string();
-    let mut f = std::fs::File::open(path).map_err(|source| BuildError::SourceOpen {
+    let f = std::fs::File::open(path).map_err(|source| BuildError::SourceOpen {
         path: path.to_path_buf(),
         source,
     })?;
@@ -165,7 +166,10 @@ fn copy_local(
         name: name.clone(),
         how,
     };
-    w.copy_from(&mut f, buf, |chunk| {
+    // Only the data regions are read and written: a sparse file's holes
+    // stay holes in the image (FileWriter::copy_regions_from).
+    let regions = crate::io::data_regions(&f, item.size)?;
+    w.copy_regions_from(&f, &regions, buf, |chunk| {
         if let Some(v) = verifier.as_mut() {
             v.update(chunk);
         }
@@ -177,7 +181,7 @@ fn copy_local(
         CopyError::Write(e) => changed(format!("({e})")),
     })?;
     // One byte more means the file grew since it was planned.
-    if f.read(&mut [0u8; 1])? > 0 {
+    if std::os::unix::fs::FileExt::read_at(&f, &mut [0u8; 1], item.size)? > 0 {
         return Err(changed(format!("size (more than {} bytes)", item.size)));
     }
     let digest = verifier.map(StreamVerifier::finish).transpose()?;
@@ -395,7 +399,11 @@ fn pull_images(
     Ok(())
 }
 
-/// Expand every archive item, in plan order (src/expand).
+/// Expand every archive item, in plan order (src/expand). A remote
+/// archive in the cache is expanded from its blob (checked whole first);
+/// a miss the policy caches is downloaded into the expansion and the cache
+/// at once. They run one at a time, after every download: waiting for a
+/// key here holds no other.
 fn expand_all(
     ctx: &DataCtx<'_>,
     builder: &mut Ext4Builder,
@@ -407,17 +415,122 @@ fn expand_all(
         let Some(source) = item.source.as_archive() else {
             continue;
         };
-        let (bytes, digest) = crate::expand::expand_archive(
-            builder,
-            &item.dest,
+        let job = Expansion {
+            dest: &item.dest,
             source,
             plan,
             dir_meta,
-            ctx.net,
-            ctx.build_dir,
-        )?;
-        ctx.reporter
-            .item_done(&item.name(), bytes, digest.as_deref());
+        };
+        let mut claimed = ctx
+            .cache
+            .and_then(|c| match c.planned(item.cache.as_ref()) {
+                Planned::Plain => None,
+                Planned::Hit(hit) => Some(Claimed::Hit(hit)),
+                Planned::Claim(spec) => Some(claim(c.cache(), spec)),
+            });
+        if let (Some(cache), Some(Claimed::Hit(_))) = (ctx.cache, &claimed) {
+            let Some(Claimed::Hit(hit)) = claimed.take() else {
+                continue;
+            };
+            match expand_cached(ctx, cache, builder, &job, hit)? {
+                None => continue,
+                // Unusable blob (dropped): download, filling the cache again.
+                Some(spec) => claimed = Some(claim(cache.cache(), spec)),
+            }
+        }
+        expand_fetched(ctx, builder, &job, claimed)?;
     }
+    Ok(())
+}
+
+/// Expand a cached archive from its blob, checked whole first. `Some`: the
+/// blob was unusable (its entry is dropped); claim its key to download it.
+fn expand_cached(
+    ctx: &DataCtx<'_>,
+    cache: &BuildCache<'_>,
+    builder: &mut Ext4Builder,
+    job: &Expansion<'_>,
+    hit: Hit,
+) -> Result<Option<ClaimSpec>, BuildError> {
+    let name = data_path(job.dest);
+    let spec = ClaimSpec {
+        key: hit.key().clone(),
+        validators: hit.validators().clone(),
+        replaces: None,
+    };
+    let (entry, file) = match hit.verified_file() {
+        Ok(found) => found,
+        Err(crate::cache::CopyError::Corrupt(e)) => {
+            cache.warn(&e);
+            return Ok(Some(spec));
+        }
+        Err(crate::cache::CopyError::Sink { source, .. }) => return Err(source.into()),
+    };
+    let (url, checksum) = match job.source {
+        ArchiveSource::Http { url, checksum } => (redact(url), checksum),
+        _ => (name.clone(), None),
+    };
+    let from_blob = Expansion {
+        source: ArchiveSource::Open {
+            file: &file,
+            name: &url,
+            checksum,
+        },
+        ..*job
+    };
+    let expanded = expand_archive(
+        builder,
+        &from_blob,
+        ctx.net,
+        ctx.build_dir,
+        &mut FillSink::new(None),
+    );
+    if let Err(ExpandError::Checksum(_)) = &expanded {
+        // Cached under another checksum: the next build downloads it again.
+        let _ = cache.cache().remove(&entry.key());
+    }
+    let (bytes, digest) = expanded?;
+    let _ = cache.cache().touch(&entry.key(), crate::cache::unix_now());
+    ctx.reporter.item_cached(&name);
+    ctx.reporter.item_done(&name, bytes, digest.as_deref());
+    Ok(None)
+}
+
+/// Expand an archive from its source, filling the cache on the way when
+/// its key was claimed.
+fn expand_fetched(
+    ctx: &DataCtx<'_>,
+    builder: &mut Ext4Builder,
+    job: &Expansion<'_>,
+    claimed: Option<Claimed>,
+) -> Result<(), BuildError> {
+    let fill = match claimed {
+        Some(Claimed::Fill(f, v)) => Some((f, v)),
+        Some(Claimed::Failed(e)) => {
+            if let Some(c) = ctx.cache {
+                c.warn(&e);
+            }
+            None
+        }
+        // Another build published it while we waited: the entry is used
+        // next time; download it this once.
+        Some(Claimed::Hit(_)) | None => None,
+    };
+    let mut tap = FillSink::new(fill.as_ref().map(|(f, _)| f));
+    let (bytes, digest) = expand_archive(builder, job, ctx.net, ctx.build_dir, &mut tap)?;
+    let failed = tap.failed;
+    if let (Some(cache), Some((filler, validators)), ArchiveSource::Http { url, .. }) =
+        (ctx.cache, fill, job.source)
+    {
+        match failed {
+            Some(e) => cache.warn(&e),
+            None => {
+                let size = job.plan.archive_size.unwrap_or(0);
+                cache.commit(filler, size, validators, url);
+            }
+        }
+    }
+    ctx.reporter
+        .item_done(&data_path(job.dest), bytes, digest.as_deref());
     Ok(())
 }

@@ -118,9 +118,19 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
 
     step(reporter, 2);
     let cache = open_cache(opts, reporter)?;
-    let spec = plan::locate_base(&config, &opts.base_url, &net)?;
+    let mut spec = plan::locate_base(&config, &opts.base_url, &net)?;
+    let mut base_cache = plan::Planner::new(cache.as_ref());
+    plan::cache_base(&mut spec, &mut base_cache, &net);
+    for w in &base_cache.warnings {
+        reporter.warn(w);
+    }
     let base = plan::inspect_base(&spec, &net)?;
-    let the_plan = plan::make_plan(&config, &base, opts.max_size, &net, cache.as_ref())?;
+    let plan_opts = plan::PlanOptions {
+        max_size: opts.max_size,
+        cache: cache.as_ref(),
+        check: opts.check,
+    };
+    let the_plan = plan::make_plan(&config, &base, &net, &plan_opts)?;
     for w in &the_plan.warnings {
         reporter.warn(w);
     }
@@ -270,7 +280,7 @@ impl Job<'_> {
     /// returns the plan carried out.
     fn write(self, out: &File, reopen: &Path, out_path: &Path) -> Result<Plan, BuildError> {
         step(self.reporter, 3);
-        base::copy_base(out, self.base, self.net, self.reporter)?;
+        base::copy_base(out, self.base, self.net, self.reporter, self.cache)?;
         // A compressed or remote base could not be scanned before the copy:
         // plan again, exactly, from the copy.
         let plan = if self.base.xz || matches!(self.base.location, BaseLocation::Http(_)) {
@@ -278,10 +288,10 @@ impl Job<'_> {
                 location: BaseLocation::Local(reopen.to_path_buf()),
                 xz: false,
                 checksum: None,
+                cache: None,
             };
             let copied = plan::inspect_base(&copy, self.net)?;
-            let cache = self.cache.map(BuildCache::cache);
-            plan::make_plan(self.config, &copied, self.opts.max_size, self.net, cache)?
+            plan::resize(&self.plan, self.config, &copied, self.opts.max_size)?
         } else {
             self.plan
         };

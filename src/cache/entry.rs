@@ -1,12 +1,12 @@
 //! An entry's metadata (`v1/entries/<h[0:2]>/<h>.json`) and the validators
-//! that tell whether it is outdated (SPEC §8).
+//! that tell whether it is outdated (docs/spec.md §8).
 
 use serde::{Deserialize, Serialize};
 
 use super::key::{EntryKind, Key};
 
 /// What the remote said about the payload when it was fetched or last
-/// checked. Compared in SPEC §8's order: the MirrorBrain `Digest` header
+/// checked. Compared in docs/spec.md §8's order: the MirrorBrain `Digest` header
 /// (taken from the redirect, as each mirror has its own ETag), else `ETag`,
 /// else `Content-Length` and `Last-Modified` together; for images the
 /// platform manifest digest goes in `digest`.

@@ -1,9 +1,9 @@
 //! `CacheError`: every failure of the download cache, each naming its path,
 //! key or policy line.
 //!
-//! Only a bad `policy.yaml` is the user's mistake (exit 3, SPEC §7/§8);
+//! Only a bad `policy.yaml` is the user's mistake (exit 3, docs/spec.md §7/§8);
 //! everything else means "this cache can't be used right now": the build warns
-//! once and goes on without it (DESIGN.md, "The download cache").
+//! once and goes on without it (docs/design.md, "The download cache").
 
 use std::path::PathBuf;
 

@@ -106,8 +106,8 @@ impl Filler {
     /// Publish the payload as the entry of the key, `size` bytes long.
     ///
     /// Checks that exactly `[0, size)` was written, computes the sha256 of
-    /// what is on disk, syncs, renames the blob into place and then writes
-    /// the entry. The caller verifies the config's checksum before
+    /// what is on disk, renames the blob into place and then writes the
+    /// entry (made durable by [`super::Cache::sync`]). The caller verifies the config's checksum before
     /// committing (a wrong payload must be dropped, not committed).
     pub fn commit(self, size: u64, meta: FillMeta) -> Result<Entry, CacheError> {
         let Filler {
@@ -165,10 +165,45 @@ impl Filler {
             p.hashed += u64::try_from(n).unwrap_or(u64::MAX);
         }
         let sha256 = hex(&p.hasher.finalize());
-        file.sync_all()
-            .map_err(CacheError::io(tmp.path(), "syncing"))?;
+        // Not synced here: see store::write_atomic (one syncfs per build).
         let entry = inner.publish(&key, tmp, size, sha256, meta)?;
         drop(key_lock);
         Ok(entry)
+    }
+}
+
+/// The cache side of a download: writes into a [`Filler`]; its first
+/// error is kept and ends the filling, never the download.
+pub struct FillSink<'f> {
+    filler: Option<&'f Filler>,
+    /// The first cache error.
+    pub failed: Option<CacheError>,
+    /// The end of the furthest write: the payload's size once complete.
+    pub end: u64,
+}
+
+impl<'f> FillSink<'f> {
+    /// Fill `filler` (None: a no-op side).
+    pub fn new(filler: Option<&'f Filler>) -> Self {
+        Self {
+            filler,
+            failed: None,
+            end: 0,
+        }
+    }
+}
+
+impl crate::io::ChunkSink for FillSink<'_> {
+    fn write(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.end = self
+            .end
+            .max(offset.saturating_add(u64::try_from(data.len()).unwrap_or(u64::MAX)));
+        if let Some(f) = self.filler {
+            if let Err(e) = f.write_at(offset, data) {
+                self.failed = Some(e);
+                self.filler = None;
+            }
+        }
+        Ok(())
     }
 }

@@ -78,7 +78,15 @@ impl Hit {
     /// Copy the whole blob into `write_at(offset, bytes)`, hashing it, and
     /// return the entry once the sha256 and size match. Sequential reads of
     /// [`COPY_BUFFER`] bytes.
-    pub fn copy_into<F>(self, mut write_at: F) -> Result<Entry, CopyError>
+    pub fn copy_into<F>(self, write_at: F) -> Result<Entry, CopyError>
+    where
+        F: FnMut(u64, &[u8]) -> std::io::Result<()>,
+    {
+        self.copy_with(write_at)?;
+        Ok(self.entry)
+    }
+
+    fn copy_with<F>(&self, mut write_at: F) -> Result<(), CopyError>
     where
         F: FnMut(u64, &[u8]) -> std::io::Result<()>,
     {
@@ -118,7 +126,50 @@ impl Hit {
                 self.entry.sha256
             )));
         }
+        Ok(())
+    }
+
+    /// Copy the blob with `copy(blob)` (a kernel copy into the image, say),
+    /// then check it against its entry by reading it back (from the page
+    /// cache the copy just filled), feeding every byte to `on_bytes` too
+    /// (another checksum). A corrupt blob drops its entry; its bytes, copied
+    /// already, are for the caller to overwrite.
+    pub fn copy_then_verify(
+        self,
+        copy: impl FnOnce(&File) -> std::io::Result<()>,
+        on_bytes: impl FnMut(&[u8]),
+    ) -> Result<Entry, CopyError> {
+        copy(&self.blob).map_err(|source| CopyError::Sink {
+            key: self.key.to_string(),
+            offset: 0,
+            source,
+        })?;
+        let mut on_bytes = on_bytes;
+        self.copy_with(|_, b| {
+            on_bytes(b);
+            Ok(())
+        })?;
         Ok(self.entry)
+    }
+
+    /// The pinned blob, for reading its beginning (a base image's MBR)
+    /// before it is copied. Positional reads only: it is read again whole.
+    pub fn file(&self) -> &File {
+        &self.blob
+    }
+
+    /// Check the whole blob against its entry (size and sha256) and return
+    /// it, for a reader that needs a seekable file (an archive expanded
+    /// from it). A corrupt blob drops its entry, as [`Hit::copy_into`] does.
+    /// The file is rewound: whoever read it before (planning measures a
+    /// cached archive from it) moved its cursor.
+    pub fn verified_file(self) -> Result<(Entry, File), CopyError> {
+        use std::io::Seek;
+        self.copy_with(|_, _| Ok(()))?;
+        let mut blob = self.blob;
+        blob.rewind()
+            .map_err(|e| CopyError::Corrupt(CacheError::io(&self.blob_path, "rewinding")(e)))?;
+        Ok((self.entry, blob))
     }
 
     /// Drop the entry (and its blob when nothing else uses it) and say why.

@@ -1,4 +1,4 @@
-//! Entry keys in the old tool's forms (SPEC §8), so users' filter patterns
+//! Entry keys in the old tool's forms (docs/spec.md §8), so users' filter patterns
 //! written for it still match:
 //! - files: `files/<scheme>/<netloc>/<path>[;params][?query]`, a root path
 //!   being `__ROOT__` (Python's `urlparse` split, fragment dropped);

@@ -7,13 +7,6 @@
 //! (a lock held for a download is held for seconds to hours: polling costs
 //! nothing noticeable, and a freed lock is seen within 200 ms).
 
-// `File::lock`/`try_lock` are stable since Rust 1.89 and the brief asks for
-// them; the crate's `rust-version` (1.85) must move to 1.89 when the cache
-// is wired in. Bumping it on this branch would turn on clippy's
-// `manual_is_multiple_of` in src/fs/ext4/group.rs, a file being rewritten
-// concurrently; until then this module alone opts out of the MSRV check.
-#![allow(clippy::incompatible_msrv)]
-
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

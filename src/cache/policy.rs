@@ -1,4 +1,4 @@
-//! `policy.yaml` (SPEC §8, the old tool's schema) and what it decides for
+//! `policy.yaml` (docs/spec.md §8, the old tool's schema) and what it decides for
 //! one key.
 //!
 //! ```yaml
@@ -142,7 +142,7 @@ pub struct Policy {
     pub files: SubPolicy,
 }
 
-/// `max_size` when `policy.yaml` is absent: 10 GiB (SPEC §8).
+/// `max_size` when `policy.yaml` is absent: 10 GiB (docs/spec.md §8).
 pub const DEFAULT_MAX_SIZE: u64 = 10 << 30;
 
 impl Default for Policy {

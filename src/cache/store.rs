@@ -1,4 +1,4 @@
-//! The on-disk layout (DESIGN.md, "The download cache") and its atomic file
+//! The on-disk layout (docs/design.md, "The download cache") and its atomic file
 //! operations. Nothing here needs more of a filesystem than `rename`,
 //! `flock` and plain files: no xattrs, no hard links, no reflinks.
 //!
@@ -172,14 +172,15 @@ pub(crate) fn create_tmp(layout: &Layout, prefix: &str) -> Result<NamedTempFile,
     ))
 }
 
-/// Replace `dest` with `data`: temp file in `v1/tmp`, `sync_all`, rename.
+/// Replace `dest` with `data`: temp file in `v1/tmp`, rename. Atomic for
+/// readers (they see the old or the new file, never a part). Not synced:
+/// durability is one `syncfs` per build ([`super::Cache::sync`]); a file
+/// lost to a power cut reads as missing or corrupt and is dropped, never
+/// trusted (every blob is hashed whenever it is used).
 pub(crate) fn write_atomic(layout: &Layout, dest: &Path, data: &[u8]) -> Result<(), CacheError> {
     let mut tmp = create_tmp(layout, "meta-")?;
     tmp.write_all(data)
         .map_err(CacheError::io(tmp.path(), "writing"))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(CacheError::io(tmp.path(), "syncing"))?;
     if let Some(parent) = dest.parent() {
         fs_err::create_dir_all(parent).map_err(CacheError::io(parent, "creating directory"))?;
     }

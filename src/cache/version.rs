@@ -1,4 +1,4 @@
-//! Identified versions (SPEC §8): one identity, several versions, of which
+//! Identified versions (docs/spec.md §8): one identity, several versions, of which
 //! `keep_identified_versions: N` keeps the N highest.
 //!
 //! - ZIM files: `<ident>_<YYYY-MM>.zim` → identity `<ident>`, version `YYYY-MM`

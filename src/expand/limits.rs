@@ -4,11 +4,13 @@
 use super::error::MemberError;
 use super::format::Format;
 
-/// Entry limit when none is configured: 250,000 members. A chosen bound:
-/// content apps hold tens of thousands of files; a quarter million empty
-/// members already cost ~60 MiB of inode tables, and a "million tiny
-/// entries" archive is refused after reading a quarter of it.
-pub const DEFAULT_MAX_ENTRIES: u64 = 250_000;
+/// Entry limit when none is configured: 10,000,000 members. A chosen
+/// bound: offline websites and content apps reach a million files; the
+/// builder holds about 150 bytes per file (docs/benchmarks.md), so ten
+/// million members stay near 1.5 GiB of memory and 2.5 GiB of inode
+/// tables, which the planned size accounts for before anything is written.
+/// Archives past that are refused as bombs.
+pub const DEFAULT_MAX_ENTRIES: u64 = 10_000_000;
 /// Environment variable overriding [`DEFAULT_MAX_ENTRIES`].
 pub const MAX_ENTRIES_ENV: &str = "IMAGE_CREATOR_MAX_ENTRIES";
 /// Without a declared `size`, an archive may expand to this many times its

@@ -13,24 +13,47 @@ use super::target::Ext4Target;
 use super::zip::expand_zip;
 use crate::fetch::{redact, Net};
 use crate::fs::ext4::{Ext4Builder, InodeMeta};
-use crate::io::{channel, drain, FileSink, HashingReader, ReaderStopped, StreamVerifier};
+use std::fs::File;
+
+use super::source::Expected;
+use crate::io::{
+    channel, drain, ChunkSink, FileSink, HashingReader, ReaderStopped, StreamVerifier, Tee,
+};
 
 /// The reading side of a remote archive's channel, for its errors.
 const EXPANSION: &str = "the archive expansion";
 
+/// One archive to expand.
+#[derive(Debug, Clone, Copy)]
+pub struct Expansion<'a> {
+    /// The directory to expand into, relative to the data partition.
+    pub dest: &'a str,
+    /// Where the archive's bytes come from.
+    pub source: ArchiveSource<'a>,
+    /// Its format and limits.
+    pub plan: &'a ArchivePlan,
+    /// Metadata of the directories it creates without listing them.
+    pub dir_meta: InodeMeta,
+}
+
 /// Expand the archive `source` into the directory `dest` (created with
 /// `dir_meta`, as are directories the archive implies without listing
-/// them). Returns the bytes expanded and the archive's digest when it was
-/// verified.
+/// them). A download's bytes also go to `tap` (the download cache; it must
+/// swallow its own errors). Returns the bytes expanded and the archive's
+/// digest when it was verified.
 pub fn expand_archive(
     builder: &mut Ext4Builder,
-    dest: &str,
-    source: ArchiveSource<'_>,
-    plan: &ArchivePlan,
-    dir_meta: InodeMeta,
+    job: &Expansion<'_>,
     net: &Net,
     build_dir: &Path,
+    tap: &mut dyn ChunkSink,
 ) -> Result<(u64, Option<String>), ExpandError> {
+    let Expansion {
+        dest,
+        source,
+        plan,
+        dir_meta,
+    } = *job;
     let root = builder.mkdir_all(dest, dir_meta)?;
     let mut target = Ext4Target::new(builder, root, dir_meta);
     let limits = &plan.limits;
@@ -47,37 +70,17 @@ pub fn expand_archive(
         }
         ArchiveSource::Local { path, checksum } => {
             let name = path.display().to_string();
-            let io = |what| {
-                let archive = name.clone();
-                move |source| ExpandError::Io {
-                    archive,
-                    what,
-                    source,
-                }
-            };
-            let mut f = std::fs::File::open(path).map_err(|source| ExpandError::Open {
+            let f = std::fs::File::open(path).map_err(|source| ExpandError::Open {
                 archive: name.clone(),
                 source,
             })?;
-            let mut verifier = checksum.map(|(a, v)| StreamVerifier::new(*a, v, &name));
-            let n = if format == Format::Zip {
-                // Verify first: the zip reader seeks around.
-                if let Some(v) = verifier.as_mut() {
-                    drain(&mut HashingReader::new(&mut f, Some(v))).map_err(io("reading"))?;
-                }
-                let digest = verifier.take().map(StreamVerifier::finish).transpose()?;
-                let n = expand_zip(f, &name, limits, &mut target)?;
-                return Ok((n, digest));
-            } else {
-                let mut h = HashingReader::new(std::io::BufReader::new(f), verifier.as_mut());
-                let n = expand_tar_from(&mut h, format, &name, limits, &mut target)?;
-                // Bytes after the compressed stream still count for the checksum.
-                drain(&mut h).map_err(io("reading past the archive's end"))?;
-                n
-            };
-            let digest = verifier.map(StreamVerifier::finish).transpose()?;
-            Ok((n, digest))
+            expand_file(&f, &name, checksum, plan, &mut target)
         }
+        ArchiveSource::Open {
+            file,
+            name,
+            checksum,
+        } => expand_file(file, name, checksum, plan, &mut target),
         ArchiveSource::Http { url, checksum } if format == Format::Zip => {
             let name = redact(url);
             // An unnamed file (O_TMPFILE where available, else unlinked at
@@ -88,18 +91,26 @@ pub fn expand_archive(
                 what: "creating its temporary copy in the build directory",
                 source,
             })?;
+            let mut sink = Tee {
+                first: FileSink::new(&tmp, 0),
+                second: tap,
+            };
             let digest = net.block_on(net.http.download(
                 url,
                 plan.archive_size,
                 checksum.cloned(),
-                &mut FileSink::new(&tmp, 0),
+                &mut sink,
             ))?;
             let n = expand_zip(&tmp, &name, limits, &mut target)?;
             Ok((n, digest))
         }
         ArchiveSource::Http { url, checksum } => {
             let name = redact(url);
-            let (mut sink, reader) = channel(EXPANSION);
+            let (chan, reader) = channel(EXPANSION);
+            let mut sink = Tee {
+                first: chan,
+                second: tap,
+            };
             let (expanded, downloaded) = std::thread::scope(|s| {
                 let worker = s.spawn(|| {
                     let mut reader = reader;
@@ -136,4 +147,39 @@ pub fn expand_archive(
             }
         }
     }
+}
+
+/// Expand a local (or cached) archive file, verifying `checksum` as it is
+/// read: zips first (their reader seeks), tars on the way (bytes after the
+/// compressed stream still count).
+fn expand_file(
+    f: &File,
+    name: &str,
+    checksum: Expected<'_>,
+    plan: &ArchivePlan,
+    target: &mut Ext4Target<'_>,
+) -> Result<(u64, Option<String>), ExpandError> {
+    let io = |what| {
+        let archive = name.to_string();
+        move |source| ExpandError::Io {
+            archive,
+            what,
+            source,
+        }
+    };
+    let mut verifier = checksum.map(|(a, v)| StreamVerifier::new(*a, v, name));
+    if plan.format == Format::Zip {
+        if let Some(v) = verifier.as_mut() {
+            let mut r = f;
+            drain(&mut HashingReader::new(&mut r, Some(v))).map_err(io("reading"))?;
+        }
+        let digest = verifier.map(StreamVerifier::finish).transpose()?;
+        let n = expand_zip(f, name, &plan.limits, target)?;
+        return Ok((n, digest));
+    }
+    let mut h = HashingReader::new(std::io::BufReader::new(f), verifier.as_mut());
+    let n = expand_tar_from(&mut h, plan.format, name, &plan.limits, target)?;
+    drain(&mut h).map_err(io("reading past the archive's end"))?;
+    let digest = verifier.map(StreamVerifier::finish).transpose()?;
+    Ok((n, digest))
 }

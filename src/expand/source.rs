@@ -20,6 +20,16 @@ pub enum ArchiveSource<'a> {
         /// Expected digest.
         checksum: Expected<'a>,
     },
+    /// An open file (a cached download, already verified against its
+    /// entry), verified against `checksum` while it is read.
+    Open {
+        /// The file, read from its start.
+        file: &'a std::fs::File,
+        /// Its name in messages (the URL it was downloaded from).
+        name: &'a str,
+        /// Expected digest.
+        checksum: Expected<'a>,
+    },
     /// An http(s) URL, streamed (tar family) or spooled to the build
     /// directory first (zip).
     Http {

@@ -1,7 +1,8 @@
 //! The network policy ([`NetworkPolicy`]) enforced on reqwest, at the
 //! three places a destination address is decided:
 //!
-//! - a host name is resolved by [`CheckedResolver`], once per connection:
+//! - a host name is resolved by [`CheckedResolver`] (through [`Dns`], not
+//!   the C library), once per connection:
 //!   every address is checked and reqwest is handed only the allowed
 //!   ones, so the connection goes to a checked address (a DNS answer that
 //!   changes between a check and a connect — rebinding — can't happen);
@@ -14,11 +15,12 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::Url;
 
+use super::dns::{Dns, DnsConfig, DnsConfigError};
 use super::policy::{NetworkPolicy, Refusal};
 
 /// Longest redirect chain followed: 10 hops (reqwest's and curl's
@@ -142,17 +144,27 @@ impl std::str::FromStr for ResolveOverride {
     }
 }
 
-/// The resolver reqwest uses: system DNS (getaddrinfo, off the async
-/// workers) or an override, then the policy on every address.
+/// The resolver reqwest uses: an override or DNS ([`Dns`]: hickory,
+/// no C library), then the policy on every address.
 #[derive(Debug, Clone)]
 pub struct CheckedResolver {
     policy: NetworkPolicy,
     overrides: Arc<HashMap<String, Vec<IpAddr>>>,
+    dns_config: DnsConfig,
+    /// Set up at the first lookup that needs DNS, so a build that only
+    /// uses overrides and IP literals never reads `/etc/resolv.conf`.
+    dns: Arc<OnceLock<Result<Dns, DnsConfigError>>>,
 }
 
 impl CheckedResolver {
-    /// A resolver enforcing `policy`, with `overrides`.
+    /// A resolver enforcing `policy`, with `overrides`, asking the
+    /// system's DNS servers ([`DnsConfig::System`]).
     pub fn new(policy: NetworkPolicy, overrides: &[ResolveOverride]) -> Self {
+        Self::with_dns(policy, overrides, DnsConfig::System)
+    }
+
+    /// The same, asking the servers of `dns`.
+    pub fn with_dns(policy: NetworkPolicy, overrides: &[ResolveOverride], dns: DnsConfig) -> Self {
         let mut map: HashMap<String, Vec<IpAddr>> = HashMap::new();
         for o in overrides {
             map.entry(o.host.clone()).or_default().push(o.address);
@@ -160,7 +172,23 @@ impl CheckedResolver {
         Self {
             policy,
             overrides: Arc::new(map),
+            dns_config: dns,
+            dns: Arc::new(OnceLock::new()),
         }
+    }
+
+    async fn ask_dns(&self, host: &str) -> Result<Vec<IpAddr>, ResolveError> {
+        let dns = self
+            .dns
+            .get_or_init(|| Dns::new(&self.dns_config))
+            .as_ref()
+            .map_err(|e| ResolveError::Config(e.clone()))?;
+        dns.lookup(host)
+            .await
+            .map_err(|source| ResolveError::Lookup {
+                host: host.to_string(),
+                source: Box::new(source),
+            })
     }
 
     /// The addresses `host` may be connected to: every answer checked,
@@ -169,14 +197,7 @@ impl CheckedResolver {
     pub async fn lookup(&self, host: &str) -> Result<Vec<IpAddr>, ResolveError> {
         let answers = match self.overrides.get(&host.to_ascii_lowercase()) {
             Some(addrs) => addrs.clone(),
-            None => tokio::net::lookup_host((host, 0))
-                .await
-                .map_err(|source| ResolveError::Lookup {
-                    host: host.to_string(),
-                    source,
-                })?
-                .map(|sa| sa.ip())
-                .collect(),
+            None => self.ask_dns(host).await?,
         };
         let mut allowed = Vec::with_capacity(answers.len());
         let mut first_refusal = None;
@@ -211,8 +232,11 @@ pub enum ResolveError {
         host: String,
         /// Why.
         #[source]
-        source: std::io::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The DNS configuration can't be used.
+    #[error("DNS configuration: {0}")]
+    Config(DnsConfigError),
     /// DNS answered nothing.
     #[error("{host} resolves to no address")]
     NoAddress {
@@ -364,5 +388,50 @@ mod tests {
         ));
         let any = CheckedResolver::new(NetworkPolicy::Any, &overrides);
         assert_eq!(rt.block_on(any.lookup("mixed.test")).expect("any").len(), 2);
+    }
+
+    #[test]
+    fn dns_answers_are_checked_like_overrides() {
+        use std::net::Ipv4Addr;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        // One name, two answers from a DNS server on loopback: the
+        // metadata address is dropped, the loopback one kept.
+        let server = crate::fetch::dns::tests::fake_dns(
+            vec![Ipv4Addr::LOCALHOST, Ipv4Addr::new(169, 254, 169, 254)],
+            64,
+        );
+        let dns = DnsConfig::Servers(vec![server]);
+        let private = CheckedResolver::with_dns(NetworkPolicy::Private, &[], dns.clone());
+        let ips = rt
+            .block_on(private.lookup("mirror.example"))
+            .expect("allowed");
+        assert_eq!(ips, vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+        let public = CheckedResolver::with_dns(NetworkPolicy::Public, &[], dns.clone());
+        assert!(matches!(
+            rt.block_on(public.lookup("mirror.example")),
+            Err(ResolveError::Refused(_))
+        ));
+        let any = CheckedResolver::with_dns(NetworkPolicy::Any, &[], dns);
+        assert_eq!(
+            rt.block_on(any.lookup("mirror.example"))
+                .expect("any")
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn overrides_never_read_the_dns_configuration() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let o: ResolveOverride = "lan.test:10.0.0.1".parse().expect("override");
+        let r = CheckedResolver::new(NetworkPolicy::Private, &[o]);
+        assert!(rt.block_on(r.lookup("lan.test")).is_ok());
+        assert!(r.dns.get().is_none(), "resolv.conf read for an override");
     }
 }

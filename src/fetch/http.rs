@@ -11,13 +11,11 @@ use std::time::Duration;
 
 use reqwest::header::{
     HeaderMap, ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED,
-    LOCATION, RANGE, RETRY_AFTER,
+    RANGE, RETRY_AFTER,
 };
 use reqwest::StatusCode;
 
-use super::guard::{
-    check_hop, check_url_str, Blocked, CheckedResolver, HopBlocked, ResolveError, MAX_REDIRECTS,
-};
+use super::guard::{check_url_str, Blocked, CheckedResolver, HopBlocked, ResolveError};
 use super::guard::{redirect_policy, ResolveOverride};
 use super::overlap::BackgroundVerifier;
 use super::policy::NetworkPolicy;
@@ -296,23 +294,6 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// `Digest` (RFC 3230), which MirrorBrain sends on its redirects, e.g.
-/// `SHA-256=…`.
-const DIGEST: &str = "digest";
-
-/// What the server says of a URL now, for outdatedness checks.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RemoteValidators {
-    /// The first `Digest` header on the way (the redirector's).
-    pub digest: Option<String>,
-    /// The final answer's `ETag`.
-    pub etag: Option<String>,
-    /// Its `Last-Modified`.
-    pub last_modified: Option<String>,
-    /// Its `Content-Length`.
-    pub size: Option<u64>,
-}
-
 /// What a probe learned about a URL.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Probe {
@@ -331,13 +312,13 @@ fn retryable(status: StatusCode) -> bool {
         || status.is_server_error()
 }
 
-fn header(h: &HeaderMap, name: reqwest::header::HeaderName) -> Option<String> {
+pub(super) fn header(h: &HeaderMap, name: reqwest::header::HeaderName) -> Option<String> {
     h.get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
 }
 
-fn content_length(h: &HeaderMap) -> Option<u64> {
+pub(super) fn content_length(h: &HeaderMap) -> Option<u64> {
     header(h, CONTENT_LENGTH).and_then(|v| v.trim().parse().ok())
 }
 
@@ -349,12 +330,13 @@ pub struct Http {
     client: reqwest::Client,
     /// The same, without following redirects: [`Http::validators`] reads
     /// each hop's headers (MirrorBrain puts `Digest` on the redirect).
-    no_redirect: reqwest::Client,
-    opts: FetchOptions,
+    pub(super) no_redirect: reqwest::Client,
+    pub(super) opts: FetchOptions,
 }
 
 impl Http {
-    /// A client with rustls (ring provider), the system's roots, redirects
+    /// A client with rustls (ring provider), the system's roots or the
+    /// built-in ones ([`super::trust_roots`]), redirects
     /// followed (at most [`super::MAX_REDIRECTS`], each hop checked),
     /// names resolved by a [`CheckedResolver`], at most [`MAX_HEADERS`]
     /// response headers, `Accept-Encoding: identity` and our User-Agent.
@@ -364,8 +346,14 @@ impl Http {
     /// policy can't check them.
     pub fn new(opts: FetchOptions) -> Result<Self, HttpError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let roots = super::trust_roots();
         let builder = || {
+            let certs = roots.certs.iter().filter_map(|der| {
+                // Already parsed once by trust_roots: from_der only copies.
+                reqwest::Certificate::from_der(der).ok()
+            });
             let b = reqwest::Client::builder()
+                .tls_certs_only(certs)
                 .user_agent(concat!("image-creator/", env!("CARGO_PKG_VERSION")))
                 .connect_timeout(opts.connect_timeout)
                 .dns_resolver(CheckedResolver::new(opts.network, &opts.resolve))
@@ -506,72 +494,6 @@ impl Http {
         }
         let r = self.send(url, || self.client.get(url)).await?;
         Ok(from(r.headers()))
-    }
-
-    /// What the server says of `url` now, to tell whether a cached copy is
-    /// outdated: `HEAD` hop by hop (at most [`MAX_REDIRECTS`]), keeping the
-    /// first MirrorBrain `Digest` header seen on the way (each mirror has
-    /// its own ETag, the redirector's digest is the content's), and the
-    /// final answer's size, `ETag` and `Last-Modified`.
-    pub async fn validators(&self, url: &str) -> Result<RemoteValidators, HttpError> {
-        let mut cur = reqwest::Url::parse(url).map_err(|e| HttpError::Transport {
-            url: redact(url),
-            message: format!("not a URL: {e}"),
-        })?;
-        let mut digest = None;
-        self.check_url(url)?;
-        for hop in 1..=MAX_REDIRECTS + 1 {
-            // One attempt per hop: a check is best-effort (a failed one
-            // keeps the cached copy), so no retries.
-            let sent = self
-                .no_redirect
-                .head(cur.clone())
-                .header(ACCEPT_ENCODING, "identity")
-                .send();
-            let r = tokio::time::timeout(self.opts.idle_timeout, sent)
-                .await
-                .map_err(|_| HttpError::Transport {
-                    url: redact(url),
-                    message: "timed out waiting for a response".into(),
-                })?
-                .map_err(|e| HttpError::from_reqwest(url, &e))?;
-            check_headers(url, r.headers())?;
-            if !(r.status().is_success() || r.status().is_redirection()) {
-                return Err(HttpError::Status {
-                    url: redact(url),
-                    status: r.status().as_u16(),
-                });
-            }
-            let h = r.headers();
-            digest = digest.or_else(|| header(h, reqwest::header::HeaderName::from_static(DIGEST)));
-            if r.status().is_redirection() {
-                let Some(next) = header(h, LOCATION).and_then(|l| cur.join(&l).ok()) else {
-                    break;
-                };
-                // Each hop is checked, as the redirect policy checks them.
-                check_hop(self.opts.network, &next, hop).map_err(|blocked| {
-                    HttpError::BlockedRedirect {
-                        url: redact(url),
-                        hop: HopBlocked {
-                            url: redact(next.as_str()),
-                            blocked,
-                        },
-                    }
-                })?;
-                cur = next;
-                continue;
-            }
-            return Ok(RemoteValidators {
-                digest,
-                etag: header(h, ETAG),
-                last_modified: header(h, LAST_MODIFIED),
-                size: content_length(h),
-            });
-        }
-        Err(HttpError::Transport {
-            url: redact(url),
-            message: format!("more than {MAX_REDIRECTS} redirects"),
-        })
     }
 
     /// GET a small body (checksum files, configs): at most `max` bytes.

@@ -1,57 +1,13 @@
 //! Data regions of a local file (`SEEK_DATA` / `SEEK_HOLE`), so a sparse
-//! base image is copied without reading or writing its holes.
+//! base image is copied without reading or writing its holes. The system
+//! calls live in the platform layer ([`crate::os::data_regions`]).
 
 use std::fs::File;
 
 /// The `[start, end)` byte ranges of `file` that hold data, up to `len`.
 /// Where the platform can't tell, the whole file is one region.
 pub fn data_regions(file: &File, len: u64) -> std::io::Result<Vec<(u64, u64)>> {
-    #[cfg(any(
-        target_os = "linux",
-        target_os = "android",
-        target_vendor = "apple",
-        target_os = "freebsd"
-    ))]
-    {
-        use rustix::fs::{seek, SeekFrom};
-        let mut out = Vec::new();
-        let mut pos = 0u64;
-        while pos < len {
-            let data = match seek(file, SeekFrom::Data(pos)) {
-                Ok(d) => d,
-                // ENXIO: no data after pos.
-                Err(rustix::io::Errno::NXIO) => break,
-                // Filesystems without SEEK_DATA support: treat all as data.
-                Err(
-                    rustix::io::Errno::INVAL
-                    | rustix::io::Errno::NOSYS
-                    | rustix::io::Errno::OPNOTSUPP,
-                ) => {
-                    return Ok(vec![(0, len)]);
-                }
-                Err(e) => return Err(e.into()),
-            };
-            if data >= len {
-                break;
-            }
-            let hole = seek(file, SeekFrom::Hole(data))
-                .map_err(std::io::Error::from)?
-                .min(len);
-            out.push((data, hole));
-            pos = hole;
-        }
-        Ok(out)
-    }
-    #[cfg(not(any(
-        target_os = "linux",
-        target_os = "android",
-        target_vendor = "apple",
-        target_os = "freebsd"
-    )))]
-    {
-        let _ = file;
-        Ok(vec![(0, len)])
-    }
+    crate::os::data_regions(file, len)
 }
 
 #[cfg(test)]

@@ -55,7 +55,8 @@ pub struct PartitionWindow {
 }
 
 /// Chunk used when zeros must really be written (no hole punching): 1 MiB keeps
-/// syscall overhead negligible while staying small in memory.
+/// syscall overhead negligible while staying small in memory (two buffers:
+/// the zeros, and the bytes read to see whether they already are zeros).
 const ZERO_CHUNK: usize = 1 << 20;
 
 impl PartitionWindow {
@@ -123,6 +124,19 @@ impl PartitionWindow {
             .map_err(|e| self.io(abs, e))
     }
 
+    /// Copy `len` bytes of `src` at `src_offset` to `offset` (relative to
+    /// the window), in the kernel where the platform can (`os::copy_range`).
+    pub fn copy_from(
+        &self,
+        src: &File,
+        src_offset: u64,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), WindowError> {
+        let abs = self.check(offset, len)?;
+        crate::os::copy_range(src, src_offset, &self.file, abs, len).map_err(|e| self.io(abs, e))
+    }
+
     /// Fill all of `buf` from `offset` (relative to the window).
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), WindowError> {
         let abs = self.check(offset, buf.len() as u64)?;
@@ -163,27 +177,35 @@ impl PartitionWindow {
         if len == 0 {
             return Ok(());
         }
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        {
-            use rustix::fs::{fallocate, FallocateFlags};
-            let flags = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
-            if fallocate(&*self.file, flags, abs, len).is_ok() {
-                return Ok(());
-            }
+        if crate::os::punch_hole(&self.file, abs, len) {
+            return Ok(());
         }
         let zeros = vec![0u8; ZERO_CHUNK];
+        let mut seen = vec![0u8; ZERO_CHUNK];
         let mut done = 0u64;
         while done < len {
             // done < len and abs + len fits (checked above): no overflow.
             let left = len.saturating_sub(done);
             let n = usize::try_from(left).map_or(ZERO_CHUNK, |left| left.min(ZERO_CHUNK));
             let at = abs.saturating_add(done);
-            self.file
-                .write_all_at(&zeros[..n], at)
-                .map_err(|e| self.io(at, e))?;
+            // Chunks that already read as zeros (the holes of a grown
+            // file) are left alone: without hole punching a sparse image
+            // still stays sparse, and reading a hole costs no disk I/O.
+            if !self.reads_as_zeros(at, &mut seen[..n]) {
+                self.file
+                    .write_all_at(&zeros[..n], at)
+                    .map_err(|e| self.io(at, e))?;
+            }
             done = done.saturating_add(n as u64);
         }
         Ok(())
+    }
+
+    /// True when `buf.len()` bytes at absolute offset `at` can be read and
+    /// are all zero. A failed or short read is false: the caller then
+    /// writes, and a real I/O error is reported by the write.
+    fn reads_as_zeros(&self, at: u64, buf: &mut [u8]) -> bool {
+        self.file.read_exact_at(buf, at).is_ok() && buf.iter().all(|&b| b == 0)
     }
 
     /// A narrower window `[offset, offset + len)` inside this one.
@@ -248,6 +270,21 @@ mod tests {
         );
         let mut b = [0u8; 1];
         assert!(w.read_at(50, &mut b).is_err());
+    }
+
+    #[test]
+    fn zero_range_keeps_a_sparse_file_sparse() {
+        use std::os::unix::fs::MetadataExt;
+        // With hole punching or without (feature `portable`), zeroing a
+        // mostly-empty range allocates nothing new.
+        let (tmp, w) = window(64 << 20, 0, 64 << 20);
+        w.write_at(20 << 20, &[7u8; 1 << 20]).expect("write");
+        w.zero_range(0, 64 << 20).expect("zero");
+        let mut back = vec![1u8; 1 << 20];
+        w.read_at(20 << 20, &mut back).expect("read");
+        assert!(back.iter().all(|&b| b == 0));
+        let allocated = tmp.as_file().metadata().expect("meta").blocks() * 512;
+        assert!(allocated <= 2 << 20, "allocated {allocated} bytes");
     }
 
     #[test]

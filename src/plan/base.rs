@@ -5,6 +5,7 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::cached::{validators, CacheUse, Lookup, Planner};
 use super::error::PlanError;
 use super::item::Expected;
 use crate::config::{BaseSource, Checksum, ChecksumKind, HashAlgo, ImageConfig, Source};
@@ -53,6 +54,9 @@ pub struct BaseSpec {
     pub xz: bool,
     /// Expected digest of the file as stored/served.
     pub checksum: Expected,
+    /// What the download cache does for a remote base (see
+    /// [`cache_base`]); a hit is read instead of the network.
+    pub cache: Option<CacheUse>,
 }
 
 /// The base image as found.
@@ -71,6 +75,8 @@ pub struct BaseInfo {
     /// What the old data partition holds (None when it could not be read
     /// before the copy: a compressed or remote base).
     pub old: Option<OldSummary>,
+    /// What the download cache does for it.
+    pub cache: Option<CacheUse>,
 }
 
 /// Resolve the base source: location, xz or not, expected digest.
@@ -104,6 +110,7 @@ pub fn locate_base(config: &ImageConfig, base_url: &str, net: &Net) -> Result<Ba
         location,
         xz,
         checksum,
+        cache: None,
     })
 }
 
@@ -135,7 +142,10 @@ pub fn inspect_base(spec: &BaseSpec, net: &Net) -> Result<BaseInfo, PlanError> {
         name: name.clone(),
         what,
     };
-    let (head, file_size) = read_head(&spec.location, net)?;
+    let (head, file_size) = match spec.cache.as_ref().and_then(cached_head) {
+        Some(found) => found,
+        None => read_head(&spec.location, net)?,
+    };
     let mut sector = [0u8; 512]; // one sector: the MBR
     if spec.xz {
         xz(head.as_slice())
@@ -172,7 +182,43 @@ pub fn inspect_base(spec: &BaseSpec, net: &Net) -> Result<BaseInfo, PlanError> {
         size,
         mbr,
         old,
+        cache: spec.cache.clone(),
     })
+}
+
+/// The download cache's part in a remote base: a hit (no network unless
+/// due for a check) or a miss the policy caches (`size` is what the
+/// server said, when it did).
+pub fn cache_base(spec: &mut BaseSpec, cache: &mut Planner<'_>, net: &Net) {
+    let BaseLocation::Http(url) = &spec.location else {
+        return;
+    };
+    spec.cache = match cache.lookup(url, net) {
+        Lookup::Hit(hit) => Some(Planner::hit(hit)),
+        Lookup::Miss(m) => {
+            let remote = match m.remote {
+                Some(r) => Some(r),
+                None => net.block_on(net.http.validators(url, &[])).ok(),
+            };
+            let size = remote.as_ref().and_then(|r| r.size).unwrap_or(0);
+            let v = remote.as_ref().map(validators).unwrap_or_default();
+            cache.fill(m.key, v, m.replaces, size)
+        }
+        Lookup::No => None,
+    };
+}
+
+/// The first [`HEAD_BYTES`] of a cached base and its size.
+fn cached_head(use_: &CacheUse) -> Option<(Vec<u8>, Option<u64>)> {
+    let CacheUse::Hit(shared) = use_ else {
+        return None;
+    };
+    shared.with(|hit| {
+        let size = hit.size();
+        let mut head = vec![0u8; HEAD_BYTES.min(usize::try_from(size).unwrap_or(HEAD_BYTES))];
+        std::os::unix::fs::FileExt::read_exact_at(hit.file(), &mut head, 0).ok()?;
+        Some((head, Some(size)))
+    })?
 }
 
 /// The first [`HEAD_BYTES`] of the base and its size as stored, when known.

@@ -7,8 +7,11 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use crate::cache::{unix_now, Cache, Decision, Freshness, Hit, Key, Validators};
+use crate::cache::{
+    unix_now, Cache, Claim, Decision, FillMeta, FillSink, Freshness, Hit, Key, Validators,
+};
 use crate::fetch::{Net, RemoteValidators};
+use crate::io::ChunkSink;
 
 /// A hit shared by the clones of a plan; taken once, by the build.
 #[derive(Debug, Clone)]
@@ -22,6 +25,12 @@ impl SharedHit {
     /// The hit, the first time (`None` after, or if a thread panicked).
     pub fn take(&self) -> Option<Hit> {
         self.0.lock().ok().and_then(|mut g| g.take())
+    }
+
+    /// Look at the hit without taking it (`None` once taken).
+    pub fn with<T>(&self, f: impl FnOnce(&Hit) -> T) -> Option<T> {
+        let g = self.0.lock().ok()?;
+        g.as_ref().map(f)
     }
 }
 
@@ -62,6 +71,9 @@ impl CacheUse {
 #[derive(Debug, Default)]
 pub struct Planner<'a> {
     cache: Option<&'a Cache>,
+    /// Remote archives may be pre-scanned (downloaded once at planning);
+    /// false for `--check`, which downloads nothing.
+    pub prescan: bool,
     seen: HashSet<String>,
     now: u64,
     /// Remarks for the plan's warnings.
@@ -96,6 +108,7 @@ impl<'a> Planner<'a> {
     pub fn new(cache: Option<&'a Cache>) -> Self {
         Self {
             cache,
+            prescan: true,
             seen: HashSet::new(),
             now: unix_now(),
             warnings: Vec::new(),
@@ -159,7 +172,17 @@ impl<'a> Planner<'a> {
         if !hit.is_due_for_check() {
             return Lookup::Hit(hit);
         }
-        match net.block_on(net.http.validators(url)) {
+        let conditional = hit.validators().conditional_headers();
+        match net.block_on(net.http.validators(url, &conditional)) {
+            // The server says it is the same payload.
+            Ok(remote) if remote.not_modified => {
+                let mut now_v = hit.validators().clone();
+                if remote.digest.is_some() {
+                    now_v.digest = remote.digest;
+                }
+                self.checked(hit.key(), &now_v);
+                Lookup::Hit(hit)
+            }
             Err(e) => {
                 // A failed check never evicts.
                 self.check_failed(url, &e);
@@ -198,6 +221,69 @@ impl<'a> Planner<'a> {
                 replaces,
             }),
             _ => None,
+        }
+    }
+
+    /// Run `download` (a pre-scan of a remote archive) with the cache's
+    /// filler of `use_` as its tap, and publish what it downloaded when it
+    /// succeeds: the item is then a hit (the build reads the blob, no
+    /// second download). Planning holds no key while it waits for this one.
+    pub fn prescan_filling<T, E>(
+        &mut self,
+        use_: CacheUse,
+        url: &str,
+        download: impl FnOnce(&mut dyn ChunkSink) -> Result<T, E>,
+    ) -> (Result<T, E>, Option<CacheUse>) {
+        let (
+            Some(cache),
+            CacheUse::Fill {
+                key,
+                validators,
+                replaces,
+            },
+        ) = (self.cache, &use_)
+        else {
+            return (download(&mut FillSink::new(None)), Some(use_));
+        };
+        let claimed = match replaces {
+            Some(old) => cache.claim_replacing(key, old, self.now),
+            None => cache.claim(key, self.now),
+        };
+        let filler = match claimed {
+            Ok(Claim::Fill(f)) => f,
+            // Filled by another build meanwhile: use it from now on.
+            Ok(Claim::Ready(hit)) => {
+                return (download(&mut FillSink::new(None)), Some(Self::hit(hit)))
+            }
+            Err(e) => {
+                self.warnings
+                    .push(format!("download cache: {e}; {url} is downloaded"));
+                return (download(&mut FillSink::new(None)), None);
+            }
+        };
+        let mut tap = FillSink::new(Some(&filler));
+        let result = download(&mut tap);
+        // An empty payload means `download` fetched nothing (it may decide
+        // not to): nothing to publish.
+        if result.is_err() || tap.end == 0 {
+            return (result, None);
+        }
+        if let Some(e) = tap.failed {
+            self.warnings.push(format!("download cache: {e}"));
+            return (result, None);
+        }
+        let meta = FillMeta {
+            validators: validators.clone(),
+            source: url.to_string(),
+        };
+        let end = tap.end;
+        if let Err(e) = filler.commit(end, meta) {
+            self.warnings.push(format!("download cache: {e}"));
+            return (result, None);
+        }
+        match cache.lookup(key, self.now) {
+            Ok(Some(hit)) => (result, Some(Self::hit(hit))),
+            _ => (result, None),
         }
     }
 

@@ -11,7 +11,7 @@ use super::error::PlanError;
 use super::item::{data_path, Item, ItemSource, OciPull};
 use crate::cache::{Key, Validators};
 use crate::config::{FileEntry, ImageConfig, OciEntry, Payload, Source};
-use crate::expand::{self, ArchivePlan, Format, Limits, Needs};
+use crate::expand::{self, ArchivePlan, ArchiveSource, Format, Limits, Needs};
 use crate::fetch::{redact, Net};
 use crate::oci::{Platform, Registry};
 
@@ -29,7 +29,7 @@ pub fn plan_items(
         let key = format!("files[{i}]");
         let source = file_source(&key, f, net, &mut unreachable)?;
         items.push(match Format::of(f.via) {
-            Some(format) => archive_item(&key, f, format, source, net, &mut unreachable)?,
+            Some(format) => archive_item(&key, f, format, source, net, cache, &mut unreachable)?,
             None => file_item(&key, f, source, net, cache, &mut unreachable)?,
         });
     }
@@ -305,7 +305,7 @@ fn http_size(
     // A cacheable miss asks for the validators to store (and the size);
     // a probe (HEAD, then GET headers) when they give no size.
     let remote = match (&fill_key, remote) {
-        (Some(_), None) => net.block_on(net.http.validators(url)).ok(),
+        (Some(_), None) => net.block_on(net.http.validators(url, &[])).ok(),
         (_, r) => r,
     };
     let size = match remote.as_ref().and_then(|r| r.size) {
@@ -350,21 +350,40 @@ fn archive_item(
     format: Format,
     source: ItemSource,
     net: &Net,
+    cache: &mut Planner<'_>,
     unreachable: &mut Unreachable,
 ) -> Result<Item, PlanError> {
+    let mut cached = None;
     let (archive_size, name) = match &source {
         ItemSource::Bytes(b) => (Some(b.len() as u64), format!("{key}.content")),
         ItemSource::Local { path, .. } => (
             Some(local_file_size(key, path)?),
             path.display().to_string(),
         ),
-        ItemSource::Http { url, .. } => {
-            let probe = net.block_on(net.http.probe(url));
-            let size = unreachable
-                .note(&format!("{key}.url"), probe)?
-                .map_or(Some(0), |p| p.size);
-            (size, redact(url))
-        }
+        ItemSource::Http { url, .. } => match cache.lookup(url, net) {
+            // The archive's size is the entry's: no network.
+            Lookup::Hit(hit) => {
+                let size = hit.size();
+                cached = Some(Planner::hit(hit));
+                (Some(size), redact(url))
+            }
+            found => {
+                let probe = net.block_on(net.http.probe(url));
+                let size = unreachable
+                    .note(&format!("{key}.url"), probe)?
+                    .map_or(Some(0), |p| p.size);
+                if let (Lookup::Miss(m), Some(s)) = (found, size) {
+                    // Validators to store (a plain miss has not asked yet).
+                    let remote = match m.remote {
+                        Some(r) => Some(r),
+                        None => net.block_on(net.http.validators(url, &[])).ok(),
+                    };
+                    let v = remote.as_ref().map(validators).unwrap_or_default();
+                    cached = cache.fill(m.key, v, m.replaces, s);
+                }
+                (size, redact(url))
+            }
+        },
         // files[] entries are never images.
         ItemSource::Oci(_) => (Some(0), key.to_string()),
     };
@@ -376,9 +395,23 @@ fn archive_item(
         url: name.clone(),
     })?;
     let limits = Limits::new(key, f.size, archive_size, format);
-    let exact = !matches!(source, ItemSource::Http { .. });
+    // Remote tar-family archives are pre-scanned (src/expand/sizing.rs).
+    let exact = !matches!(source, ItemSource::Http { .. }) || format != Format::Zip;
     let needs = match source.as_archive() {
-        Some(a) if unreachable.is_empty() || exact => expand::measure(format, a, &name, &limits)?,
+        Some(ArchiveSource::Http { url, checksum }) if unreachable.is_empty() => {
+            let remote = Remote {
+                format,
+                url,
+                checksum,
+                size: Some(archive_size).filter(|&s| s > 0),
+                name: &name,
+                limits: &limits,
+            };
+            remote_needs(&remote, &mut cached, net, cache)?
+        }
+        Some(a) if unreachable.is_empty() || !a.is_remote() => {
+            expand::measure(format, a, &name, &limits)?
+        }
         _ => Needs::default(),
     };
     Ok(Item {
@@ -392,7 +425,7 @@ fn archive_item(
             needs,
             exact,
         }),
-        cache: None,
+        cache: cached,
     })
 }
 
@@ -411,4 +444,63 @@ fn local_file_size(key: &str, path: &Path) -> Result<u64, PlanError> {
         });
     }
     Ok(md.len())
+}
+
+/// A remote archive being planned.
+struct Remote<'a> {
+    format: Format,
+    url: &'a str,
+    checksum: crate::expand::source::Expected<'a>,
+    size: Option<u64>,
+    name: &'a str,
+    limits: &'a Limits,
+}
+
+/// What a remote archive needs: measured from its cached blob (no network,
+/// the same exact needs as a cold pre-scan), pre-scanned while filling the
+/// cache (one download in all), pre-scanned, or estimated (`--check`, zips).
+fn remote_needs(
+    r: &Remote<'_>,
+    cached: &mut Option<CacheUse>,
+    net: &Net,
+    cache: &mut Planner<'_>,
+) -> Result<Needs, PlanError> {
+    let prescan = |tap: &mut dyn crate::io::ChunkSink| {
+        expand::measure_remote(r.format, r.url, r.checksum, r.size, r.limits, net, tap)
+    };
+    Ok(match cached.take() {
+        // Measured from the cached blob: no network, and the same
+        // needs as the cold build's pre-scan.
+        Some(CacheUse::Hit(shared)) if r.format != Format::Zip => {
+            let measured = shared.with(|hit| {
+                let blob = ArchiveSource::Open {
+                    file: hit.file(),
+                    name: r.name,
+                    checksum: r.checksum,
+                };
+                expand::measure(r.format, blob, r.name, r.limits)
+            });
+            *cached = Some(CacheUse::Hit(shared));
+            match measured {
+                Some(m) => m?,
+                None => expand::estimate(r.limits),
+            }
+        }
+        // A miss the policy caches: the pre-scan fills the cache, and
+        // the build expands from it (one download in all).
+        Some(fill @ CacheUse::Fill { .. }) if cache.prescan && r.format != Format::Zip => {
+            let (measured, use_) = cache.prescan_filling(fill, r.url, prescan);
+            *cached = use_;
+            measured?
+        }
+        other => {
+            *cached = other;
+            if cache.prescan {
+                prescan(&mut crate::cache::FillSink::new(None))?
+            } else {
+                // --check downloads nothing: an upper bound.
+                expand::estimate(r.limits)
+            }
+        }
+    })
 }

@@ -15,7 +15,9 @@ pub mod item;
 pub mod items;
 pub mod size;
 
-pub use base::{inspect_base, locate_base, BaseInfo, BaseLocation, BaseSpec, DEFAULT_BASE_URL};
+pub use base::{
+    cache_base, inspect_base, locate_base, BaseInfo, BaseLocation, BaseSpec, DEFAULT_BASE_URL,
+};
 pub use cached::{CacheUse, Planner, SharedHit};
 pub use error::PlanError;
 pub use item::{data_path, Expected, Item, ItemSource, OciPull, DATA_MOUNT};
@@ -43,6 +45,8 @@ const UNREAD_OLD_DIRS: u64 = 8;
 pub struct Plan {
     /// Items in write order (images, files in config order, `image.yaml`).
     pub items: Vec<Item>,
+    /// Bytes left free for the Pi to unpack prebuilt container images.
+    pub oci_free: u64,
     /// Data partition offset in the image.
     pub p3_start: u64,
     /// New data partition (filesystem) size.
@@ -59,27 +63,79 @@ pub struct Plan {
     pub warnings: Vec<String>,
 }
 
-/// Make the plan. `max_size` is `--max-size`; `cache` the download cache
-/// (None: no cache).
+/// What planning may use and do.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlanOptions<'a> {
+    /// `--max-size`.
+    pub max_size: Option<u64>,
+    /// The download cache, if any.
+    pub cache: Option<&'a Cache>,
+    /// `--check`: download nothing (remote archives are estimated, not
+    /// pre-scanned).
+    pub check: bool,
+}
+
+/// Make the plan: the config's items (probed, measured), then their sizes
+/// on `base`.
 pub fn make_plan(
     config: &ImageConfig,
     base: &BaseInfo,
-    max_size: Option<u64>,
     net: &Net,
-    cache: Option<&Cache>,
+    opts: &PlanOptions<'_>,
 ) -> Result<Plan, PlanError> {
-    let mut warnings = Vec::new();
+    let mut planner = Planner::new(opts.cache);
+    planner.prescan = !opts.check;
+    let (items, oci_free) = items::plan_items(config, net, &mut planner)?;
+    let found = Found {
+        items,
+        oci_free,
+        warnings: planner.warnings,
+    };
+    size_plan(config, base, opts.max_size, found)
+}
+
+/// The same items sized again on `base` (a compressed or remote base is
+/// only known exactly once copied): nothing is probed or downloaded again.
+pub fn resize(
+    plan: &Plan,
+    config: &ImageConfig,
+    base: &BaseInfo,
+    max_size: Option<u64>,
+) -> Result<Plan, PlanError> {
+    let found = Found {
+        items: plan.items.clone(),
+        oci_free: plan.oci_free,
+        warnings: Vec::new(),
+    };
+    size_plan(config, base, max_size, found)
+}
+
+/// What planning found of the config's items.
+struct Found {
+    items: Vec<Item>,
+    oci_free: u64,
+    warnings: Vec<String>,
+}
+
+fn size_plan(
+    config: &ImageConfig,
+    base: &BaseInfo,
+    max_size: Option<u64>,
+    found: Found,
+) -> Result<Plan, PlanError> {
+    let Found {
+        items,
+        oci_free,
+        mut warnings,
+    } = found;
     let p3 = base.mbr.partition(3)?;
     if p3.offset() != config.base.rootfs_size {
-        warnings.push(format!(
+        warnings.insert(0, format!(
             "base.rootfs_size is {} but the base image's data partition starts at byte {}; using the partition table",
             config.base.rootfs_size,
             p3.offset()
         ));
     }
-    let mut planner = Planner::new(cache);
-    let (items, oci_free) = items::plan_items(config, net, &mut planner)?;
-    warnings.append(&mut planner.warnings);
     // Not scanned (xz base in --check): the whole old partition is the bound.
     let old = base.old.unwrap_or(OldSummary {
         entries: UNREAD_OLD_ENTRIES,
@@ -106,6 +162,7 @@ pub fn make_plan(
         + old.bytes;
     Ok(Plan {
         items,
+        oci_free,
         p3_start: p3.offset(),
         fs_size: sizes.fs_size,
         image_size: sizes.image_size,

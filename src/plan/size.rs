@@ -13,9 +13,10 @@ use crate::partition::SECTOR;
 /// Average bytes of a directory entry: its 8-byte header and a name of
 /// ~32 bytes (ext4 `dirent` records are `8 + name` rounded up to 4).
 const AVG_DIRENT: u64 = 40;
-/// Bytes of entries a directory block holds: 4096 less the 12-byte
-/// checksum tail of metadata_csum.
-const DIR_BLOCK_PAYLOAD: u64 = BLOCK_SIZE - 12;
+/// Bytes of entries a directory block holds at least: 4096 less the
+/// 12-byte checksum tail of metadata_csum, less the 20 % an htree leaf
+/// leaves free (src/fs/ext4/htree.rs).
+const DIR_BLOCK_PAYLOAD: u64 = (BLOCK_SIZE - 12) * 4 / 5;
 /// Blocks of `lost+found`: 4 (16 KiB, as mke2fs makes it).
 const LOST_FOUND_BLOCKS: u64 = 4;
 /// Slack for extent index blocks of fragmented files and directory
@@ -87,7 +88,10 @@ pub fn size_image(
         .sum::<u64>()
         + old.file_blocks;
     // Directory blocks: one per directory plus the names.
-    let dir_blocks = ndirs + (entries * AVG_DIRENT).div_ceil(DIR_BLOCK_PAYLOAD) + LOST_FOUND_BLOCKS;
+    // Htree roots and index nodes: a directory indexed has at least two
+    // leaves, so at most one root per two name blocks.
+    let name_blocks = (entries * AVG_DIRENT).div_ceil(DIR_BLOCK_PAYLOAD);
+    let dir_blocks = ndirs + name_blocks + name_blocks.div_ceil(2) + LOST_FOUND_BLOCKS;
     let need = file_blocks + dir_blocks + oci_free.div_ceil(BLOCK_SIZE);
     let need = need + need / SLACK_DIVISOR + SLACK_BLOCKS;
     let params = Ext4Params {

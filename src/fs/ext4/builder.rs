@@ -12,6 +12,7 @@ use super::bytes::{u64_of, us};
 use super::csum;
 use super::error::Ext4Error;
 use super::extent;
+use super::hash::DirHasher;
 use super::ids::{IdPurpose, IdSource};
 use super::layout::{Layout, BLOCK_SIZE_USIZE, FIRST_INO};
 use super::node::{
@@ -114,6 +115,11 @@ impl Ext4Builder {
             *min_blocks = LOST_FOUND_BLOCKS;
         }
         Ok(())
+    }
+
+    /// The directory name hasher of this filesystem (its seed and signedness).
+    pub(super) fn dir_hasher(&self) -> DirHasher {
+        DirHasher::new(&self.hash_seed, self.params.signed_hash)
     }
 
     /// The filesystem UUID.

@@ -70,7 +70,13 @@ pub fn min_size(need_blocks: u64, need_inodes: u64, params: &Ext4Params) -> Resu
         };
         match capacity(size, params) {
             Ok(c) => Ok(c.free_blocks >= need_blocks && c.inodes >= need_inodes),
-            Err(Ext4Error::TooSmall { .. } | Ext4Error::NoSpace { .. }) => Ok(false),
+            // Too small for its metadata, or for its inodes at this size
+            // (at most 32768 per group): a bigger filesystem may fit.
+            Err(
+                Ext4Error::TooSmall { .. }
+                | Ext4Error::NoSpace { .. }
+                | Ext4Error::TooManyInodes { .. },
+            ) => Ok(false),
             Err(e) => Err(e),
         }
     };
@@ -81,10 +87,16 @@ pub fn min_size(need_blocks: u64, need_inodes: u64, params: &Ext4Params) -> Resu
     // Exponential search for a size that fits, then bisect.
     let mut hi = lo;
     loop {
-        hi = hi.checked_mul(2).ok_or(Ext4Error::TooManyInodes {
-            wanted: need_inodes,
-            max: 0,
-        })?;
+        hi = match hi.checked_mul(2) {
+            // Past 2^52 blocks (2^64 bytes): nothing fits; say why.
+            Some(h) if h <= u64::MAX / BLOCK_SIZE => h,
+            _ => {
+                return Err(Ext4Error::TooManyInodes {
+                    wanted: need_inodes,
+                    max: u64::from(u32::MAX),
+                })
+            }
+        };
         if fits(hi)? {
             break;
         }
@@ -120,6 +132,26 @@ mod tests {
                 assert!(smaller < need, "need {need}: {s} is not the smallest");
             }
         }
+    }
+
+    #[test]
+    fn inodes_grow_the_filesystem() {
+        // 1.25 M inodes at 64 KiB per inode: a filesystem sized for a few
+        // blocks holds too few (32768 per group at most); min_size grows it.
+        let mut p = Ext4Params::default();
+        p.inodes.expected_inodes = 1_000_000;
+        let s = min_size(10_000, 1_252_279, &p).expect("size");
+        let c = capacity(s, &p).expect("capacity");
+        assert!(c.inodes >= 1_252_279, "{c:?}");
+        // The smallest that fits: one block less does not.
+        let smaller = s - BLOCK_SIZE;
+        assert!(capacity(smaller, &p).map_or(true, |c| c.inodes < 1_252_279));
+        // 2^32 inodes can never fit: a clear error, not a hang.
+        p.inodes.expected_inodes = 5_000_000_000;
+        assert!(matches!(
+            min_size(0, 5_000_000_000, &p),
+            Err(Ext4Error::TooManyInodes { .. })
+        ));
     }
 
     #[test]

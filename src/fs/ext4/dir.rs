@@ -9,7 +9,8 @@ use super::csum;
 use super::layout::BLOCK_SIZE_USIZE;
 
 const TAIL_SIZE: usize = 12;
-const USABLE: usize = BLOCK_SIZE_USIZE - TAIL_SIZE;
+/// Bytes of entries a block holds: all but the checksum tail.
+pub(crate) const USABLE: usize = BLOCK_SIZE_USIZE - TAIL_SIZE;
 /// Directory entry file type for directories (`EXT4_FT_DIR`).
 pub(crate) const FT_DIR: u8 = 2;
 
@@ -43,6 +44,25 @@ pub(crate) fn blocks_needed(names: impl Iterator<Item = usize>) -> usize {
     blocks
 }
 
+/// Write `e` at byte `at` of `block` with its minimal rec_len; returns
+/// that length.
+pub(crate) fn put_entry(block: &mut [u8], at: usize, e: &Entry<'_>) -> Result<usize, String> {
+    let len = entry_len(e.name.len());
+    // Names are 1..=255 bytes (checked by the builder): an entry is at
+    // most 264 bytes and fits an empty block's 4084.
+    let slot = block
+        .get_mut(at..)
+        .and_then(|rest| rest.get_mut(..len))
+        .filter(|_| at.saturating_add(len) <= USABLE)
+        .ok_or_else(|| format!("directory entry of {len} bytes does not fit a block"))?;
+    put_u32(slot, 0, e.ino); // inode
+    put_u16(slot, 4, field16(len)); // rec_len (<= 4084)
+    put_u8(slot, 6, field8(e.name.len())); // name_len (<= 255)
+    put_u8(slot, 7, e.file_type); // file_type
+    slot[8..][..e.name.len()].copy_from_slice(e.name); // name
+    Ok(len)
+}
+
 /// Serialise `entries` into exactly `nblocks` blocks (extra blocks are empty),
 /// each sealed with the checksum seeded by the directory's inode.
 pub(crate) fn build_blocks(
@@ -61,17 +81,7 @@ pub(crate) fn build_blocks(
             blocks.push(std::mem::replace(&mut cur, vec![0u8; BLOCK_SIZE_USIZE]));
             used = 0;
         }
-        // Names are 1..=255 bytes (checked by the builder): an entry is at
-        // most 264 bytes and fits an empty block's 4084.
-        let slot = cur
-            .get_mut(used..)
-            .and_then(|rest| rest.get_mut(..len))
-            .ok_or_else(|| format!("directory entry of {len} bytes does not fit a block"))?;
-        put_u32(slot, 0, e.ino); // inode
-        put_u16(slot, 4, field16(len)); // rec_len (<= 4084)
-        put_u8(slot, 6, field8(e.name.len())); // name_len (<= 255)
-        put_u8(slot, 7, e.file_type); // file_type
-        slot[8..][..e.name.len()].copy_from_slice(e.name); // name
+        put_entry(&mut cur, used, e)?;
         last_off = Some(used);
         used = used.saturating_add(len); // <= USABLE
     }
@@ -91,7 +101,9 @@ pub(crate) fn build_blocks(
     Ok(blocks)
 }
 
-fn finish_block(b: &mut [u8], last_off: Option<usize>, inode_seed: u32) {
+/// Seal a block: stretch its last entry (at `last_off`) to the tail, or
+/// make it one empty entry, and write the tail with its checksum.
+pub(crate) fn finish_block(b: &mut [u8], last_off: Option<usize>, inode_seed: u32) {
     match last_off {
         // Stretch the last entry (starting at off < USABLE) over the free space.
         Some(off) => put_u16(&mut b[off..], 4, field16(USABLE.saturating_sub(off))),

@@ -128,6 +128,42 @@ impl FileWriter {
         }
     }
 
+    /// Copy the first `len` bytes of the file `src` to the start of this
+    /// one, run by run, in the kernel where the platform can (no trip
+    /// through user space; a cached download is copied this way, and
+    /// hashed from the page cache afterwards). `len` may not exceed the
+    /// file's size.
+    pub fn copy_file_from(&self, src: &std::fs::File, len: u64) -> Result<(), Ext4Error> {
+        if len > self.size() {
+            return Err(Ext4Error::WritePastEnd {
+                path: self.path.to_string(),
+                offset: 0,
+                len,
+                size: self.size(),
+            });
+        }
+        let size = len;
+        let overflow =
+            |at: u64| Ext4Error::Internal(format!("{}: offset past 2^64 near {at}", self.path));
+        let mut pos = 0u64; // file offset copied so far
+        for run in self.runs.iter() {
+            if pos >= size {
+                break;
+            }
+            let n = run.len.bytes()?.min(size.saturating_sub(pos));
+            let at = run.start.byte_offset()?;
+            self.window.copy_from(src, pos, at, n)?;
+            pos = pos.checked_add(n).ok_or_else(|| overflow(pos))?;
+        }
+        if pos < size {
+            return Err(Ext4Error::Internal(format!(
+                "{}: reserved blocks do not cover offset {pos}",
+                self.path
+            )));
+        }
+        Ok(())
+    }
+
     /// Copy exactly [`FileWriter::size`] bytes of `src` into the file, from
     /// offset 0, calling `on_chunk` with each chunk written (hashing,
     /// progress). `buf` is the copy buffer, reused by callers that copy
@@ -156,6 +192,61 @@ impl FileWriter {
             // write_at refused anything past the size, so off + n <= size.
             off = off.saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
         }
+        Ok(())
+    }
+
+    /// [`FileWriter::copy_from`] for a local file whose data lies only in
+    /// `regions` (sorted `[start, end)` byte ranges, as `SEEK_DATA` /
+    /// `SEEK_HOLE` report them): only those are read and written; the
+    /// holes between them are left alone, since reserved blocks read as
+    /// zeros (the builder zeroes its window first and hands each block out
+    /// once). So a 100 GB sparse file with a few written regions costs a
+    /// few writes, and the image stays sparse. `on_chunk` still sees every
+    /// byte in order, holes as zeros (for digests and progress).
+    pub fn copy_regions_from(
+        &self,
+        src: &std::fs::File,
+        regions: &[(u64, u64)],
+        buf: &mut [u8],
+        mut on_chunk: impl FnMut(&[u8]),
+    ) -> Result<(), CopyError> {
+        use std::os::unix::fs::FileExt;
+        let size = self.size();
+        let mut off = 0u64;
+        fn zeros_for(from: u64, to: u64, buf: &mut [u8], on_chunk: &mut impl FnMut(&[u8])) {
+            buf.fill(0);
+            let mut at = from;
+            while at < to {
+                let n =
+                    usize::try_from(to.saturating_sub(at)).map_or(buf.len(), |l| l.min(buf.len()));
+                on_chunk(buf.get(..n).unwrap_or_default());
+                at = at.saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
+            }
+        }
+        for &(start, end) in regions {
+            let (start, end) = (start.max(off).min(size), end.min(size));
+            if start >= end {
+                continue;
+            }
+            zeros_for(off, start, buf, &mut on_chunk);
+            off = start;
+            while off < end {
+                let left = end.saturating_sub(off);
+                let want = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
+                let chunk = buf.get_mut(..want).unwrap_or_default();
+                let n = match src.read_at(chunk, off) {
+                    Ok(0) => return Err(CopyError::Short { got: off, size }),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(CopyError::Read(e)),
+                };
+                let data = chunk.get(..n).unwrap_or_default();
+                self.write_at(off, data)?;
+                on_chunk(data);
+                off = off.saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
+            }
+        }
+        zeros_for(off, size, buf, &mut on_chunk);
         Ok(())
     }
 

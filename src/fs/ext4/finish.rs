@@ -18,6 +18,7 @@ use super::dir;
 use super::error::Ext4Error;
 use super::extent;
 use super::group::GroupDesc;
+use super::htree::HtreePlan;
 use super::inode::S_IFDIR;
 use super::layout::{DESC_SIZE_USIZE, INODE_SIZE, INODE_SIZE_USIZE};
 use super::node::{Ino, Kind, Node};
@@ -47,6 +48,15 @@ pub struct FinishStats {
 pub(super) struct DirBlocks {
     pub runs: Vec<Run>,
     pub tree: Vec<BlockNo>,
+}
+
+/// True when a directory's entries (with `.` and `..`) do not fit one
+/// linear block: it gets a hash index.
+pub(super) fn needs_index(children: &BTreeMap<Box<[u8]>, u32>) -> bool {
+    let names = [1usize, 2]
+        .into_iter()
+        .chain(children.keys().map(|k| k.len()));
+    dir::blocks_needed(names) > 1
 }
 
 /// Directory inode → its blocks.
@@ -89,12 +99,7 @@ impl Ext4Builder {
                             ..
                         },
                     ..
-                })) => {
-                    let names = [1usize, 2]
-                        .into_iter()
-                        .chain(children.keys().map(|k| k.len()));
-                    BlockCount(u64_of(dir::blocks_needed(names).max(*min_blocks)))
-                }
+                })) => BlockCount(u64_of(self.dir_block_count(children, *min_blocks)?)),
                 _ => continue,
             };
             let what = format!("directory {}", self.path_of(Ino(ino)));
@@ -107,6 +112,24 @@ impl Ext4Builder {
             out.insert(ino, DirBlocks { runs, tree });
         }
         Ok(out)
+    }
+
+    /// Blocks of a directory with `children`: one linear block (or
+    /// `min_blocks`) when its entries fit one, else an htree's root,
+    /// leaves and index nodes.
+    pub(super) fn dir_block_count(
+        &self,
+        children: &BTreeMap<Box<[u8]>, u32>,
+        min_blocks: usize,
+    ) -> Result<usize, Ext4Error> {
+        if !needs_index(children) {
+            return Ok(min_blocks.max(1));
+        }
+        let names: Vec<&[u8]> = children.keys().map(|k| &k[..]).collect();
+        let plan = HtreePlan::new(&self.dir_hasher(), &names).map_err(|reason| {
+            Ext4Error::Internal(format!("directory too large for an htree: {reason}"))
+        })?;
+        Ok(plan.blocks())
     }
 
     /// Step 2: the inode tables, one buffer per group holding its used

@@ -65,7 +65,7 @@ impl GroupDesc {
 pub(crate) fn set_bits(bitmap: &mut [u8], from: usize, to: usize) {
     let to = to.min(bitmap.len().saturating_mul(8));
     let mut i = from;
-    while i < to && i % 8 != 0 {
+    while i < to && !i.is_multiple_of(8) {
         bitmap[i / 8] |= 1 << (i % 8);
         i += 1;
     }

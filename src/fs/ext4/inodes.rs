@@ -11,7 +11,8 @@ use super::csum;
 use super::dir;
 use super::error::Ext4Error;
 use super::extent::{self, runs_to_extents, Extent};
-use super::finish::{DirBlockMap, DirBlocks};
+use super::finish::{needs_index, DirBlockMap, DirBlocks};
+use super::htree::{HtreePlan, INDEX_FL};
 use super::inode::{self, RawInode, EXTENTS_FL, S_IFDIR, S_IFLNK, S_IFREG};
 use super::layout::BLOCK_SIZE_USIZE;
 use super::node::{Kind, Node, SpecialKind, LINK_MAX, RESIZE_INO, ROOT_INO};
@@ -92,7 +93,12 @@ impl Ext4Builder {
             ino,
             file_type: dir::FT_DIR,
         };
-        let mut entries = vec![dot(b".", ino), dot(b"..", parent)];
+        let indexed = needs_index(children);
+        let mut entries = Vec::with_capacity(children.len().saturating_add(2));
+        if !indexed {
+            entries.push(dot(b".", ino));
+            entries.push(dot(b"..", parent));
+        }
         for (name, &child) in children {
             entries.push(dir::Entry {
                 name,
@@ -101,14 +107,39 @@ impl Ext4Builder {
             });
         }
         let nblocks = BlockCount::sum(blocks.runs.iter().map(|r| r.len))?;
-        let data =
-            dir::build_blocks(&entries, us(nblocks.get()), seed).map_err(Ext4Error::Internal)?;
-        let mut data = data.iter();
-        for b in blocks.runs.iter().flat_map(Run::blocks) {
-            let buf = data
-                .next()
+        let physical: Vec<BlockNo> = blocks.runs.iter().flat_map(Run::blocks).collect();
+        let put = |k: usize, buf: &[u8]| -> Result<(), Ext4Error> {
+            let b = physical
+                .get(k)
                 .ok_or_else(|| Ext4Error::Internal("directory block count".into()))?;
             self.window.write_at(b.byte_offset()?, buf)?;
+            Ok(())
+        };
+        if indexed {
+            let names: Vec<&[u8]> = entries.iter().map(|e| e.name).collect();
+            let plan = HtreePlan::new(&self.dir_hasher(), &names).map_err(Ext4Error::Internal)?;
+            if plan.blocks() != physical.len() {
+                return Err(Ext4Error::Internal(format!(
+                    "htree of inode {ino}: {} blocks, {} reserved",
+                    plan.blocks(),
+                    physical.len()
+                )));
+            }
+            let mut failed = None;
+            plan.write(&entries, ino, parent, seed, |k, buf| {
+                put(k, buf).map_err(|e| {
+                    let msg = e.to_string();
+                    failed = Some(e);
+                    msg
+                })
+            })
+            .map_err(|msg| failed.take().unwrap_or(Ext4Error::Internal(msg)))?;
+        } else {
+            let data = dir::build_blocks(&entries, us(nblocks.get()), seed)
+                .map_err(Ext4Error::Internal)?;
+            for (k, buf) in data.iter().enumerate() {
+                put(k, buf)?;
+            }
         }
         let tree = extent::build(&runs_to_extents(&blocks.runs)?, &blocks.tree, seed)
             .map_err(Ext4Error::Internal)?;
@@ -122,7 +153,11 @@ impl Ext4Builder {
             size: nblocks.bytes()?,
             links: if links > LINK_MAX { 1 } else { lo16(links) },
             sectors: nblocks.add(tree_len(&blocks.tree))?.sectors()?,
-            flags: EXTENTS_FL,
+            flags: if indexed {
+                EXTENTS_FL | INDEX_FL
+            } else {
+                EXTENTS_FL
+            },
             i_block: tree.i_block,
         })
     }

@@ -1,0 +1,64 @@
+//! The Linux backend (and Android's, the same system calls).
+
+use std::fs::File;
+
+use rustix::fs::{copy_file_range, fadvise, fallocate, ioctl_ficlone, Advice, FallocateFlags};
+use rustix::io::Errno;
+
+use super::portable::{copy_by_buffer, offsets, short_source};
+
+pub(super) const NAME: &str = "linux";
+pub(super) const RAW_DISKS: bool = false;
+
+pub(super) use super::seek::data_regions;
+
+/// `fallocate(PUNCH_HOLE | KEEP_SIZE)` (fallocate(2)); any failure
+/// (no support in the filesystem, a kernel older than 2.6.38) is "can't".
+pub(super) fn punch_hole(file: &File, offset: u64, len: u64) -> bool {
+    let flags = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
+    fallocate(file, flags, offset, len).is_ok()
+}
+
+/// Largest request handed to one `copy_file_range` call: 1 GiB (the
+/// kernel copies at most `MAX_RW_COUNT`, a little under 2 GiB, per call;
+/// a round figure below it keeps the `usize` conversion obvious).
+const MAX_CHUNK: u64 = 1 << 30;
+
+/// `copy_file_range(2)` until done; the buffered copy when the kernel
+/// refuses the pair of files before anything was copied (`EXDEV` across
+/// filesystems on kernels before 5.3, `ENOSYS`, `EOPNOTSUPP`, `EINVAL`
+/// for special files).
+pub(super) fn copy_range(
+    src: &File,
+    src_offset: u64,
+    dst: &File,
+    dst_offset: u64,
+    len: u64,
+) -> std::io::Result<()> {
+    let mut done = 0u64;
+    while done < len {
+        let (mut from, mut to) = offsets(src_offset, dst_offset, done)?;
+        let at = from;
+        let want = usize::try_from((len - done).min(MAX_CHUNK)).unwrap_or(1 << 30);
+        match copy_file_range(src, Some(&mut from), dst, Some(&mut to), want) {
+            Ok(0) => return Err(short_source(at)),
+            Ok(n) => done += n as u64,
+            Err(Errno::INTR) => {}
+            Err(Errno::XDEV | Errno::NOSYS | Errno::OPNOTSUPP | Errno::INVAL) if done == 0 => {
+                return copy_by_buffer(src, src_offset, dst, dst_offset, len);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// `ioctl(dst, FICLONE, src)` (ioctl_ficlone(2): btrfs, XFS, bcachefs...).
+pub(super) fn reflink(src: &File, dst: &File) -> bool {
+    ioctl_ficlone(dst, src).is_ok()
+}
+
+/// `posix_fadvise(0, 0, DONTNEED)` over the whole file.
+pub(super) fn drop_cache(file: &File) -> bool {
+    fadvise(file, 0, None, Advice::DontNeed).is_ok()
+}
