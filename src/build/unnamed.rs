@@ -6,9 +6,10 @@
 //! (after a crash, the filesystem's orphan list frees its blocks on the
 //! next mount or e2fsck).
 //!
-//! Elsewhere, and on Linux filesystems without `O_TMPFILE` support or
-//! without `/proc`, [`create`] returns `None` and the caller falls back to
-//! a predictable name protected by a lock ([`super::lock`]).
+//! Elsewhere, on Linux filesystems without `O_TMPFILE` support or without
+//! `/proc`, and with the feature `portable` (so CI runs the fallback),
+//! [`create`] returns `None` and the caller falls back to a predictable
+//! name protected by a lock ([`super::lock`]).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 /// An unnamed regular file in `dir` (mode 0644 before the umask), or
 /// `None` when this platform or filesystem can't make one that can later
 /// be linked.
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(feature = "portable")))]
 pub fn create(dir: &Path) -> Option<File> {
     use rustix::fs::{Mode, OFlags};
     // Without O_EXCL, so the file may be linked later (open(2)).
@@ -32,28 +33,28 @@ pub fn create(dir: &Path) -> Option<File> {
 }
 
 /// Not Linux: no unnamed files.
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(all(target_os = "linux", not(feature = "portable"))))]
 pub fn create(_dir: &Path) -> Option<File> {
     None
 }
 
 /// `/proc/self/fd/N` for `file`: a path that opens the same inode, for
 /// code that reopens the output by path.
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(feature = "portable")))]
 pub fn proc_path(file: &File) -> PathBuf {
     use std::os::fd::AsRawFd;
     PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
 }
 
 /// Not Linux: never called, as [`create`] never returns a file.
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(all(target_os = "linux", not(feature = "portable"))))]
 pub fn proc_path(_file: &File) -> PathBuf {
     PathBuf::new()
 }
 
 /// Give the unnamed `file` the name `target`; fails with `AlreadyExists`
 /// when `target` exists (linkat never replaces).
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(feature = "portable")))]
 pub fn link(file: &File, target: &Path) -> std::io::Result<()> {
     use rustix::fs::{AtFlags, CWD};
     rustix::fs::linkat(CWD, proc_path(file), CWD, target, AtFlags::SYMLINK_FOLLOW)?;
@@ -61,12 +62,12 @@ pub fn link(file: &File, target: &Path) -> std::io::Result<()> {
 }
 
 /// Not Linux: never called, as [`create`] never returns a file.
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(all(target_os = "linux", not(feature = "portable"))))]
 pub fn link(_file: &File, _target: &Path) -> std::io::Result<()> {
     Err(std::io::ErrorKind::Unsupported.into())
 }
 
-#[cfg(all(test, target_os = "linux"))]
+#[cfg(all(test, target_os = "linux", not(feature = "portable")))]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
