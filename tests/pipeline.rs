@@ -424,18 +424,21 @@ fn sigterm_mid_build_leaves_nothing() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let (base, rootfs) = make_base(tmp.path());
-    // A 4 GiB sparse source: cheap to read, long enough to write that the
-    // signal lands mid-build.
-    let big = tmp.path().join("big.bin");
-    std::fs::File::create(&big)
-        .unwrap()
-        .set_len(4 << 30)
-        .unwrap();
+    // A slow download (1 MiB over about 3 s): the signal lands mid-build
+    // whatever the machine's speed or free space.
+    let srv = common::servers::Faulty::start(vec![(
+        "slow",
+        common::servers::Behaviour::Slow {
+            body: std::sync::Arc::new(common::bytes(1, 1 << 20)),
+            chunk: 64 << 10,
+            pause: std::time::Duration::from_millis(200),
+        },
+    )]);
     let cfg = write_config(
         tmp.path(),
         &base,
         rootfs,
-        "files:\n  - to: /data/big\n    url: big.bin\n",
+        &format!("files:\n  - to: /data/big\n    url: {}\n", srv.url("slow")),
     );
     let out = tmp.path().join("out.img");
     let mut child = Command::new(BIN)
