@@ -232,7 +232,7 @@ fn copy_stream(
     let name = base.location.name();
     let progress = |chunk: &[u8]| reporter.item_progress(&name, chunk.len() as u64);
     let copied = if base.xz {
-        sparse_copy(&mut xz(&mut *src).take(base.size), out, 0, progress)
+        xz(&mut *src).and_then(|d| sparse_copy(&mut d.take(base.size), out, 0, progress))
     } else {
         sparse_copy(&mut &mut *src, out, 0, progress)
     };
@@ -281,10 +281,15 @@ fn copy_remote_xz(
     let end = base.size;
     let decoded = std::thread::scope(|s| {
         let decoder = s.spawn(move || {
-            let mut dec = xz(rx);
-            let r = sparse_copy(&mut (&mut dec).take(end), out, 0, |_| {});
-            // Drain so the downloader never blocks on a dead decoder.
-            let _ = drain(dec.get_mut());
+            let mut rx = rx;
+            let r = xz(&mut rx).and_then(|mut dec| {
+                let r = sparse_copy(&mut (&mut dec).take(end), out, 0, |_| {});
+                // Drain so the downloader never blocks on a dead decoder.
+                let _ = drain(dec.get_mut());
+                r
+            });
+            // Also when the decoder could not be set up.
+            let _ = drain(&mut rx);
             r
         });
         // Compressed bytes: the decoded size is known only at the end.

@@ -52,6 +52,39 @@ pub enum BuildError {
     /// OUTPUT exists and `--overwrite` was not given.
     #[error("{} already exists (use -X/--overwrite to replace it)", .0.display())]
     OutputExists(PathBuf),
+    /// Another build is writing OUTPUT (it holds OUTPUT's lock).
+    #[error(
+        "{} is being written by another build ({}; lock {})",
+        output.display(),
+        pid.map_or_else(|| "pid unknown".to_string(), |p| format!("pid {p}")),
+        lock.display()
+    )]
+    OutputBusy {
+        /// OUTPUT.
+        output: PathBuf,
+        /// The other build's process id, when its lock file names it.
+        pid: Option<u32>,
+        /// The lock file.
+        lock: PathBuf,
+    },
+    /// OUTPUT's lock file can't be created or locked.
+    #[error("locking the output with {}: {source}", path.display())]
+    OutputLock {
+        /// The lock file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The temporary output file can't be created.
+    #[error("creating {}: {source}", path.display())]
+    OutputCreate {
+        /// Its path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// OUTPUT's directory does not exist.
     #[error("output directory {} does not exist", .0.display())]
     NoOutputDir(PathBuf),
@@ -157,11 +190,20 @@ impl BuildError {
             | Self::CachePolicy(_)
             | Self::LocalSourcesInRemoteConfig { .. }
             | Self::OutputExists(_)
+            | Self::OutputBusy { .. }
             | Self::NoOutputDir(_)
             | Self::BuildDir { .. }
             | Self::BadBase(_)
             | Self::Partition(_) => ExitKind::BadInput,
             Self::NoSpace { .. } => ExitKind::MissingRequirement,
+            // A directory we may not write is a bad output path; anything
+            // else (a full disk, an I/O error) is a failure.
+            Self::OutputLock { source, .. } => match source.kind() {
+                std::io::ErrorKind::PermissionDenied
+                | std::io::ErrorKind::NotFound
+                | std::io::ErrorKind::ReadOnlyFilesystem => ExitKind::BadInput,
+                _ => ExitKind::Failure,
+            },
             Self::SourceOpen { .. } => ExitKind::Unreachable,
             Self::Plan(e) => e.exit_kind(),
             Self::Http(e) => e.exit_kind(),
@@ -171,6 +213,7 @@ impl BuildError {
             | Self::SourceChanged { .. }
             | Self::Panicked(_)
             | Self::Persist { .. }
+            | Self::OutputCreate { .. }
             | Self::Checksum(_)
             | Self::Ext4(_)
             | Self::Fat(_)

@@ -5,7 +5,9 @@
 //! - [`base`]: step 3, the base image copy;
 //! - [`data`]: step 4, the data partition;
 //! - [`boot`]: steps 5 and 6, `offspot.yaml` and the partition table;
-//! - [`cleanup`]: the temporary output, removed on failure or signal;
+//! - [`cleanup`]: one build per OUTPUT; the temporary output, removed on
+//!   failure or signal ([`lock`]: the output lock and the removal of dead
+//!   builds' leftovers; [`unnamed`]: unnamed files, linked when done);
 //! - [`error`]: why a build failed.
 
 pub mod base;
@@ -15,6 +17,8 @@ pub mod cleanup;
 pub mod data;
 pub mod error;
 pub mod load;
+pub mod lock;
+pub mod unnamed;
 
 pub use cleanup::{cleanup_after_signal, OutputPolicy};
 pub use error::BuildError;
@@ -99,6 +103,18 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
     let net = Net::new(opts.fetch.clone())?;
     let config = load::load_config(&opts.config_src, &net, opts.allow_local_files)?;
     let out_dir = check_output(opts)?;
+    let build_dir = opts.build_dir.clone().unwrap_or_else(|| out_dir.clone());
+    // One build per OUTPUT, decided before any work (`--check` writes
+    // nothing, so it takes no lock).
+    let claim = if opts.check {
+        None
+    } else {
+        let c = cleanup::claim(&opts.output, &out_dir, &build_dir)?;
+        // Checked again under the lock: a build that held it may just
+        // have finished this very OUTPUT.
+        check_output(opts)?;
+        Some(c)
+    };
 
     step(reporter, 2);
     let cache = open_cache(opts, reporter)?;
@@ -134,12 +150,14 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
             source,
         })?;
     }
-    let build_dir = opts.build_dir.clone().unwrap_or_else(|| out_dir.clone());
+    let Some(claim) = claim else {
+        return Ok(Outcome::Checked(the_plan));
+    };
     let policy = OutputPolicy {
         overwrite: opts.overwrite,
         keep: opts.keep,
     };
-    let out = PendingOutput::create(&opts.output, &out_dir, policy)?;
+    let out = PendingOutput::create(claim, policy)?;
     let build_cache = cache.as_ref().map(|c| BuildCache::new(c, reporter));
     let job = Job {
         cache: build_cache.as_ref(),
@@ -151,7 +169,7 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
         opts,
         reporter,
     };
-    let written = job.write(out.file(), out.path());
+    let written = job.write(out.file(), out.reopen_path(), out.output());
     if let Some(c) = &build_cache {
         c.evict();
     }
@@ -256,15 +274,18 @@ struct Job<'a> {
 }
 
 impl Job<'_> {
-    /// Write the image into `out`; returns the plan carried out.
-    fn write(self, out: &File, out_path: &Path) -> Result<Plan, BuildError> {
+    /// Write the image into `out`, which `reopen` opens again (for a
+    /// second look at a copied base) and which messages call `out_path`
+    /// (OUTPUT: the file being written has no name of its own on Linux);
+    /// returns the plan carried out.
+    fn write(self, out: &File, reopen: &Path, out_path: &Path) -> Result<Plan, BuildError> {
         step(self.reporter, 3);
         base::copy_base(out, self.base, self.net, self.reporter, self.cache)?;
         // A compressed or remote base could not be scanned before the copy:
         // plan again, exactly, from the copy.
         let plan = if self.base.xz || matches!(self.base.location, BaseLocation::Http(_)) {
             let copy = BaseSpec {
-                location: BaseLocation::Local(out_path.to_path_buf()),
+                location: BaseLocation::Local(reopen.to_path_buf()),
                 xz: false,
                 checksum: None,
                 cache: None,

@@ -263,6 +263,8 @@ impl Policy {
             path: path.to_path_buf(),
             message,
         };
+        // Before the YAML parser sees it (quadratic in depth; aliases).
+        crate::config::check_yaml_bounds(text).map_err(|e| err(e.to_string()))?;
         let raw: RawMain = if text.trim().is_empty() {
             RawMain::default()
         } else {

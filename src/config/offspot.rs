@@ -9,6 +9,10 @@
 use serde_norway::{Mapping, Value};
 use std::fmt::Write;
 
+/// Longest key written in the implicit `key: value` form, in bytes: YAML's
+/// 1024-character limit on implicit keys, with room for the quotes.
+const IMPLICIT_KEY_MAX: usize = 1000;
+
 fn key_text(k: &Value) -> String {
     match k {
         Value::String(s) => s.clone(),
@@ -16,6 +20,19 @@ fn key_text(k: &Value) -> String {
         Value::Number(n) => n.to_string(),
         Value::Null => "null".into(),
         other => format!("{other:?}"),
+    }
+}
+
+/// A key as written: strings as any string value (plain or quoted);
+/// booleans, numbers and null plain, so they keep their type and never
+/// collide with a string of the same text (`1` vs `"1"`); anything else
+/// (a sequence or mapping as key) as the quoted text of its debug form.
+fn key_yaml(k: &Value) -> String {
+    match k {
+        Value::String(s) if plain_ok(s) => s.clone(),
+        Value::String(s) => quote(s),
+        Value::Bool(_) | Value::Number(_) | Value::Null => scalar(k),
+        other => quote(&key_text(other)),
     }
 }
 
@@ -48,6 +65,12 @@ fn plain_ok(s: &str) -> bool {
     true
 }
 
+/// YAML 1.2's c-printable, less tab, LF and CR (which `quote` escapes
+/// by name) and 0x85 (NEL, which some readers fold into a line break).
+fn printable(c: char) -> bool {
+    matches!(u32::from(c), 0x20..=0x7E | 0xA0..=0xD7FF | 0xE000..=0xFFFD | 0x1_0000..)
+}
+
 fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
@@ -58,8 +81,16 @@ fn quote(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7F => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
+            // Outside YAML's printable set (YAML 1.2 §5.1 c-printable: tab,
+            // LF, CR, 0x20–0x7E, 0x85, 0xA0–0xD7FF, 0xE000–0xFFFD,
+            // 0x10000 and up): escaped, as a reader refuses it raw.
+            c if !printable(c) => {
+                let n = u32::from(c);
+                let _ = match n {
+                    0..=0xFF => write!(out, "\\x{n:02x}"),
+                    0x100..=0xFFFF => write!(out, "\\u{n:04x}"),
+                    _ => write!(out, "\\U{n:08x}"),
+                };
             }
             c => out.push(c),
         }
@@ -96,12 +127,27 @@ fn emit(out: &mut String, v: &Value, indent: usize) {
     match v {
         Value::Tagged(t) => emit(out, &t.value, indent),
         Value::Mapping(m) => {
-            let mut entries: Vec<(String, &Value)> =
-                m.iter().map(|(k, v)| (key_text(k), v)).collect();
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            for (k, val) in entries {
-                let key = if plain_ok(&k) { k } else { quote(&k) };
-                if is_block(val) {
+            let mut entries: Vec<(String, String, &Value)> = m
+                .iter()
+                .map(|(k, v)| (key_text(k), key_yaml(k), v))
+                .collect();
+            // By text, then by how it is written: `1` and `"1"` are two
+            // keys (an int and a string) and both stay.
+            entries.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+            for (_, key, val) in entries {
+                // YAML caps implicit keys at 1024 characters (YAML 1.2
+                // §7.4.2; libyaml and PyYAML enforce it): a longer key is
+                // written in the explicit `? key` / `: value` form. Bytes
+                // count at least as many as characters.
+                if key.len() > IMPLICIT_KEY_MAX {
+                    let _ = writeln!(out, "{pad}? {key}");
+                    if is_block(val) {
+                        let _ = writeln!(out, "{pad}:");
+                        emit(out, val, indent + 2);
+                    } else {
+                        let _ = writeln!(out, "{pad}: {}", scalar(val));
+                    }
+                } else if is_block(val) {
                     let _ = writeln!(out, "{pad}{key}:");
                     emit(out, val, indent + 2);
                 } else {

@@ -297,6 +297,11 @@ impl ImageConfig {
     /// Parse and validate config `text`; `source_name` names it in errors and
     /// relative paths resolve against `base_dir`.
     pub fn parse(text: &str, source_name: &str, base_dir: &Path) -> Result<Self, ConfigError> {
+        // Before the YAML parser sees it (quadratic in depth; aliases).
+        super::bounds::check_yaml_bounds(text).map_err(|e| ConfigError::Parse {
+            source_name: source_name.to_string(),
+            message: e.to_string(),
+        })?;
         let raw: RawConfig = serde_norway::from_str(text).map_err(|e| ConfigError::Parse {
             source_name: source_name.to_string(),
             message: e.to_string(),

@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 pub use archive::{write_archive, ArchiveSink, ArchiveSizes, CountingSink, Fullsize};
 pub use platform::{Platform, DEFAULT_PLATFORM};
-pub use registry::{api_base, Compression, Layer, Registry, Resolved, MAX_JSON, MAX_TOKEN};
+pub use registry::{
+    api_base, resolve_documents, Compression, Layer, Registry, Resolved, MAX_JSON, MAX_TOKEN,
+};
 
 use crate::config::OciReference;
 use crate::error::ExitKind;

@@ -400,14 +400,7 @@ impl Registry {
         if reference.contains(':') {
             check_digest(&r.repo_tag(), "manifest", reference, &body)?;
         }
-        let mut m: ManifestJson =
-            serde_json::from_slice(&body).map_err(|e| OciError::Registry {
-                image: r.repo_tag(),
-                message: format!("manifest {reference}: {e}"),
-            })?;
-        if m.media_type.is_none() {
-            m.media_type = ct;
-        }
+        let m = parse_manifest(&r.repo_tag(), reference, &body, ct)?;
         Ok((body, m))
     }
 
@@ -421,86 +414,34 @@ impl Registry {
     ) -> Result<Resolved, OciError> {
         let image = r.repo_tag();
         let reference = r.digest.clone().unwrap_or_else(|| r.tag.clone());
-        let (body, mut m) = self.manifest(r, &reference).await?;
+        let (body, m) = self.manifest(r, &reference).await?;
         let mut manifest_digest = sha256_digest(&body);
-        if let Some(list) = m.manifests.take() {
-            let available: Vec<String> = list
-                .iter()
-                .filter_map(|d| d.platform.as_ref())
-                .map(|p| Platform::new(&p.os, &p.architecture, p.variant.as_deref()).to_string())
-                .filter(|p| p != "unknown/unknown")
-                .collect();
-            let chosen = list.iter().find(|d| {
-                d.platform.as_ref().is_some_and(|p| {
-                    platform.matches(&Platform::new(&p.os, &p.architecture, p.variant.as_deref()))
-                })
-            });
-            let Some(chosen) = chosen else {
-                return Err(OciError::NoPlatform {
-                    image,
-                    wanted: platform.to_string(),
-                    available: available.join(", "),
-                });
-            };
-            manifest_digest = chosen.digest.clone();
-            // Checked before it goes into a URL (and so that the manifest
-            // is always verified against it).
-            sha256_hex(&image, &manifest_digest)?;
-            let (_, single) = self.manifest(r, &manifest_digest).await?;
-            if single.manifests.is_some() {
-                return Err(OciError::Unsupported {
-                    image,
-                    what: "an index nested in an index".into(),
-                });
+        let m = match choose_manifest(&image, m, platform)? {
+            ManifestStep::Image(m) => m,
+            ManifestStep::Platform(digest) => {
+                manifest_digest = digest;
+                let (_, single) = self.manifest(r, &manifest_digest).await?;
+                match choose_manifest(&image, single, platform)? {
+                    ManifestStep::Image(m) => m,
+                    ManifestStep::Platform(_) => {
+                        return Err(OciError::Unsupported {
+                            image,
+                            what: "an index nested in an index".into(),
+                        })
+                    }
+                }
             }
-            m = single;
-        }
-        let config_desc = m.config.ok_or_else(|| OciError::Registry {
-            image: image.clone(),
-            message: format!("manifest {manifest_digest} has no config"),
-        })?;
-        sha256_hex(&image, &config_desc.digest)?;
-        let config_url = Self::url(r, &format!("blobs/{}", config_desc.digest));
+        };
+        let config_digest = config_digest(&image, &manifest_digest, &m)?;
+        let config_url = Self::url(r, &format!("blobs/{config_digest}"));
         let (config, _) = self.get_small(r, &config_url, None).await?;
-        check_digest(&image, "config", &config_desc.digest, &config)?;
-        let c: ConfigJson = serde_json::from_slice(&config).map_err(|e| OciError::Registry {
-            image: image.clone(),
-            message: format!("config {}: {e}", config_desc.digest),
-        })?;
-        let has = Platform::new(&c.os, &c.architecture, c.variant.as_deref());
-        if !platform.matches(&has) {
-            return Err(OciError::NoPlatform {
-                image,
-                wanted: platform.to_string(),
-                available: has.to_string(),
-            });
-        }
-        if c.rootfs.diff_ids.len() != m.layers.len() {
-            return Err(OciError::Registry {
-                image,
-                message: format!(
-                    "manifest {manifest_digest} lists {} layers but its config {} diff_ids",
-                    m.layers.len(),
-                    c.rootfs.diff_ids.len()
-                ),
-            });
-        }
-        let mut layers = Vec::with_capacity(m.layers.len());
-        for (d, diff_id) in m.layers.iter().zip(c.rootfs.diff_ids) {
-            sha256_hex(&image, &d.digest)?;
-            sha256_hex(&image, &diff_id)?;
-            layers.push(Layer {
-                digest: d.digest.clone(),
-                size: d.size,
-                compression: compression(&image, &d.media_type)?,
-                diff_id,
-            });
-        }
+        check_digest(&image, "config", &config_digest, &config)?;
+        let layers = pair_layers(&image, &manifest_digest, &m, &config, platform)?;
         Ok(Resolved {
             reference: r.clone(),
             platform: platform.clone(),
             manifest_digest,
-            config_digest: config_desc.digest,
+            config_digest,
             config,
             layers,
         })
@@ -536,6 +477,155 @@ impl Registry {
             .await?;
         Ok(())
     }
+}
+
+/// Where a manifest document leads.
+enum ManifestStep {
+    /// An index: the digest of the platform's manifest, to fetch next
+    /// (checked to be a well-formed sha256 digest).
+    Platform(String),
+    /// An image manifest.
+    Image(ManifestJson),
+}
+
+/// Parse a manifest or index `body` (fetched as `reference`; `ct` is the
+/// response's Content-Type).
+fn parse_manifest(
+    image: &str,
+    reference: &str,
+    body: &[u8],
+    ct: Option<String>,
+) -> Result<ManifestJson, OciError> {
+    let mut m: ManifestJson = serde_json::from_slice(body).map_err(|e| OciError::Registry {
+        image: image.to_string(),
+        message: format!("manifest {reference}: {e}"),
+    })?;
+    if m.media_type.is_none() {
+        m.media_type = ct;
+    }
+    Ok(m)
+}
+
+/// For an index, the manifest of `platform`; an image manifest as is.
+fn choose_manifest(
+    image: &str,
+    mut m: ManifestJson,
+    platform: &Platform,
+) -> Result<ManifestStep, OciError> {
+    let Some(list) = m.manifests.take() else {
+        return Ok(ManifestStep::Image(m));
+    };
+    let of = |p: &PlatformJson| Platform::new(&p.os, &p.architecture, p.variant.as_deref());
+    let chosen = list.iter().find(|d| {
+        d.platform
+            .as_ref()
+            .is_some_and(|p| platform.matches(&of(p)))
+    });
+    let Some(chosen) = chosen else {
+        let available: Vec<String> = list
+            .iter()
+            .filter_map(|d| d.platform.as_ref())
+            .map(|p| of(p).to_string())
+            .filter(|p| p != "unknown/unknown")
+            .collect();
+        return Err(OciError::NoPlatform {
+            image: image.to_string(),
+            wanted: platform.to_string(),
+            available: available.join(", "),
+        });
+    };
+    // Checked before it goes into a URL (and so that the manifest is
+    // always verified against it).
+    sha256_hex(image, &chosen.digest)?;
+    Ok(ManifestStep::Platform(chosen.digest.clone()))
+}
+
+/// The config digest of image manifest `m`, checked to be well formed.
+fn config_digest(image: &str, manifest_digest: &str, m: &ManifestJson) -> Result<String, OciError> {
+    let config_desc = m.config.as_ref().ok_or_else(|| OciError::Registry {
+        image: image.to_string(),
+        message: format!("manifest {manifest_digest} has no config"),
+    })?;
+    sha256_hex(image, &config_desc.digest)?;
+    Ok(config_desc.digest.clone())
+}
+
+/// Check the image `config` is for `platform` and pair the manifest's
+/// layers with its `diff_ids`.
+fn pair_layers(
+    image: &str,
+    manifest_digest: &str,
+    m: &ManifestJson,
+    config: &[u8],
+    platform: &Platform,
+) -> Result<Vec<Layer>, OciError> {
+    let c: ConfigJson = serde_json::from_slice(config).map_err(|e| OciError::Registry {
+        image: image.to_string(),
+        message: format!("config of {manifest_digest}: {e}"),
+    })?;
+    let has = Platform::new(&c.os, &c.architecture, c.variant.as_deref());
+    if !platform.matches(&has) {
+        return Err(OciError::NoPlatform {
+            image: image.to_string(),
+            wanted: platform.to_string(),
+            available: has.to_string(),
+        });
+    }
+    if c.rootfs.diff_ids.len() != m.layers.len() {
+        return Err(OciError::Registry {
+            image: image.to_string(),
+            message: format!(
+                "manifest {manifest_digest} lists {} layers but its config {} diff_ids",
+                m.layers.len(),
+                c.rootfs.diff_ids.len()
+            ),
+        });
+    }
+    let mut layers = Vec::with_capacity(m.layers.len());
+    for (d, diff_id) in m.layers.iter().zip(c.rootfs.diff_ids) {
+        sha256_hex(image, &d.digest)?;
+        sha256_hex(image, &diff_id)?;
+        layers.push(Layer {
+            digest: d.digest.clone(),
+            size: d.size,
+            compression: compression(image, &d.media_type)?,
+            diff_id,
+        });
+    }
+    Ok(layers)
+}
+
+/// What the registry documents of one image say for `platform`, without
+/// the network: `first` is the manifest or index fetched for the tag;
+/// `platform_manifest` is called with a digest when `first` is an index;
+/// `config` is the image config. Digests are not checked here (the
+/// client checks each document against its digest as it arrives). For
+/// the fuzz targets and tests; [`Registry::resolve`] runs the same steps.
+pub fn resolve_documents(
+    image: &str,
+    first: &[u8],
+    platform_manifest: impl FnOnce(&str) -> Vec<u8>,
+    config: &[u8],
+    platform: &Platform,
+) -> Result<Vec<Layer>, OciError> {
+    let m = parse_manifest(image, "tag", first, None)?;
+    let (digest, m) = match choose_manifest(image, m, platform)? {
+        ManifestStep::Image(m) => (sha256_digest(first), m),
+        ManifestStep::Platform(d) => {
+            let body = platform_manifest(&d);
+            match choose_manifest(image, parse_manifest(image, &d, &body, None)?, platform)? {
+                ManifestStep::Image(m) => (d, m),
+                ManifestStep::Platform(_) => {
+                    return Err(OciError::Unsupported {
+                        image: image.to_string(),
+                        what: "an index nested in an index".into(),
+                    })
+                }
+            }
+        }
+    };
+    config_digest(image, &digest, &m)?;
+    pair_layers(image, &digest, &m, config, platform)
 }
 
 type Small = (StatusCode, reqwest::header::HeaderMap, Vec<u8>);

@@ -149,7 +149,7 @@ pub fn inspect_base(spec: &BaseSpec, net: &Net) -> Result<BaseInfo, PlanError> {
     let mut sector = [0u8; 512]; // one sector: the MBR
     if spec.xz {
         xz(head.as_slice())
-            .read_exact(&mut sector)
+            .and_then(|mut d| d.read_exact(&mut sector))
             .map_err(|e| bad(format!("not a readable xz stream: {e}")))?;
     } else {
         let first = head

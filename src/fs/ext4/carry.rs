@@ -73,6 +73,36 @@ pub struct OldTree {
     spill_len: u64,
 }
 
+/// How many more directories a walk may enter. A valid ext4 has no
+/// hard-linked directories, so a walk enters each directory once and at
+/// most `s_inodes_count − s_free_inodes_count` of them. A corrupted one can
+/// link a directory into its own subtree: without this bound the walk
+/// would follow the loop until ext4-view refuses a 4 KiB path (16 s for
+/// one loop in a debug build), or, with two such links, for ever.
+#[derive(Debug)]
+struct DirBudget(u64);
+
+impl DirBudget {
+    /// From the raw superblock: inodes in use (`s_inodes_count` at 0x0,
+    /// `s_free_inodes_count` at 0x10).
+    fn of(sb: &[u8]) -> Self {
+        let count = super::bytes::get_u32(sb, 0x0);
+        let free = super::bytes::get_u32(sb, 0x10);
+        Self(u64::from(count.saturating_sub(free)))
+    }
+
+    /// Enter directory `path`, or fail when the budget is spent.
+    fn enter(&mut self, path: &[u8]) -> Result<(), Ext4Error> {
+        self.0 = self.0.checked_sub(1).ok_or_else(|| {
+            err(
+                path,
+                "more directories than inodes in use: a directory loop (corrupted filesystem)",
+            )
+        })?;
+        Ok(())
+    }
+}
+
 fn err(path: &[u8], e: impl std::fmt::Display) -> Ext4Error {
     Ext4Error::Read {
         path: format!("/{}", String::from_utf8_lossy(path)),
@@ -126,11 +156,16 @@ pub fn scan_old(window: &PartitionWindow) -> Result<OldSummary, Ext4Error> {
     }
     let fs = Ext4::load(Box::new(WindowReader(window.clone()))).map_err(|e| err(b"", e))?;
     let mut sum = OldSummary::default();
-    scan_dir(&fs, b"", &mut sum)?;
+    scan_dir(&fs, b"", &mut sum, &mut DirBudget::of(&sb_buf))?;
     Ok(sum)
 }
 
-fn scan_dir(fs: &Ext4, dir: &[u8], sum: &mut OldSummary) -> Result<(), Ext4Error> {
+fn scan_dir(
+    fs: &Ext4,
+    dir: &[u8],
+    sum: &mut OldSummary,
+    budget: &mut DirBudget,
+) -> Result<(), Ext4Error> {
     let abs = [b"/".as_slice(), dir].concat();
     for e in fs
         .read_dir(ext4_view::Path::new(&abs))
@@ -152,7 +187,8 @@ fn scan_dir(fs: &Ext4, dir: &[u8], sum: &mut OldSummary) -> Result<(), Ext4Error
         sum.entries = sum.entries.saturating_add(1);
         if md.is_dir() {
             sum.dirs = sum.dirs.saturating_add(1);
-            scan_dir(fs, &rel, sum)?;
+            budget.enter(&rel)?;
+            scan_dir(fs, &rel, sum, budget)?;
         } else if md.file_type().is_regular_file() {
             sum.bytes = sum.bytes.saturating_add(md.len());
             let blocks = super::capacity::file_blocks(md.len(), super::params::MAX_EXTENT_BLOCKS);
@@ -196,11 +232,11 @@ impl OldTree {
             spill,
             spill_len: 0,
         };
-        tree.walk(&fs, b"")?;
+        tree.walk(&fs, b"", &mut DirBudget::of(&sb_buf))?;
         Ok(tree)
     }
 
-    fn walk(&mut self, fs: &Ext4, dir: &[u8]) -> Result<(), Ext4Error> {
+    fn walk(&mut self, fs: &Ext4, dir: &[u8], budget: &mut DirBudget) -> Result<(), Ext4Error> {
         let abs = [b"/".as_slice(), dir].concat();
         let mut names: Vec<Vec<u8>> = Vec::new();
         for e in fs
@@ -271,7 +307,8 @@ impl OldTree {
                 meta,
             });
             if is_dir {
-                self.walk(fs, &rel)?;
+                budget.enter(&rel)?;
+                self.walk(fs, &rel, budget)?;
             }
         }
         Ok(())
