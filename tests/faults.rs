@@ -413,9 +413,12 @@ fn output_filesystem_fills_up_mid_build() {
 
 // ---- local sources that change ------------------------------------------------
 
-/// A 1 GiB sparse local source truncated, or grown, while it is copied
-/// (the moment its copy starts, from the progress file): exit 1 naming the
-/// file and what changed; nothing left.
+/// A 1 GiB local source truncated, or grown, after planning measured it
+/// and before or while it is copied (from the moment the base copy starts:
+/// the progress file is written at once on a step change): exit 1 naming the file
+/// and what changed; nothing left. The source is written out, not sparse:
+/// local files are copied by their data regions, so a sparse one is copied
+/// before anything can change it.
 #[test]
 fn local_source_truncated_or_grown_while_read() {
     if !tools() {
@@ -425,10 +428,13 @@ fn local_source_truncated_or_grown_while_read() {
         let tmp = tempfile::tempdir().unwrap();
         let (base, rootfs) = make_base(tmp.path());
         let big = tmp.path().join("big.bin");
-        std::fs::File::create(&big)
-            .unwrap()
-            .set_len(1 << 30)
-            .unwrap();
+        {
+            let mut f = std::fs::File::create(&big).unwrap();
+            let chunk = vec![0x55u8; 1 << 20];
+            for _ in 0..1024 {
+                f.write_all(&chunk).unwrap();
+            }
+        }
         let cfg = write_config(
             tmp.path(),
             &base,
@@ -448,12 +454,7 @@ fn local_source_truncated_or_grown_while_read() {
             let started = std::fs::read_to_string(&progress)
                 .ok()
                 .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                .and_then(|v| v["items"].as_array().cloned())
-                .is_some_and(|items| {
-                    items
-                        .iter()
-                        .any(|i| i["name"] == "/data/big" && i["state"] != "pending")
-                });
+                .is_some_and(|v| v["step"]["index"].as_u64() >= Some(3));
             if started
                 || t0.elapsed() > Duration::from_secs(30)
                 || child.try_wait().unwrap().is_some()

@@ -180,7 +180,12 @@ fn copy_local(
         CopyError::Read(e) => BuildError::Io(e),
         CopyError::Write(e) => changed(format!("({e})")),
     })?;
-    // One byte more means the file grew since it was planned.
+    // Holes read as zeros, so a file cut short is not seen by the copy:
+    // its length must still be the planned one. One byte more means it grew.
+    let now = f.metadata()?.len();
+    if now < item.size {
+        return Err(changed(format!("size ({now} of {} bytes)", item.size)));
+    }
     if std::os::unix::fs::FileExt::read_at(&f, &mut [0u8; 1], item.size)? > 0 {
         return Err(changed(format!("size (more than {} bytes)", item.size)));
     }
