@@ -116,7 +116,7 @@ fn copy_from_blob(
         .map(|(a, v)| StreamVerifier::new(*a, v, &name));
     // Positional reads (the window reader): the pinned blob's own cursor
     // is never moved.
-    let blob = std::sync::Arc::new(hit.file().try_clone()?);
+    let blob = std::sync::Arc::new(hit.file()?.try_clone()?);
     let len = hit.size();
     let window = PartitionWindow::new(blob, std::path::Path::new(key.as_str()), 0, len);
     let reader = window.reader(0, len).map_err(std::io::Error::from)?;

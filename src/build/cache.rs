@@ -213,15 +213,28 @@ pub fn copy_blob(
     // A kernel copy into the reservation, then the hash read back from the
     // page cache: one disk read, no copy through user space.
     let len = hit.size();
-    let copied = hit.copy_then_verify(
-        |blob| w.copy_file_from(blob, len).map_err(std::io::Error::other),
-        |b| {
+    let copied = if hit.is_local() {
+        hit.copy_then_verify(
+            |blob| w.copy_file_from(blob, len).map_err(std::io::Error::other),
+            |b| {
+                if let Some(v) = verifier.as_mut() {
+                    v.update(b);
+                }
+                on_chunk(b.len());
+            },
+        )
+    } else {
+        // An object store's blob: ranged GETs in parallel, written at
+        // their offsets as they arrive in order, hashed on the way.
+        hit.copy_into(|off, b| {
+            w.write_at(off, b).map_err(std::io::Error::other)?;
             if let Some(v) = verifier.as_mut() {
                 v.update(b);
             }
             on_chunk(b.len());
-        },
-    );
+            Ok(())
+        })
+    };
     let entry = match copied {
         Ok(entry) => entry,
         Err(CopyError::Corrupt(e)) => return Ok(Copied::Unusable(spec, Some(e))),

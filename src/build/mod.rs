@@ -199,7 +199,11 @@ fn open_cache(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Option<Cac
     let opened = if opts.check {
         Cache::open_read_only(dir)
     } else {
-        Cache::open(dir)
+        let options = crate::cache::CacheOptions {
+            parallel: opts.concurrency.max(1),
+            ..crate::cache::CacheOptions::default()
+        };
+        Cache::open_with(dir, options)
     };
     match opened {
         Ok(c) => Ok(c),

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 /// How the integrator should treat a [`CacheError`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheErrorKind {
-    /// `policy.yaml` is malformed: a config error, exit 3.
+    /// `policy.yaml` is malformed, or `--cache-dir` is a URL of an
+    /// unknown scheme or an unparsable one: a config error, exit 3.
     BadPolicy,
     /// The cache can't be used (I/O, permissions, full disk, lock timeout,
     /// corrupt blob): warn once and build without it.
@@ -65,6 +66,26 @@ pub enum CacheError {
         /// What was asked.
         action: &'static str,
     },
+    /// `--cache-dir` is a URL we can't use (unknown scheme, bad bucket
+    /// name): the user's mistake, exit 3.
+    #[error("--cache-dir {url}: {message}")]
+    BadUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// An object-store request failed (unreachable, refused credentials,
+    /// missing bucket, server errors after retries).
+    #[error("{url}: {action}: {source}")]
+    Store {
+        /// The cache URL.
+        url: String,
+        /// What we were doing.
+        action: &'static str,
+        /// The store's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A fill was committed with a size or coverage that does not match what
     /// was written.
     #[error("cache fill of {key:?}: {reason}")]
@@ -80,7 +101,7 @@ impl CacheError {
     /// Exit class: bad policy (exit 3) or unusable cache (warn, go on).
     pub fn kind(&self) -> CacheErrorKind {
         match self {
-            Self::Policy { .. } => CacheErrorKind::BadPolicy,
+            Self::Policy { .. } | Self::BadUrl { .. } => CacheErrorKind::BadPolicy,
             _ => CacheErrorKind::Unusable,
         }
     }

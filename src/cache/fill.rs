@@ -18,6 +18,7 @@ use super::entry::{Entry, FillMeta};
 use super::error::CacheError;
 use super::key::Key;
 use super::lock::LockFile;
+use super::remote::{Remote, RemoteFill};
 use super::{hex, Inner, COPY_BUFFER};
 
 #[derive(Debug, Default)]
@@ -48,25 +49,46 @@ impl Progress {
 }
 
 /// An in-flight cache fill. Dropping it abandons the fill (the temp file is
-/// removed, the key lock released).
+/// removed, the key lock released; an object store's multipart upload is
+/// aborted).
 #[derive(Debug)]
 pub struct Filler {
-    pub(crate) inner: Arc<Inner>,
     pub(crate) key: Key,
-    pub(crate) key_lock: LockFile,
-    pub(crate) tmp: NamedTempFile,
-    progress: Mutex<Progress>,
+    imp: Imp,
+}
+
+#[derive(Debug)]
+enum Imp {
+    Local {
+        inner: Arc<Inner>,
+        key_lock: LockFile,
+        tmp: NamedTempFile,
+        progress: Mutex<Progress>,
+    },
+    Remote(RemoteFill),
 }
 
 impl Filler {
     pub(crate) fn new(inner: Arc<Inner>, key: Key, key_lock: LockFile, tmp: NamedTempFile) -> Self {
         Filler {
-            inner,
             key,
-            key_lock,
-            tmp,
-            progress: Mutex::new(Progress::default()),
+            imp: Imp::Local {
+                inner,
+                key_lock,
+                tmp,
+                progress: Mutex::new(Progress::default()),
+            },
         }
+    }
+
+    /// A fill of an object store's cache: no lock (two workers may fill
+    /// the same key; one entry wins), the upload starts with the first
+    /// write.
+    pub(crate) fn remote(remote: Arc<Remote>, key: Key) -> Result<Self, CacheError> {
+        Ok(Filler {
+            key,
+            imp: Imp::Remote(RemoteFill::new(remote)?),
+        })
     }
 
     /// The key being filled.
@@ -79,6 +101,10 @@ impl Filler {
         if data.is_empty() {
             return Ok(());
         }
+        let (tmp, progress) = match &self.imp {
+            Imp::Local { tmp, progress, .. } => (tmp, progress),
+            Imp::Remote(r) => return r.write_at(&self.key, offset, data),
+        };
         let end = u64::try_from(data.len())
             .ok()
             .and_then(|n| offset.checked_add(n))
@@ -86,13 +112,12 @@ impl Filler {
                 key: self.key.to_string(),
                 reason: format!("write at offset {offset} overflows"),
             })?;
-        self.tmp
-            .as_file()
+        tmp.as_file()
             .write_all_at(data, offset)
-            .map_err(CacheError::io(self.tmp.path(), "writing"))?;
+            .map_err(CacheError::io(tmp.path(), "writing"))?;
         // A poisoned lock only means another writer panicked; the state is
         // still coherent (every field is updated by whole assignments).
-        let mut p = self.progress.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut p = progress.lock().unwrap_or_else(PoisonError::into_inner);
         if offset < p.hashed {
             p.rehash = true;
         } else if offset == p.hashed && !p.rehash {
@@ -110,13 +135,15 @@ impl Filler {
     /// entry (made durable by [`super::Cache::sync`]). The caller verifies the config's checksum before
     /// committing (a wrong payload must be dropped, not committed).
     pub fn commit(self, size: u64, meta: FillMeta) -> Result<Entry, CacheError> {
-        let Filler {
-            inner,
-            key,
-            key_lock,
-            tmp,
-            progress,
-        } = self;
+        let (key, inner, key_lock, tmp, progress) = match self.imp {
+            Imp::Local {
+                inner,
+                key_lock,
+                tmp,
+                progress,
+            } => (self.key, inner, key_lock, tmp, progress),
+            Imp::Remote(r) => return r.commit(&self.key, size, meta),
+        };
         let mut p = progress
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner);

@@ -85,6 +85,7 @@ mod key;
 mod locate;
 mod lock;
 mod policy;
+mod remote;
 mod show;
 mod store;
 mod version;
@@ -126,6 +127,9 @@ pub struct CacheOptions {
     /// Waiting for an entry's metadata lock (held for one small write).
     /// Default 30 s.
     pub meta_lock_timeout: Duration,
+    /// Ranged GETs in flight when a hit streams from an object store
+    /// (`-T`). Default 4.
+    pub parallel: usize,
 }
 
 impl Default for CacheOptions {
@@ -134,6 +138,7 @@ impl Default for CacheOptions {
             global_lock_timeout: Duration::from_secs(60),
             key_lock_timeout: Duration::from_secs(3600),
             meta_lock_timeout: Duration::from_secs(30),
+            parallel: 4,
         }
     }
 }
@@ -158,7 +163,29 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 /// An open, enabled cache. Cheap to clone; `Send + Sync`.
 #[derive(Debug, Clone)]
 pub struct Cache {
-    inner: Arc<Inner>,
+    backend: Backend,
+}
+
+/// Where the cache lives: a directory, or an object store
+/// (`s3://bucket/prefix`…). The policy code (keys, [`Policy`], [`plan`],
+/// [`Report`], [`Validators`]) is the same for both.
+#[derive(Debug, Clone)]
+enum Backend {
+    Local(Arc<Inner>),
+    Remote(Arc<remote::Remote>),
+}
+
+/// An entry's outdatedness check at `now` that found it fresh: `checked`,
+/// and the remote's validators merged in where given.
+fn merge_checked(e: &mut Entry, now: u64, remote: Option<&Validators>) {
+    e.checked = now;
+    if let Some(r) = remote {
+        let v = &mut e.validators;
+        v.digest = r.digest.clone().or(v.digest.take());
+        v.etag = r.etag.clone().or(v.etag.take());
+        v.last_modified = r.last_modified.clone().or(v.last_modified.take());
+        v.content_length = r.content_length.or(v.content_length);
+    }
 }
 
 #[derive(Debug)]
@@ -189,6 +216,12 @@ pub struct EvictReport {
 }
 
 impl Cache {
+    fn remote(r: remote::Remote) -> Cache {
+        Cache {
+            backend: Backend::Remote(Arc::new(r)),
+        }
+    }
+
     /// Open the cache in `dir` with default [`CacheOptions`].
     pub fn open(dir: &Path) -> Result<Option<Cache>, CacheError> {
         Cache::open_with(dir, CacheOptions::default())
@@ -198,6 +231,9 @@ impl Cache {
     /// the cache, return `None` having created nothing. Otherwise create the
     /// layout, take `.lock` shared and remove orphaned temp files.
     pub fn open_with(dir: &Path, options: CacheOptions) -> Result<Option<Cache>, CacheError> {
+        if remote::is_url(dir) {
+            return Ok(remote::Remote::open(dir, false, options)?.map(Cache::remote));
+        }
         let policy = Policy::load(dir)?;
         if !policy.enabled {
             return Ok(None);
@@ -211,12 +247,12 @@ impl Cache {
         )?;
         layout.remove_orphans()?;
         Ok(Some(Cache {
-            inner: Arc::new(Inner {
+            backend: Backend::Local(Arc::new(Inner {
                 layout,
                 policy,
                 options,
                 global: Some(global),
-            }),
+            })),
         }))
     }
 
@@ -228,53 +264,78 @@ impl Cache {
     /// [`Cache::collect_garbage`]) return [`CacheError::ReadOnly`]; broken
     /// entries are skipped instead of dropped.
     pub fn open_read_only(dir: &Path) -> Result<Option<Cache>, CacheError> {
+        if remote::is_url(dir) {
+            return Ok(
+                remote::Remote::open(dir, true, CacheOptions::default())?.map(Cache::remote)
+            );
+        }
         let policy = Policy::load(dir)?;
         if !policy.enabled {
             return Ok(None);
         }
         Ok(Some(Cache {
-            inner: Arc::new(Inner {
+            backend: Backend::Local(Arc::new(Inner {
                 layout: Layout::new(dir),
                 policy,
                 options: CacheOptions::default(),
                 global: None,
-            }),
+            })),
         }))
     }
 
     /// Whether this handle was opened with [`Cache::open_read_only`].
     pub fn is_read_only(&self) -> bool {
-        self.inner.global.is_none()
+        let inner = match &self.backend {
+            Backend::Local(inner) => inner,
+            Backend::Remote(r) => return r.is_read_only(),
+        };
+        inner.global.is_none()
     }
 
     /// The cache directory.
     pub fn dir(&self) -> &Path {
-        self.inner.layout.root()
+        let inner = match &self.backend {
+            Backend::Local(inner) => inner,
+            Backend::Remote(r) => return r.shown(),
+        };
+        inner.layout.root()
     }
 
     /// The policy in force.
     pub fn policy(&self) -> &Policy {
-        &self.inner.policy
+        let inner = match &self.backend {
+            Backend::Local(inner) => inner,
+            Backend::Remote(r) => return &r.policy,
+        };
+        &inner.policy
     }
 
     /// Whether and how the policy caches `key`.
     pub fn policy_for(&self, key: &Key) -> Decision {
-        self.inner.policy.decide(key)
+        let inner = match &self.backend {
+            Backend::Local(inner) => inner,
+            Backend::Remote(r) => return r.policy.decide(key),
+        };
+        inner.policy.decide(key)
     }
 
     /// The entry of `key`, its blob opened (pinned). `None` when absent, not
     /// cached by the policy, or broken (a missing blob, wrong size or
     /// corrupt JSON drops the entry).
     pub fn lookup(&self, key: &Key, now: u64) -> Result<Option<Hit>, CacheError> {
+        let inner = match &self.backend {
+            Backend::Local(inner) => inner,
+            Backend::Remote(r) => return Ok(r.lookup(key, now)?.map(|h| Hit::remote(key.clone(), h))),
+        };
         let Decision::Cached(eff) = self.policy_for(key) else {
             return Ok(None);
         };
         let h = key.hash();
-        let path = self.inner.layout.entry(&h);
+        let path = inner.layout.entry(&h);
         let entry = match store::read_entry(&path)? {
             Read::Missing => return Ok(None),
             Read::Corrupt => {
-                self.inner.remove_corrupt_json(&h)?;
+                inner.remove_corrupt_json(&h)?;
                 return Ok(None);
             }
             Read::Found(e) => *e,
@@ -283,11 +344,11 @@ impl Cache {
             // A sha256 collision of two keys, or a hand-edited entry.
             return Ok(None);
         }
-        let blob_path = self.inner.layout.blob(&entry.sha256);
+        let blob_path = inner.layout.blob(&entry.sha256);
         let blob = match std::fs::File::open(&blob_path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                self.inner.drop_entry(key, &entry.sha256, false)?;
+                inner.drop_entry(key, &entry.sha256, false)?;
                 return Ok(None);
             }
             Err(e) => return Err(CacheError::io(&blob_path, "opening")(e)),
@@ -297,17 +358,19 @@ impl Cache {
             .map_err(CacheError::io(&blob_path, "stat"))?
             .len();
         if len != entry.size {
-            self.inner.drop_entry(key, &entry.sha256, true)?;
+            inner.drop_entry(key, &entry.sha256, true)?;
             return Ok(None);
         }
         let due = eff.is_due(entry.checked, now);
         Ok(Some(Hit {
-            inner: Arc::clone(&self.inner),
             key: key.clone(),
             entry,
-            blob,
-            blob_path,
             due,
+            src: hit::Source::Local {
+                inner: Arc::clone(inner),
+                blob,
+                blob_path,
+            },
         }))
     }
 
@@ -341,15 +404,19 @@ impl Cache {
     /// [`Cache::begin_fill`] without waiting: `None` when another build
     /// holds the key (it is downloading it).
     pub fn try_begin_fill(&self, key: &Key) -> Result<Option<Filler>, CacheError> {
-        self.inner.writable("filling")?;
+        let inner = match &self.backend {
+            Backend::Local(inner) => inner,
+            Backend::Remote(r) => return Ok(Some(Filler::remote(Arc::clone(r), key.clone())?)),
+        };
+        inner.writable("filling")?;
         let h = key.hash();
-        let Some(lock) = LockFile::try_acquire(&self.inner.layout.key_lock(&h), Mode::Exclusive)?
+        let Some(lock) = LockFile::try_acquire(&inner.layout.key_lock(&h), Mode::Exclusive)?
         else {
             return Ok(None);
         };
-        let tmp = store::create_tmp(&self.inner.layout, "fill-")?;
+        let tmp = store::create_tmp(&inner.layout, "fill-")?;
         Ok(Some(Filler::new(
-            Arc::clone(&self.inner),
+            Arc::clone(inner),
             key.clone(),
             lock,
             tmp,
@@ -359,15 +426,19 @@ impl Cache {
     /// A [`Filler`] for `key`, whether or not an entry exists (refreshing an
     /// outdated one: the commit replaces it). Waits for the key's lock.
     pub fn begin_fill(&self, key: &Key) -> Result<Filler, CacheError> {
-        self.inner.writable("filling")?;
+        let inner = match &self.backend {
+            Backend::Local(inner) => inner,
+            Backend::Remote(r) => return Filler::remote(Arc::clone(r), key.clone()),
+        };
+        inner.writable("filling")?;
         let h = key.hash();
         let lock = LockFile::acquire(
-            &self.inner.layout.key_lock(&h),
+            &inner.layout.key_lock(&h),
             Mode::Exclusive,
-            self.inner.options.key_lock_timeout,
+            inner.options.key_lock_timeout,
         )?;
-        let tmp = store::create_tmp(&self.inner.layout, "fill-")?;
-        Ok(Filler::new(Arc::clone(&self.inner), key.clone(), lock, tmp))
+        let tmp = store::create_tmp(&inner.layout, "fill-")?;
+        Ok(Filler::new(Arc::clone(inner), key.clone(), lock, tmp))
     }
 
     /// Make everything this build published durable: one `syncfs` of the
@@ -376,7 +447,11 @@ impl Cache {
     /// returns, a power cut can lose entries, never make a wrong one used:
     /// blobs are hashed whenever they are used.
     pub fn sync(&self) -> Result<(), CacheError> {
-        let root = self.inner.layout.root();
+        let inner = match &self.backend {
+            Backend::Local(inner) => inner,
+            Backend::Remote(_) => return Ok(()),
+        };
+        let root = inner.layout.root();
         let dir = std::fs::File::open(root).map_err(CacheError::io(root, "opening"))?;
         rustix::fs::syncfs(&dir)
             .map_err(|e| CacheError::io(root, "syncing")(std::io::Error::from(e)))
@@ -385,7 +460,14 @@ impl Cache {
     /// Record a use: `last_used = now`, `use_count + 1`. `false` if the entry
     /// is gone.
     pub fn touch(&self, key: &Key, now: u64) -> Result<bool, CacheError> {
-        self.inner.update(key, |e| {
+        let inner = match &self.backend {
+            Backend::Local(inner) => inner,
+            Backend::Remote(r) => return r.update(key, |e| {
+                e.last_used = now;
+                e.use_count = e.use_count.saturating_add(1);
+            }),
+        };
+        inner.update(key, |e| {
             e.last_used = now;
             e.use_count = e.use_count.saturating_add(1);
         })
@@ -400,34 +482,33 @@ impl Cache {
         now: u64,
         remote: Option<&Validators>,
     ) -> Result<bool, CacheError> {
-        self.inner.update(key, |e| {
-            e.checked = now;
-            if let Some(r) = remote {
-                let v = &mut e.validators;
-                v.digest = r.digest.clone().or(v.digest.take());
-                v.etag = r.etag.clone().or(v.etag.take());
-                v.last_modified = r.last_modified.clone().or(v.last_modified.take());
-                v.content_length = r.content_length.or(v.content_length);
-            }
-        })
+        let inner = match &self.backend {
+            Backend::Local(inner) => inner,
+            Backend::Remote(r) => return r.update(key, |e| merge_checked(e, now, remote)),
+        };
+        inner.update(key, |e| merge_checked(e, now, remote))
     }
 
     /// Remove `key`'s entry (outdated, say), waiting for its key lock.
     pub fn remove(&self, key: &Key) -> Result<bool, CacheError> {
-        self.inner.writable("removing an entry")?;
+        let inner = match &self.backend {
+            Backend::Local(inner) => inner,
+            Backend::Remote(r) => return r.remove(key),
+        };
+        inner.writable("removing an entry")?;
         let h = key.hash();
         let _lock = LockFile::acquire(
-            &self.inner.layout.key_lock(&h),
+            &inner.layout.key_lock(&h),
             Mode::Exclusive,
-            self.inner.options.key_lock_timeout,
+            inner.options.key_lock_timeout,
         )?;
-        match store::read_entry(&self.inner.layout.entry(&h))? {
+        match store::read_entry(&inner.layout.entry(&h))? {
             Read::Found(e) => {
-                self.inner.remove_entry_then_blob(&h, &e.sha256, false)?;
+                inner.remove_entry_then_blob(&h, &e.sha256, false)?;
                 Ok(true)
             }
             Read::Corrupt => {
-                self.inner.remove_corrupt_json(&h)?;
+                inner.remove_corrupt_json(&h)?;
                 Ok(false)
             }
             Read::Missing => Ok(false),
@@ -437,13 +518,17 @@ impl Cache {
     /// Every readable entry, in no particular order. Corrupt entry files are
     /// removed and skipped.
     pub fn entries(&self) -> Result<Vec<Entry>, CacheError> {
+        let inner = match &self.backend {
+            Backend::Local(inner) => inner,
+            Backend::Remote(r) => return Ok(r.stored()?.into_iter().map(|s| s.entry).collect()),
+        };
         let mut out = Vec::new();
-        for (path, read) in store::list_entries(&self.inner.layout)? {
+        for (path, read) in store::list_entries(&inner.layout)? {
             match read {
                 Read::Found(e) => out.push(*e),
                 Read::Corrupt => {
                     if let Some(h) = path.file_stem().and_then(|s| s.to_str()) {
-                        self.inner.remove_corrupt_json(h)?;
+                        inner.remove_corrupt_json(h)?;
                     }
                 }
                 Read::Missing => {}
@@ -455,7 +540,7 @@ impl Cache {
     /// What [`Cache::evict`] would remove at `now`, and why (for `--check`).
     pub fn plan_eviction(&self, now: u64) -> Result<Vec<(Entry, EvictReason)>, CacheError> {
         let entries = self.entries()?;
-        let planned = plan(&self.inner.policy, &entries, now);
+        let planned = plan(self.policy(), &entries, now);
         Ok(planned
             .into_iter()
             .filter_map(|p| entries.get(p.index).cloned().map(|e| (e, p.reason)))
@@ -465,22 +550,26 @@ impl Cache {
     /// Apply the policy at `now`. Entries whose key another build holds are
     /// skipped (listed in `busy`).
     pub fn evict(&self, now: u64) -> Result<EvictReport, CacheError> {
-        self.inner.writable("evicting")?;
+        let inner = match &self.backend {
+            Backend::Local(inner) => inner,
+            Backend::Remote(r) => return r.evict(now),
+        };
+        inner.writable("evicting")?;
         let mut report = EvictReport::default();
         let mut released = Vec::new();
         for (entry, reason) in self.plan_eviction(now)? {
             let key = entry.key();
             let h = key.hash();
             let Some(_lock) =
-                LockFile::try_acquire(&self.inner.layout.key_lock(&h), Mode::Exclusive)?
+                LockFile::try_acquire(&inner.layout.key_lock(&h), Mode::Exclusive)?
             else {
                 report.busy.push(entry);
                 continue;
             };
             // Re-read under the lock: a build may have replaced it since.
-            match store::read_entry(&self.inner.layout.entry(&h))? {
+            match store::read_entry(&inner.layout.entry(&h))? {
                 Read::Found(now_there) if now_there.sha256 == entry.sha256 => {
-                    self.inner.remove_entry_json(&h)?;
+                    inner.remove_entry_json(&h)?;
                     released.push(entry.sha256.clone());
                     report.evicted.push((entry, reason));
                 }
@@ -489,7 +578,7 @@ impl Cache {
         }
         released.sort();
         released.dedup();
-        self.inner.release_blobs(&released)?;
+        inner.release_blobs(&released)?;
         Ok(report)
     }
 
@@ -497,20 +586,24 @@ impl Cache {
     /// what the policy would evict.
     pub fn report(&self, now: u64) -> Result<Report, CacheError> {
         let entries = self.entries()?;
-        Ok(Report::new(&self.inner.policy, entries, now))
+        Ok(Report::new(self.policy(), entries, now))
     }
 
     /// Remove blobs no entry references and stale lock files, if no other
     /// build has the cache open (`.lock` exclusive without waiting).
     /// `Ok(None)` when skipped, else how many files were removed.
     pub fn collect_garbage(&self) -> Result<Option<usize>, CacheError> {
-        let Some(global) = &self.inner.global else {
-            return Err(self.inner.read_only("collecting garbage"));
+        let inner = match &self.backend {
+            Backend::Local(inner) => inner,
+            Backend::Remote(r) => return r.collect_garbage().map(Some),
+        };
+        let Some(global) = &inner.global else {
+            return Err(inner.read_only("collecting garbage"));
         };
         if !global.try_convert(Mode::Exclusive)? {
             return Ok(None);
         }
-        let result = self.inner.remove_unreferenced();
+        let result = inner.remove_unreferenced();
         // Back to shared; it can't fail to get what we just held exclusively
         // except on an I/O error, reported below.
         let back = global.try_convert(Mode::Shared);

@@ -216,7 +216,7 @@ fn cached_head(use_: &CacheUse) -> Option<(Vec<u8>, Option<u64>)> {
     shared.with(|hit| {
         let size = hit.size();
         let mut head = vec![0u8; HEAD_BYTES.min(usize::try_from(size).unwrap_or(HEAD_BYTES))];
-        std::os::unix::fs::FileExt::read_exact_at(hit.file(), &mut head, 0).ok()?;
+        std::os::unix::fs::FileExt::read_exact_at(hit.file().ok()?, &mut head, 0).ok()?;
         Some((head, Some(size)))
     })?
 }

@@ -472,14 +472,18 @@ fn remote_needs(
         // Measured from the cached blob: no network, and the same
         // needs as the cold build's pre-scan.
         Some(CacheUse::Hit(shared)) if r.format != Format::Zip => {
-            let measured = shared.with(|hit| {
-                let blob = ArchiveSource::Open {
-                    file: hit.file(),
-                    name: r.name,
-                    checksum: r.checksum,
-                };
-                expand::measure(r.format, blob, r.name, r.limits)
-            });
+            // (A blob in an object store is spooled to a local file: if
+            // that fails, estimate; the build then downloads it.)
+            let measured = shared
+                .with(|hit| {
+                    let blob = ArchiveSource::Open {
+                        file: hit.file().ok()?,
+                        name: r.name,
+                        checksum: r.checksum,
+                    };
+                    Some(expand::measure(r.format, blob, r.name, r.limits))
+                })
+                .flatten();
             *cached = Some(CacheUse::Hit(shared));
             match measured {
                 Some(m) => m?,
