@@ -155,6 +155,9 @@ impl Remote {
         read_only: bool,
         options: CacheOptions,
     ) -> Result<Option<Remote>, CacheError> {
+        // reqwest is built without a TLS provider of its own (as for the
+        // downloads, src/fetch/http.rs): ring, process-wide.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let url = dir.to_string_lossy().into_owned();
         let bad = |message: String| CacheError::BadUrl {
             url: url.clone(),
@@ -610,35 +613,62 @@ fn build_store(url: &url::Url, text: &str) -> Result<(Box<dyn ObjectStore>, Path
         retry_timeout: Duration::from_secs(10),
         ..RetryConfig::default()
     };
-    let client = ClientOptions::new()
+    // The same trust roots as the downloads (the system's, else the
+    // built-in set): reqwest has no platform verifier here to merge with.
+    let mut client = ClientOptions::new()
         .with_connect_timeout(Duration::from_secs(5))
-        .with_timeout(Duration::from_secs(120));
+        .with_timeout(Duration::from_secs(120))
+        .with_no_system_certificates(true);
+    for der in crate::fetch::trust_roots().certs {
+        if let Ok(c) = object_store::Certificate::from_der(&der) {
+            client = client.with_root_certificate(c);
+        }
+    }
     use object_store::ObjectStoreScheme as S;
+    // Our client options and retries first, then the environment (as the
+    // builders' `from_env` reads it: `AWS_ALLOW_HTTP` is a client option,
+    // which a later `with_client_options` would throw away), then the URL.
+    let env = |prefix: &str| -> Vec<(String, String)> {
+        std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect()
+    };
     let store: Box<dyn ObjectStore> = match scheme {
-        S::AmazonS3 => Box::new(
-            object_store::aws::AmazonS3Builder::from_env()
-                .with_url(text)
+        S::AmazonS3 => {
+            let mut b = object_store::aws::AmazonS3Builder::new()
                 .with_retry(retry)
-                .with_client_options(client)
-                .build()
-                .map_err(|e| e.to_string())?,
-        ),
-        S::GoogleCloudStorage => Box::new(
-            object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                .with_url(text)
+                .with_client_options(client);
+            for (k, v) in env("AWS_") {
+                if let Ok(k) = k.parse() {
+                    b = b.with_config(k, v);
+                }
+            }
+            Box::new(b.with_url(text).build().map_err(|e| e.to_string())?)
+        }
+        S::GoogleCloudStorage => {
+            let mut b = object_store::gcp::GoogleCloudStorageBuilder::new()
                 .with_retry(retry)
-                .with_client_options(client)
-                .build()
-                .map_err(|e| e.to_string())?,
-        ),
-        S::MicrosoftAzure => Box::new(
-            object_store::azure::MicrosoftAzureBuilder::from_env()
-                .with_url(text)
+                .with_client_options(client);
+            for (k, v) in env("GOOGLE_") {
+                if let Ok(k) = k.parse() {
+                    b = b.with_config(k, v);
+                }
+            }
+            Box::new(b.with_url(text).build().map_err(|e| e.to_string())?)
+        }
+        S::MicrosoftAzure => {
+            let mut b = object_store::azure::MicrosoftAzureBuilder::new()
                 .with_retry(retry)
-                .with_client_options(client)
-                .build()
-                .map_err(|e| e.to_string())?,
-        ),
+                .with_client_options(client);
+            for (k, v) in env("AZURE_") {
+                if let Ok(k) = k.parse() {
+                    b = b.with_config(k, v);
+                }
+            }
+            Box::new(b.with_url(text).build().map_err(|e| e.to_string())?)
+        }
         other => {
             return Err(format!(
                 "unsupported cache URL scheme ({other:?}): use a directory, s3://, gs:// or az://"

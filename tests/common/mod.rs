@@ -5,6 +5,7 @@
 pub mod archives;
 pub mod canned;
 pub mod image;
+pub mod moto;
 pub mod netns;
 pub mod registry;
 pub mod servers;
