@@ -246,3 +246,104 @@ fn s3_warm_rebuild_with_the_origin_stopped_is_byte_identical() {
     assert!(out.contains("cache hit"), "{out}");
     assert_eq!(moto.dump(BUCKET, "workers/a/"), before);
 }
+
+/// Builds the config of one download from nginx with `--cache-dir url` and
+/// `env`, expecting exit 0, a warning naming the cache, and a correct
+/// image; `--check` reports the same. Returns the build's output.
+fn assert_builds_without_the_cache(
+    env: &Env,
+    ng: &Nginx,
+    url: &str,
+    store_env: &[(&'static str, String)],
+    name: &str,
+) -> String {
+    let data = common::bytes(7, MIB + 17);
+    std::fs::write(ng.root.join("f.bin"), &data).unwrap();
+    let cfg = env.config(&format!("{name}.yaml"), &[("f.bin", &ng.url("f.bin"))]);
+    let out = env.path(&format!("{name}.img"));
+    let t0 = Instant::now();
+    let (code, log) = build(&cfg, &out, url, store_env, &[]);
+    assert_eq!(code, 0, "{name}: {log}");
+    assert!(
+        log.contains("warning: download cache") && log.contains("building without it"),
+        "{name}: one warning: {log}"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(60),
+        "{name}: an unusable store costs seconds, not minutes ({:?})",
+        t0.elapsed()
+    );
+    fsck_p3(&out);
+    assert!(read_p3(&out, "/f.bin", &env.path(&format!("{name}.back"))) == data);
+    let (code, chk) = build(&cfg, &env.path("chk.img"), url, store_env, &["--check"]);
+    assert_eq!(code, 0, "{name} --check: {chk}");
+    assert!(
+        chk.contains("warning: download cache"),
+        "{name}: --check reports the store: {chk}"
+    );
+    log
+}
+
+/// A store that can't be used never fails a build: an endpoint nobody
+/// listens on (a free loopback port), a missing bucket, credentials the
+/// server refuses, and a server answering 503 to everything each give a
+/// warning, exit 0 and a correct image; `--check` reports it.
+#[test]
+fn s3_an_unusable_store_is_a_warning_and_the_build_succeeds() {
+    let Some(w) = world() else {
+        return;
+    };
+    let (env, moto, ng) = (&w.env, &w.moto, &w.ng);
+
+    let dead = client_env(&format!("http://127.0.0.1:{}", free_port()));
+    let log = assert_builds_without_the_cache(env, ng, "s3://cache/x", &dead, "unreachable");
+    assert!(log.contains("127.0.0.1"), "names the endpoint: {log}");
+
+    let log = assert_builds_without_the_cache(env, ng, "s3://no-such-bucket/x", &moto.env(), "nobucket");
+    assert!(log.contains("s3://no-such-bucket/x"), "{log}");
+
+    // moto checks credentials once INITIAL_NO_AUTH_ACTION_COUNT is 0:
+    // ours are not known to it.
+    let strict = Moto::start(env.tmp.path(), &[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]).unwrap();
+    let log = assert_builds_without_the_cache(env, ng, "s3://cache/x", &strict.env(), "badcreds");
+    assert!(log.contains("403") || log.contains("InvalidAccessKeyId"), "{log}");
+    drop(strict);
+
+    // A 5xx storm: every answer 503 (Retry-After: 1), retried a little.
+    let storm = Faulty::start(vec![(
+        "cache?delimiter=%2F&list-type=2&prefix=x%2F",
+        Behaviour::Unavailable {
+            body: Arc::new(Vec::new()),
+            times: usize::MAX,
+        },
+    )]);
+    let storm_url = storm.url("");
+    assert_builds_without_the_cache(
+        env,
+        ng,
+        "s3://cache/x",
+        &client_env(storm_url.trim_end_matches('/')),
+        "storm",
+    );
+    assert!(storm.requests().len() >= 2, "retried: {:?}", storm.requests());
+}
+
+/// A `--cache-dir` URL of a scheme we don't know is bad input (exit 3),
+/// for a build and for `--show-cache`; nothing is built.
+#[test]
+fn s3_an_unknown_scheme_is_exit_3() {
+    if !tools() {
+        return;
+    }
+    let env = Env::new();
+    let cfg = env.config("c.yaml", &[]);
+    let out = env.path("o.img");
+    for url in ["ftp://host/cache", "http://host/cache"] {
+        let (code, log) = build(&cfg, &out, url, &[], &[]);
+        assert_eq!(code, 3, "{url}: {log}");
+        assert!(log.contains(url), "{log}");
+        assert!(!out.exists());
+        let (code, log) = run(Command::new(BIN).args(["--show-cache", "--cache-dir", url]));
+        assert_eq!(code, 3, "{url}: {log}");
+    }
+}
