@@ -265,9 +265,7 @@ impl Cache {
     /// entries are skipped instead of dropped.
     pub fn open_read_only(dir: &Path) -> Result<Option<Cache>, CacheError> {
         if remote::is_url(dir) {
-            return Ok(
-                remote::Remote::open(dir, true, CacheOptions::default())?.map(Cache::remote)
-            );
+            return Ok(remote::Remote::open(dir, true, CacheOptions::default())?.map(Cache::remote));
         }
         let policy = Policy::load(dir)?;
         if !policy.enabled {
@@ -325,7 +323,9 @@ impl Cache {
     pub fn lookup(&self, key: &Key, now: u64) -> Result<Option<Hit>, CacheError> {
         let inner = match &self.backend {
             Backend::Local(inner) => inner,
-            Backend::Remote(r) => return Ok(r.lookup(key, now)?.map(|h| Hit::remote(key.clone(), h))),
+            Backend::Remote(r) => {
+                return Ok(r.lookup(key, now)?.map(|h| Hit::remote(key.clone(), h)))
+            }
         };
         let Decision::Cached(eff) = self.policy_for(key) else {
             return Ok(None);
@@ -410,17 +410,11 @@ impl Cache {
         };
         inner.writable("filling")?;
         let h = key.hash();
-        let Some(lock) = LockFile::try_acquire(&inner.layout.key_lock(&h), Mode::Exclusive)?
-        else {
+        let Some(lock) = LockFile::try_acquire(&inner.layout.key_lock(&h), Mode::Exclusive)? else {
             return Ok(None);
         };
         let tmp = store::create_tmp(&inner.layout, "fill-")?;
-        Ok(Some(Filler::new(
-            Arc::clone(inner),
-            key.clone(),
-            lock,
-            tmp,
-        )))
+        Ok(Some(Filler::new(Arc::clone(inner), key.clone(), lock, tmp)))
     }
 
     /// A [`Filler`] for `key`, whether or not an entry exists (refreshing an
@@ -462,10 +456,12 @@ impl Cache {
     pub fn touch(&self, key: &Key, now: u64) -> Result<bool, CacheError> {
         let inner = match &self.backend {
             Backend::Local(inner) => inner,
-            Backend::Remote(r) => return r.update(key, |e| {
-                e.last_used = now;
-                e.use_count = e.use_count.saturating_add(1);
-            }),
+            Backend::Remote(r) => {
+                return r.update(key, |e| {
+                    e.last_used = now;
+                    e.use_count = e.use_count.saturating_add(1);
+                })
+            }
         };
         inner.update(key, |e| {
             e.last_used = now;
@@ -560,8 +556,7 @@ impl Cache {
         for (entry, reason) in self.plan_eviction(now)? {
             let key = entry.key();
             let h = key.hash();
-            let Some(_lock) =
-                LockFile::try_acquire(&inner.layout.key_lock(&h), Mode::Exclusive)?
+            let Some(_lock) = LockFile::try_acquire(&inner.layout.key_lock(&h), Mode::Exclusive)?
             else {
                 report.busy.push(entry);
                 continue;

@@ -121,8 +121,10 @@ where
 
 /// Whether `dir` names an object store (`scheme://…`) rather than a path.
 pub(crate) fn is_url(dir: &FsPath) -> bool {
-    dir.to_str()
-        .is_some_and(|s| s.split_once("://").is_some_and(|(scheme, _)| !scheme.is_empty() && !scheme.contains('/')))
+    dir.to_str().is_some_and(|s| {
+        s.split_once("://")
+            .is_some_and(|(scheme, _)| !scheme.is_empty() && !scheme.contains('/'))
+    })
 }
 
 /// The object-store cache of one URL.
@@ -544,9 +546,8 @@ impl Remote {
         mut each: impl FnMut(u64, &[u8]) -> Result<(), StreamStop>,
     ) -> Result<(), StreamStop> {
         let rt = runtime().map_err(StreamStop::Store)?;
-        let (tx, rx) = sync_channel::<Result<(u64, bytes::Bytes), object_store::Error>>(
-            self.parallel,
-        );
+        let (tx, rx) =
+            sync_channel::<Result<(u64, bytes::Bytes), object_store::Error>>(self.parallel);
         let (s, p, parallel) = (Arc::clone(&self.store), self.blob_path(id), self.parallel);
         let task = rt.spawn(async move {
             let ranges = (0..size.div_ceil(RANGE)).map(|i| i * RANGE..size.min((i + 1) * RANGE));
@@ -605,8 +606,7 @@ enum PutOutcome {
 /// S3-compatible server; `GOOGLE_*`; `AZURE_*`). Few retries and short
 /// timeouts: an unusable store must cost a build seconds, not minutes.
 fn build_store(url: &url::Url, text: &str) -> Result<(Box<dyn ObjectStore>, Path), String> {
-    let (scheme, path) =
-        object_store::ObjectStoreScheme::parse(url).map_err(|e| e.to_string())?;
+    let (scheme, path) = object_store::ObjectStoreScheme::parse(url).map_err(|e| e.to_string())?;
     let prefix = path;
     let retry = RetryConfig {
         max_retries: 2,
@@ -697,10 +697,12 @@ impl RemoteHit {
         F: FnMut(u64, &[u8]) -> std::io::Result<()>,
     {
         let mut hasher = Sha256::new();
-        let streamed = self.remote.stream_blob(&self.blob, self.entry.size, |off, b| {
-            hasher.update(b);
-            write_at(off, b).map_err(|e| StreamStop::Sink(off, e))
-        });
+        let streamed = self
+            .remote
+            .stream_blob(&self.blob, self.entry.size, |off, b| {
+                hasher.update(b);
+                write_at(off, b).map_err(|e| StreamStop::Sink(off, e))
+            });
         let corrupt = |reason: String| {
             let _ = self.remote.drop_entry(key, &self.blob);
             CopyError::Corrupt(CacheError::CorruptBlob {
@@ -721,7 +723,10 @@ impl RemoteHit {
             // Gone (evicted meanwhile) or unreadable: the network instead.
             Err(StreamStop::Store(e)) => return Err(CopyError::Corrupt(e)),
             Err(StreamStop::Short(got)) => {
-                return Err(corrupt(format!("{got} bytes, its entry says {}", self.entry.size)))
+                return Err(corrupt(format!(
+                    "{got} bytes, its entry says {}",
+                    self.entry.size
+                )))
             }
         }
         let got = hex(&hasher.finalize());
@@ -826,7 +831,9 @@ impl RemoteFill {
         }
         let end = offset + data.len() as u64;
         if offset < st.next {
-            st.failed = Some(format!("rewrite at offset {offset} of bytes already uploaded"));
+            st.failed = Some(format!(
+                "rewrite at offset {offset} of bytes already uploaded"
+            ));
         } else if offset > st.next {
             st.pending_bytes += data.len();
             if st.pending_bytes > PENDING_MAX {
@@ -920,7 +927,10 @@ fn spawn_uploader(remote: &Remote, id: &str) -> Result<(SyncSender<Msg>, Uploade
 fn send(st: &mut FillState, data: Vec<u8>, end: u64) {
     st.hasher.update(&data);
     st.next = end;
-    let ok = st.tx.as_ref().is_some_and(|tx| tx.send(Msg::Data(data)).is_ok());
+    let ok = st
+        .tx
+        .as_ref()
+        .is_some_and(|tx| tx.send(Msg::Data(data)).is_ok());
     if !ok {
         st.failed = Some("the upload failed".into());
     }

@@ -121,7 +121,26 @@ impl Moto {
 
     /// Delete `key` (signed, by boto3).
     pub fn delete(&self, bucket: &str, key: &str) {
-        self.boto(&format!("s3.delete_object(Bucket={bucket:?}, Key={key:?})\n"));
+        self.boto(&format!(
+            "s3.delete_object(Bucket={bucket:?}, Key={key:?})\n"
+        ));
+    }
+
+    /// Write `key` (signed, by boto3).
+    pub fn put(&self, bucket: &str, key: &str, text: &str) {
+        self.boto(&format!(
+            "s3.put_object(Bucket={bucket:?}, Key={key:?}, Body={text:?}.encode())\n"
+        ));
+    }
+
+    /// Unfinished multipart uploads in `bucket` (invisible to listings).
+    pub fn multipart_uploads(&self, bucket: &str) -> usize {
+        self.boto(&format!(
+            "print(len(s3.list_multipart_uploads(Bucket={bucket:?}).get('Uploads', [])))\n"
+        ))
+        .trim()
+        .parse()
+        .unwrap()
     }
 
     /// Run `body` in the python beside moto_server with `s3`, a boto3
@@ -129,7 +148,11 @@ impl Moto {
     fn boto(&self, body: &str) -> String {
         let bin = moto_binary().unwrap();
         let py = bin.with_file_name("python");
-        let py = if py.is_file() { py } else { PathBuf::from("python3") };
+        let py = if py.is_file() {
+            py
+        } else {
+            PathBuf::from("python3")
+        };
         let script = format!(
             "import boto3\ns3 = boto3.client('s3', endpoint_url={:?}, aws_access_key_id='testing', \
              aws_secret_access_key='testing', region_name='us-east-1')\n{body}",
