@@ -59,7 +59,7 @@ pub(crate) enum Source {
         blob_path: PathBuf,
     },
     /// A blob in an object store, streamed on use.
-    Remote(RemoteHit),
+    Remote(Box<RemoteHit>),
 }
 
 impl Hit {
@@ -68,7 +68,7 @@ impl Hit {
             key,
             entry: h.entry.clone(),
             due: h.due,
-            src: Source::Remote(h),
+            src: Source::Remote(Box::new(h)),
         }
     }
 
