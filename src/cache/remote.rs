@@ -619,6 +619,13 @@ fn build_store(url: &url::Url, text: &str) -> Result<(Box<dyn ObjectStore>, Path
         .with_connect_timeout(Duration::from_secs(5))
         .with_timeout(Duration::from_secs(120))
         .with_no_system_certificates(true);
+    // Names resolved as the downloads' are (hickory, /etc/resolv.conf): the
+    // static binary has no NSS for getaddrinfo.
+    if let Ok(dns) = crate::fetch::Dns::new(&crate::fetch::DnsConfig::System) {
+        client = client.with_dns_resolver(Arc::new(Resolver(std::panic::AssertUnwindSafe(
+            Arc::new(dns),
+        ))));
+    }
     for der in crate::fetch::trust_roots().certs {
         if let Ok(c) = object_store::Certificate::from_der(&der) {
             client = client.with_root_certificate(c);
@@ -676,6 +683,21 @@ fn build_store(url: &url::Url, text: &str) -> Result<(Box<dyn ObjectStore>, Path
         }
     };
     Ok((store, prefix))
+}
+
+/// Our DNS resolver for the store's client.
+#[derive(Debug)]
+struct Resolver(std::panic::AssertUnwindSafe<Arc<crate::fetch::Dns>>);
+
+impl object_store::client::DnsResolver for Resolver {
+    fn resolve(&self, host: &str) -> object_store::client::DnsFuture {
+        let (dns, host) = (Arc::clone(&self.0), host.to_string());
+        Box::pin(async move {
+            dns.lookup(&host)
+                .await
+                .map_err(|e| Box::new(e) as object_store::client::DnsError)
+        })
+    }
 }
 
 /// A hit in the object store: the blob's id, streamed on use.
