@@ -988,3 +988,37 @@ async fn upload(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_paths() {
+        for url in ["s3://b/p", "gs://b", "az://c/p", "ftp://h/x", "http://h/x"] {
+            assert!(is_url(FsPath::new(url)), "{url}");
+        }
+        for path in ["/var/cache", "cache", "./a://b", "/x/s3://y", "://x"] {
+            assert!(!is_url(FsPath::new(path)), "{path}");
+        }
+    }
+
+    #[test]
+    fn unknown_schemes_are_bad_urls() {
+        for url in ["ftp://h/x", "http://h/x", "s3:/nothing"] {
+            match Remote::open(FsPath::new(url), true, CacheOptions::default()) {
+                Err(e @ CacheError::BadUrl { .. }) => assert!(e.is_bad_policy(), "{e}"),
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn blob_ids_are_unique_hex() {
+        let ids: HashSet<String> = (0..1000).map(|_| random_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        assert!(ids
+            .iter()
+            .all(|i| i.len() == 32 && i.bytes().all(|b| b.is_ascii_hexdigit())));
+    }
+}

@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# Benchmark (issue 17, the download cache on object storage): serve N_FILES
+# files of FILE_MIB MiB of random data from a local nginx (default 4 × 1 GiB
+# = 4 GiB, one config, `-T 4`), run an S3-compatible server on loopback
+# (moto_server, $MOTO_SERVER or on PATH), and in one run time
+#   (a) nocache:    a build without --cache-dir,
+#   (b) cold-s3:    a build with --cache-dir s3://bench/p, the prefix new
+#                   (every file downloaded once and uploaded on the way),
+#   (c) cold-local: the same with a local --cache-dir (fills it),
+#   (d) warm-local: the same build again from the local cache (nginx
+#                   stopped),
+#   (e) warm-s3:    the same build from the bucket (nginx stopped),
+# each the best of RUNS, page cache dropped first (when root), followed by
+# sync. Prints wall time and peak RSS of each, and the targets' ratios:
+# warm-s3/warm-local <= 1.25, cold-s3/nocache <= 1.2.
+#
+# moto keeps objects in Python (spooled to temporary files past a few MB):
+# its throughput, not ours, may bound (b) and (e); the moto_server process's
+# CPU time is printed to show it.
+#
+#   N_FILES=4 FILE_MIB=1024 RUNS=1 (defaults); BENCH_DIR=dir (default: a
+#   temp dir under /tmp, removed at the end); IC_BIN=path
+#   A small run: N_FILES=4 FILE_MIB=64 scripts/bench-s3.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+N_FILES=${N_FILES:-4}
+FILE_MIB=${FILE_MIB:-1024}
+RUNS=${RUNS:-1}
+work=${BENCH_DIR:-$(mktemp -d /tmp/bench-s3.XXXXXX)}
+mkdir -p "$work/www"
+moto=${MOTO_SERVER:-$(command -v moto_server || true)}
+[ -n "$moto" ] || { echo "bench-s3: needs moto_server (pip install 'moto[server]') or MOTO_SERVER" >&2; exit 2; }
+for t in nginx curl python3 sfdisk mkfs.vfat mkfs.ext4 mcopy /usr/bin/time; do
+  command -v "$t" >/dev/null || [ -x "$t" ] || { echo "bench-s3: needs $t" >&2; exit 2; }
+done
+nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+
+if [ -z "${IC_BIN:-}" ]; then cargo build --release >/dev/null 2>&1; fi
+ic=${IC_BIN:-$PWD/target/release/image-creator}
+
+stamp="$work/www/.made-$N_FILES-$FILE_MIB"
+if [ ! -f "$stamp" ]; then
+  echo "generating $N_FILES x $FILE_MIB MiB of random data ..." >&2
+  rm -rf "$work/www" && mkdir -p "$work/www"
+  for i in $(seq 1 "$N_FILES"); do head -c "$((FILE_MIB << 20))" /dev/urandom >"$work/www/f$i.bin"; done
+  touch "$stamp"
+fi
+total_mib=$((N_FILES * FILE_MIB))
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+port=$(free_port)
+user=""; [ "$(id -u)" = 0 ] && user="user root root;"
+cat >"$work/nginx.conf" <<EOF
+$user
+daemon off; worker_processes 1; pid $work/nginx.pid; error_log $work/nginx-error.log;
+events { worker_connections 256; }
+http { access_log off; sendfile on; default_type application/octet-stream;
+  client_body_temp_path $work/t1; proxy_temp_path $work/t2; fastcgi_temp_path $work/t3;
+  uwsgi_temp_path $work/t4; scgi_temp_path $work/t5;
+  server { listen 127.0.0.1:$port; root $work/www; } }
+EOF
+ngx=""
+start_nginx() {
+  "$nginx_bin" -c "$work/nginx.conf" -p "$work" -e "$work/nginx-error.log" &
+  ngx=$!
+  for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$port/" && return; sleep 0.1; done
+  echo "bench-s3: nginx did not start" >&2; exit 1
+}
+stop_nginx() {
+  if [ -n "$ngx" ]; then kill "$ngx" 2>/dev/null || true; wait "$ngx" 2>/dev/null || true; ngx=""; fi
+}
+s3port=$(free_port)
+mkdir -p "$work/motodir"
+# Its own process group, stopped whole at the end; its temporary files
+# (the objects) under $work.
+TMPDIR="$work/motodir" setsid "$moto" -H 127.0.0.1 -p "$s3port" >"$work/moto.log" 2>&1 &
+motopid=$!
+cleanup() {
+  stop_nginx
+  kill -TERM -- "-$motopid" 2>/dev/null || true; sleep 0.5; kill -KILL -- "-$motopid" 2>/dev/null || true
+  wait "$motopid" 2>/dev/null || true
+  [ -n "${BENCH_DIR:-}" ] || rm -rf "$work"
+}
+trap cleanup EXIT
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$s3port/" && break; sleep 0.1; done
+curl -sf -X PUT "http://127.0.0.1:$s3port/bench" >/dev/null
+start_nginx
+
+export AWS_ENDPOINT_URL="http://127.0.0.1:$s3port" AWS_ALLOW_HTTP=true AWS_REGION=us-east-1 \
+  AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench
+
+rootfs=$(bash scripts/make-base-image.sh "$work/base.img")
+{
+  echo "base: {source: $work/base.img, rootfs_size: $rootfs}"
+  echo "files:"
+  for i in $(seq 1 "$N_FILES"); do
+    echo "  - to: /data/f$i.bin"
+    echo "    url: http://127.0.0.1:$port/f$i.bin"
+  done
+} >"$work/c.yaml"
+
+printf 'max_size: 0\ncheck_after: 30d\n' >"$work/policy.yaml"
+cache="$work/cache"
+n=0
+s3url=""
+new_local() { rm -rf "$cache" && mkdir -p "$cache" && cp "$work/policy.yaml" "$cache/"; }
+new_s3() {
+  n=$((n + 1)); s3url="s3://bench/p$n"
+  curl -sf -X PUT -T "$work/policy.yaml" "http://127.0.0.1:$s3port/bench/p$n/policy.yaml" >/dev/null
+}
+drop() { sync; if [ "$(id -u)" = 0 ]; then echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; fi; }
+measure() { # name, prepare-function, command (s3url expanded after prep)...
+  local name=$1 prep=$2 cmd=$3
+  local best_t="" best_m=""
+  for _ in $(seq 1 "$RUNS"); do
+    rm -rf "$work/out.img"; $prep; drop
+    local c=${cmd//S3URL/$s3url}
+    /usr/bin/time -f "%e %M" -o "$work/time" bash -c "$c && sync" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
+    if grep -q "download cache" "$work/err"; then echo "bench-s3: $name warned:" >&2; grep "download cache" "$work/err" >&2; exit 1; fi
+    read -r t m <"$work/time"
+    if [ -z "$best_t" ] || awk "BEGIN{exit !($t < $best_t)}"; then best_t=$t; best_m=$m; fi
+  done
+  rm -rf "$work/out.img"
+  echo "$name $best_t $best_m"
+}
+nothing() { :; }
+motocpu() { awk '{print ($14+$15)/100}' "/proc/$(pgrep -g "$motopid" -f moto_server | head -1)/stat" 2>/dev/null || echo "?"; }
+
+build="$ic -X -T 4 '$work/c.yaml' '$work/out.img'"
+local_c="$ic -X -T 4 --cache-dir '$cache' '$work/c.yaml' '$work/out.img'"
+s3_c="$ic -X -T 4 --cache-dir S3URL '$work/c.yaml' '$work/out.img'"
+r_a=$(measure nocache nothing "$build")
+m0=$(motocpu)
+r_b=$(measure cold-s3 new_s3 "$s3_c")
+m1=$(motocpu)
+r_c=$(measure cold-local new_local "$local_c")
+stop_nginx
+r_d=$(measure warm-local nothing "$local_c")
+m2=$(motocpu)
+r_e=$(measure warm-s3 nothing "$s3_c")
+m3=$(motocpu)
+# The warm s3 build was served by the bucket: every item from the cache.
+"$ic" --show-cache --cache-dir "$s3url" | grep -q "Entries.*$N_FILES" || "$ic" --show-cache --cache-dir "$s3url" >&2
+
+printf '%-10s %8s %12s %10s   (%s x %s MiB = %s MiB, RUNS=%s)\n' \
+  what seconds "peak RSS MiB" "MiB/s" "$N_FILES" "$FILE_MIB" "$total_mib" "$RUNS"
+for r in "$r_a" "$r_b" "$r_c" "$r_d" "$r_e"; do
+  read -r nm t m <<<"$r"
+  printf '%-10s %8.2f %12.1f %10.0f\n' "$nm" "$t" "$(awk "BEGIN{print $m/1024}")" "$(awk "BEGIN{print $total_mib/$t}")"
+done
+echo "moto_server CPU seconds: cold-s3 $(awk "BEGIN{print $m1-$m0}"), warm-s3 $(awk "BEGIN{print $m3-$m2}")"
+read -r _ ta _ <<<"$r_a"; read -r _ tb _ <<<"$r_b"; read -r _ td _ <<<"$r_d"; read -r _ te _ <<<"$r_e"
+awk "BEGIN{r=$te/$td; printf \"warm-s3/warm-local: %.2fx (target <= 1.25x) %s\n\", r, (r<=1.25?\"ok\":\"MISSED\")}"
+awk "BEGIN{r=$tb/$ta; printf \"cold-s3/nocache: %.2fx (target <= 1.2x) %s\n\", r, (r<=1.2?\"ok\":\"MISSED\")}"
