@@ -102,11 +102,12 @@ rootfs=$(bash scripts/make-base-image.sh "$work/base.img")
 
 printf 'max_size: 0\ncheck_after: 30d\n' >"$work/policy.yaml"
 cache="$work/cache"
-n=0
-s3url=""
+echo 0 >"$work/s3n"
 new_local() { rm -rf "$cache" && mkdir -p "$cache" && cp "$work/policy.yaml" "$cache/"; }
+# A new prefix per cold run (measure runs in a subshell: the counter and
+# the URL live in files).
 new_s3() {
-  n=$((n + 1)); s3url="s3://bench/p$n"
+  n=$(($(cat "$work/s3n") + 1)); echo "$n" >"$work/s3n"; echo "s3://bench/p$n" >"$work/s3url"
   curl -sf -X PUT -T "$work/policy.yaml" "http://127.0.0.1:$s3port/bench/p$n/policy.yaml" >/dev/null
 }
 drop() { sync; if [ "$(id -u)" = 0 ]; then echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; fi; }
@@ -115,6 +116,7 @@ measure() { # name, prepare-function, command (s3url expanded after prep)...
   local best_t="" best_m=""
   for _ in $(seq 1 "$RUNS"); do
     rm -rf "$work/out.img"; $prep; drop
+    local s3url; s3url=$(cat "$work/s3url" 2>/dev/null || true)
     local c=${cmd//S3URL/$s3url}
     /usr/bin/time -f "%e %M" -o "$work/time" bash -c "$c && sync" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
     if grep -q "download cache" "$work/err"; then echo "bench-s3: $name warned:" >&2; grep "download cache" "$work/err" >&2; exit 1; fi
@@ -140,8 +142,9 @@ r_d=$(measure warm-local nothing "$local_c")
 m2=$(motocpu)
 r_e=$(measure warm-s3 nothing "$s3_c")
 m3=$(motocpu)
-# The warm s3 build was served by the bucket: every item from the cache.
-"$ic" --show-cache --cache-dir "$s3url" | grep -q "Entries.*$N_FILES" || "$ic" --show-cache --cache-dir "$s3url" >&2
+# The bucket holds every file once.
+entries=$("$ic" --show-cache --json --cache-dir "$(cat "$work/s3url")" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["entries"]))')
+[ "$entries" = "$N_FILES" ] || { echo "bench-s3: $entries entries in the bucket, expected $N_FILES" >&2; exit 1; }
 
 printf '%-10s %8s %12s %10s   (%s x %s MiB = %s MiB, RUNS=%s)\n' \
   what seconds "peak RSS MiB" "MiB/s" "$N_FILES" "$FILE_MIB" "$total_mib" "$RUNS"

@@ -184,7 +184,7 @@ fn s3_warm_rebuild_with_the_origin_stopped_is_byte_identical() {
         return;
     };
     let (env, moto) = (&w.env, &w.moto);
-    // Larger than a multipart part (16 MiB) and a ranged GET (8 MiB).
+    // Several multipart parts (8 MiB) and ranged GETs (8 MiB).
     let big = common::bytes(1, 21 * MIB + 123);
     let small = common::bytes(2, 4097);
     std::fs::write(w.ng.root.join("big.bin"), &big).unwrap();
@@ -496,7 +496,7 @@ fn s3_a_worker_killed_during_upload_leaves_no_entry() {
             })
             .and_then(|i| i["bytes_done"].as_u64())
             .unwrap_or(0);
-        // Past the first 16 MiB part.
+        // Past the first 8 MiB parts.
         if done > 18 * MIB as u64 {
             break;
         }

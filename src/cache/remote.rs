@@ -42,7 +42,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{
     ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
-    UpdateVersion, WriteMultipart,
+    UpdateVersion,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -55,11 +55,11 @@ use super::key::Key;
 use super::policy::{Decision, Policy};
 use super::{hex, unix_now, CacheOptions, EvictReport};
 
-/// Multipart part size: S3 allows 10,000 parts, so blobs up to 160 GB; a
-/// fill holds about (1 + [`PARTS_IN_FLIGHT`]) parts in memory.
-const PART: usize = 16 << 20;
+/// The first multipart parts' size (see [`part_size`]); S3's minimum is
+/// 5 MiB.
+const PART: usize = 8 << 20;
 /// Parts of one fill uploading at once.
-const PARTS_IN_FLIGHT: usize = 4;
+const PARTS_IN_FLIGHT: usize = 2;
 /// Ranged GET size of a hit.
 const RANGE: u64 = 8 << 20;
 /// Bytes a fill buffers when writes arrive out of order (an image's layers
@@ -958,35 +958,65 @@ fn send(st: &mut FillState, data: Vec<u8>, end: u64) {
     }
 }
 
-/// The upload thread: parts of [`PART`] bytes, a few in flight;
+/// The size of multipart part `n` (0-based): [`PART`] for the first 2,000
+/// parts (16 GB), then doubling every 2,000 parts, so S3's 10,000 parts
+/// reach ~500 GB while a fill of an ordinary file holds only
+/// (1 + [`PARTS_IN_FLIGHT`]) × 8 MiB.
+fn part_size(n: usize) -> usize {
+    PART << (n / 2000).min(4)
+}
+
+/// The upload thread: parts of [`part_size`] bytes, a few in flight;
 /// aborted unless told to finish.
 async fn upload(
     s: Arc<dyn ObjectStore>,
     p: Path,
     rx: Receiver<Msg>,
 ) -> Result<(), object_store::Error> {
-    let up = s.put_multipart(&p).await?;
-    let mut w = WriteMultipart::new_with_chunk_size(up, PART);
-    loop {
-        // Blocking: this thread is ours, not a runtime worker.
-        match rx.recv() {
-            Ok(Msg::Data(d)) => {
-                if let Err(e) = w.wait_for_capacity(PARTS_IN_FLIGHT).await {
-                    let _ = w.abort().await;
-                    return Err(e);
+    let mut up = s.put_multipart(&p).await?;
+    let mut parts = 0usize;
+    let mut buf: Vec<u8> = Vec::with_capacity(PART);
+    let mut inflight = tokio::task::JoinSet::new();
+    let result = async {
+        loop {
+            // Blocking: this thread is ours, not a runtime worker.
+            let (data, last) = match rx.recv() {
+                Ok(Msg::Data(d)) => (d, false),
+                Ok(Msg::Finish) => (Vec::new(), true),
+                Err(_) => {
+                    return Err(object_store::Error::Generic {
+                        store: "cache",
+                        source: "fill abandoned".into(),
+                    })
                 }
-                w.write(&d);
+            };
+            buf.extend_from_slice(&data);
+            while buf.len() >= part_size(parts) || (last && (!buf.is_empty() || parts == 0)) {
+                let n = buf.len().min(part_size(parts));
+                let rest = buf.split_off(n);
+                let part = std::mem::replace(&mut buf, rest);
+                while inflight.len() >= PARTS_IN_FLIGHT {
+                    if let Some(r) = inflight.join_next().await {
+                        r.map_err(|e| object_store::Error::JoinError { source: e })??;
+                    }
+                }
+                inflight.spawn(up.put_part(PutPayload::from(part)));
+                parts += 1;
             }
-            Ok(Msg::Finish) => return w.finish().await.map(|_| ()),
-            Err(_) => {
-                let _ = w.abort().await;
-                return Err(object_store::Error::Generic {
-                    store: "cache",
-                    source: "fill abandoned".into(),
-                });
+            if last {
+                while let Some(r) = inflight.join_next().await {
+                    r.map_err(|e| object_store::Error::JoinError { source: e })??;
+                }
+                return up.complete().await.map(|_| ());
             }
         }
     }
+    .await;
+    if result.is_err() {
+        inflight.abort_all();
+        let _ = up.abort().await;
+    }
+    result
 }
 
 #[cfg(test)]
@@ -1011,6 +1041,15 @@ mod tests {
                 other => panic!("{url}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn parts_reach_hundreds_of_gigabytes_in_s3s_10000() {
+        let total: u64 = (0..10_000).map(|n| part_size(n) as u64).sum();
+        assert!(total > 400 << 30, "{total}");
+        assert_eq!(part_size(0), 8 << 20);
+        assert_eq!(part_size(1999), 8 << 20);
+        assert_eq!(part_size(2000), 16 << 20);
     }
 
     #[test]
