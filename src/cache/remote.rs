@@ -975,7 +975,8 @@ async fn upload(
 ) -> Result<(), object_store::Error> {
     let mut up = s.put_multipart(&p).await?;
     let mut parts = 0usize;
-    let mut buf: Vec<u8> = Vec::with_capacity(PART);
+    // A part plus one download batch (1 MiB) without growing.
+    let mut buf: Vec<u8> = Vec::with_capacity(PART + (1 << 20));
     let mut inflight = tokio::task::JoinSet::new();
     let result = async {
         loop {
@@ -992,9 +993,11 @@ async fn upload(
             };
             buf.extend_from_slice(&data);
             while buf.len() >= part_size(parts) || (last && (!buf.is_empty() || parts == 0)) {
+                // Exactly the part, copied out: the buffer keeps its
+                // capacity, the part holds no slack.
                 let n = buf.len().min(part_size(parts));
-                let rest = buf.split_off(n);
-                let part = std::mem::replace(&mut buf, rest);
+                let part = buf[..n].to_vec();
+                buf.drain(..n);
                 while inflight.len() >= PARTS_IN_FLIGHT {
                     if let Some(r) = inflight.join_next().await {
                         r.map_err(|e| object_store::Error::JoinError { source: e })??;
