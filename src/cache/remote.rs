@@ -546,8 +546,8 @@ impl Remote {
         mut each: impl FnMut(u64, &[u8]) -> Result<(), StreamStop>,
     ) -> Result<(), StreamStop> {
         let rt = runtime().map_err(StreamStop::Store)?;
-        let (tx, rx) =
-            sync_channel::<Result<(u64, bytes::Bytes), object_store::Error>>(self.parallel);
+        // The ranges in flight are the buffer: one more waits here.
+        let (tx, rx) = sync_channel::<Result<(u64, bytes::Bytes), object_store::Error>>(1);
         let (s, p, parallel) = (Arc::clone(&self.store), self.blob_path(id), self.parallel);
         let task = rt.spawn(async move {
             let ranges = (0..size.div_ceil(RANGE)).map(|i| i * RANGE..size.min((i + 1) * RANGE));
@@ -937,7 +937,7 @@ type Uploader = std::thread::JoinHandle<Result<(), object_store::Error>>;
 /// Start the multipart upload of blob `id` on a thread of its own.
 fn spawn_uploader(remote: &Remote, id: &str) -> Result<(SyncSender<Msg>, Uploader), String> {
     let rt = runtime().map_err(|e| e.to_string())?;
-    let (tx, rx) = sync_channel::<Msg>(8);
+    let (tx, rx) = sync_channel::<Msg>(2);
     let (s, p) = (Arc::clone(&remote.store), remote.blob_path(id));
     let thread = std::thread::Builder::new()
         .name("cache-upload".into())
@@ -993,16 +993,18 @@ async fn upload(
             };
             buf.extend_from_slice(&data);
             while buf.len() >= part_size(parts) || (last && (!buf.is_empty() || parts == 0)) {
-                // Exactly the part, copied out: the buffer keeps its
-                // capacity, the part holds no slack.
-                let n = buf.len().min(part_size(parts));
-                let part = buf[..n].to_vec();
-                buf.drain(..n);
+                // A slot first, then exactly the part, copied out (the
+                // buffer keeps its capacity, the part holds no slack): a
+                // fill holds the buffer, the parts in flight and the
+                // channel, ~28 MiB.
                 while inflight.len() >= PARTS_IN_FLIGHT {
                     if let Some(r) = inflight.join_next().await {
                         r.map_err(|e| object_store::Error::JoinError { source: e })??;
                     }
                 }
+                let n = buf.len().min(part_size(parts));
+                let part = buf[..n].to_vec();
+                buf.drain(..n);
                 inflight.spawn(up.put_part(PutPayload::from(part)));
                 parts += 1;
             }
