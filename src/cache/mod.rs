@@ -1,5 +1,9 @@
 //! The download cache (`--cache-dir`, docs/spec.md §8, docs/design.md "The download cache").
 //!
+//! `--cache-dir` is a directory (below) or an object-store URL
+//! (`s3://bucket/prefix`, `gs://`, `az://`: `remote.rs`, docs/spec.md §11):
+//! [`Cache`] hides which, and the policy code is the same for both.
+//!
 //! Content-addressed blobs plus one JSON entry per key, on any filesystem
 //! (plain files, `rename` and `flock`; no xattrs), safe for several builds at
 //! once and for `kill -9` at any moment. This module knows nothing of plans

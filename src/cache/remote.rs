@@ -23,8 +23,9 @@
 //! entry with a conditional put (`PutMode::Create`, or `Update` with the
 //! ETag it read when replacing an entry). Of two workers publishing a key,
 //! one wins; the other deletes its blob. A worker that dies mid-upload
-//! leaves an unfinished multipart upload, invisible to readers and listed
-//! nowhere; the bucket's lifecycle rule `AbortIncompleteMultipartUpload`
+//! leaves an unfinished multipart upload, invisible to readers and to
+//! object listings (only ListMultipartUploads shows it; `object_store`
+//! can't list them); the bucket's lifecycle rule `AbortIncompleteMultipartUpload`
 //! reclaims its parts (a fill that fails or is dropped aborts its upload
 //! itself). A worker that dies between the upload and the entry leaves an
 //! unreferenced blob, which [`Remote::collect_garbage`] removes once it is
@@ -851,7 +852,7 @@ impl RemoteFill {
             st.tx = Some(tx);
             st.thread = Some(thread);
         }
-        let end = offset + data.len() as u64;
+        let end = offset.saturating_add(data.len() as u64);
         if offset < st.next {
             st.failed = Some(format!(
                 "rewrite at offset {offset} of bytes already uploaded"
