@@ -143,12 +143,15 @@ mod tests {
         let mut b = [0u8; 5];
         r.read_exact(&mut b).expect("allowed");
         assert_eq!(b, [10, 11, 12, 13, 14]);
-        assert_eq!(r.seek(SeekFrom::Current(0)).ok(), Some(15));
+        assert_eq!(r.stream_position().ok(), Some(15));
         assert!(r.seek(SeekFrom::Current(-1)).is_err(), "backwards");
         assert!(r.seek(SeekFrom::Start(0)).is_err());
         assert!(r.seek(SeekFrom::End(0)).is_err());
         let err = r.seek(SeekFrom::Current(50)).err().map(|e| e.to_string());
-        assert!(err.unwrap_or_default().contains("more than"), "allowance spent");
+        assert!(
+            err.unwrap_or_default().contains("more than"),
+            "allowance spent"
+        );
         allow.set(1000);
         let eof = r.seek(SeekFrom::Current(1000)).err().map(|e| e.kind());
         assert_eq!(eof, Some(std::io::ErrorKind::UnexpectedEof));

@@ -21,10 +21,10 @@ use super::node::{
     is_valid_name, Ino, Kind, Node, PackedMeta, SpecialKind, FAST_SYMLINK_MAX, LINK_MAX,
     LOST_FOUND_BLOCKS, LOST_FOUND_INO, NO_NAME, ROOT_INO,
 };
-use std::sync::Arc;
 use super::params::{Ext4Params, InodeMeta};
 use super::units::{BlockCount, BlockNo};
 use crate::partition::PartitionWindow;
+use std::sync::Arc;
 
 /// Builds an ext4 filesystem inside a [`PartitionWindow`].
 #[derive(Debug)]
@@ -122,7 +122,7 @@ impl Ext4Builder {
         let lf = self.mkdir(ROOT_INO, b"lost+found", InodeMeta::new(0o700, t))?;
         debug_assert_eq!(lf.0, LOST_FOUND_INO);
         if let Kind::Dir { min_blocks, .. } = &mut self.node_mut(LOST_FOUND_INO)?.kind {
-            *min_blocks = LOST_FOUND_BLOCKS as u32;
+            *min_blocks = LOST_FOUND_BLOCKS;
         }
         Ok(())
     }

@@ -67,7 +67,9 @@ impl Sizes {
             return false;
         };
         let seg = seg.get_or_init(|| (0..SIZES_PER_SEGMENT).map(|_| AtomicU64::new(0)).collect());
-        seg.get(i).map(|a| a.store(size, Ordering::Relaxed)).is_some()
+        seg.get(i)
+            .map(|a| a.store(size, Ordering::Relaxed))
+            .is_some()
     }
 }
 
@@ -351,7 +353,10 @@ mod tests {
         assert!(s.set(5000, 11));
         assert!(!s.set(0, 1), "no inode 0");
         assert!(!s.set(8193, 1), "past the table");
-        assert_eq!((s.get(1), s.get(4096), s.get(4097), s.get(5000)), (7, 0, 9, 11));
+        assert_eq!(
+            (s.get(1), s.get(4096), s.get(4097), s.get(5000)),
+            (7, 0, 9, 11)
+        );
         assert_eq!((s.get(0), s.get(9000)), (0, 0));
     }
 }

@@ -26,7 +26,7 @@ pub(super) const RESIZE_INO: u32 = 7;
 pub(super) const LOST_FOUND_INO: u32 = FIRST_INO;
 /// `lost+found` gets 4 blocks (16 KiB) like mke2fs makes it, so e2fsck can
 /// reconnect files without allocating.
-pub(super) const LOST_FOUND_BLOCKS: usize = 4;
+pub(super) const LOST_FOUND_BLOCKS: u32 = 4;
 /// ext4's link count limit (`EXT4_LINK_MAX`); a directory with more
 /// subdirectories gets link count 1 (`dir_nlink`).
 pub(super) const LINK_MAX: u32 = 65_000;
@@ -146,7 +146,7 @@ pub(super) struct PackedMeta {
     pub uid: u32,
     pub gid: u32,
     /// (seconds, extra) of atime, mtime, ctime, crtime.
-    times: [u32; 8],
+    times: [(u32, u32); 4],
 }
 
 /// The timestamp whose ext4 encoding is (`lo`, `extra`): the one that
@@ -161,14 +161,7 @@ pub(super) fn decode_time(lo: u32, extra: u32) -> Timestamp {
 
 impl PackedMeta {
     pub(super) fn pack(m: &InodeMeta) -> Self {
-        let mut times = [0u32; 8];
-        for (pair, t) in times
-            .chunks_exact_mut(2)
-            .zip([m.atime, m.mtime, m.ctime, m.crtime])
-        {
-            let (lo, extra) = t.encode();
-            pair.copy_from_slice(&[lo, extra]);
-        }
+        let times = [m.atime, m.mtime, m.ctime, m.crtime].map(Timestamp::encode);
         Self {
             perm: m.perm & 0o7777,
             uid: m.uid,
@@ -179,15 +172,15 @@ impl PackedMeta {
 
     /// The metadata back; it encodes exactly as the packed one did.
     pub(super) fn unpack(&self) -> InodeMeta {
-        let t = |i: usize| decode_time(self.times[2 * i], self.times[2 * i + 1]);
+        let [atime, mtime, ctime, crtime] = self.times.map(|(lo, extra)| decode_time(lo, extra));
         InodeMeta {
             perm: self.perm,
             uid: self.uid,
             gid: self.gid,
-            atime: t(0),
-            mtime: t(1),
-            ctime: t(2),
-            crtime: t(3),
+            atime,
+            mtime,
+            ctime,
+            crtime,
         }
     }
 }
@@ -224,11 +217,11 @@ mod tests {
         for (secs, nanos) in [
             (0i64, 0u32),
             (-1, 999_999_999),
-            (-(1 << 31), 1),                   // 1901-12-13, ext4's first second
+            (-(1 << 31), 1), // 1901-12-13, ext4's first second
             (1_700_000_000, 123_456_789),
-            ((1 << 31) - 1, 0),                // 2038-01-19
-            (1 << 31, 5),                      // one second later
-            (4_102_444_800, 7),                // 2100
+            ((1 << 31) - 1, 0),                       // 2038-01-19
+            (1 << 31, 5),                             // one second later
+            (4_102_444_800, 7),                       // 2100
             ((1 << 34) - (1 << 31) - 1, 999_999_999), // 2446, ext4's last second
         ] {
             let t = Timestamp { secs, nanos };

@@ -39,16 +39,16 @@ impl Ext4Builder {
             });
         }
         let runs = self.alloc_data(&path, BlockCount::for_bytes(size))?;
-        let tree: Box<[BlockNo]> = match self.alloc_data(&path, extent::tree_block_count(runs.len()))
-        {
-            Ok(t) => t.iter().flat_map(Run::blocks).collect(),
-            Err(e) => {
-                for r in &runs {
-                    self.release(*r)?;
+        let tree: Box<[BlockNo]> =
+            match self.alloc_data(&path, extent::tree_block_count(runs.len())) {
+                Ok(t) => t.iter().flat_map(Run::blocks).collect(),
+                Err(e) => {
+                    for r in &runs {
+                        self.release(*r)?;
+                    }
+                    return Err(e);
                 }
-                return Err(e);
-            }
-        };
+            };
         let runs_arc: Arc<[Run]> = Arc::from(runs.as_slice());
         let kind = Kind::File {
             runs: Runs::new(runs),
@@ -64,7 +64,9 @@ impl Ext4Builder {
             }
         };
         if !self.sizes.set(ino.0, size) {
-            return Err(Ext4Error::Internal(format!("{path}: inode past the size table")));
+            return Err(Ext4Error::Internal(format!(
+                "{path}: inode past the size table"
+            )));
         }
         Ok(FileWriter::new(
             ino.0,
