@@ -29,6 +29,24 @@ impl From<Network> for NetworkPolicy {
     }
 }
 
+/// `--compress`: the compressed output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompressArg {
+    /// zstd, level 3 (`.zst`).
+    Zstd,
+    /// xz, preset 6 (`.xz`).
+    Xz,
+}
+
+impl From<CompressArg> for crate::output::Compression {
+    fn from(c: CompressArg) -> Self {
+        match c {
+            CompressArg::Zstd => Self::Zstd { level: 3 },
+            CompressArg::Xz => Self::Xz { preset: 6 },
+        }
+    }
+}
+
 /// Build an Offspot / Kiwix Raspberry Pi disk image from a YAML config,
 /// without root, loop devices or mounts.
 #[derive(Debug, Clone, Parser)]
@@ -114,6 +132,18 @@ pub struct Cli {
     /// config is refused (exit 3).
     #[arg(long)]
     pub allow_local_files: bool,
+
+    /// Also write OUTPUT.bmap (bmaptool's block map, format 2.0, sha256):
+    /// every block the card needs, zeros the image relies on included.
+    #[arg(long)]
+    pub bmap: bool,
+
+    /// Write OUTPUT compressed, in one pass after the build (the raw
+    /// image is a temporary file in the build dir). Default: from
+    /// OUTPUT's suffix (`.zst`, `.xz`), else `output.compress: true`
+    /// (xz).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub compress: Option<CompressArg>,
 
     /// Verbose, timestamped logs on stderr.
     #[arg(short = 'D', long)]

@@ -316,6 +316,11 @@ fn build(
         },
         cache_dir: cli.cache_dir.clone(),
         allow_local_files: cli.allow_local_files,
+        output_options: build::OutputOptions {
+            bmap: cli.bmap,
+            compress: cli.compress.map(Into::into),
+            threads: 0,
+        },
     };
     match build::run(&opts, reporter) {
         Ok(Outcome::Checked(plan)) => {

@@ -5,6 +5,8 @@
 //! - [`base`]: step 3, the base image copy;
 //! - [`data`]: step 4, the data partition;
 //! - [`boot`]: steps 5 and 6, `offspot.yaml` and the partition table;
+//! - [`output`]: step 7, the output pass (hashes, compression, bmap) and
+//!   the side files `OUTPUT.json`, `OUTPUT.bmap`;
 //! - [`cleanup`]: one build per OUTPUT; the temporary output, removed on
 //!   failure or signal ([`lock`]: the output lock and the removal of dead
 //!   builds' leftovers; [`unnamed`]: unnamed files, linked when done);
@@ -18,6 +20,7 @@ pub mod data;
 pub mod error;
 pub mod load;
 pub mod lock;
+pub mod output;
 pub mod unnamed;
 
 pub use cleanup::{cleanup_after_signal, OutputPolicy};
@@ -65,6 +68,20 @@ pub struct BuildOptions {
     /// `--allow-local-files`: a config loaded from a URL may name local
     /// files (default false).
     pub allow_local_files: bool,
+    /// `--bmap`, `--compress`: what is written besides the image.
+    pub output_options: OutputOptions,
+}
+
+/// What a build writes besides the raw image (docs/spec.md §10).
+#[derive(Debug, Clone, Default)]
+pub struct OutputOptions {
+    /// `--bmap`: write `OUTPUT.bmap`.
+    pub bmap: bool,
+    /// `--compress`: compress OUTPUT (else OUTPUT's suffix or
+    /// `output.compress` decide).
+    pub compress: Option<crate::output::Compression>,
+    /// Encoder threads (0: one per CPU).
+    pub threads: u32,
 }
 
 /// What a build produced.
@@ -82,13 +99,14 @@ pub enum Outcome {
 }
 
 /// The steps, as reported.
-const STEPS: [&str; 6] = [
+const STEPS: [&str; 7] = [
     "reading the config",
     "planning",
     "copying the base image",
     "writing the data partition",
     "writing the boot partition",
     "writing the partition table",
+    "hashing and writing the output",
 ];
 
 /// Report step `n` (1-based).
@@ -102,6 +120,8 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
     step(reporter, 1);
     let net = Net::new(opts.fetch.clone())?;
     let config = load::load_config(&opts.config_src, &net, opts.allow_local_files)?;
+    let compress =
+        output::resolve_compression(opts.output_options.compress, &opts.output, &config)?;
     let out_dir = check_output(opts)?;
     let build_dir = opts.build_dir.clone().unwrap_or_else(|| out_dir.clone());
     // One build per OUTPUT, decided before any work (`--check` writes
@@ -141,6 +161,11 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
         return Ok(Outcome::Checked(the_plan));
     }
     check_free_space(&out_dir, &base, &the_plan)?;
+    if compress.is_some() {
+        // The raw image in the build dir, and the compressed one beside
+        // OUTPUT (at worst as large).
+        check_free_space(&build_dir, &base, &the_plan)?;
+    }
     let mut planned = vec![(base.location.name(), base.size)];
     planned.extend(the_plan.items.iter().map(|i| (i.name(), i.size)));
     reporter.items_planned(&planned);
@@ -169,13 +194,45 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
         opts,
         reporter,
     };
-    let written = job.write(out.file(), out.reopen_path(), out.output());
+    let raw = match compress {
+        Some(_) => Some(output::RawImage::create(&build_dir).inspect_err(|_| {
+            // (the output is abandoned when `out` drops)
+        })?),
+        None => None,
+    };
+    let (image, image_path) = match &raw {
+        Some(r) => (r.file(), r.reopen_path()),
+        None => (out.file(), out.reopen_path()),
+    };
+    let written = job.write(image, image_path, out.output()).and_then(|plan| {
+        step(reporter, 7);
+        let threads = match opts.output_options.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+            n => n,
+        };
+        let sides = output::finish(
+            &output::Finish {
+                raw: image,
+                raw_name: image_path,
+                len: plan.image_size,
+                output: &opts.output,
+                out_dir: &out_dir,
+                compressed: compress.map(|c| (out.file(), c)),
+                bmap: opts.output_options.bmap,
+                threads,
+            },
+            reporter,
+        )?;
+        Ok((plan, sides))
+    });
+    drop(raw);
     if let Some(c) = &build_cache {
         c.evict();
     }
     match written {
-        Ok(plan) => {
+        Ok((plan, sides)) => {
             out.commit()?;
+            sides.publish()?;
             Ok(Outcome::Built {
                 plan,
                 output: opts.output.clone(),
@@ -229,11 +286,21 @@ fn report_eviction(cache: &Cache, reporter: &dyn Reporter) {
     }
 }
 
-/// OUTPUT may be written: it does not exist (or `-X`), its directory does.
+/// OUTPUT may be written: neither it nor its side files (`OUTPUT.json`,
+/// `OUTPUT.bmap` with `--bmap`) exist (or `-X`), its directory does.
 /// Returns that directory.
 fn check_output(opts: &BuildOptions) -> Result<PathBuf, BuildError> {
-    if opts.output.exists() && !opts.overwrite {
-        return Err(BuildError::OutputExists(opts.output.clone()));
+    if !opts.overwrite {
+        let mut paths = vec![
+            opts.output.clone(),
+            output::side_path(&opts.output, ".json"),
+        ];
+        if opts.output_options.bmap {
+            paths.push(output::side_path(&opts.output, ".bmap"));
+        }
+        if let Some(p) = paths.into_iter().find(|p| p.exists()) {
+            return Err(BuildError::OutputExists(p));
+        }
     }
     let out_dir = match opts.output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),

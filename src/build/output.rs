@@ -1,0 +1,214 @@
+//! Step 7: what a build hands over besides the image's blocks
+//! (docs/spec.md §10). The output format is decided up front
+//! ([`resolve_compression`]); a compressed build writes its raw image to
+//! an unnamed temporary file in the build dir ([`RawImage`]), which goes
+//! away with its descriptor, whatever ends the build. [`finish`] makes
+//! the one sequential pass over the finished raw image
+//! ([`crate::output::run_pass`]): the compressed OUTPUT, the hashes of
+//! `OUTPUT.json`, the range hashes of `OUTPUT.bmap`. The side files are
+//! written to temporary names beside OUTPUT and renamed once the image
+//! has its name ([`SideFiles::publish`]).
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::error::BuildError;
+use super::unnamed;
+use crate::config::ImageConfig;
+use crate::output::{map_image, run_pass, Bmap, Compression, PassResult};
+use crate::progress::Reporter;
+
+/// zstd level of compressed outputs (zstd's default).
+pub const ZSTD_LEVEL: i32 = 3;
+/// xz preset of compressed outputs (xz's default).
+pub const XZ_PRESET: u32 = 6;
+
+/// The compression of OUTPUT: `--compress`, else OUTPUT's suffix
+/// (`.zst`, `.xz`), else `output.compress: true` (xz, as the old tool's
+/// key meant). A `--compress` that contradicts the suffix is refused.
+pub fn resolve_compression(
+    flag: Option<Compression>,
+    output: &Path,
+    config: &ImageConfig,
+) -> Result<Option<Compression>, BuildError> {
+    let name = output.to_string_lossy();
+    let by_name = if name.ends_with(".zst") {
+        Some(Compression::Zstd { level: ZSTD_LEVEL })
+    } else if name.ends_with(".xz") {
+        Some(Compression::Xz { preset: XZ_PRESET })
+    } else {
+        None
+    };
+    match (flag, by_name) {
+        (Some(f), Some(n)) if f.suffix() != n.suffix() => Err(BuildError::Usage(format!(
+            "--compress {} contradicts the name of OUTPUT {}",
+            &f.suffix()[1..],
+            output.display()
+        ))),
+        (Some(f), _) => Ok(Some(f)),
+        (None, Some(n)) => Ok(Some(n)),
+        (None, None) if config.compress => Ok(Some(Compression::Xz { preset: XZ_PRESET })),
+        (None, None) => Ok(None),
+    }
+}
+
+/// `OUTPUT` + `suffix` (`.bmap`, `.json`).
+pub fn side_path(output: &Path, suffix: &str) -> PathBuf {
+    let mut s = output.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// The raw image of a compressed build: unnamed in the build dir where
+/// the platform allows, else a temporary name there removed when dropped.
+pub struct RawImage {
+    file: File,
+    reopen: PathBuf,
+    _named: Option<tempfile::TempPath>,
+}
+
+impl RawImage {
+    /// A new empty raw image in `dir`.
+    pub fn create(dir: &Path) -> Result<Self, BuildError> {
+        let err = |source| BuildError::OutputCreate {
+            path: dir.to_path_buf(),
+            source,
+        };
+        if let Some(file) = unnamed::create(dir) {
+            let reopen = unnamed::proc_path(&file);
+            return Ok(Self {
+                file,
+                reopen,
+                _named: None,
+            });
+        }
+        let named = tempfile::Builder::new()
+            .prefix(".image-creator-raw-")
+            .tempfile_in(dir)
+            .map_err(err)?;
+        let (file, path) = named.into_parts();
+        Ok(Self {
+            file,
+            reopen: path.to_path_buf(),
+            _named: Some(path),
+        })
+    }
+
+    /// The file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// A path that opens it.
+    pub fn reopen_path(&self) -> &Path {
+        &self.reopen
+    }
+}
+
+/// The side files, written under temporary names beside OUTPUT.
+pub struct SideFiles {
+    files: Vec<(tempfile::NamedTempFile, PathBuf)>,
+    /// What the pass measured.
+    pub pass: PassResult,
+}
+
+impl SideFiles {
+    /// Give each its name (replacing an older one: the build was allowed
+    /// to write OUTPUT, and these belong to it).
+    pub fn publish(self) -> Result<(), BuildError> {
+        for (tmp, path) in self.files {
+            tmp.persist(&path).map_err(|e| BuildError::Persist {
+                path: path.clone(),
+                source: e.error,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+fn side_file(
+    dir: &Path,
+    path: PathBuf,
+    text: &str,
+) -> Result<(tempfile::NamedTempFile, PathBuf), BuildError> {
+    let err = |source| BuildError::OutputCreate {
+        path: path.clone(),
+        source,
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".image-creator-side-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .tempfile_in(dir)
+        .map_err(err)?;
+    tmp.write_all(text.as_bytes()).map_err(err)?;
+    tmp.as_file().sync_all().map_err(err)?;
+    Ok((tmp, path))
+}
+
+/// What step 7 makes.
+pub struct Finish<'a> {
+    /// The finished raw image.
+    pub raw: &'a File,
+    /// Its path for messages.
+    pub raw_name: &'a Path,
+    /// Its size.
+    pub len: u64,
+    /// OUTPUT.
+    pub output: &'a Path,
+    /// OUTPUT's directory.
+    pub out_dir: &'a Path,
+    /// The compressed OUTPUT and how, when compressed.
+    pub compressed: Option<(&'a File, Compression)>,
+    /// `--bmap`.
+    pub bmap: bool,
+    /// Encoder threads.
+    pub threads: u32,
+}
+
+/// Step 7: the pass, then the side files under temporary names.
+pub fn finish(f: &Finish<'_>, reporter: &dyn Reporter) -> Result<SideFiles, BuildError> {
+    let io = |source: std::io::Error| BuildError::OutputPass {
+        path: f.output.to_path_buf(),
+        source,
+    };
+    let map = if f.bmap {
+        let file = Arc::new(f.raw.try_clone()?);
+        Some(map_image(&file, f.raw_name, f.len).map_err(io)?)
+    } else {
+        None
+    };
+    let name = f.output.display().to_string();
+    reporter.item_started(&name, Some(f.len));
+    let progress = |n: u64| reporter.item_progress(&name, n);
+    let pass = run_pass(
+        f.raw,
+        f.len,
+        map.as_ref().map(|m| &m.ranges),
+        f.compressed,
+        f.threads,
+        &progress,
+    )
+    .map_err(io)?;
+    if let Some((c, _)) = f.compressed {
+        c.sync_all().map_err(io)?;
+    }
+    reporter.item_done(&name, pass.download_size, Some(&pass.download_sha256));
+    let mut files = Vec::new();
+    if f.bmap {
+        let bmap = Bmap {
+            image_size: f.len,
+            block_size: crate::output::bmap::BLOCK,
+            ranges: pass.ranges.clone(),
+        };
+        files.push(side_file(
+            f.out_dir,
+            side_path(f.output, ".bmap"),
+            &bmap.render(),
+        )?);
+    }
+    let json = crate::output::meta::OsListEntry::from(&pass).to_json();
+    files.push(side_file(f.out_dir, side_path(f.output, ".json"), &json)?);
+    Ok(SideFiles { files, pass })
+}
