@@ -145,6 +145,16 @@ pub struct Cli {
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub compress: Option<CompressArg>,
 
+    /// OUTPUT may be a fixed (non-removable) disk. Removable disks, SD
+    /// cards (mmcblk) and loop devices need no --force.
+    #[arg(long)]
+    pub force: bool,
+
+    /// With a block device as OUTPUT: the data partition fills the
+    /// device (without it the image keeps its planned size).
+    #[arg(long)]
+    pub grow: bool,
+
     /// Verbose, timestamped logs on stderr.
     #[arg(short = 'D', long)]
     pub debug: bool,
@@ -164,7 +174,8 @@ pub struct Cli {
     #[arg(value_name = "CONFIG_SRC", required_unless_present = "show_cache")]
     pub config_src: Option<String>,
 
-    /// Image file to write.
+    /// Image file to write (`.zst`, `.xz`: compressed), or a block device
+    /// to write the image onto.
     #[arg(value_name = "OUTPUT", required_unless_present = "show_cache")]
     pub output: Option<PathBuf>,
 }

@@ -320,6 +320,8 @@ fn build(
             bmap: cli.bmap,
             compress: cli.compress.map(Into::into),
             threads: 0,
+            force: cli.force,
+            grow: cli.grow,
         },
     };
     match build::run(&opts, reporter) {

@@ -17,6 +17,7 @@ pub mod boot;
 pub mod cache;
 pub mod cleanup;
 pub mod data;
+pub mod device;
 pub mod error;
 pub mod load;
 pub mod lock;
@@ -82,6 +83,10 @@ pub struct OutputOptions {
     pub compress: Option<crate::output::Compression>,
     /// Encoder threads (0: one per CPU).
     pub threads: u32,
+    /// `--force`: OUTPUT may be a fixed (non-removable) disk.
+    pub force: bool,
+    /// `--grow`: on a device, p3 fills the device.
+    pub grow: bool,
 }
 
 /// What a build produced.
@@ -119,10 +124,38 @@ fn step(reporter: &dyn Reporter, n: usize) {
 pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, BuildError> {
     step(reporter, 1);
     let net = Net::new(opts.fetch.clone())?;
-    let config = load::load_config(&opts.config_src, &net, opts.allow_local_files)?;
-    let compress =
-        output::resolve_compression(opts.output_options.compress, &opts.output, &config)?;
-    let out_dir = check_output(opts)?;
+    let mut config = load::load_config(&opts.config_src, &net, opts.allow_local_files)?;
+    let on_device = device::is_block_device(&opts.output);
+    let compress = if on_device {
+        check_device_options(opts)?;
+        None
+    } else {
+        output::resolve_compression(opts.output_options.compress, &opts.output, &config)?
+    };
+    if opts.output_options.grow && !on_device {
+        return Err(BuildError::Usage(
+            "--grow needs a block device as OUTPUT".into(),
+        ));
+    }
+    let out_dir = if on_device {
+        // Nothing is written beside a device: the lock and the raw image
+        // go to the build dir.
+        let dir = opts.build_dir.clone().unwrap_or_else(std::env::temp_dir);
+        std::fs::create_dir_all(&dir).map_err(|source| BuildError::BuildDir {
+            path: dir.clone(),
+            source,
+        })?;
+        device::check_usable(&opts.output, opts.output_options.force)?;
+        if opts.output_options.grow {
+            config.output_size = crate::config::OutputSize::Bytes(
+                device::size(&opts.output)? / (1 << 20) * (1 << 20),
+            );
+        }
+        dir
+    } else {
+        check_output(opts)?
+    };
+    let config = config;
     let build_dir = opts.build_dir.clone().unwrap_or_else(|| out_dir.clone());
     // One build per OUTPUT, decided before any work (`--check` writes
     // nothing, so it takes no lock).
@@ -132,7 +165,9 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
         let c = cleanup::claim(&opts.output, &out_dir, &build_dir)?;
         // Checked again under the lock: a build that held it may just
         // have finished this very OUTPUT.
-        check_output(opts)?;
+        if !on_device {
+            check_output(opts)?;
+        }
         Some(c)
     };
 
@@ -160,6 +195,18 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
         }
         return Ok(Outcome::Checked(the_plan));
     }
+    if on_device {
+        let have = device::size(&opts.output)?;
+        if have < the_plan.image_size {
+            return Err(BuildError::DeviceRefused {
+                path: opts.output.clone(),
+                why: format!(
+                    "{have} bytes, too small for the image of {} bytes",
+                    the_plan.image_size
+                ),
+            });
+        }
+    }
     check_free_space(&out_dir, &base, &the_plan)?;
     if compress.is_some() {
         // The raw image in the build dir, and the compressed one beside
@@ -178,11 +225,6 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
     let Some(claim) = claim else {
         return Ok(Outcome::Checked(the_plan));
     };
-    let policy = OutputPolicy {
-        overwrite: opts.overwrite,
-        keep: opts.keep,
-    };
-    let out = PendingOutput::create(claim, policy)?;
     let build_cache = cache.as_ref().map(|c| BuildCache::new(c, reporter));
     let job = Job {
         cache: build_cache.as_ref(),
@@ -194,6 +236,22 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
         opts,
         reporter,
     };
+    if on_device {
+        let done = build_on_device(job, &build_dir, reporter);
+        if let Some(c) = &build_cache {
+            c.evict();
+        }
+        drop(claim);
+        return done.map(|plan| Outcome::Built {
+            plan,
+            output: opts.output.clone(),
+        });
+    }
+    let policy = OutputPolicy {
+        overwrite: opts.overwrite,
+        keep: opts.keep,
+    };
+    let out = PendingOutput::create(claim, policy)?;
     let raw = match compress {
         Some(_) => Some(output::RawImage::create(&build_dir).inspect_err(|_| {
             // (the output is abandoned when `out` drops)
@@ -243,6 +301,52 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
             Err(e)
         }
     }
+}
+
+/// A device gets the image itself: no side files, no compression.
+fn check_device_options(opts: &BuildOptions) -> Result<(), BuildError> {
+    let o = &opts.output_options;
+    if o.bmap || o.compress.is_some() {
+        return Err(BuildError::Usage(format!(
+            "{} is a block device: --bmap and --compress are for image files",
+            opts.output.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Steps 3 to 7 onto a block device (`device`): the image is built into
+/// a temporary raw file in the build dir, then its map is written to the
+/// device, partition table last.
+fn build_on_device(
+    job: Job<'_>,
+    build_dir: &Path,
+    reporter: &dyn Reporter,
+) -> Result<Plan, BuildError> {
+    let path = job.opts.output.clone();
+    let dev = device::open_exclusive(&path)?;
+    let dev_len = device::size(&path)?;
+    device::invalidate(&dev, &path, dev_len)?;
+    let raw = output::RawImage::create(build_dir)?;
+    let plan = job.write(raw.file(), raw.reopen_path(), &path)?;
+    step(reporter, 7);
+    let file = Arc::new(raw.file().try_clone()?);
+    let map =
+        crate::output::map_image(&file, raw.reopen_path(), plan.image_size).map_err(|source| {
+            BuildError::OutputPass {
+                path: path.clone(),
+                source,
+            }
+        })?;
+    device::flash(
+        raw.file(),
+        plan.image_size,
+        &map.ranges,
+        &dev,
+        &path,
+        reporter,
+    )?;
+    Ok(plan)
 }
 
 /// The download cache of `--cache-dir`: read-only for `--check` (nothing
