@@ -56,6 +56,7 @@ impl From<CompressArg> for crate::output::Compression {
     about,
     long_about = None,
     after_help = "To size an oci_images entry: image-creator oci-sizes IDENT [--platform PLATFORM]\n\
+                  To check an image or a flashed card: image-creator verify TARGET [--bmap F] [--config C]\n\
                   Shell completions: image-creator completions bash|zsh|fish; man page: image-creator man"
 )]
 pub struct Cli {
@@ -205,6 +206,27 @@ pub struct OciSizesCli {
     pub ident: String,
 }
 
+/// Check an image, a compressed image (.zst, .xz) or a device against a
+/// bmap (every mapped range's sha256: the read-back check after flashing)
+/// and/or a config (every file in the data partition with its size and
+/// checksum, offspot.yaml in the boot partition, the OCI archives).
+/// Prints what differs and exits 1, or exits 0.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "verify", bin_name = "image-creator verify", version)]
+pub struct VerifyCli {
+    /// bmaptool block map (e.g. OUTPUT.bmap).
+    #[arg(long, value_name = "FILE")]
+    pub bmap: Option<PathBuf>,
+
+    /// The image's config (path or http(s) URL).
+    #[arg(long, value_name = "CONFIG")]
+    pub config: Option<String>,
+
+    /// Image, compressed image or block device.
+    #[arg(value_name = "TARGET")]
+    pub target: PathBuf,
+}
+
 /// Print shell completions for image-creator.
 ///
 /// bash: `image-creator completions bash > ~/.local/share/bash-completion/completions/image-creator`;
@@ -226,13 +248,14 @@ pub struct ManCli {}
 
 /// The whole command line as one clap command, for completions and the
 /// man page: the build's options and positionals, with `oci-sizes`,
-/// `completions` and `man` as subcommands. (Parsing stays as `main.rs`
+/// `verify`, `completions` and `man` as subcommands. (Parsing stays as `main.rs`
 /// does it: a first argument naming one of them picks its own parser, so
 /// `image-creator CONFIG OUTPUT` is unchanged.)
 pub fn documented_command() -> clap::Command {
     use clap::CommandFactory;
     Cli::command()
         .subcommand(OciSizesCli::command())
+        .subcommand(VerifyCli::command())
         .subcommand(CompletionsCli::command())
         .subcommand(ManCli::command())
         .args_conflicts_with_subcommands(true)
@@ -258,6 +281,7 @@ mod tests {
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
         OciSizesCli::command().debug_assert();
+        VerifyCli::command().debug_assert();
         CompletionsCli::command().debug_assert();
         ManCli::command().debug_assert();
         documented_command().debug_assert();

@@ -128,6 +128,18 @@ fn a_build_onto_a_loop_device_full_of_old_data_is_clean() {
     let left: Vec<_> = std::fs::read_dir(&b).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
 
+    // verify reads the device back against the config.
+    let (code, log) = image_creator_env(
+        &[
+            "verify",
+            "--config",
+            cfg.to_str().unwrap(),
+            lo.dev.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "verify: {log}");
+
     // --grow: p3 fills the device.
     let (code, log) = build(&cfg, &lo.dev, &["--grow"], &b);
     assert_eq!(code, 0, "{log}");

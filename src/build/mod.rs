@@ -23,6 +23,7 @@ pub mod load;
 pub mod lock;
 pub mod output;
 pub mod unnamed;
+pub mod verify;
 
 pub use cleanup::{cleanup_after_signal, OutputPolicy};
 pub use error::BuildError;
