@@ -121,6 +121,47 @@ fn a_build_onto_a_loop_device_full_of_old_data_is_clean() {
     let (code, log) = build(&cfg, &lo.dev, &[], &b);
     assert_eq!(code, 0, "{log}");
     check_card(d, &lo.dev);
+    // Every block the image needs (its bmap, from a build of the same
+    // config into a file) is on the device, byte for byte.
+    let reference = d.join("ref.img");
+    let (code, log) = build(&cfg, &reference, &["--bmap"], &b);
+    assert_eq!(code, 0, "{log}");
+    let want = std::fs::read(&reference).unwrap();
+    let got = std::fs::read(&lo.dev).unwrap();
+    let bmap = std::fs::read_to_string(d.join("ref.img.bmap")).unwrap();
+    let mut ranges = 0;
+    for l in bmap
+        .lines()
+        .filter(|l| l.trim_start().starts_with("<Range"))
+    {
+        let span = l
+            .split('>')
+            .nth(1)
+            .unwrap()
+            .split('<')
+            .next()
+            .unwrap()
+            .trim();
+        let (a, z) = span.split_once('-').unwrap_or((span, span));
+        let (a, z): (usize, usize) = (a.parse().unwrap(), z.parse().unwrap());
+        let (s, e) = (a * 4096, ((z + 1) * 4096).min(want.len()));
+        assert!(
+            got[s..e] == want[s..e],
+            "blocks {a}-{z} differ from the image"
+        );
+        ranges += 1;
+    }
+    assert!(ranges > 0);
+    let (code, log) = image_creator_env(
+        &[
+            "verify",
+            "--bmap",
+            d.join("ref.img.bmap").to_str().unwrap(),
+            lo.dev.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "verify --bmap on the device: {log}");
     // The image kept its planned size: p3 ends well before the device.
     let (_, parts) = sfdisk_json(&lo.dev);
     assert!(parts[2].start + parts[2].size < 100 * MIB);

@@ -11,22 +11,37 @@
 //! `O_EXCL`, so the kernel refuses it while anything else has it open
 //! exclusively (a mount, another build).
 //!
-//! Nothing on a device reads as zeros unless written, so the image is
-//! built into a temporary raw file in the build dir and every block of
-//! its map ([`crate::output::map`]) is written to the device, zeros
-//! included, as `bmaptool copy` does; free space is never written. The
-//! partition table goes last: the first MiB and the last 64 KiB (MBR,
-//! GPT headers) are zeroed and synced before the build, the map written
-//! and synced, then sector 0 written and synced. A build that fails in
-//! between leaves a device with no valid partition table.
+//! Nothing on a device reads as zeros unless written. The build streams
+//! onto the device as into a file, with two differences:
+//! - the base image is copied into an unnamed temporary file in the build
+//!   dir first (it is small: the boot and root partitions and the old
+//!   p3), and every block of its map ([`crate::output::map`]) is copied
+//!   to the device, zeros included, so p1, p2 and the old p3 (read for
+//!   carry-over) are exactly the base's;
+//! - every write to p1 and p3 is recorded ([`DeviceLog`], a coalescing
+//!   [`RangeSet`]) and the builder's "make this read as zeros" is left to
+//!   the end ([`WriteLog::defer_zeros`]); after step 6 the map of the
+//!   finished device, minus what was written, is zeroed (by
+//!   `fallocate(PUNCH_HOLE)`, which a block device does as a guaranteed
+//!   zeroing, else by writing zeros): inode tables, the journal, holes
+//!   inside files, the tails of last blocks.
+//!
+//! The partition table goes last: the first MiB and the last 64 KiB (MBR,
+//! GPT headers) are zeroed and synced before anything else; sector 0 is
+//! never copied from the base; after the zeros, a sync, then the final
+//! MBR and a sync. A build that fails in between leaves a device with no
+//! valid partition table.
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use std::sync::{Arc, Mutex};
+
 use super::error::BuildError;
 use crate::output::RangeSet;
+use crate::partition::{Mbr, WriteLog, SECTOR};
 use crate::progress::Reporter;
 
 /// True when `path` is a block device.
@@ -192,41 +207,140 @@ pub fn invalidate(dev: &File, path: &Path, len: u64) -> Result<(), BuildError> {
     dev.sync_all().map_err(io)
 }
 
-/// Write every mapped block of `raw` (`len` bytes) to `dev`, zeros
-/// included, sector 0 last; sync before and after it.
-pub fn flash(
-    raw: &File,
-    len: u64,
-    map: &RangeSet,
-    dev: &File,
-    path: &Path,
-    reporter: &dyn Reporter,
-) -> Result<(), BuildError> {
-    let io = |source| BuildError::OutputPass {
-        path: path.to_path_buf(),
-        source,
-    };
-    const CHUNK: u64 = 1 << 20;
-    let blocks = map.to_blocks(crate::output::bmap::BLOCK, len);
-    let name = path.display().to_string();
-    reporter.item_started(&name, Some(blocks.total()));
-    let mut buf = vec![0u8; CHUNK as usize];
-    for (s, e) in blocks.iter() {
-        let mut at = s.max(crate::partition::SECTOR);
-        while at < e {
-            let n = (e - at).min(CHUNK);
-            let b = &mut buf[..usize::try_from(n).unwrap_or(0)];
-            raw.read_exact_at(b, at).map_err(io)?;
-            dev.write_all_at(b, at).map_err(io)?;
-            reporter.item_progress(&name, n);
-            at += n;
+/// What a device build wrote: a coalescing set of absolute byte ranges.
+#[derive(Debug, Default)]
+pub struct DeviceLog(Mutex<RangeSet>);
+
+impl WriteLog for DeviceLog {
+    fn wrote(&self, start: u64, end: u64) {
+        if let Ok(mut r) = self.0.lock() {
+            r.insert(start, end);
         }
     }
-    dev.sync_all().map_err(io)?;
-    let mut sector = [0u8; 512];
-    raw.read_exact_at(&mut sector, 0).map_err(io)?;
-    dev.write_all_at(&sector, 0).map_err(io)?;
-    dev.sync_all().map_err(io)?;
-    reporter.item_done(&name, blocks.total(), None);
-    Ok(())
+    fn defer_zeros(&self, start: u64, end: u64) -> bool {
+        if let Ok(mut r) = self.0.lock() {
+            r.remove(start, end);
+        }
+        true
+    }
+}
+
+impl DeviceLog {
+    fn snapshot(&self) -> RangeSet {
+        self.0.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+/// The device being written.
+pub struct Target {
+    /// The device, opened `O_EXCL`.
+    pub file: Arc<File>,
+    /// Its path.
+    pub path: PathBuf,
+    /// Its size.
+    pub len: u64,
+    /// What was written.
+    pub log: Arc<DeviceLog>,
+    /// The final MBR, once step 6 made it.
+    mbr: Mutex<Option<[u8; 512]>>,
+}
+
+const CHUNK: u64 = 1 << 20;
+
+impl Target {
+    /// Open `path` exclusively and zero its partition tables.
+    pub fn open(path: &Path) -> Result<Self, BuildError> {
+        let file = open_exclusive(path)?;
+        let len = size(path)?;
+        invalidate(&file, path, len)?;
+        let t = Self {
+            file: Arc::new(file),
+            path: path.to_path_buf(),
+            len,
+            log: Arc::new(DeviceLog::default()),
+            mbr: Mutex::new(None),
+        };
+        t.log.wrote(0, len.min(1 << 20));
+        t.log
+            .wrote(len.saturating_sub(64 << 10).max(len.min(1 << 20)), len);
+        Ok(t)
+    }
+
+    /// The log, as windows take it.
+    pub fn write_log(&self) -> Arc<dyn WriteLog> {
+        self.log.clone()
+    }
+
+    fn io(&self, source: std::io::Error) -> BuildError {
+        BuildError::OutputPass {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Copy every mapped block of the staged base `src` (`len` bytes),
+    /// zeros included, but sector 0, to the device.
+    pub fn copy_base(&self, src: &File, src_path: &Path, len: u64) -> Result<(), BuildError> {
+        let src = Arc::new(src.try_clone()?);
+        let map = crate::output::map_image(&src, src_path, len).map_err(|e| self.io(e))?;
+        let blocks = map.ranges.to_blocks(crate::output::bmap::BLOCK, len);
+        let mut buf = vec![0u8; CHUNK as usize];
+        for (s, e) in blocks.iter() {
+            let mut at = s.max(SECTOR);
+            while at < e {
+                let n = (e - at).min(CHUNK);
+                let b = &mut buf[..usize::try_from(n).unwrap_or(0)];
+                src.read_exact_at(b, at).map_err(|e| self.io(e))?;
+                self.file.write_all_at(b, at).map_err(|e| self.io(e))?;
+                at += n;
+            }
+            self.log.wrote(s.max(SECTOR), e);
+        }
+        Ok(())
+    }
+
+    /// Step 6 on a device: keep the final MBR for the end.
+    pub fn set_mbr(&self, mbr: [u8; 512]) {
+        if let Ok(mut m) = self.mbr.lock() {
+            *m = Some(mbr);
+        }
+    }
+
+    /// Step 7: zero what the image (`image_size` bytes) needs and nothing
+    /// wrote, sync, write the MBR, sync.
+    pub fn finish(&self, image_size: u64, reporter: &dyn Reporter) -> Result<(), BuildError> {
+        let Some(mbr) = self.mbr.lock().ok().and_then(|m| *m) else {
+            return Err(BuildError::Panicked(
+                "the device build (no partition table)",
+            ));
+        };
+        let parsed = Mbr::parse(&mbr)?;
+        let map = crate::output::map_partitions(&self.file, &self.path, image_size, &parsed);
+        let need = map
+            .ranges
+            .to_blocks(crate::output::bmap::BLOCK, image_size)
+            .minus(&self.log.snapshot());
+        let name = self.path.display().to_string();
+        reporter.item_started(&name, Some(need.total()));
+        let zeros = vec![0u8; CHUNK as usize];
+        for (s, e) in need.iter() {
+            let aligned = s % SECTOR == 0 && e % SECTOR == 0;
+            if !(aligned && crate::os::punch_hole(&self.file, s, e - s)) {
+                let mut at = s;
+                while at < e {
+                    let n = (e - at).min(CHUNK);
+                    self.file
+                        .write_all_at(&zeros[..usize::try_from(n).unwrap_or(0)], at)
+                        .map_err(|e| self.io(e))?;
+                    at += n;
+                }
+            }
+            reporter.item_progress(&name, e - s);
+        }
+        self.file.sync_all().map_err(|e| self.io(e))?;
+        self.file.write_all_at(&mbr, 0).map_err(|e| self.io(e))?;
+        self.file.sync_all().map_err(|e| self.io(e))?;
+        reporter.item_done(&name, need.total(), None);
+        Ok(())
+    }
 }

@@ -236,6 +236,7 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
         net: &net,
         opts,
         reporter,
+        device: None,
     };
     if on_device {
         let done = build_on_device(job, &build_dir, reporter);
@@ -316,37 +317,26 @@ fn check_device_options(opts: &BuildOptions) -> Result<(), BuildError> {
     Ok(())
 }
 
-/// Steps 3 to 7 onto a block device (`device`): the image is built into
-/// a temporary raw file in the build dir, then its map is written to the
-/// device, partition table last.
+/// Steps 3 to 7 onto a block device (`build::device`): the base is
+/// staged in an unnamed file in the build dir and its map copied to the
+/// device; the rest streams onto the device; step 7 zeros what the image
+/// needs and nothing wrote, then writes the partition table.
 fn build_on_device(
     job: Job<'_>,
     build_dir: &Path,
     reporter: &dyn Reporter,
 ) -> Result<Plan, BuildError> {
+    let target = device::Target::open(&job.opts.output)?;
+    let staged = output::RawImage::create(build_dir)?;
     let path = job.opts.output.clone();
-    let dev = device::open_exclusive(&path)?;
-    let dev_len = device::size(&path)?;
-    device::invalidate(&dev, &path, dev_len)?;
-    let raw = output::RawImage::create(build_dir)?;
-    let plan = job.write(raw.file(), raw.reopen_path(), &path)?;
+    let job = Job {
+        device: Some(&target),
+        ..job
+    };
+    let plan = job.write(staged.file(), staged.reopen_path(), &path)?;
+    drop(staged);
     step(reporter, 7);
-    let file = Arc::new(raw.file().try_clone()?);
-    let map =
-        crate::output::map_image(&file, raw.reopen_path(), plan.image_size).map_err(|source| {
-            BuildError::OutputPass {
-                path: path.clone(),
-                source,
-            }
-        })?;
-    device::flash(
-        raw.file(),
-        plan.image_size,
-        &map.ranges,
-        &dev,
-        &path,
-        reporter,
-    )?;
+    target.finish(plan.image_size, reporter)?;
     Ok(plan)
 }
 
@@ -443,6 +433,8 @@ struct Job<'a> {
     net: &'a Net,
     opts: &'a BuildOptions,
     reporter: &'a dyn Reporter,
+    /// Building onto a block device.
+    device: Option<&'a device::Target>,
 }
 
 impl Job<'_> {
@@ -467,8 +459,21 @@ impl Job<'_> {
         } else {
             self.plan
         };
-        out.set_len(plan.image_size)?;
-        let image = Arc::new(out.try_clone()?);
+        let (image, log) = match self.device {
+            Some(d) => {
+                // The staged base's blocks onto the device, MBR aside
+                // (its skipped zero tail included: the size says so).
+                if out.metadata()?.len() < self.base.size {
+                    out.set_len(self.base.size)?;
+                }
+                d.copy_base(out, reopen, self.base.size)?;
+                (d.file.clone(), Some(d.write_log()))
+            }
+            None => {
+                out.set_len(plan.image_size)?;
+                (Arc::new(out.try_clone()?), None)
+            }
+        };
         let mut sector = [0u8; 512]; // one sector: the MBR
         out.read_exact_at(&mut sector, 0)?;
         let mbr = Mbr::parse(&sector)?;
@@ -486,13 +491,18 @@ impl Job<'_> {
             concurrency: self.opts.concurrency,
             reporter: self.reporter,
             cache: self.cache,
+            log: log.clone(),
         })?;
 
         step(self.reporter, 5);
-        boot::write_boot(&image, out_path, &mbr, self.config)?;
+        boot::write_boot(&image, out_path, &mbr, self.config, log)?;
 
         step(self.reporter, 6);
-        boot::write_partition_table(out, mbr, plan.fs_size)?;
+        match self.device {
+            // Written last, after the zeros (step 7).
+            Some(d) => d.set_mbr(boot::final_mbr(mbr, plan.fs_size)?),
+            None => boot::write_partition_table(out, mbr, plan.fs_size)?,
+        }
         Ok(plan)
     }
 }

@@ -57,16 +57,25 @@ pub fn map_image(file: &Arc<File>, path: &Path, len: u64) -> std::io::Result<Ima
     use std::os::unix::fs::FileExt;
     let mut sector = [0u8; 512];
     file.read_exact_at(&mut sector, 0)?;
-    let mut ranges = RangeSet::new();
-    let mut parts = Vec::new();
-    let mbr = match Mbr::parse(&sector) {
-        Ok(m) => m,
+    match Mbr::parse(&sector) {
+        Ok(m) => Ok(map_partitions(file, path, len, &m)),
         Err(_) => {
             // No partition table: everything.
+            let mut ranges = RangeSet::new();
             ranges.insert(0, len);
-            return Ok(ImageMap { ranges, parts });
+            Ok(ImageMap {
+                ranges,
+                parts: Vec::new(),
+            })
         }
-    };
+    }
+}
+
+/// Map `file` (`len` bytes) with the partitions of `mbr` (which need not
+/// be on `file` yet: a device gets its partition table last).
+pub fn map_partitions(file: &Arc<File>, path: &Path, len: u64, mbr: &Mbr) -> ImageMap {
+    let mut ranges = RangeSet::new();
+    let mut parts = Vec::new();
     let mut first = len;
     for n in 1..=4 {
         let Ok(p) = mbr.partition(n) else { continue };
@@ -95,7 +104,7 @@ pub fn map_image(file: &Arc<File>, path: &Path, len: u64) -> std::io::Result<Ima
     }
     // The MBR and the gap before the first partition.
     ranges.insert(0, first.max(SECTOR).min(len));
-    Ok(ImageMap { ranges, parts })
+    ImageMap { ranges, parts }
 }
 
 fn le16(b: &[u8], at: usize) -> Option<u64> {

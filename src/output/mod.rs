@@ -11,7 +11,7 @@ pub mod pass;
 pub mod ranges;
 
 pub use bmap::{Bmap, BmapRange};
-pub use map::{map_image, ImageMap};
+pub use map::{map_image, map_partitions, ImageMap};
 pub use pass::{run_pass, Compression, PassResult};
 pub use ranges::RangeSet;
 

@@ -41,6 +41,16 @@ impl RangeSet {
         self.map.insert(s, e);
     }
 
+    /// Remove `[start, end)`.
+    pub fn remove(&mut self, start: u64, end: u64) {
+        if start >= end {
+            return;
+        }
+        let mut cut = RangeSet::new();
+        cut.insert(start, end);
+        *self = self.minus(&cut);
+    }
+
     /// Add every range of `other`.
     pub fn extend(&mut self, other: &RangeSet) {
         for (s, e) in other.iter() {
@@ -171,6 +181,11 @@ mod tests {
             let m = r.minus(&o);
             for i in 0..256 {
                 prop_assert_eq!(m.contains(i as u64), bits[i] && !obits[i]);
+            }
+            let mut rm = r.clone();
+            rm.remove(50, 120);
+            for i in 0..256u64 {
+                prop_assert_eq!(rm.contains(i), bits[i as usize] && !(50..120).contains(&i));
             }
             // Disjoint and not touching.
             let v: Vec<_> = r.iter().collect();
