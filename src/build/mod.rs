@@ -237,6 +237,7 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
         opts,
         reporter,
         device: None,
+        temporary: compress.is_some(),
     };
     if on_device {
         let done = build_on_device(job, &build_dir, reporter);
@@ -435,6 +436,8 @@ struct Job<'a> {
     reporter: &'a dyn Reporter,
     /// Building onto a block device.
     device: Option<&'a device::Target>,
+    /// The image is a temporary raw file (a compressed build): no sync.
+    temporary: bool,
 }
 
 impl Job<'_> {
@@ -501,6 +504,10 @@ impl Job<'_> {
         match self.device {
             // Written last, after the zeros (step 7).
             Some(d) => d.set_mbr(boot::final_mbr(mbr, plan.fs_size)?),
+            // The compressed OUTPUT is synced instead.
+            None if self.temporary => {
+                out.write_all_at(&boot::final_mbr(mbr, plan.fs_size)?, 0)?;
+            }
             None => boot::write_partition_table(out, mbr, plan.fs_size)?,
         }
         Ok(plan)

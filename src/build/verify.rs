@@ -139,7 +139,7 @@ fn check_range(r: &crate::output::BmapRange, got: &str, report: &mut VerifyRepor
             "bmap range {}-{} (bytes {}..): sha256 {got}, the bmap says {}",
             r.first,
             r.last,
-            r.first * 4096,
+            r.first.saturating_mul(4096),
             r.sha256
         ));
     }
@@ -149,8 +149,10 @@ fn check_range(r: &crate::output::BmapRange, got: &str, report: &mut VerifyRepor
 fn check_bmap_file(f: &File, bmap: &Bmap, report: &mut VerifyReport) -> std::io::Result<()> {
     let mut buf = vec![0u8; CHUNK];
     for r in &bmap.ranges {
-        let start = r.first * bmap.block_size;
-        let end = ((r.last + 1) * bmap.block_size).min(bmap.image_size);
+        let start = r.first.saturating_mul(bmap.block_size);
+        let end = (r.last.saturating_add(1))
+            .saturating_mul(bmap.block_size)
+            .min(bmap.image_size);
         let mut sha = Sha256::new();
         let mut at = start;
         while at < end {
@@ -182,8 +184,10 @@ fn check_bmap_stream(
     let mut buf = vec![0u8; CHUNK];
     let mut pos = 0u64;
     for range in &bmap.ranges {
-        let start = range.first * bmap.block_size;
-        let end = ((range.last + 1) * bmap.block_size).min(bmap.image_size);
+        let start = range.first.saturating_mul(bmap.block_size);
+        let end = (range.last.saturating_add(1))
+            .saturating_mul(bmap.block_size)
+            .min(bmap.image_size);
         if start < pos {
             report.differences.push(format!(
                 "bmap range {}-{} is out of order",

@@ -148,6 +148,9 @@ pub fn run_pass(
     let zeros = Arc::new(vec![0u8; CHUNK]);
     std::thread::scope(|s| {
         let (tx, rx) = sync_channel::<Chunk>(DEPTH);
+        // Buffers come back from the hasher for the next reads: no
+        // allocation (and no page faults) per chunk.
+        let (back_tx, back_rx) = sync_channel::<Arc<Vec<u8>>>(DEPTH + 2);
         let hasher = s.spawn(move || {
             let mut h = Hashes {
                 whole: Sha256::new(),
@@ -158,6 +161,9 @@ pub fn run_pass(
             };
             for c in rx {
                 h.feed(c.offset, &c.data[..c.len]);
+                if Arc::strong_count(&c.data) == 1 {
+                    let _ = back_tx.try_send(c.data);
+                }
             }
             h
         });
@@ -192,8 +198,12 @@ pub fn run_pass(
             holes_to(&mut at, rs, &mut send)?;
             while at < re {
                 let n = usize::try_from((re - at).min(CHUNK as u64)).unwrap_or(CHUNK);
-                let mut buf = vec![0u8; n];
-                src.read_exact_at(&mut buf, at)?;
+                let mut buf = back_rx
+                    .try_recv()
+                    .ok()
+                    .and_then(|b| Arc::try_unwrap(b).ok())
+                    .unwrap_or_else(|| vec![0u8; CHUNK]);
+                src.read_exact_at(&mut buf[..n], at)?;
                 send(Chunk {
                     offset: at,
                     len: n,
