@@ -246,6 +246,8 @@ pub struct Target {
 }
 
 const CHUNK: u64 = 1 << 20;
+/// [`CHUNK`] as a buffer length.
+const CHUNK_LEN: usize = 1 << 20;
 
 impl Target {
     /// Open `path` exclusively and zero its partition tables.
@@ -284,7 +286,7 @@ impl Target {
         let src = Arc::new(src.try_clone()?);
         let map = crate::output::map_image(&src, src_path, len).map_err(|e| self.io(e))?;
         let blocks = map.ranges.to_blocks(crate::output::bmap::BLOCK, len);
-        let mut buf = vec![0u8; CHUNK as usize];
+        let mut buf = vec![0u8; CHUNK_LEN];
         for (s, e) in blocks.iter() {
             let mut at = s.max(SECTOR);
             while at < e {
@@ -322,7 +324,7 @@ impl Target {
             .minus(&self.log.snapshot());
         let name = self.path.display().to_string();
         reporter.item_started(&name, Some(need.total()));
-        let zeros = vec![0u8; CHUNK as usize];
+        let zeros = vec![0u8; CHUNK_LEN];
         for (s, e) in need.iter() {
             let aligned = s % SECTOR == 0 && e % SECTOR == 0;
             if !(aligned && crate::os::punch_hole(&self.file, s, e - s)) {

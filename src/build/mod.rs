@@ -268,7 +268,8 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
     let written = job.write(image, image_path, out.output()).and_then(|plan| {
         step(reporter, 7);
         let threads = match opts.output_options.threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
             n => n,
         };
         let sides = output::finish(

@@ -177,7 +177,7 @@ pub fn ext4_used(w: &PartitionWindow) -> Option<RangeSet> {
         32
     };
     let reserved_gdt = le16(&sb, 0xCE)?;
-    if bpg == 0 || bpg > bs * 8 || desc < 32 || desc > 1024 || blocks <= first_data {
+    if bpg == 0 || bpg > bs * 8 || !(32..=1024).contains(&desc) || blocks <= first_data {
         return None;
     }
     if blocks.checked_mul(bs)? > w.len() {
@@ -234,7 +234,7 @@ pub fn ext4_used(w: &PartitionWindow) -> Option<RangeSet> {
         let mut i = 0u64;
         while i < g_len {
             let byte = bitmap[usize::try_from(i / 8).ok()?];
-            if i % 8 == 0 && i + 8 <= g_len && (byte == 0 || byte == 0xFF) {
+            if i.is_multiple_of(8) && i + 8 <= g_len && (byte == 0 || byte == 0xFF) {
                 match (byte, run) {
                     (0, Some(s)) => {
                         blk(&mut used, g_start + s, i - s);

@@ -213,7 +213,6 @@ pub fn run_pass(
             }
         }
         holes_to(&mut at, len, &mut send)?;
-        drop(send);
         drop(tx);
         let written = match encoder.take() {
             Some(e) => Some(e.finish()?),

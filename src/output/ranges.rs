@@ -137,7 +137,7 @@ impl RangeSet {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
     use super::*;
     use proptest::prelude::*;
 
