@@ -278,7 +278,6 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
                 raw_name: image_path,
                 len: plan.image_size,
                 output: &opts.output,
-                out_dir: &out_dir,
                 compressed: compress.map(|c| (out.file(), c)),
                 bmap: opts.output_options.bmap,
                 threads,
@@ -293,8 +292,7 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
     }
     match written {
         Ok((plan, sides)) => {
-            out.commit()?;
-            sides.publish()?;
+            out.commit_with(&sides.files)?;
             Ok(Outcome::Built {
                 plan,
                 output: opts.output.clone(),

@@ -6,11 +6,10 @@
 //! the one sequential pass over the finished raw image
 //! ([`crate::output::run_pass`]): the compressed OUTPUT, the hashes of
 //! `OUTPUT.json`, the range hashes of `OUTPUT.bmap`. The side files are
-//! written to temporary names beside OUTPUT and renamed once the image
-//! has its name ([`SideFiles::publish`]).
+//! published like the image, right after it, under the same lock
+//! ([`super::cleanup::PendingOutput::commit_with`]).
 
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -107,44 +106,13 @@ impl RawImage {
     }
 }
 
-/// The side files, written under temporary names beside OUTPUT.
+/// The side files (path, contents), published with the image
+/// ([`super::cleanup::PendingOutput::commit_with`]).
 pub struct SideFiles {
-    files: Vec<(tempfile::NamedTempFile, PathBuf)>,
+    /// `OUTPUT.bmap` (with `--bmap`) and `OUTPUT.json`.
+    pub files: Vec<(PathBuf, String)>,
     /// What the pass measured.
     pub pass: PassResult,
-}
-
-impl SideFiles {
-    /// Give each its name (replacing an older one: the build was allowed
-    /// to write OUTPUT, and these belong to it).
-    pub fn publish(self) -> Result<(), BuildError> {
-        for (tmp, path) in self.files {
-            tmp.persist(&path).map_err(|e| BuildError::Persist {
-                path: path.clone(),
-                source: e.error,
-            })?;
-        }
-        Ok(())
-    }
-}
-
-fn side_file(
-    dir: &Path,
-    path: PathBuf,
-    text: &str,
-) -> Result<(tempfile::NamedTempFile, PathBuf), BuildError> {
-    let err = |source| BuildError::OutputCreate {
-        path: path.clone(),
-        source,
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".image-creator-side-")
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
-        .tempfile_in(dir)
-        .map_err(err)?;
-    tmp.write_all(text.as_bytes()).map_err(err)?;
-    tmp.as_file().sync_all().map_err(err)?;
-    Ok((tmp, path))
 }
 
 /// What step 7 makes.
@@ -157,8 +125,6 @@ pub struct Finish<'a> {
     pub len: u64,
     /// OUTPUT.
     pub output: &'a Path,
-    /// OUTPUT's directory.
-    pub out_dir: &'a Path,
     /// The compressed OUTPUT and how, when compressed.
     pub compressed: Option<(&'a File, Compression)>,
     /// `--bmap`.
@@ -202,13 +168,9 @@ pub fn finish(f: &Finish<'_>, reporter: &dyn Reporter) -> Result<SideFiles, Buil
             block_size: crate::output::bmap::BLOCK,
             ranges: pass.ranges.clone(),
         };
-        files.push(side_file(
-            f.out_dir,
-            side_path(f.output, ".bmap"),
-            &bmap.render(),
-        )?);
+        files.push((side_path(f.output, ".bmap"), bmap.render()));
     }
     let json = crate::output::meta::OsListEntry::from(&pass).to_json();
-    files.push(side_file(f.out_dir, side_path(f.output, ".json"), &json)?);
+    files.push((side_path(f.output, ".json"), json));
     Ok(SideFiles { files, pass })
 }

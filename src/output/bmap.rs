@@ -230,6 +230,30 @@ impl Bmap {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any text, and any edit of a valid file, parses or is refused
+        /// with a message naming the file; never a panic.
+        #[test]
+        fn parse_never_panics(text in ".{0,400}", at in 0usize..2000, junk in ".{0,20}") {
+            let _ = Bmap::parse(Path::new("f.bmap"), &text);
+            let good = Bmap {
+                image_size: 1 << 30,
+                block_size: 4096,
+                ranges: vec![BmapRange { first: 1, last: u64::MAX / 4096, sha256: "c".repeat(64) }],
+            }
+            .render();
+            let mut cut = at.min(good.len());
+            while !good.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let edited = format!("{}{junk}{}", &good[..cut], &good[cut..]);
+            if let Err(e) = Bmap::parse(Path::new("f.bmap"), &edited) {
+                prop_assert!(e.starts_with("f.bmap: "), "{}", e);
+            }
+        }
+    }
 
     #[test]
     fn renders_and_parses_back() {

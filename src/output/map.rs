@@ -340,7 +340,48 @@ pub fn fat_used(w: &PartitionWindow) -> Option<RangeSet> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
     use super::*;
+    use proptest::prelude::*;
+
+    /// A window over `bytes` (in an unnamed temporary file).
+    fn window(bytes: &[u8]) -> PartitionWindow {
+        use std::io::Write;
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(bytes).unwrap();
+        PartitionWindow::new(Arc::new(f), "fuzz.img", 0, bytes.len() as u64)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// Garbage with the magic numbers in place never panics, and
+        /// whatever is mapped lies inside the partition.
+        #[test]
+        fn garbage_metadata_never_panics(
+            seed in proptest::collection::vec(any::<u8>(), 8192..24576),
+            pokes in proptest::collection::vec((0usize..4096, any::<u8>()), 0..64),
+        ) {
+            let mut b = seed;
+            // ext4: magic, small log block size.
+            b[1024 + 0x38] = 0x53;
+            b[1024 + 0x39] = 0xEF;
+            b[1024 + 0x18] = 0;
+            // FAT: boot signature, 512-byte sectors.
+            b[510] = 0x55;
+            b[511] = 0xAA;
+            b[11] = 0;
+            b[12] = 2;
+            for (at, v) in pokes {
+                b[at] = v;
+            }
+            let w = window(&b);
+            for used in [ext4_used(&w), fat_used(&w)].into_iter().flatten() {
+                for (_, e) in used.iter() {
+                    prop_assert!(e <= b.len() as u64 || e <= 2048);
+                }
+            }
+        }
+    }
 
     #[test]
     fn backups_of_sparse_super() {
