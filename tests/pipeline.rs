@@ -323,6 +323,8 @@ fn errors_have_the_right_codes_and_leave_nothing() {
     assert_eq!(code, 0, "{log}");
     assert_ne!(std::fs::read(&out).unwrap(), b"precious");
     std::fs::remove_file(&out).unwrap();
+    // (A side file left alone also refuses a build without -X.)
+    std::fs::remove_file(format!("{o}.json")).unwrap();
 
     // Missing base: exit 4.
     let cfg = write_config(d, &d.join("nope.img"), rootfs, "");

@@ -323,7 +323,7 @@ fn recorded_events_are_in_order_and_bytes_add_up() {
         .iter()
         .filter_map(|e| match e {
             Event::Step { index, count, .. } => {
-                assert_eq!(*count, 6);
+                assert_eq!(*count, 7);
                 Some(*index)
             }
             _ => None,

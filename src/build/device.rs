@@ -42,7 +42,6 @@ use std::sync::{Arc, Mutex};
 use super::error::BuildError;
 use crate::output::RangeSet;
 use crate::partition::{Mbr, WriteLog, SECTOR};
-use crate::progress::Reporter;
 
 /// True when `path` is a block device.
 pub fn is_block_device(path: &Path) -> bool {
@@ -310,7 +309,7 @@ impl Target {
 
     /// Step 7: zero what the image (`image_size` bytes) needs and nothing
     /// wrote, sync, write the MBR, sync.
-    pub fn finish(&self, image_size: u64, reporter: &dyn Reporter) -> Result<(), BuildError> {
+    pub fn finish(&self, image_size: u64) -> Result<(), BuildError> {
         let Some(mbr) = self.mbr.lock().ok().and_then(|m| *m) else {
             return Err(BuildError::Panicked(
                 "the device build (no partition table)",
@@ -322,8 +321,6 @@ impl Target {
             .ranges
             .to_blocks(crate::output::bmap::BLOCK, image_size)
             .minus(&self.log.snapshot());
-        let name = self.path.display().to_string();
-        reporter.item_started(&name, Some(need.total()));
         let zeros = vec![0u8; CHUNK_LEN];
         for (s, e) in need.iter() {
             let aligned = s % SECTOR == 0 && e % SECTOR == 0;
@@ -337,12 +334,10 @@ impl Target {
                     at += n;
                 }
             }
-            reporter.item_progress(&name, e - s);
         }
         self.file.sync_all().map_err(|e| self.io(e))?;
         self.file.write_all_at(&mbr, 0).map_err(|e| self.io(e))?;
         self.file.sync_all().map_err(|e| self.io(e))?;
-        reporter.item_done(&name, need.total(), None);
         Ok(())
     }
 }

@@ -272,18 +272,15 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
                 .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
             n => n,
         };
-        let sides = output::finish(
-            &output::Finish {
-                raw: image,
-                raw_name: image_path,
-                len: plan.image_size,
-                output: &opts.output,
-                compressed: compress.map(|c| (out.file(), c)),
-                bmap: opts.output_options.bmap,
-                threads,
-            },
-            reporter,
-        )?;
+        let sides = output::finish(&output::Finish {
+            raw: image,
+            raw_name: image_path,
+            len: plan.image_size,
+            output: &opts.output,
+            compressed: compress.map(|c| (out.file(), c)),
+            bmap: opts.output_options.bmap,
+            threads,
+        })?;
         Ok((plan, sides))
     });
     drop(raw);
@@ -336,7 +333,7 @@ fn build_on_device(
     let plan = job.write(staged.file(), staged.reopen_path(), &path)?;
     drop(staged);
     step(reporter, 7);
-    target.finish(plan.image_size, reporter)?;
+    target.finish(plan.image_size)?;
     Ok(plan)
 }
 

@@ -17,7 +17,6 @@ use super::error::BuildError;
 use super::unnamed;
 use crate::config::ImageConfig;
 use crate::output::{map_image, run_pass, Bmap, Compression, PassResult};
-use crate::progress::Reporter;
 
 /// zstd level of compressed outputs (zstd's default).
 pub const ZSTD_LEVEL: i32 = 3;
@@ -134,7 +133,7 @@ pub struct Finish<'a> {
 }
 
 /// Step 7: the pass, then the side files under temporary names.
-pub fn finish(f: &Finish<'_>, reporter: &dyn Reporter) -> Result<SideFiles, BuildError> {
+pub fn finish(f: &Finish<'_>) -> Result<SideFiles, BuildError> {
     let io = |source: std::io::Error| BuildError::OutputPass {
         path: f.output.to_path_buf(),
         source,
@@ -145,9 +144,9 @@ pub fn finish(f: &Finish<'_>, reporter: &dyn Reporter) -> Result<SideFiles, Buil
     } else {
         None
     };
-    let name = f.output.display().to_string();
-    reporter.item_started(&name, Some(f.len));
-    let progress = |n: u64| reporter.item_progress(&name, n);
+    // Step 7 is not an item: the items and their total are fixed once
+    // planning ends (docs/progress.md).
+    let progress = |_: u64| {};
     let pass = run_pass(
         f.raw,
         f.len,
@@ -160,7 +159,6 @@ pub fn finish(f: &Finish<'_>, reporter: &dyn Reporter) -> Result<SideFiles, Buil
     if let Some((c, _)) = f.compressed {
         c.sync_all().map_err(io)?;
     }
-    reporter.item_done(&name, pass.download_size, Some(&pass.download_sha256));
     let mut files = Vec::new();
     if f.bmap {
         let bmap = Bmap {
