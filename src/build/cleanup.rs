@@ -296,7 +296,7 @@ impl PendingOutput {
     /// each `(path, text)` side file beside OUTPUT (`OUTPUT.json`,
     /// `OUTPUT.bmap`), each unnamed (or under OUTPUT's temporary name,
     /// free again now) until it is complete, then given its name like
-    /// the image (replacing only with `-X`).
+    /// the image (replacing a stale one: OUTPUT was absent, or `-X`).
     pub fn commit_with(self, sides: &[(PathBuf, String)]) -> Result<(), BuildError> {
         take_in_progress();
         let persist = |source| BuildError::Persist {
@@ -355,7 +355,8 @@ impl PendingOutput {
             part: named.clone(),
             link_tmp: part,
             output: path.to_path_buf(),
-            overwrite: self.publish.overwrite,
+            // OUTPUT was absent (or `-X`): a side file there is stale.
+            overwrite: true,
         };
         let done = written.and_then(|()| publish.run());
         if done.is_err() {

@@ -378,21 +378,15 @@ fn report_eviction(cache: &Cache, reporter: &dyn Reporter) {
     }
 }
 
-/// OUTPUT may be written: neither it nor its side files (`OUTPUT.json`,
-/// `OUTPUT.bmap` with `--bmap`) exist (or `-X`), its directory does.
+/// OUTPUT may be written: it does not exist (or `-X`), its directory
+/// does. Side files (`OUTPUT.json`, `OUTPUT.bmap`) beside an absent OUTPUT
+/// describe an image that is gone, so they don't stop a build: they are
+/// replaced when the new image is published (the old tool's command lines,
+/// which know nothing of side files, keep working after `rm OUTPUT`).
 /// Returns that directory.
 fn check_output(opts: &BuildOptions) -> Result<PathBuf, BuildError> {
-    if !opts.overwrite {
-        let mut paths = vec![
-            opts.output.clone(),
-            output::side_path(&opts.output, ".json"),
-        ];
-        if opts.output_options.bmap {
-            paths.push(output::side_path(&opts.output, ".bmap"));
-        }
-        if let Some(p) = paths.into_iter().find(|p| p.exists()) {
-            return Err(BuildError::OutputExists(p));
-        }
+    if !opts.overwrite && opts.output.exists() {
+        return Err(BuildError::OutputExists(opts.output.clone()));
     }
     let out_dir = match opts.output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
