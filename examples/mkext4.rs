@@ -80,7 +80,7 @@ fn main() -> Result<()> {
     let root_md = std::fs::metadata(&src).with_context(|| format!("stat {}", src.display()))?;
     builder.set_meta(ROOT_INO, ext4::host_meta(&root_md))?;
     let pending = ext4::add_host_tree(&mut builder, &src, ROOT_INO)?;
-    pending.copy(threads)?;
+    pending.copy(&builder, threads)?;
     let stats = builder.finish()?;
     window.sync_data()?;
     eprintln!(

@@ -29,6 +29,24 @@ impl From<Network> for NetworkPolicy {
     }
 }
 
+/// `--compress`: the compressed output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompressArg {
+    /// zstd, level 3 (`.zst`).
+    Zstd,
+    /// xz, preset 6 (`.xz`).
+    Xz,
+}
+
+impl From<CompressArg> for crate::output::Compression {
+    fn from(c: CompressArg) -> Self {
+        match c {
+            CompressArg::Zstd => Self::Zstd { level: 3 },
+            CompressArg::Xz => Self::Xz { preset: 6 },
+        }
+    }
+}
+
 /// Build an Offspot / Kiwix Raspberry Pi disk image from a YAML config,
 /// without root, loop devices or mounts.
 #[derive(Debug, Clone, Parser)]
@@ -38,6 +56,7 @@ impl From<Network> for NetworkPolicy {
     about,
     long_about = None,
     after_help = "To size an oci_images entry: image-creator oci-sizes IDENT [--platform PLATFORM]\n\
+                  To check an image or a flashed card: image-creator verify TARGET [--bmap F] [--config C]\n\
                   Shell completions: image-creator completions bash|zsh|fish; man page: image-creator man"
 )]
 pub struct Cli {
@@ -115,6 +134,28 @@ pub struct Cli {
     #[arg(long)]
     pub allow_local_files: bool,
 
+    /// Also write OUTPUT.bmap (bmaptool's block map, format 2.0, sha256):
+    /// every block the card needs, zeros the image relies on included.
+    #[arg(long)]
+    pub bmap: bool,
+
+    /// Write OUTPUT compressed, in one pass after the build (the raw
+    /// image is a temporary file in the build dir). Default: from
+    /// OUTPUT's suffix (`.zst`, `.xz`), else `output.compress: true`
+    /// (xz).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub compress: Option<CompressArg>,
+
+    /// OUTPUT may be a fixed (non-removable) disk. Removable disks, SD
+    /// cards (mmcblk) and loop devices need no --force.
+    #[arg(long)]
+    pub force: bool,
+
+    /// With a block device as OUTPUT: the data partition fills the
+    /// device (without it the image keeps its planned size).
+    #[arg(long)]
+    pub grow: bool,
+
     /// Verbose, timestamped logs on stderr.
     #[arg(short = 'D', long)]
     pub debug: bool,
@@ -134,7 +175,8 @@ pub struct Cli {
     #[arg(value_name = "CONFIG_SRC", required_unless_present = "show_cache")]
     pub config_src: Option<String>,
 
-    /// Image file to write.
+    /// Image file to write (`.zst`, `.xz`: compressed), or a block device
+    /// to write the image onto.
     #[arg(value_name = "OUTPUT", required_unless_present = "show_cache")]
     pub output: Option<PathBuf>,
 }
@@ -164,6 +206,27 @@ pub struct OciSizesCli {
     pub ident: String,
 }
 
+/// Check an image, a compressed image (.zst, .xz) or a device against a
+/// bmap (every mapped range's sha256: the read-back check after flashing)
+/// and/or a config (every file in the data partition with its size and
+/// checksum, offspot.yaml in the boot partition, the OCI archives).
+/// Prints what differs and exits 1, or exits 0.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "verify", bin_name = "image-creator verify", version)]
+pub struct VerifyCli {
+    /// bmaptool block map (e.g. OUTPUT.bmap).
+    #[arg(long, value_name = "FILE")]
+    pub bmap: Option<PathBuf>,
+
+    /// The image's config (path or http(s) URL).
+    #[arg(long, value_name = "CONFIG")]
+    pub config: Option<String>,
+
+    /// Image, compressed image or block device.
+    #[arg(value_name = "TARGET")]
+    pub target: PathBuf,
+}
+
 /// Print shell completions for image-creator.
 ///
 /// bash: `image-creator completions bash > ~/.local/share/bash-completion/completions/image-creator`;
@@ -185,13 +248,14 @@ pub struct ManCli {}
 
 /// The whole command line as one clap command, for completions and the
 /// man page: the build's options and positionals, with `oci-sizes`,
-/// `completions` and `man` as subcommands. (Parsing stays as `main.rs`
+/// `verify`, `completions` and `man` as subcommands. (Parsing stays as `main.rs`
 /// does it: a first argument naming one of them picks its own parser, so
 /// `image-creator CONFIG OUTPUT` is unchanged.)
 pub fn documented_command() -> clap::Command {
     use clap::CommandFactory;
     Cli::command()
         .subcommand(OciSizesCli::command())
+        .subcommand(VerifyCli::command())
         .subcommand(CompletionsCli::command())
         .subcommand(ManCli::command())
         .args_conflicts_with_subcommands(true)
@@ -217,6 +281,7 @@ mod tests {
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
         OciSizesCli::command().debug_assert();
+        VerifyCli::command().debug_assert();
         CompletionsCli::command().debug_assert();
         ManCli::command().debug_assert();
         documented_command().debug_assert();

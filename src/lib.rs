@@ -15,6 +15,8 @@
 //!   channel, decoders, sparse copies);
 //! - [`fetch`]: the HTTP client and its runtime ([`fetch::Net`]);
 //! - [`expand`], [`oci`]: archives; registry pulls into docker-archives;
+//! - [`output`]: the block map, the hashing / compressing output pass,
+//!   `OUTPUT.json`;
 //! - [`plan`]: config + probes → items and sizes;
 //! - [`build`]: the pipeline, step by step, with cleanup;
 //! - [`cli`]: the command line.
@@ -30,6 +32,7 @@ pub mod fs;
 pub mod io;
 pub mod oci;
 pub mod os;
+pub mod output;
 pub mod partition;
 pub mod plan;
 pub mod progress;

@@ -122,6 +122,10 @@ fn main() {
         let cli = OciSizesCli::parse_from(std::env::args_os().skip(1));
         std::process::exit(oci_sizes(&cli));
     }
+    if std::env::args_os().nth(1).is_some_and(|a| a == "verify") {
+        let cli = image_creator::cli::VerifyCli::parse_from(std::env::args_os().skip(1));
+        std::process::exit(verify(&cli));
+    }
     // `image-creator completions SHELL` and `image-creator man`: the same.
     if std::env::args_os()
         .nth(1)
@@ -177,6 +181,43 @@ fn oci_sizes(cli: &OciSizesCli) -> i32 {
             println!("  filesize: {}", sizes.filesize);
             println!("  fullsize: {}", sizes.fullsize.unwrap_or(0));
             0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_kind().code()
+        }
+    }
+}
+
+/// `verify TARGET [--bmap F] [--config C]`: 0 when everything matches, 1
+/// with one line per difference.
+fn verify(cli: &image_creator::cli::VerifyCli) -> i32 {
+    use image_creator::build::verify::{verify, VerifyOptions};
+    let opts = VerifyOptions {
+        target: cli.target.clone(),
+        bmap: cli.bmap.clone(),
+        config: cli.config.clone(),
+    };
+    match verify(&opts) {
+        Ok(r) if r.differences.is_empty() => {
+            println!(
+                "{}: OK ({} checks passed)",
+                cli.target.display(),
+                r.checked.len()
+            );
+            0
+        }
+        Ok(r) => {
+            for d in &r.differences {
+                println!("differs: {d}");
+            }
+            println!(
+                "{}: {} difference(s), {} checks passed",
+                cli.target.display(),
+                r.differences.len(),
+                r.checked.len()
+            );
+            ExitKind::Failure.code()
         }
         Err(e) => {
             eprintln!("error: {e}");
@@ -316,6 +357,13 @@ fn build(
         },
         cache_dir: cli.cache_dir.clone(),
         allow_local_files: cli.allow_local_files,
+        output_options: build::OutputOptions {
+            bmap: cli.bmap,
+            compress: cli.compress.map(Into::into),
+            threads: 0,
+            force: cli.force,
+            grow: cli.grow,
+        },
     };
     match build::run(&opts, reporter) {
         Ok(Outcome::Checked(plan)) => {

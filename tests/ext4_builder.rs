@@ -149,7 +149,7 @@ fn kernel_mount_matches_source_tree() {
     let mut b = Ext4Builder::new(w, fixed_params()).unwrap();
     ext4::add_host_tree(&mut b, &src, ROOT_INO)
         .unwrap()
-        .copy(2)
+        .copy(&b, 2)
         .unwrap();
     b.finish().unwrap();
     assert_e2fsck_clean(&img);

@@ -175,7 +175,7 @@ fn two_concurrent_builds_to_one_output() {
     }
     let a = finish(a, Duration::from_secs(120), "build A");
     assert_eq!(a.code, 0, "{}", a.log);
-    assert_eq!(names(&outdir), ["out.img"]);
+    assert_eq!(names(&outdir), ["out.img", "out.img.json"]);
     fsck_p3(&out);
     // Without -X the finished output now refuses a second build; with -X
     // it is replaced, and still nothing else is left.
@@ -192,7 +192,7 @@ fn two_concurrent_builds_to_one_output() {
         "D",
     );
     assert_eq!(d.code, 0, "{}", d.log);
-    assert_eq!(names(&outdir), ["out.img"]);
+    assert_eq!(names(&outdir), ["out.img", "out.img.json"]);
 }
 
 // ---- kill -9 ------------------------------------------------------------------
@@ -312,12 +312,18 @@ fn kill_9_loop_leaves_only_finished_outputs() {
     );
     assert_eq!(r.code, 0, "{}", r.log);
     for n in names(&outdir) {
+        // A finished image comes with its OUTPUT.json (docs/spec.md §10).
+        let image = n.strip_suffix(".json").unwrap_or(&n);
         assert!(
-            n == "last.img" || n == "out0.img" || n == "out1.img",
+            image == "last.img" || image == "out0.img" || image == "out1.img",
             "left in the output dir: {n} (all: {:?})",
             names(&outdir)
         );
-        fsck_p3(&outdir.join(&n));
+        if n.ends_with(".json") {
+            assert!(outdir.join(image).exists(), "{n} without its image");
+        } else {
+            fsck_p3(&outdir.join(&n));
+        }
     }
     assert!(
         names(&build_dir).is_empty(),

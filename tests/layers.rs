@@ -40,6 +40,7 @@ const LAYERS: &[Layer] = &[
     Layer::at("expand", 3),
     Layer::at("oci", 3),
     Layer::at("cache", 3),
+    Layer::at("output", 3),
     Layer::at("plan", 4),
     Layer::at("build", 5),
     Layer::at("cli", 6),

@@ -323,6 +323,16 @@ fn errors_have_the_right_codes_and_leave_nothing() {
     assert_eq!(code, 0, "{log}");
     assert_ne!(std::fs::read(&out).unwrap(), b"precious");
     std::fs::remove_file(&out).unwrap();
+    // A side file left beside a removed OUTPUT is stale: a build without
+    // -X replaces it.
+    let json = format!("{o}.json");
+    std::fs::write(&json, "stale").unwrap();
+    let (code, log) = image_creator(&[cfg.to_str().unwrap(), o]);
+    assert_eq!(code, 0, "{log}");
+    let meta = std::fs::read_to_string(&json).unwrap();
+    assert!(meta.contains("extract_sha256"), "{meta}");
+    std::fs::remove_file(&out).unwrap();
+    std::fs::remove_file(&json).unwrap();
 
     // Missing base: exit 4.
     let cfg = write_config(d, &d.join("nope.img"), rootfs, "");

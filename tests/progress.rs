@@ -192,7 +192,7 @@ fn progress_file_parses_at_every_read_and_ends_succeeded() {
     assert_eq!(last["bytes_done"], total);
     assert_eq!(last["bytes_total"], total);
     assert_eq!(last["items_done"], 4);
-    assert_eq!(last["step"]["index"], 6);
+    assert_eq!(last["step"]["index"], 7);
     assert!(last["error"].is_null());
     assert!(last["image"]["path"].as_str().unwrap().ends_with("out.img"));
     assert!(last["items"]
@@ -209,8 +209,8 @@ fn progress_file_parses_at_every_read_and_ends_succeeded() {
     }
 
     // The history on stdout; no bars on stderr (not a terminal).
-    for step in 1..=6 {
-        assert!(w.stdout.contains(&format!("✓ [{step}/6] ")), "{}", w.stdout);
+    for step in 1..=7 {
+        assert!(w.stdout.contains(&format!("✓ [{step}/7] ")), "{}", w.stdout);
     }
     assert!(
         w.stdout.contains("    ✓ /data/slow.bin  4.0 MiB  "),
@@ -264,8 +264,8 @@ fn failing_build_leaves_failed_with_the_message() {
     assert!(last["items"][1]["error"].is_string(), "{last}");
     assert!(last["image"].is_null());
     // --quiet: the failed step is still shown, nothing else.
-    assert!(!w.stdout.contains("[1/6]"), "{}", w.stdout);
-    assert!(w.stdout.contains("✗ [4/6] "), "{}", w.stdout);
+    assert!(!w.stdout.contains("[1/7]"), "{}", w.stdout);
+    assert!(w.stdout.contains("✗ [4/7] "), "{}", w.stdout);
 }
 
 #[test]
@@ -314,6 +314,7 @@ fn recorded_events_are_in_order_and_bytes_add_up() {
         fetch: FetchOptions::default(),
         cache_dir: None,
         allow_local_files: false,
+        output_options: Default::default(),
     };
     build::run(&opts, &rec).unwrap();
     let events = rec.events();
@@ -322,13 +323,13 @@ fn recorded_events_are_in_order_and_bytes_add_up() {
         .iter()
         .filter_map(|e| match e {
             Event::Step { index, count, .. } => {
-                assert_eq!(*count, 6);
+                assert_eq!(*count, 7);
                 Some(*index)
             }
             _ => None,
         })
         .collect();
-    assert_eq!(steps, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(steps, [1, 2, 3, 4, 5, 6, 7]);
 
     let base_name = tmp.path().join("base.img").display().to_string();
     let mut sizes = HashMap::from([

@@ -118,9 +118,10 @@ fn static_binary_builds_the_demo_in_an_empty_root() {
     assert_eq!(code, 0, "demo build in the empty root:\n{log}");
     eprintln!("demo build in the empty root: {took:?}");
 
-    // Nothing but the image was added to the root.
+    // Nothing but the image and its OUTPUT.json was added to the root.
     let mut want = before.clone();
     want.push("out/demo.img".into());
+    want.push("out/demo.img.json".into());
     want.sort();
     assert_eq!(listing(&root), want);
 

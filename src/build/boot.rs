@@ -17,20 +17,27 @@ pub fn write_boot(
     image_path: &Path,
     mbr: &Mbr,
     config: &ImageConfig,
+    log: Option<Arc<dyn crate::partition::WriteLog>>,
 ) -> Result<(), BuildError> {
     if let Some(m) = &config.offspot {
         let yaml = render_offspot_yaml(m);
         let p1 = mbr.partition(1)?;
-        let w1 = PartitionWindow::new(image.clone(), image_path, p1.offset(), p1.len());
+        let w1 =
+            PartitionWindow::new(image.clone(), image_path, p1.offset(), p1.len()).with_log(log);
         crate::fs::fat::replace_file(&w1, "offspot.yaml", yaml.as_bytes())?;
     }
     Ok(())
 }
 
-/// Grow p3 to `fs_size` in the MBR, write it, and make it all durable.
-pub fn write_partition_table(out: &File, mut mbr: Mbr, fs_size: u64) -> Result<(), BuildError> {
+/// The MBR with p3 grown to `fs_size`.
+pub fn final_mbr(mut mbr: Mbr, fs_size: u64) -> Result<[u8; 512], BuildError> {
     mbr.set_sectors(3, fs_size / SECTOR)?;
-    out.write_all_at(&mbr.to_bytes(), 0)?;
+    Ok(mbr.to_bytes())
+}
+
+/// Grow p3 to `fs_size` in the MBR, write it, and make it all durable.
+pub fn write_partition_table(out: &File, mbr: Mbr, fs_size: u64) -> Result<(), BuildError> {
+    out.write_all_at(&final_mbr(mbr, fs_size)?, 0)?;
     out.sync_all()?;
     Ok(())
 }

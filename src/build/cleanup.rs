@@ -289,6 +289,15 @@ impl PendingOutput {
     /// Move the finished image to OUTPUT (0644, like any output file),
     /// make the name durable, then release the lock.
     pub fn commit(self) -> Result<(), BuildError> {
+        self.commit_with(&[])
+    }
+
+    /// [`PendingOutput::commit`], then, still holding the lock, write
+    /// each `(path, text)` side file beside OUTPUT (`OUTPUT.json`,
+    /// `OUTPUT.bmap`), each unnamed (or under OUTPUT's temporary name,
+    /// free again now) until it is complete, then given its name like
+    /// the image (replacing a stale one: OUTPUT was absent, or `-X`).
+    pub fn commit_with(self, sides: &[(PathBuf, String)]) -> Result<(), BuildError> {
         take_in_progress();
         let persist = |source| BuildError::Persist {
             path: self.claim.output.clone(),
@@ -305,7 +314,14 @@ impl PendingOutput {
             }
             return Err(persist(e));
         }
-        // The new directory entry survives a power loss once the
+        for (path, text) in sides {
+            self.write_side(path, text)
+                .map_err(|source| BuildError::Persist {
+                    path: path.clone(),
+                    source,
+                })?;
+        }
+        // The new directory entries survive a power loss once the
         // directory is synced (fsync(2)); the image itself was synced by
         // the last step.
         if let Ok(d) = File::open(&self.claim.dir) {
@@ -313,6 +329,42 @@ impl PendingOutput {
         }
         Ok(())
         // `self.claim` drops here: the lock goes once OUTPUT has its name.
+    }
+
+    /// One side file, published as the image was ([`Publish::run`]).
+    fn write_side(&self, path: &Path, text: &str) -> std::io::Result<()> {
+        use std::io::Write;
+        let part = lock::part_path(&self.claim.dir, &self.claim.name);
+        let (mut file, named) = match unnamed::create(&self.claim.dir) {
+            Some(f) => (f, None),
+            None => {
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&part)?;
+                (f, Some(part.clone()))
+            }
+        };
+        let written = file
+            .write_all(text.as_bytes())
+            .and_then(|()| file.sync_all())
+            .and_then(|()| file.set_permissions(std::fs::Permissions::from_mode(0o644)));
+        let publish = Publish {
+            file,
+            part: named.clone(),
+            link_tmp: part,
+            output: path.to_path_buf(),
+            // OUTPUT was absent (or `-X`): a side file there is stale.
+            overwrite: true,
+        };
+        let done = written.and_then(|()| publish.run());
+        if done.is_err() {
+            if let Some(p) = &named {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        done
     }
 
     /// The build failed: remove the image, or with `--keep` move it to

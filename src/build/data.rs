@@ -49,6 +49,8 @@ pub struct DataCtx<'a> {
     pub reporter: &'a dyn Reporter,
     /// The download cache, when one is used.
     pub cache: Option<&'a BuildCache<'a>>,
+    /// Told of every write to p3 (a build onto a device).
+    pub log: Option<std::sync::Arc<dyn crate::partition::WriteLog>>,
 }
 
 /// Write the new data partition.
@@ -114,7 +116,8 @@ fn start_builder(ctx: &DataCtx<'_>, time: Timestamp) -> Result<Ext4Builder, Buil
         ctx.image_path,
         ctx.plan.p3_start,
         ctx.plan.fs_size,
-    );
+    )
+    .with_log(ctx.log.clone());
     let mut builder = Ext4Builder::new(window, params)?;
     old.write_into(&mut builder)?;
     Ok(builder)

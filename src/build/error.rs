@@ -163,6 +163,26 @@ pub enum BuildError {
     /// Writing the boot partition failed.
     #[error(transparent)]
     Fat(#[from] FatError),
+    /// A bad combination of options (exit 3).
+    #[error("{0}")]
+    Usage(String),
+    /// A block device that may not be written (exit 3): what uses it.
+    #[error("{}: {why}", path.display())]
+    DeviceRefused {
+        /// The device.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// The output pass (hashing, compressing) failed.
+    #[error("writing {}: {source}", path.display())]
+    OutputPass {
+        /// OUTPUT.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The build's own I/O (the output file, the build directory); the
     /// error names the file.
     #[error(transparent)]
@@ -194,6 +214,8 @@ impl BuildError {
             | Self::NoOutputDir(_)
             | Self::BuildDir { .. }
             | Self::BadBase(_)
+            | Self::Usage(_)
+            | Self::DeviceRefused { .. }
             | Self::Partition(_) => ExitKind::BadInput,
             Self::NoSpace { .. } => ExitKind::MissingRequirement,
             // A directory we may not write is a bad output path; anything
@@ -213,6 +235,7 @@ impl BuildError {
             | Self::SourceChanged { .. }
             | Self::Panicked(_)
             | Self::Persist { .. }
+            | Self::OutputPass { .. }
             | Self::OutputCreate { .. }
             | Self::Checksum(_)
             | Self::Ext4(_)

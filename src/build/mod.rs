@@ -5,6 +5,8 @@
 //! - [`base`]: step 3, the base image copy;
 //! - [`data`]: step 4, the data partition;
 //! - [`boot`]: steps 5 and 6, `offspot.yaml` and the partition table;
+//! - [`output`]: step 7, the output pass (hashes, compression, bmap) and
+//!   the side files `OUTPUT.json`, `OUTPUT.bmap`;
 //! - [`cleanup`]: one build per OUTPUT; the temporary output, removed on
 //!   failure or signal ([`lock`]: the output lock and the removal of dead
 //!   builds' leftovers; [`unnamed`]: unnamed files, linked when done);
@@ -15,10 +17,13 @@ pub mod boot;
 pub mod cache;
 pub mod cleanup;
 pub mod data;
+pub mod device;
 pub mod error;
 pub mod load;
 pub mod lock;
+pub mod output;
 pub mod unnamed;
+pub mod verify;
 
 pub use cleanup::{cleanup_after_signal, OutputPolicy};
 pub use error::BuildError;
@@ -65,6 +70,24 @@ pub struct BuildOptions {
     /// `--allow-local-files`: a config loaded from a URL may name local
     /// files (default false).
     pub allow_local_files: bool,
+    /// `--bmap`, `--compress`: what is written besides the image.
+    pub output_options: OutputOptions,
+}
+
+/// What a build writes besides the raw image (docs/spec.md §10).
+#[derive(Debug, Clone, Default)]
+pub struct OutputOptions {
+    /// `--bmap`: write `OUTPUT.bmap`.
+    pub bmap: bool,
+    /// `--compress`: compress OUTPUT (else OUTPUT's suffix or
+    /// `output.compress` decide).
+    pub compress: Option<crate::output::Compression>,
+    /// Encoder threads (0: one per CPU).
+    pub threads: u32,
+    /// `--force`: OUTPUT may be a fixed (non-removable) disk.
+    pub force: bool,
+    /// `--grow`: on a device, p3 fills the device.
+    pub grow: bool,
 }
 
 /// What a build produced.
@@ -82,13 +105,14 @@ pub enum Outcome {
 }
 
 /// The steps, as reported.
-const STEPS: [&str; 6] = [
+const STEPS: [&str; 7] = [
     "reading the config",
     "planning",
     "copying the base image",
     "writing the data partition",
     "writing the boot partition",
     "writing the partition table",
+    "hashing and writing the output",
 ];
 
 /// Report step `n` (1-based).
@@ -101,8 +125,38 @@ fn step(reporter: &dyn Reporter, n: usize) {
 pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, BuildError> {
     step(reporter, 1);
     let net = Net::new(opts.fetch.clone())?;
-    let config = load::load_config(&opts.config_src, &net, opts.allow_local_files)?;
-    let out_dir = check_output(opts)?;
+    let mut config = load::load_config(&opts.config_src, &net, opts.allow_local_files)?;
+    let on_device = device::is_block_device(&opts.output);
+    let compress = if on_device {
+        check_device_options(opts)?;
+        None
+    } else {
+        output::resolve_compression(opts.output_options.compress, &opts.output, &config)?
+    };
+    if opts.output_options.grow && !on_device {
+        return Err(BuildError::Usage(
+            "--grow needs a block device as OUTPUT".into(),
+        ));
+    }
+    let out_dir = if on_device {
+        // Nothing is written beside a device: the lock and the raw image
+        // go to the build dir.
+        let dir = opts.build_dir.clone().unwrap_or_else(std::env::temp_dir);
+        std::fs::create_dir_all(&dir).map_err(|source| BuildError::BuildDir {
+            path: dir.clone(),
+            source,
+        })?;
+        device::check_usable(&opts.output, opts.output_options.force)?;
+        if opts.output_options.grow {
+            config.output_size = crate::config::OutputSize::Bytes(
+                device::size(&opts.output)? / (1 << 20) * (1 << 20),
+            );
+        }
+        dir
+    } else {
+        check_output(opts)?
+    };
+    let config = config;
     let build_dir = opts.build_dir.clone().unwrap_or_else(|| out_dir.clone());
     // One build per OUTPUT, decided before any work (`--check` writes
     // nothing, so it takes no lock).
@@ -112,7 +166,9 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
         let c = cleanup::claim(&opts.output, &out_dir, &build_dir)?;
         // Checked again under the lock: a build that held it may just
         // have finished this very OUTPUT.
-        check_output(opts)?;
+        if !on_device {
+            check_output(opts)?;
+        }
         Some(c)
     };
 
@@ -140,7 +196,24 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
         }
         return Ok(Outcome::Checked(the_plan));
     }
+    if on_device {
+        let have = device::size(&opts.output)?;
+        if have < the_plan.image_size {
+            return Err(BuildError::DeviceRefused {
+                path: opts.output.clone(),
+                why: format!(
+                    "{have} bytes, too small for the image of {} bytes",
+                    the_plan.image_size
+                ),
+            });
+        }
+    }
     check_free_space(&out_dir, &base, &the_plan)?;
+    if compress.is_some() {
+        // The raw image in the build dir, and the compressed one beside
+        // OUTPUT (at worst as large).
+        check_free_space(&build_dir, &base, &the_plan)?;
+    }
     let mut planned = vec![(base.location.name(), base.size)];
     planned.extend(the_plan.items.iter().map(|i| (i.name(), i.size)));
     reporter.items_planned(&planned);
@@ -153,11 +226,6 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
     let Some(claim) = claim else {
         return Ok(Outcome::Checked(the_plan));
     };
-    let policy = OutputPolicy {
-        overwrite: opts.overwrite,
-        keep: opts.keep,
-    };
-    let out = PendingOutput::create(claim, policy)?;
     let build_cache = cache.as_ref().map(|c| BuildCache::new(c, reporter));
     let job = Job {
         cache: build_cache.as_ref(),
@@ -168,14 +236,60 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
         net: &net,
         opts,
         reporter,
+        device: None,
+        temporary: compress.is_some(),
     };
-    let written = job.write(out.file(), out.reopen_path(), out.output());
+    if on_device {
+        let done = build_on_device(job, &build_dir, reporter);
+        if let Some(c) = &build_cache {
+            c.evict();
+        }
+        drop(claim);
+        return done.map(|plan| Outcome::Built {
+            plan,
+            output: opts.output.clone(),
+        });
+    }
+    let policy = OutputPolicy {
+        overwrite: opts.overwrite,
+        keep: opts.keep,
+    };
+    let out = PendingOutput::create(claim, policy)?;
+    let raw = match compress {
+        Some(_) => Some(output::RawImage::create(&build_dir).inspect_err(|_| {
+            // (the output is abandoned when `out` drops)
+        })?),
+        None => None,
+    };
+    let (image, image_path) = match &raw {
+        Some(r) => (r.file(), r.reopen_path()),
+        None => (out.file(), out.reopen_path()),
+    };
+    let written = job.write(image, image_path, out.output()).and_then(|plan| {
+        step(reporter, 7);
+        let threads = match opts.output_options.threads {
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
+            n => n,
+        };
+        let sides = output::finish(&output::Finish {
+            raw: image,
+            raw_name: image_path,
+            len: plan.image_size,
+            output: &opts.output,
+            compressed: compress.map(|c| (out.file(), c)),
+            bmap: opts.output_options.bmap,
+            threads,
+        })?;
+        Ok((plan, sides))
+    });
+    drop(raw);
     if let Some(c) = &build_cache {
         c.evict();
     }
     match written {
-        Ok(plan) => {
-            out.commit()?;
+        Ok((plan, sides)) => {
+            out.commit_with(&sides.files)?;
             Ok(Outcome::Built {
                 plan,
                 output: opts.output.clone(),
@@ -186,6 +300,41 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
             Err(e)
         }
     }
+}
+
+/// A device gets the image itself: no side files, no compression.
+fn check_device_options(opts: &BuildOptions) -> Result<(), BuildError> {
+    let o = &opts.output_options;
+    if o.bmap || o.compress.is_some() {
+        return Err(BuildError::Usage(format!(
+            "{} is a block device: --bmap and --compress are for image files",
+            opts.output.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Steps 3 to 7 onto a block device (`build::device`): the base is
+/// staged in an unnamed file in the build dir and its map copied to the
+/// device; the rest streams onto the device; step 7 zeros what the image
+/// needs and nothing wrote, then writes the partition table.
+fn build_on_device(
+    job: Job<'_>,
+    build_dir: &Path,
+    reporter: &dyn Reporter,
+) -> Result<Plan, BuildError> {
+    let target = device::Target::open(&job.opts.output)?;
+    let staged = output::RawImage::create(build_dir)?;
+    let path = job.opts.output.clone();
+    let job = Job {
+        device: Some(&target),
+        ..job
+    };
+    let plan = job.write(staged.file(), staged.reopen_path(), &path)?;
+    drop(staged);
+    step(reporter, 7);
+    target.finish(plan.image_size)?;
+    Ok(plan)
 }
 
 /// The download cache of `--cache-dir`: read-only for `--check` (nothing
@@ -233,10 +382,14 @@ fn report_eviction(cache: &Cache, reporter: &dyn Reporter) {
     }
 }
 
-/// OUTPUT may be written: it does not exist (or `-X`), its directory does.
+/// OUTPUT may be written: it does not exist (or `-X`), its directory
+/// does. Side files (`OUTPUT.json`, `OUTPUT.bmap`) beside an absent OUTPUT
+/// describe an image that is gone, so they don't stop a build: they are
+/// replaced when the new image is published (the old tool's command lines,
+/// which know nothing of side files, keep working after `rm OUTPUT`).
 /// Returns that directory.
 fn check_output(opts: &BuildOptions) -> Result<PathBuf, BuildError> {
-    if opts.output.exists() && !opts.overwrite {
+    if !opts.overwrite && opts.output.exists() {
         return Err(BuildError::OutputExists(opts.output.clone()));
     }
     let out_dir = match opts.output.parent() {
@@ -275,6 +428,10 @@ struct Job<'a> {
     net: &'a Net,
     opts: &'a BuildOptions,
     reporter: &'a dyn Reporter,
+    /// Building onto a block device.
+    device: Option<&'a device::Target>,
+    /// The image is a temporary raw file (a compressed build): no sync.
+    temporary: bool,
 }
 
 impl Job<'_> {
@@ -299,8 +456,21 @@ impl Job<'_> {
         } else {
             self.plan
         };
-        out.set_len(plan.image_size)?;
-        let image = Arc::new(out.try_clone()?);
+        let (image, log) = match self.device {
+            Some(d) => {
+                // The staged base's blocks onto the device, MBR aside
+                // (its skipped zero tail included: the size says so).
+                if out.metadata()?.len() < self.base.size {
+                    out.set_len(self.base.size)?;
+                }
+                d.copy_base(out, reopen, self.base.size)?;
+                (d.file.clone(), Some(d.write_log()))
+            }
+            None => {
+                out.set_len(plan.image_size)?;
+                (Arc::new(out.try_clone()?), None)
+            }
+        };
         let mut sector = [0u8; 512]; // one sector: the MBR
         out.read_exact_at(&mut sector, 0)?;
         let mbr = Mbr::parse(&sector)?;
@@ -318,13 +488,22 @@ impl Job<'_> {
             concurrency: self.opts.concurrency,
             reporter: self.reporter,
             cache: self.cache,
+            log: log.clone(),
         })?;
 
         step(self.reporter, 5);
-        boot::write_boot(&image, out_path, &mbr, self.config)?;
+        boot::write_boot(&image, out_path, &mbr, self.config, log)?;
 
         step(self.reporter, 6);
-        boot::write_partition_table(out, mbr, plan.fs_size)?;
+        match self.device {
+            // Written last, after the zeros (step 7).
+            Some(d) => d.set_mbr(boot::final_mbr(mbr, plan.fs_size)?),
+            // The compressed OUTPUT is synced instead.
+            None if self.temporary => {
+                out.write_all_at(&boot::final_mbr(mbr, plan.fs_size)?, 0)?;
+            }
+            None => boot::write_partition_table(out, mbr, plan.fs_size)?,
+        }
         Ok(plan)
     }
 }

@@ -245,7 +245,7 @@ pub struct ImageConfig {
     pub base: Base,
     /// `output.size`.
     pub output_size: OutputSize,
-    /// `output.compress` (accepted, unused, as by the old tool).
+    /// `output.compress`: `true` compresses OUTPUT with xz (docs/spec.md §10).
     pub compress: bool,
     /// `oci_images`.
     pub oci_images: Vec<OciEntry>,

@@ -3,13 +3,12 @@
 //! plan local archives exactly (and refuse bad ones before anything is
 //! written).
 
-use std::collections::HashMap;
 use std::io::Read;
 
 use super::error::MemberError;
 use super::member::Components;
 use super::target::Target;
-use crate::fs::ext4::{file_blocks, InodeMeta, MAX_EXTENT_BLOCKS};
+use crate::fs::ext4::{file_blocks, InodeMeta, NameTable, MAX_EXTENT_BLOCKS};
 
 /// What an archive needs in the filesystem.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -30,8 +29,10 @@ pub struct Needs {
 #[derive(Debug, Default)]
 pub struct Counter {
     /// (parent node, name) → node; node 0 is the target directory. One
-    /// step per path component, so a member costs O(its name's length).
-    children: HashMap<(u32, Vec<u8>), u32>,
+    /// step per path component, so a member costs O(its name's length);
+    /// names are stored once, in one arena (about 20 bytes a member
+    /// besides its name).
+    children: NameTable,
     /// Kind of node `n` at index `n - 1`.
     kinds: Vec<Node>,
     /// The totals.
@@ -62,14 +63,16 @@ impl Counter {
     }
 
     fn lookup(&self, parent: u32, name: &[u8]) -> Option<u32> {
-        self.children.get(&(parent, name.to_vec())).copied()
+        self.children.get(parent, name)
     }
 
     fn insert(&mut self, parent: u32, name: &[u8], kind: Node) -> Result<u32, MemberError> {
-        self.kinds.push(kind);
-        let id = u32::try_from(self.kinds.len())
+        let id = u32::try_from(self.kinds.len().saturating_add(1))
             .map_err(|_| MemberError::Bad("too many members to count".into()))?;
-        self.children.insert((parent, name.to_vec()), id);
+        self.children
+            .insert(parent, name, id)
+            .map_err(|_| MemberError::Bad("member names too long to count".into()))?;
+        self.kinds.push(kind);
         Ok(id)
     }
 

@@ -40,8 +40,10 @@ pub fn expand_tar(
     let mut budget = Budget::new(limits);
     let allowance = Allowance::new(HEADROOM);
     let mut ar = ::tar::Archive::new(Allowed::new(r, allowance.clone()));
+    // "With seek": padding and skipped data go through Allowed's
+    // forward-only seek (no zeroed buffer per member).
     let entries = ar
-        .entries()
+        .entries_with_seek()
         .map_err(|e| ExpandError::archive(archive, format!("not a tar stream: {e}")))?;
     // Data every header declares, written or skipped: at most twice the
     // byte limit (files are held to it by the budget; this bounds what

@@ -8,4 +8,4 @@ mod window;
 pub use mbr::{Lba, Mbr, MbrError, Partition, SECTOR};
 
 pub use reader::WindowReader;
-pub use window::{PartitionWindow, WindowError};
+pub use window::{PartitionWindow, WindowError, WriteLog};

@@ -45,13 +45,45 @@ pub enum WindowError {
     },
 }
 
+/// Told of every byte range a window writes (absolute image offsets,
+/// `[start, end)`), zeros made by [`PartitionWindow::zero_range`]
+/// included: a build onto a device writes zeros wherever the image needs
+/// them and nothing was written (`build::device`).
+pub trait WriteLog: Send + Sync {
+    /// `[start, end)` of the image now holds what the image should.
+    fn wrote(&self, start: u64, end: u64);
+
+    /// [`PartitionWindow::zero_range`] of `[start, end)`: true when the
+    /// log's owner takes the zeroing over (a device build zeros, at the
+    /// end, whatever the filesystems need and nothing wrote since), and
+    /// forgets any earlier write there; the window then writes nothing.
+    /// Only for windows nobody reads before writing.
+    fn defer_zeros(&self, start: u64, end: u64) -> bool {
+        let _ = (start, end);
+        false
+    }
+}
+
 /// A bounded view over `[start, start + len)` of an image file.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PartitionWindow {
     file: Arc<File>,
     path: Arc<Path>,
     start: u64,
     len: u64,
+    log: Option<Arc<dyn WriteLog>>,
+}
+
+impl std::fmt::Debug for PartitionWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionWindow")
+            .field("file", &self.file)
+            .field("path", &self.path)
+            .field("start", &self.start)
+            .field("len", &self.len)
+            .field("log", &self.log.is_some())
+            .finish()
+    }
 }
 
 /// Chunk used when zeros must really be written (no hole punching): 1 MiB keeps
@@ -68,6 +100,23 @@ impl PartitionWindow {
             path: Arc::from(path.as_path()),
             start,
             len,
+            log: None,
+        }
+    }
+
+    /// The same window, telling `log` of every write (and of the windows
+    /// made from it by [`PartitionWindow::sub`]).
+    #[must_use]
+    pub fn with_log(mut self, log: Option<Arc<dyn WriteLog>>) -> Self {
+        self.log = log;
+        self
+    }
+
+    /// Tell the log (if any) that `[abs, abs + len)` was written.
+    fn record(&self, abs: u64, len: u64) {
+        if let Some(l) = &self.log {
+            // `check` made sure abs + len fits.
+            l.wrote(abs, abs.saturating_add(len));
         }
     }
 
@@ -121,7 +170,9 @@ impl PartitionWindow {
         let abs = self.check(offset, buf.len() as u64)?;
         self.file
             .write_all_at(buf, abs)
-            .map_err(|e| self.io(abs, e))
+            .map_err(|e| self.io(abs, e))?;
+        self.record(abs, buf.len() as u64);
+        Ok(())
     }
 
     /// Copy `len` bytes of `src` at `src_offset` to `offset` (relative to
@@ -134,7 +185,10 @@ impl PartitionWindow {
         len: u64,
     ) -> Result<(), WindowError> {
         let abs = self.check(offset, len)?;
-        crate::os::copy_range(src, src_offset, &self.file, abs, len).map_err(|e| self.io(abs, e))
+        crate::os::copy_range(src, src_offset, &self.file, abs, len)
+            .map_err(|e| self.io(abs, e))?;
+        self.record(abs, len);
+        Ok(())
     }
 
     /// Fill all of `buf` from `offset` (relative to the window).
@@ -174,10 +228,16 @@ impl PartitionWindow {
     /// platform allows it (no data written), writing zeros otherwise.
     pub fn zero_range(&self, offset: u64, len: u64) -> Result<(), WindowError> {
         let abs = self.check(offset, len)?;
-        if len == 0 {
+        if len == 0
+            || self
+                .log
+                .as_ref()
+                .is_some_and(|l| l.defer_zeros(abs, abs.saturating_add(len)))
+        {
             return Ok(());
         }
         if crate::os::punch_hole(&self.file, abs, len) {
+            self.record(abs, len);
             return Ok(());
         }
         let zeros = vec![0u8; ZERO_CHUNK];
@@ -198,6 +258,7 @@ impl PartitionWindow {
             }
             done = done.saturating_add(n as u64);
         }
+        self.record(abs, len);
         Ok(())
     }
 
@@ -216,6 +277,7 @@ impl PartitionWindow {
             path: self.path.clone(),
             start: abs,
             len,
+            log: self.log.clone(),
         })
     }
 

@@ -12,16 +12,19 @@ use super::bytes::{u64_of, us};
 use super::csum;
 use super::error::Ext4Error;
 use super::extent;
+use super::file::Sizes;
 use super::hash::DirHasher;
 use super::ids::{IdPurpose, IdSource};
 use super::layout::{Layout, BLOCK_SIZE_USIZE, FIRST_INO};
+use super::names::NameTable;
 use super::node::{
-    is_valid_name, Ino, Kind, Node, SpecialKind, FAST_SYMLINK_MAX, LINK_MAX, LOST_FOUND_BLOCKS,
-    LOST_FOUND_INO, ROOT_INO,
+    is_valid_name, Ino, Kind, Node, PackedMeta, SpecialKind, FAST_SYMLINK_MAX, LINK_MAX,
+    LOST_FOUND_BLOCKS, LOST_FOUND_INO, NO_NAME, ROOT_INO,
 };
 use super::params::{Ext4Params, InodeMeta};
 use super::units::{BlockCount, BlockNo};
 use crate::partition::PartitionWindow;
+use std::sync::Arc;
 
 /// Builds an ext4 filesystem inside a [`PartitionWindow`].
 #[derive(Debug)]
@@ -35,6 +38,10 @@ pub struct Ext4Builder {
     pub(super) fs_seed: u32,
     /// `nodes[ino - 1]`; reserved inodes are `None`.
     pub(super) nodes: Vec<Option<Node>>,
+    /// Every directory entry: (directory, name) → inode.
+    pub(super) names: NameTable,
+    /// Regular files' sizes, shared with their writers.
+    pub(super) sizes: Arc<Sizes>,
     /// Extent tree blocks of the journal inode (none for a journal of at
     /// most 4 runs).
     pub(super) journal_tree: Vec<BlockNo>,
@@ -61,6 +68,7 @@ impl Ext4Builder {
             .unwrap_or_else(|| ids.uuid_v4(IdPurpose::HashSeed));
         let journal_tree = Self::reserve_journal_tree(&layout, &mut alloc, size)?;
         window.zero_range(0, window.len())?;
+        let sizes = Arc::new(Sizes::new(layout.inodes_count()));
         let mut b = Self {
             window,
             params,
@@ -70,6 +78,8 @@ impl Ext4Builder {
             hash_seed,
             fs_seed: csum::fs_seed(&uuid),
             nodes: Vec::new(),
+            names: NameTable::new(),
+            sizes,
             journal_tree,
         };
         b.add_root_and_lost_found()?;
@@ -103,10 +113,10 @@ impl Ext4Builder {
             .resize_with(us(u64::from(FIRST_INO - 1)), || None);
         let t = self.params.time;
         self.nodes[1] = Some(Node {
-            perm_meta: InodeMeta::new(0o755, t),
+            meta: PackedMeta::pack(&InodeMeta::new(0o755, t)),
             links: 2,
             parent: ROOT_INO.0,
-            name: Box::from(&b""[..]),
+            name_at: NO_NAME,
             kind: Kind::empty_dir(),
         });
         let lf = self.mkdir(ROOT_INO, b"lost+found", InodeMeta::new(0o700, t))?;
@@ -169,7 +179,7 @@ impl Ext4Builder {
             }
             match self.node(cur) {
                 Ok(n) => {
-                    parts.push(String::from_utf8_lossy(&n.name).into_owned());
+                    parts.push(String::from_utf8_lossy(self.names.name(n.name_at)).into_owned());
                     cur = n.parent;
                 }
                 Err(_) => break,
@@ -177,6 +187,27 @@ impl Ext4Builder {
         }
         parts.reverse();
         format!("/{}", parts.join("/"))
+    }
+
+    /// The path of `ino`'s first link below directory `from`, as bytes
+    /// (`a/b/c`); `None` when `ino` is not below `from`.
+    pub(super) fn relative_path(&self, from: Ino, ino: Ino) -> Option<Vec<u8>> {
+        let mut parts: Vec<&[u8]> = Vec::new();
+        let mut cur = ino.0;
+        // At most 4096 levels, as path_of.
+        for _ in 0..4096 {
+            if cur == from.0 {
+                parts.reverse();
+                return Some(parts.join(&b'/'));
+            }
+            if cur == ROOT_INO.0 {
+                return None;
+            }
+            let n = self.node(cur).ok()?;
+            parts.push(self.names.name(n.name_at));
+            cur = n.parent;
+        }
+        None
     }
 
     pub(super) fn child_path(&self, parent: Ino, name: &[u8]) -> String {
@@ -188,7 +219,7 @@ impl Ext4Builder {
     /// Look up `name` in directory `dir`.
     pub fn lookup_in(&self, dir: Ino, name: &[u8]) -> Option<Ino> {
         match &self.node(dir.0).ok()?.kind {
-            Kind::Dir { children, .. } => children.get(name).map(|&i| Ino(i)),
+            Kind::Dir { .. } => self.names.get(dir.0, name).map(Ino),
             _ => None,
         }
     }
@@ -225,8 +256,8 @@ impl Ext4Builder {
             });
         }
         match &self.node(parent.0)?.kind {
-            Kind::Dir { children, .. } => {
-                if children.contains_key(name) {
+            Kind::Dir { .. } => {
+                if self.names.get(parent.0, name).is_some() {
                     return Err(Ext4Error::Exists {
                         path: self.child_path(parent, name),
                     });
@@ -257,27 +288,31 @@ impl Ext4Builder {
         let ino =
             u32::try_from(next).map_err(|_| Ext4Error::Internal("inode number overflow".into()))?;
         let is_dir = matches!(kind, Kind::Dir { .. });
+        let name_at = self.add_name(parent, name, ino)?;
         self.nodes.push(Some(Node {
-            perm_meta: InodeMeta {
-                perm: meta.perm & 0o7777,
-                ..meta
-            },
+            meta: PackedMeta::pack(&meta),
             links: if is_dir { 2 } else { 1 },
             parent: parent.0,
-            name: Box::from(name),
+            name_at,
             kind,
         }));
-        let p = self.node_mut(parent.0)?;
-        if let Kind::Dir {
-            children, subdirs, ..
-        } = &mut p.kind
-        {
-            children.insert(Box::from(name), ino);
+        if let Kind::Dir { subdirs, .. } = &mut self.node_mut(parent.0)?.kind {
             if is_dir {
                 *subdirs = subdirs.saturating_add(1); // < inode count <= 2^32
             }
         }
         Ok(Ino(ino))
+    }
+
+    /// Enter `name` → `ino` in directory `parent` (checked: a directory
+    /// without that name); returns the name's offset in the name table.
+    fn add_name(&mut self, parent: Ino, name: &[u8], ino: u32) -> Result<u32, Ext4Error> {
+        self.names.insert(parent.0, name, ino).map_err(|_| {
+            Ext4Error::Internal(format!(
+                "{}: names take more than 4 GiB",
+                self.child_path(parent, name)
+            ))
+        })
     }
 
     /// Create directory `name` in `parent`.
@@ -372,18 +407,13 @@ impl Ext4Builder {
             return Err(Ext4Error::TooManyLinks { path });
         }
         node.links = node.links.saturating_add(1); // < LINK_MAX (checked above)
-        if let Kind::Dir { children, .. } = &mut self.node_mut(parent.0)?.kind {
-            children.insert(Box::from(name), target.0);
-        }
+        self.add_name(parent, name, target.0)?;
         Ok(())
     }
 
     /// Replace the owner, permissions and times of an inode.
     pub fn set_meta(&mut self, ino: Ino, meta: InodeMeta) -> Result<(), Ext4Error> {
-        self.node_mut(ino.0)?.perm_meta = InodeMeta {
-            perm: meta.perm & 0o7777,
-            ..meta
-        };
+        self.node_mut(ino.0)?.meta = PackedMeta::pack(&meta);
         Ok(())
     }
 }

@@ -1,7 +1,7 @@
 //! `FileWriter`: positional writes of one file's data into its reserved blocks.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::alloc::Run;
 use super::error::Ext4Error;
@@ -26,6 +26,53 @@ pub enum CopyError {
     Write(#[from] Ext4Error),
 }
 
+/// Inodes per segment of the size table.
+const SIZES_PER_SEGMENT: usize = 4096;
+
+/// The size of every regular file by inode, shared by the builder and its
+/// writers (a later `set_len` shrink bounds the writers too): segments of
+/// 4096 sizes made on first use, instead of a shared allocation per file.
+#[derive(Debug)]
+pub(crate) struct Sizes {
+    segments: Box<[OnceLock<Box<[AtomicU64]>>]>,
+}
+
+impl Sizes {
+    /// Room for inodes `1..=inodes`.
+    pub(crate) fn new(inodes: u64) -> Self {
+        let n = inodes.div_ceil(SIZES_PER_SEGMENT as u64);
+        Self {
+            segments: (0..n).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    fn place(ino: u32) -> Option<(usize, usize)> {
+        let i = usize::try_from(ino.checked_sub(1)?).ok()?;
+        Some((i / SIZES_PER_SEGMENT, i % SIZES_PER_SEGMENT))
+    }
+
+    /// The size of `ino` (0 when never set).
+    pub(crate) fn get(&self, ino: u32) -> u64 {
+        Self::place(ino)
+            .and_then(|(s, i)| self.segments.get(s)?.get()?.get(i))
+            .map_or(0, |a| a.load(Ordering::Relaxed))
+    }
+
+    /// Set the size of `ino`; false when `ino` is past the table.
+    pub(crate) fn set(&self, ino: u32, size: u64) -> bool {
+        let Some((s, i)) = Self::place(ino) else {
+            return false;
+        };
+        let Some(seg) = self.segments.get(s) else {
+            return false;
+        };
+        let seg = seg.get_or_init(|| (0..SIZES_PER_SEGMENT).map(|_| AtomicU64::new(0)).collect());
+        seg.get(i)
+            .map(|a| a.store(size, Ordering::Relaxed))
+            .is_some()
+    }
+}
+
 /// Writes one regular file's bytes straight to their final blocks.
 ///
 /// Cheap to clone, `Send + Sync`: several threads may write different
@@ -38,9 +85,9 @@ pub struct FileWriter {
     window: PartitionWindow,
     /// Physical runs in logical order.
     runs: Arc<[Run]>,
-    /// Current size limit (bytes); shared with the builder so a later
+    /// Current sizes (bytes); shared with the builder so a later
     /// `set_len` shrink also bounds this writer.
-    limit: Arc<AtomicU64>,
+    sizes: Arc<Sizes>,
 }
 
 impl FileWriter {
@@ -49,14 +96,14 @@ impl FileWriter {
         path: Arc<str>,
         window: PartitionWindow,
         runs: Arc<[Run]>,
-        limit: Arc<AtomicU64>,
+        sizes: Arc<Sizes>,
     ) -> Self {
         Self {
             ino,
             path,
             window,
             runs,
-            limit,
+            sizes,
         }
     }
 
@@ -72,7 +119,7 @@ impl FileWriter {
 
     /// Bytes reserved for the file (its size in the finished filesystem).
     pub fn size(&self) -> u64 {
-        self.limit.load(Ordering::Relaxed)
+        self.sizes.get(self.ino)
     }
 
     /// Write `data` at byte `offset` of the file. Bytes never written read
@@ -290,5 +337,26 @@ impl std::io::Write for SequentialWriter {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_by_inode() {
+        let s = Sizes::new(5000);
+        assert_eq!(s.get(1), 0);
+        assert!(s.set(1, 7));
+        assert!(s.set(4097, 9), "second segment");
+        assert!(s.set(5000, 11));
+        assert!(!s.set(0, 1), "no inode 0");
+        assert!(!s.set(8193, 1), "past the table");
+        assert_eq!(
+            (s.get(1), s.get(4096), s.get(4097), s.get(5000)),
+            (7, 0, 9, 11)
+        );
+        assert_eq!((s.get(0), s.get(9000)), (0, 0));
     }
 }

@@ -52,10 +52,10 @@ pub(super) struct DirBlocks {
 
 /// True when a directory's entries (with `.` and `..`) do not fit one
 /// linear block: it gets a hash index.
-pub(super) fn needs_index(children: &BTreeMap<Box<[u8]>, u32>) -> bool {
+pub(super) fn needs_index<'a>(children: impl Iterator<Item = (&'a [u8], u32)>) -> bool {
     let names = [1usize, 2]
         .into_iter()
-        .chain(children.keys().map(|k| k.len()));
+        .chain(children.map(|(name, _)| name.len()));
     dir::blocks_needed(names) > 1
 }
 
@@ -76,6 +76,8 @@ impl Ext4Builder {
     /// Write all metadata. Every `FileWriter` should be done writing: data
     /// written after this point lands in place but may race a later sync.
     pub fn finish(mut self) -> Result<FinishStats, Ext4Error> {
+        // No more lookups: each directory's entries become a sorted slice.
+        self.names.freeze();
         let dir_blocks = self.allocate_dir_blocks()?;
         let usage = self.write_inode_tables(&dir_blocks)?;
         self.write_journal_superblock()?;
@@ -92,14 +94,9 @@ impl Ext4Builder {
         for (idx, ino) in (0..self.nodes.len()).zip(1u32..) {
             let n = match self.nodes.get(idx) {
                 Some(Some(Node {
-                    kind:
-                        Kind::Dir {
-                            children,
-                            min_blocks,
-                            ..
-                        },
+                    kind: Kind::Dir { min_blocks, .. },
                     ..
-                })) => BlockCount(u64_of(self.dir_block_count(children, *min_blocks)?)),
+                })) => BlockCount(u64_of(self.dir_block_count(ino, *min_blocks)?)),
                 _ => continue,
             };
             let what = format!("directory {}", self.path_of(Ino(ino)));
@@ -114,18 +111,15 @@ impl Ext4Builder {
         Ok(out)
     }
 
-    /// Blocks of a directory with `children`: one linear block (or
-    /// `min_blocks`) when its entries fit one, else an htree's root,
+    /// Blocks of directory `ino` (its entries frozen): one linear block
+    /// (or `min_blocks`) when its entries fit one, else an htree's root,
     /// leaves and index nodes.
-    pub(super) fn dir_block_count(
-        &self,
-        children: &BTreeMap<Box<[u8]>, u32>,
-        min_blocks: usize,
-    ) -> Result<usize, Ext4Error> {
-        if !needs_index(children) {
-            return Ok(min_blocks.max(1));
+    pub(super) fn dir_block_count(&self, ino: u32, min_blocks: u32) -> Result<usize, Ext4Error> {
+        let children = self.names.children(ino);
+        if !needs_index(children.clone()) {
+            return Ok(us(u64::from(min_blocks.max(1))));
         }
-        let names: Vec<&[u8]> = children.keys().map(|k| &k[..]).collect();
+        let names: Vec<&[u8]> = children.map(|(name, _)| name).collect();
         let plan = HtreePlan::new(&self.dir_hasher(), &names).map_err(|reason| {
             Ext4Error::Internal(format!("directory too large for an htree: {reason}"))
         })?;

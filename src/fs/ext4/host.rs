@@ -6,6 +6,7 @@
 //! copied by a pool of threads straight into the reserved blocks.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
@@ -57,10 +58,14 @@ fn dev_minor(dev: u64) -> u32 {
     u32::try_from(((dev >> 12) & 0xFFFF_FF00) | (dev & 0x0000_00FF)).unwrap_or(0)
 }
 
-/// Files reserved by [`add_host_tree`] whose bytes still have to be copied.
-#[derive(Debug, Default)]
+/// Files reserved by [`add_host_tree`] whose bytes still have to be copied:
+/// 4 bytes each (the inode; its host path is rebuilt from the builder's
+/// names when it is copied).
+#[derive(Debug)]
 pub struct PendingCopies {
-    files: Vec<(PathBuf, FileWriter)>,
+    src: PathBuf,
+    dest: Ino,
+    files: Vec<Ino>,
 }
 
 impl PendingCopies {
@@ -74,18 +79,27 @@ impl PendingCopies {
         self.files.is_empty()
     }
 
-    /// Copy every file with `threads` threads. A file that changed size since
-    /// it was reserved is an error naming it.
-    pub fn copy(self, threads: usize) -> Result<(), Ext4Error> {
+    /// Copy every file into `builder` (the one [`add_host_tree`] filled)
+    /// with `threads` threads. A file that changed size since it was
+    /// reserved is an error naming it.
+    pub fn copy(self, builder: &Ext4Builder, threads: usize) -> Result<(), Ext4Error> {
         let next = AtomicUsize::new(0);
         let files = &self.files;
+        let (src, dest) = (&self.src, self.dest);
         std::thread::scope(|s| {
             let handles: Vec<_> = (0..threads.max(1))
                 .map(|_| {
                     s.spawn(|| -> Result<(), Ext4Error> {
                         let mut buf = vec![0u8; COPY_BUF];
-                        while let Some((p, w)) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
-                            copy_one(p, w, &mut buf)?;
+                        while let Some(&ino) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
+                            let rel = builder.relative_path(dest, ino).ok_or_else(|| {
+                                Ext4Error::Internal(format!(
+                                    "{}: not under the copied tree",
+                                    builder.path_of(ino)
+                                ))
+                            })?;
+                            let path = src.join(OsStr::from_bytes(&rel));
+                            copy_one(&path, &builder.writer(ino)?, &mut buf)?;
                         }
                         Ok(())
                     })
@@ -145,7 +159,11 @@ pub fn add_host_tree(
     dest: Ino,
 ) -> Result<PendingCopies, Ext4Error> {
     let mut links = HashMap::new();
-    let mut pending = PendingCopies::default();
+    let mut pending = PendingCopies {
+        src: src.to_path_buf(),
+        dest,
+        files: Vec::new(),
+    };
     walk(builder, src, dest, &mut links, &mut pending)?;
     Ok(pending)
 }
@@ -182,9 +200,8 @@ fn walk(
             }
         }
         let ino = if ft.is_file() {
-            let w = b.create_file(dir, name, md.len(), meta)?;
-            let ino = w.ino();
-            pending.files.push((path.clone(), w));
+            let ino = b.create_file(dir, name, md.len(), meta)?.ino();
+            pending.files.push(ino);
             ino
         } else if ft.is_symlink() {
             let target = std::fs::read_link(&path).map_err(|e| io("readlink", &path, e))?;

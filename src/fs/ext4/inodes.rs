@@ -2,8 +2,6 @@
 //! what its inode points to (directory blocks, extent tree blocks, a slow
 //! symlink's block) on the way.
 
-use std::sync::atomic::Ordering;
-
 use super::alloc::Run;
 use super::builder::Ext4Builder;
 use super::bytes::{lo16, put_u32, u64_of, us};
@@ -51,7 +49,7 @@ impl Ext4Builder {
                 })?;
                 self.dir_inode(ino, node, blocks, seed)?
             }
-            Kind::File { .. } => self.file_inode(node, seed)?,
+            Kind::File { .. } => self.file_inode(ino, node, seed)?,
             Kind::Symlink { target, block } => self.symlink_inode(node, target, *block, seed)?,
             Kind::Special(kind) => special_inode(node, *kind),
         };
@@ -75,10 +73,7 @@ impl Ext4Builder {
         blocks: &DirBlocks,
         seed: u32,
     ) -> Result<RawInode, Ext4Error> {
-        let Kind::Dir {
-            children, subdirs, ..
-        } = &node.kind
-        else {
+        let Kind::Dir { subdirs, .. } = &node.kind else {
             return Err(Ext4Error::Internal(format!(
                 "inode {ino} is not a directory"
             )));
@@ -93,13 +88,14 @@ impl Ext4Builder {
             ino,
             file_type: dir::FT_DIR,
         };
-        let indexed = needs_index(children);
+        let children = self.names.children(ino);
+        let indexed = needs_index(children.clone());
         let mut entries = Vec::with_capacity(children.len().saturating_add(2));
         if !indexed {
             entries.push(dot(b".", ino));
             entries.push(dot(b"..", parent));
         }
-        for (name, &child) in children {
+        for (name, child) in children {
             entries.push(dir::Entry {
                 name,
                 ino: child,
@@ -148,8 +144,8 @@ impl Ext4Builder {
         // LINK_MAX, dir_nlink's 1 ("many").
         let links = subdirs.saturating_add(2);
         Ok(RawInode {
-            mode: S_IFDIR | (node.perm_meta.perm & 0o7777),
-            meta: node.perm_meta,
+            mode: S_IFDIR | (node.meta.perm & 0o7777),
+            meta: node.meta.unpack(),
             size: nblocks.bytes()?,
             links: if links > LINK_MAX { 1 } else { lo16(links) },
             sectors: nblocks.add(tree_len(&blocks.tree))?.sectors()?,
@@ -163,17 +159,18 @@ impl Ext4Builder {
     }
 
     /// A regular file: its extent tree over the runs reserved at creation.
-    fn file_inode(&self, node: &Node, seed: u32) -> Result<RawInode, Ext4Error> {
-        let Kind::File { runs, tree, limit } = &node.kind else {
+    fn file_inode(&self, ino: u32, node: &Node, seed: u32) -> Result<RawInode, Ext4Error> {
+        let Kind::File { runs, tree } = &node.kind else {
             return Err(Ext4Error::Internal("not a regular file".into()));
         };
+        let runs = runs.as_slice();
         let t = extent::build(&runs_to_extents(runs)?, tree, seed).map_err(Ext4Error::Internal)?;
         self.write_tree(&t)?;
         let nblocks = BlockCount::sum(runs.iter().map(|r| r.len))?;
         Ok(RawInode {
-            mode: S_IFREG | (node.perm_meta.perm & 0o7777),
-            meta: node.perm_meta,
-            size: limit.load(Ordering::Relaxed),
+            mode: S_IFREG | (node.meta.perm & 0o7777),
+            meta: node.meta.unpack(),
+            size: self.sizes.get(ino),
             links: lo16(node.links), // <= LINK_MAX
             sectors: nblocks.add(tree_len(tree))?.sectors()?,
             flags: EXTENTS_FL,
@@ -220,7 +217,7 @@ impl Ext4Builder {
             mode: S_IFLNK | 0o777,
             meta: InodeMeta {
                 perm: 0o777,
-                ..node.perm_meta
+                ..node.meta.unpack()
             },
             size: u64_of(target.len()),
             links: lo16(node.links), // <= LINK_MAX
@@ -250,8 +247,8 @@ fn special_inode(node: &Node, kind: SpecialKind) -> RawInode {
         }
     }
     RawInode {
-        mode: kind.mode_type() | (node.perm_meta.perm & 0o7777),
-        meta: node.perm_meta,
+        mode: kind.mode_type() | (node.meta.perm & 0o7777),
+        meta: node.meta.unpack(),
         size: 0,
         links: lo16(node.links), // <= LINK_MAX
         sectors: 0,

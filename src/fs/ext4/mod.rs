@@ -23,6 +23,7 @@ mod inode;
 mod inodes;
 mod journal;
 mod layout;
+mod names;
 mod node;
 mod params;
 mod reserve;
@@ -39,6 +40,7 @@ pub use finish::FinishStats;
 pub use hash::dir_hash;
 pub use host::{add_host_tree, count_host_entries, host_meta, PendingCopies, COPY_BUF};
 pub use layout::BLOCK_SIZE;
+pub use names::{NameTable, NamesFull};
 pub use node::{Ino, SpecialKind, ROOT_INO};
 pub use params::{
     source_date_epoch, Ext4Params, InodeMeta, InodePolicy, Timestamp, MAX_EXTENT_BLOCKS,

@@ -2,7 +2,6 @@
 //! created (allocation order = call order), and give back the tail when a
 //! stream turns out shorter than planned.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::alloc::Run;
@@ -11,7 +10,7 @@ use super::error::Ext4Error;
 use super::extent;
 use super::file::FileWriter;
 use super::layout::BLOCK_SIZE;
-use super::node::{Ino, Kind};
+use super::node::{Ino, Kind, Runs};
 use super::params::InodeMeta;
 use super::units::{BlockCount, BlockNo};
 
@@ -40,27 +39,22 @@ impl Ext4Builder {
             });
         }
         let runs = self.alloc_data(&path, BlockCount::for_bytes(size))?;
-        let tree = match self.alloc_data(&path, extent::tree_block_count(runs.len())) {
-            Ok(t) => t.iter().flat_map(Run::blocks).collect(),
-            Err(e) => {
-                for r in &runs {
-                    self.release(*r)?;
+        let tree: Box<[BlockNo]> =
+            match self.alloc_data(&path, extent::tree_block_count(runs.len())) {
+                Ok(t) => t.iter().flat_map(Run::blocks).collect(),
+                Err(e) => {
+                    for r in &runs {
+                        self.release(*r)?;
+                    }
+                    return Err(e);
                 }
-                return Err(e);
-            }
-        };
-        let limit = Arc::new(AtomicU64::new(size));
+            };
         let runs_arc: Arc<[Run]> = Arc::from(runs.as_slice());
-        let ino = match self.new_inode(
-            parent,
-            name,
-            meta,
-            Kind::File {
-                runs,
-                tree,
-                limit: limit.clone(),
-            },
-        ) {
+        let kind = Kind::File {
+            runs: Runs::new(runs),
+            tree,
+        };
+        let ino = match self.new_inode(parent, name, meta, kind) {
             Ok(i) => i,
             Err(e) => {
                 for r in runs_arc.iter() {
@@ -69,12 +63,35 @@ impl Ext4Builder {
                 return Err(e);
             }
         };
+        if !self.sizes.set(ino.0, size) {
+            return Err(Ext4Error::Internal(format!(
+                "{path}: inode past the size table"
+            )));
+        }
         Ok(FileWriter::new(
             ino.0,
             Arc::from(path.as_str()),
             self.window.clone(),
             runs_arc,
-            limit,
+            self.sizes.clone(),
+        ))
+    }
+
+    /// A writer for regular file `file` (as [`Ext4Builder::create_file`]
+    /// returned), for callers that do not keep theirs.
+    pub fn writer(&self, file: Ino) -> Result<FileWriter, Ext4Error> {
+        let Kind::File { runs, .. } = &self.node(file.0)?.kind else {
+            return Err(Ext4Error::Internal(format!(
+                "{}: not a regular file",
+                self.path_of(file)
+            )));
+        };
+        Ok(FileWriter::new(
+            file.0,
+            Arc::from(self.path_of(file).as_str()),
+            self.window.clone(),
+            Arc::from(runs.as_slice()),
+            self.sizes.clone(),
         ))
     }
 
@@ -108,28 +125,29 @@ impl Ext4Builder {
     /// Shrink a file to `len` bytes (at most its reserved size), releasing
     /// the blocks past it. Use when a stream turned out shorter than planned.
     pub fn set_len(&mut self, file: Ino, len: u64) -> Result<(), Ext4Error> {
-        let path = self.path_of(file);
-        let node = self.node_mut(file.0)?;
-        let Kind::File { runs, tree, limit } = &mut node.kind else {
-            return Err(Ext4Error::BadSize {
-                path,
-                size: len,
-                reason: "not a regular file",
-            });
+        let cur = self.sizes.get(file.0);
+        let sizes = self.sizes.clone();
+        let bad = |b: &Self, reason| Ext4Error::BadSize {
+            path: b.path_of(file),
+            size: len,
+            reason,
         };
-        let cur = limit.load(Ordering::Relaxed);
+        let Ok(Kind::File { runs, tree }) = self.node(file.0).map(|n| &n.kind) else {
+            return Err(bad(self, "not a regular file"));
+        };
         if len > cur {
-            return Err(Ext4Error::BadSize {
-                path,
-                size: len,
-                reason: "files can only shrink after creation",
-            });
+            return Err(bad(self, "files can only shrink after creation"));
         }
-        limit.store(len, Ordering::Relaxed);
-        let (new_runs, freed) = split_runs(runs, BlockCount::for_bytes(len));
-        let need_tree = extent::tree_blocks(new_runs.len());
-        let extra_tree: Vec<BlockNo> = tree.drain(need_tree.min(tree.len())..).collect();
-        *runs = new_runs;
+        let (new_runs, freed) = split_runs(runs.as_slice(), BlockCount::for_bytes(len));
+        let need_tree = extent::tree_blocks(new_runs.len()).min(tree.len());
+        let (kept_tree, extra_tree) = tree.split_at(need_tree);
+        let (kept_tree, extra_tree): (Box<[BlockNo]>, Vec<BlockNo>) =
+            (kept_tree.into(), extra_tree.to_vec());
+        sizes.set(file.0, len);
+        if let Kind::File { runs, tree } = &mut self.node_mut(file.0)?.kind {
+            *runs = Runs::new(new_runs);
+            *tree = kept_tree;
+        }
         for r in freed {
             self.release(r)?;
         }

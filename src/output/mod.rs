@@ -1,0 +1,26 @@
+//! What a build hands over besides the raw image (docs/spec.md §10): the
+//! block map of what the card needs ([`map`], written as bmaptool's
+//! format by [`bmap`]), the one sequential pass that hashes and
+//! compresses the finished image ([`pass`]), and `OUTPUT.json`
+//! ([`meta`]). [`ranges`] is the coalescing range set they share.
+
+pub mod bmap;
+pub mod map;
+pub mod meta;
+pub mod pass;
+pub mod ranges;
+
+pub use bmap::{Bmap, BmapRange};
+pub use map::{map_image, map_partitions, ImageMap};
+pub use pass::{run_pass, Compression, PassResult};
+pub use ranges::RangeSet;
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
