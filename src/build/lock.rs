@@ -310,7 +310,9 @@ mod tests {
             a.release();
             let c = OutputLock::acquire(&p).unwrap();
             // Locking the stale inode works, but the check sees it is gone.
-            rustix::fs::flock(&stale, FlockOperation::NonBlockingLockExclusive).unwrap();
+            // Blocking: a process another test forks in this window holds a
+            // copy of A's descriptor (and so its flock) until it execs.
+            rustix::fs::flock(&stale, FlockOperation::LockExclusive).unwrap();
             assert!(matches!(OutputLock::acquire(&p), Err(LockFailure::Busy(_))));
             c.release();
         }
