@@ -23,6 +23,10 @@
 #   N_FILES=4 FILE_MIB=1024 RUNS=1 (defaults); BENCH_DIR=dir (default: a
 #   temp dir under /tmp, removed at the end); IC_BIN=path
 #   A small run: N_FILES=4 FILE_MIB=64 scripts/bench-s3.sh
+#   S3S_FS=path: use s3s-fs instead of moto (a Rust S3 server on a local
+#   directory, `cargo install s3s-fs@0.14.1 --features binary`; serves
+#   ranged GETs without reading whole objects, so it measures us, not the
+#   server); the bucket and policy.yaml are then made as its files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,7 +36,8 @@ RUNS=${RUNS:-1}
 work=${BENCH_DIR:-$(mktemp -d /tmp/bench-s3.XXXXXX)}
 mkdir -p "$work/www"
 moto=${MOTO_SERVER:-$(command -v moto_server || true)}
-[ -n "$moto" ] || { echo "bench-s3: needs moto_server (pip install 'moto[server]') or MOTO_SERVER" >&2; exit 2; }
+s3s=${S3S_FS:-}
+[ -n "$moto" ] || [ -n "$s3s" ] || { echo "bench-s3: needs moto_server (pip install 'moto[server]') or MOTO_SERVER" >&2; exit 2; }
 for t in nginx curl python3 sfdisk mkfs.vfat mkfs.ext4 mcopy /usr/bin/time; do
   command -v "$t" >/dev/null || [ -x "$t" ] || { echo "bench-s3: needs $t" >&2; exit 2; }
 done
@@ -76,7 +81,13 @@ s3port=$(free_port)
 mkdir -p "$work/motodir"
 # Its own process group, stopped whole at the end; its temporary files
 # (the objects) under $work.
-TMPDIR="$work/motodir" setsid "$moto" -H 127.0.0.1 -p "$s3port" >"$work/moto.log" 2>&1 &
+if [ -n "$s3s" ]; then
+  mkdir -p "$work/s3root/bench"
+  setsid "$s3s" --host 127.0.0.1 --port "$s3port" --access-key bench --secret-key bench \
+    "$work/s3root" >"$work/moto.log" 2>&1 &
+else
+  TMPDIR="$work/motodir" setsid "$moto" -H 127.0.0.1 -p "$s3port" >"$work/moto.log" 2>&1 &
+fi
 motopid=$!
 cleanup() {
   stop_nginx
@@ -86,7 +97,7 @@ cleanup() {
 }
 trap cleanup EXIT
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$s3port/" && break; sleep 0.1; done
-curl -sf -X PUT "http://127.0.0.1:$s3port/bench" >/dev/null
+[ -n "$s3s" ] || curl -sf -X PUT "http://127.0.0.1:$s3port/bench" >/dev/null
 start_nginx
 
 export AWS_ENDPOINT_URL="http://127.0.0.1:$s3port" AWS_ALLOW_HTTP=true AWS_REGION=us-east-1 \
@@ -110,7 +121,11 @@ new_local() { rm -rf "$cache" && mkdir -p "$cache" && cp "$work/policy.yaml" "$c
 # the URL live in files).
 new_s3() {
   n=$(($(cat "$work/s3n") + 1)); echo "$n" >"$work/s3n"; echo "s3://bench/p$n" >"$work/s3url"
-  curl -sf -X PUT -T "$work/policy.yaml" "http://127.0.0.1:$s3port/bench/p$n/policy.yaml" >/dev/null
+  if [ -n "$s3s" ]; then
+    mkdir -p "$work/s3root/bench/p$n" && cp "$work/policy.yaml" "$work/s3root/bench/p$n/"
+  else
+    curl -sf -X PUT -T "$work/policy.yaml" "http://127.0.0.1:$s3port/bench/p$n/policy.yaml" >/dev/null
+  fi
 }
 drop() { sync; if [ "$(id -u)" = 0 ]; then echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; fi; }
 measure() { # name, prepare-function, command (s3url expanded after prep)...
@@ -129,7 +144,7 @@ measure() { # name, prepare-function, command (s3url expanded after prep)...
   echo "$name $best_t $best_m $best_c"
 }
 nothing() { :; }
-motocpu() { awk '{print ($14+$15)/100}' "/proc/$(pgrep -g "$motopid" -f moto_server | head -1)/stat" 2>/dev/null || echo "?"; }
+motocpu() { awk '{print ($14+$15)/100}' "/proc/$(pgrep -g "$motopid" | head -1)/stat" 2>/dev/null || echo "?"; }
 
 build="$ic -X -T 4 '$work/c.yaml' '$work/out.img'"
 local_c="$ic -X -T 4 --cache-dir '$cache' '$work/c.yaml' '$work/out.img'"
@@ -154,7 +169,7 @@ for r in "$r_a" "$r_b" "$r_c" "$r_d" "$r_e"; do
   read -r nm t m c <<<"$r"
   printf '%-10s %8.2f %12.1f %10.0f %10.2f\n' "$nm" "$t" "$(awk "BEGIN{print $m/1024}")" "$(awk "BEGIN{print $total_mib/$t}")" "$c"
 done
-echo "moto_server CPU seconds: cold-s3 $(awk "BEGIN{print $m1-$m0}"), warm-s3 $(awk "BEGIN{print $m3-$m2}")"
+echo "S3 server ($([ -n "$s3s" ] && echo s3s-fs || echo moto_server)) CPU seconds: cold-s3 $(awk "BEGIN{print $m1-$m0}"), warm-s3 $(awk "BEGIN{print $m3-$m2}")"
 read -r _ ta _ <<<"$r_a"; read -r _ tb _ <<<"$r_b"; read -r _ td _ <<<"$r_d"; read -r _ te _ <<<"$r_e"
 awk "BEGIN{r=$te/$td; printf \"warm-s3/warm-local: %.2fx (target <= 1.25x) %s\n\", r, (r<=1.25?\"ok\":\"MISSED\")}"
 awk "BEGIN{r=$tb/$ta; printf \"cold-s3/nocache: %.2fx (target <= 1.2x) %s\n\", r, (r<=1.2?\"ok\":\"MISSED\")}"
