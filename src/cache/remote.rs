@@ -138,6 +138,10 @@ pub(crate) struct Remote {
     pub(crate) policy: Policy,
     read_only: bool,
     parallel: usize,
+    /// Ranges held in memory by all hits of this build at once (fetching,
+    /// fetched and waiting for their turn, or being written): `parallel`
+    /// in all, not per hit, so `-T` hits at once hold at most `-T` ranges.
+    ranges: Arc<tokio::sync::Semaphore>,
 }
 
 fn store_err(url: &str, action: &'static str) -> impl FnOnce(object_store::Error) -> CacheError {
@@ -204,6 +208,7 @@ impl Remote {
             policy,
             read_only,
             parallel: options.parallel.max(1),
+            ranges: Arc::new(tokio::sync::Semaphore::new(options.parallel.max(1))),
         }))
     }
 
@@ -547,17 +552,36 @@ impl Remote {
         mut each: impl FnMut(u64, &[u8]) -> Result<(), StreamStop>,
     ) -> Result<(), StreamStop> {
         let rt = runtime().map_err(StreamStop::Store)?;
-        // The ranges in flight are the buffer: one more waits here.
-        let (tx, rx) = sync_channel::<Result<(u64, bytes::Bytes), object_store::Error>>(1);
+        // Each range holds a permit of the build's shared pool from before
+        // its GET until it is written. A hit takes its permits in range
+        // order, so the range it needs next always holds one (or is the
+        // next to get one): hits sharing the pool can't wait on each other.
+        type Range = (u64, bytes::Bytes, tokio::sync::OwnedSemaphorePermit);
+        let (tx, rx) = sync_channel::<Result<Range, object_store::Error>>(1);
         let (s, p, parallel) = (Arc::clone(&self.store), self.blob_path(id), self.parallel);
+        let pool = Arc::clone(&self.ranges);
         let task = rt.spawn(async move {
             let ranges = (0..size.div_ceil(RANGE)).map(|i| i * RANGE..size.min((i + 1) * RANGE));
-            let mut st = futures_util::stream::iter(ranges)
-                .map(|r| {
+            let st = futures_util::stream::iter(ranges)
+                .then(move |r| {
+                    let pool = Arc::clone(&pool);
+                    async move { (r, pool.acquire_owned().await) }
+                })
+                .map(|(r, permit)| {
                     let (s, p) = (Arc::clone(&s), p.clone());
-                    async move { s.get_range(&p, r.clone()).await.map(|b| (r.start, b)) }
+                    async move {
+                        // The pool is never closed.
+                        let permit = permit.map_err(|e| object_store::Error::Generic {
+                            store: "cache",
+                            source: Box::new(e),
+                        })?;
+                        s.get_range(&p, r.clone())
+                            .await
+                            .map(|b| (r.start, b, permit))
+                    }
                 })
                 .buffered(parallel);
+            let mut st = std::pin::pin!(st);
             while let Some(item) = st.next().await {
                 let stop = item.is_err();
                 // The reader gone: stop fetching.
@@ -570,9 +594,11 @@ impl Remote {
         let mut got = 0u64;
         let result = loop {
             match rx.recv() {
-                Ok(Ok((off, bytes))) => {
+                Ok(Ok((off, bytes, permit))) => {
                     got = off + bytes.len() as u64;
-                    if let Err(e) = each(off, &bytes) {
+                    let done = each(off, &bytes);
+                    drop((bytes, permit));
+                    if let Err(e) = done {
                         break Err(e);
                     }
                 }
@@ -645,7 +671,12 @@ fn build_store(url: &url::Url, text: &str) -> Result<(Box<dyn ObjectStore>, Path
     };
     let store: Box<dyn ObjectStore> = match scheme {
         S::AmazonS3 => {
+            // UNSIGNED-PAYLOAD: no SigV4 sha256 of every uploaded part (a
+            // second hash pass over each blob, on both ends): a blob's own
+            // sha256 is in its entry and checked on every read.
+            // `AWS_UNSIGNED_PAYLOAD=false` (below) signs payloads again.
             let mut b = object_store::aws::AmazonS3Builder::new()
+                .with_unsigned_payload(true)
                 .with_retry(retry)
                 .with_client_options(client);
             for (k, v) in env("AWS_") {
