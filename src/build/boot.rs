@@ -2,7 +2,6 @@
 //! partition table, last, so an image is bootable only once complete.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -33,11 +32,4 @@ pub fn write_boot(
 pub fn final_mbr(mut mbr: Mbr, fs_size: u64) -> Result<[u8; 512], BuildError> {
     mbr.set_sectors(3, fs_size / SECTOR)?;
     Ok(mbr.to_bytes())
-}
-
-/// Grow p3 to `fs_size` in the MBR, write it, and make it all durable.
-pub fn write_partition_table(out: &File, mbr: Mbr, fs_size: u64) -> Result<(), BuildError> {
-    out.write_all_at(&final_mbr(mbr, fs_size)?, 0)?;
-    out.sync_all()?;
-    Ok(())
 }

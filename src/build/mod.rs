@@ -237,7 +237,6 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
         opts,
         reporter,
         device: None,
-        temporary: compress.is_some(),
     };
     if on_device {
         let done = build_on_device(job, &build_dir, reporter);
@@ -278,6 +277,7 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
             len: plan.image_size,
             output: &opts.output,
             compressed: compress.map(|c| (out.file(), c)),
+            sync_raw: compress.is_none(),
             bmap: opts.output_options.bmap,
             threads,
         })?;
@@ -430,8 +430,6 @@ struct Job<'a> {
     reporter: &'a dyn Reporter,
     /// Building onto a block device.
     device: Option<&'a device::Target>,
-    /// The image is a temporary raw file (a compressed build): no sync.
-    temporary: bool,
 }
 
 impl Job<'_> {
@@ -498,11 +496,10 @@ impl Job<'_> {
         match self.device {
             // Written last, after the zeros (step 7).
             Some(d) => d.set_mbr(boot::final_mbr(mbr, plan.fs_size)?),
-            // The compressed OUTPUT is synced instead.
-            None if self.temporary => {
-                out.write_all_at(&boot::final_mbr(mbr, plan.fs_size)?, 0)?;
-            }
-            None => boot::write_partition_table(out, mbr, plan.fs_size)?,
+            // Synced in step 7, while it is hashed (a raw OUTPUT), or not
+            // at all (the temporary raw image of a compressed OUTPUT, which
+            // is synced instead).
+            None => out.write_all_at(&boot::final_mbr(mbr, plan.fs_size)?, 0)?,
         }
         Ok(plan)
     }

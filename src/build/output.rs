@@ -130,6 +130,9 @@ pub struct Finish<'a> {
     pub bmap: bool,
     /// Encoder threads.
     pub threads: u32,
+    /// Make the raw image durable (`fsync`) during the pass: the raw
+    /// OUTPUT's writeback overlaps its hashing.
+    pub sync_raw: bool,
 }
 
 /// Step 7: the pass, then the side files under temporary names.
@@ -147,14 +150,22 @@ pub fn finish(f: &Finish<'_>) -> Result<SideFiles, BuildError> {
     // Step 7 is not an item: the items and their total are fixed once
     // planning ends (docs/progress.md).
     let progress = |_: u64| {};
-    let pass = run_pass(
-        f.raw,
-        f.len,
-        map.as_ref().map(|m| &m.ranges),
-        f.compressed,
-        f.threads,
-        &progress,
-    )
+    let pass = std::thread::scope(|s| {
+        let sync = f.sync_raw.then(|| s.spawn(|| f.raw.sync_all()));
+        let pass = run_pass(
+            f.raw,
+            f.len,
+            map.as_ref().map(|m| &m.ranges),
+            f.compressed,
+            f.threads,
+            &progress,
+        );
+        if let Some(h) = sync {
+            h.join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the sync thread panicked")))?;
+        }
+        pass
+    })
     .map_err(io)?;
     if let Some((c, _)) = f.compressed {
         c.sync_all().map_err(io)?;

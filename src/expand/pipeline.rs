@@ -48,23 +48,34 @@ pub fn expand_archive(
     build_dir: &Path,
     tap: &mut dyn ChunkSink,
 ) -> Result<(u64, Option<String>), ExpandError> {
-    let Expansion {
-        dest,
-        source,
-        plan,
-        dir_meta,
-    } = *job;
+    let Expansion { dest, dir_meta, .. } = *job;
     let root = builder.mkdir_all(dest, dir_meta)?;
     let mut target = Ext4Target::new(builder, root, dir_meta);
+    let done = expand_into(&mut target, job, net, build_dir, tap)?;
+    target.flush()?;
+    Ok(done)
+}
+
+/// [`expand_archive`] into `target`.
+fn expand_into(
+    target: &mut Ext4Target<'_>,
+    job: &Expansion<'_>,
+    net: &Net,
+    build_dir: &Path,
+    tap: &mut dyn ChunkSink,
+) -> Result<(u64, Option<String>), ExpandError> {
+    let Expansion {
+        dest, source, plan, ..
+    } = *job;
     let limits = &plan.limits;
     let format = plan.format;
     match source {
         ArchiveSource::Bytes(b) => {
             let name = format!("inline content of /data/{dest}");
             let n = if format == Format::Zip {
-                expand_zip(std::io::Cursor::new(b), &name, limits, &mut target)?
+                expand_zip(std::io::Cursor::new(b), &name, limits, target)?
             } else {
-                expand_tar_from(b, format, &name, limits, &mut target)?
+                expand_tar_from(b, format, &name, limits, target)?
             };
             Ok((n, None))
         }
@@ -74,13 +85,13 @@ pub fn expand_archive(
                 archive: name.clone(),
                 source,
             })?;
-            expand_file(&f, &name, checksum, plan, &mut target)
+            expand_file(&f, &name, checksum, plan, target)
         }
         ArchiveSource::Open {
             file,
             name,
             checksum,
-        } => expand_file(file, name, checksum, plan, &mut target),
+        } => expand_file(file, name, checksum, plan, target),
         ArchiveSource::Http { url, checksum } if format == Format::Zip => {
             let name = redact(url);
             // An unnamed file (O_TMPFILE where available, else unlinked at
@@ -101,7 +112,7 @@ pub fn expand_archive(
                 checksum.cloned(),
                 &mut sink,
             ))?;
-            let n = expand_zip(&tmp, &name, limits, &mut target)?;
+            let n = expand_zip(&tmp, &name, limits, target)?;
             Ok((n, digest))
         }
         ArchiveSource::Http { url, checksum } => {
@@ -114,7 +125,7 @@ pub fn expand_archive(
             let (expanded, downloaded) = std::thread::scope(|s| {
                 let worker = s.spawn(|| {
                     let mut reader = reader;
-                    let r = expand_tar_from(&mut reader, format, &name, limits, &mut target);
+                    let r = expand_tar_from(&mut reader, format, &name, limits, target);
                     // Drain so the download never blocks on a dead expansion;
                     // dropping the reader (on error) ends it instead.
                     if r.is_ok() {
@@ -177,7 +188,10 @@ fn expand_file(
         let n = expand_zip(f, name, &plan.limits, target)?;
         return Ok((n, digest));
     }
-    let mut h = HashingReader::new(std::io::BufReader::new(f), verifier.as_mut());
+    let mut h = HashingReader::new(
+        std::io::BufReader::with_capacity(crate::io::COPY_BUF, f),
+        verifier.as_mut(),
+    );
     let n = expand_tar_from(&mut h, plan.format, name, &plan.limits, target)?;
     drain(&mut h).map_err(io("reading past the archive's end"))?;
     let digest = verifier.map(StreamVerifier::finish).transpose()?;

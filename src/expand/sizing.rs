@@ -152,7 +152,7 @@ pub fn measure(
                 expand_zip(f, name, limits, &mut counter)?
             } else {
                 expand_tar_from(
-                    std::io::BufReader::new(f),
+                    std::io::BufReader::with_capacity(crate::io::COPY_BUF, f),
                     format,
                     name,
                     limits,
@@ -164,7 +164,7 @@ pub fn measure(
             expand_zip(file, name, limits, &mut counter)?
         }
         ArchiveSource::Open { file, .. } => expand_tar_from(
-            std::io::BufReader::new(file),
+            std::io::BufReader::with_capacity(crate::io::COPY_BUF, file),
             format,
             name,
             limits,

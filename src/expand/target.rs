@@ -5,7 +5,7 @@ use std::io::Read;
 
 use super::error::MemberError;
 use super::member::Components;
-use crate::fs::ext4::{Ext4Builder, Ino, InodeMeta};
+use crate::fs::ext4::{Ext4Builder, Ext4Error, Ino, InodeMeta, SmallFiles};
 use crate::io::COPY_BUF;
 
 /// Receives the members of an archive, already checked by the walker
@@ -40,6 +40,8 @@ pub struct Ext4Target<'a> {
     /// Metadata of directories the archive implies but does not list.
     dir_meta: InodeMeta,
     buf: Vec<u8>,
+    /// Small members' data, written a MiB at a time.
+    small: SmallFiles,
 }
 
 impl<'a> Ext4Target<'a> {
@@ -50,7 +52,14 @@ impl<'a> Ext4Target<'a> {
             root,
             dir_meta,
             buf: vec![0; COPY_BUF],
+            small: SmallFiles::new(),
         }
+    }
+
+    /// Write the small members' data still gathered; call once the
+    /// expansion succeeded, before the builder finishes.
+    pub fn flush(&mut self) -> Result<(), Ext4Error> {
+        self.small.flush()
     }
 
     /// The parent directory of `path`, creating missing ones; refuses to go
@@ -93,7 +102,7 @@ impl Target for Ext4Target<'_> {
     ) -> Result<(), MemberError> {
         let (parent, name) = self.parent(path)?;
         let w = self.builder.create_file(parent, name, size, meta)?;
-        w.copy_from(data, &mut self.buf, |_| {})?;
+        self.small.copy(&w, data, &mut self.buf)?;
         Ok(())
     }
 

@@ -5,6 +5,7 @@ use std::sync::{Arc, OnceLock};
 
 use super::alloc::Run;
 use super::error::Ext4Error;
+use super::layout::BLOCK_SIZE;
 use crate::partition::PartitionWindow;
 
 /// Why [`FileWriter::copy_from`] failed.
@@ -297,12 +298,131 @@ impl FileWriter {
         Ok(())
     }
 
+    /// The window offset of the file's data when it lies in one run of
+    /// exactly its size rounded up to whole blocks (every file of at most
+    /// a run's length that [`Ext4Builder::create_file`] made in one piece).
+    ///
+    /// [`Ext4Builder::create_file`]: super::Ext4Builder::create_file
+    fn one_run(&self) -> Option<(u64, u64)> {
+        let [run] = &*self.runs else { return None };
+        let bytes = run.len.bytes().ok()?;
+        let size = self.size();
+        let whole = size.div_ceil(BLOCK_SIZE).checked_mul(BLOCK_SIZE)?;
+        (size > 0 && bytes == whole).then_some((run.start.byte_offset().ok()?, bytes))
+    }
+
     /// A `std::io::Write` that appends from offset 0.
     pub fn sequential(self) -> SequentialWriter {
         SequentialWriter {
             inner: self,
             pos: 0,
         }
+    }
+}
+
+/// Most bytes [`SmallFiles`] gathers before writing them.
+const GATHER: usize = 1 << 20;
+/// Largest file [`SmallFiles`] gathers; bigger ones are written directly.
+const SMALL: u64 = 64 * 1024;
+
+/// Gathers the data of small files whose blocks follow each other (files
+/// created one after another get consecutive blocks) and writes them with
+/// one positional write per MiB, tails of blocks as zeros, instead of one
+/// write per file: a tree of 100-byte files costs a syscall and a
+/// partially written page cache page per file otherwise (half the CPU of
+/// a million-file tar, measured).
+///
+/// Used with the files of one builder only. Nothing gathered reaches the
+/// image before [`SmallFiles::flush`], which the owner calls once done (a
+/// failed build drops it unwritten); memory is at most 1 MiB.
+#[derive(Debug, Default)]
+pub struct SmallFiles {
+    window: Option<PartitionWindow>,
+    /// Window offset of `buf[0]`.
+    start: u64,
+    buf: Vec<u8>,
+}
+
+impl SmallFiles {
+    /// An empty gatherer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Copy exactly [`FileWriter::size`] bytes of `src` into `w`, as
+    /// [`FileWriter::copy_from`] does (`buf` is its copy buffer for files
+    /// that are not gathered).
+    pub fn copy(
+        &mut self,
+        w: &FileWriter,
+        src: &mut dyn std::io::Read,
+        buf: &mut [u8],
+    ) -> Result<(), CopyError> {
+        let size = w.size();
+        let gathered = w
+            .one_run()
+            .filter(|_| size <= SMALL)
+            .and_then(|(at, bytes)| {
+                Some((
+                    at,
+                    usize::try_from(size).ok()?,
+                    usize::try_from(bytes).ok()?,
+                ))
+            });
+        let Some((at, size, bytes)) = gathered else {
+            return w.copy_from(src, buf, |_| {});
+        };
+        let end = self.buf.len().checked_add(bytes);
+        let follows = self.start.checked_add(self.buf.len() as u64) == Some(at);
+        if !self.buf.is_empty() && (!follows || end.is_none_or(|e| e > GATHER)) {
+            self.flush()?;
+        }
+        if self.buf.is_empty() {
+            self.start = at;
+            self.window = Some(w.window.clone());
+            self.buf.reserve(GATHER);
+        }
+        let from = self.buf.len();
+        // At most GATHER + SMALL: no overflow.
+        self.buf.resize(from.saturating_add(bytes), 0);
+        let dst = self
+            .buf
+            .get_mut(from..)
+            .and_then(|b| b.get_mut(..size))
+            .unwrap_or_default();
+        let mut got = 0usize;
+        let failed = loop {
+            let Some(rest) = dst.get_mut(got..).filter(|r| !r.is_empty()) else {
+                break None;
+            };
+            match src.read(rest) {
+                Ok(0) => {
+                    break Some(CopyError::Short {
+                        got: got as u64,
+                        size: size as u64,
+                    })
+                }
+                Ok(n) => got = got.saturating_add(n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Some(CopyError::Read(e)),
+            }
+        };
+        match failed {
+            None => Ok(()),
+            Some(e) => {
+                self.buf.truncate(from);
+                Err(e)
+            }
+        }
+    }
+
+    /// Write what is gathered.
+    pub fn flush(&mut self) -> Result<(), Ext4Error> {
+        if let (Some(w), false) = (&self.window, self.buf.is_empty()) {
+            w.write_at(self.start, &self.buf)?;
+        }
+        self.buf.clear();
+        Ok(())
     }
 }
 
@@ -341,8 +461,92 @@ impl std::io::Write for SequentialWriter {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
+    use crate::fs::ext4::Timestamp;
+
+    /// A builder on a 64 MiB image whose bytes start as 0xAA, so bytes
+    /// nobody wrote show.
+    fn builder(dir: &std::path::Path) -> (crate::fs::ext4::Ext4Builder, PartitionWindow) {
+        use std::io::Write;
+        let path = dir.join("img");
+        let mut f = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .expect("image");
+        let len = 64u64 << 20;
+        let junk = vec![0xAAu8; 1 << 20];
+        for _ in 0..(len >> 20) {
+            f.write_all(&junk).expect("junk");
+        }
+        let w = PartitionWindow::new(Arc::new(f), &path, 0, len);
+        let b = crate::fs::ext4::Ext4Builder::new(w.clone(), Default::default()).expect("builder");
+        (b, w)
+    }
+
+    /// The file's bytes in the image, whole blocks.
+    fn blocks_of(w: &PartitionWindow, f: &FileWriter) -> Vec<u8> {
+        let mut out = Vec::new();
+        for r in f.runs.iter() {
+            let mut b = vec![0u8; r.len.bytes().expect("len") as usize];
+            w.read_at(r.start.byte_offset().expect("at"), &mut b)
+                .expect("read");
+            out.extend(b);
+        }
+        out
+    }
+
+    #[test]
+    fn small_files_gathered_are_written_at_flush_with_zero_tails() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut b, w) = builder(dir.path());
+        let root = crate::fs::ext4::ROOT_INO;
+        let meta = crate::fs::ext4::InodeMeta::new(0o644, Timestamp::default());
+        // Small ones (gathered), an empty one, one too big to gather (it
+        // breaks the run: the next small one starts a new gather), one
+        // whose source is short, and small ones after it.
+        let sizes: [u64; 8] = [100, 4096, 5000, 0, 70_000, 1, 300, 7];
+        let mut small = SmallFiles::new();
+        let mut buf = vec![0u8; 4096];
+        let mut files = Vec::new();
+        for (i, &size) in sizes.iter().enumerate() {
+            let name = format!("f{i}");
+            let f = b
+                .create_file(root, name.as_bytes(), size, meta)
+                .expect("create");
+            let byte = u8::try_from(i + 1).expect("small");
+            let data = vec![byte; size as usize];
+            let r = if i == 6 {
+                // 300 bytes promised, 120 given.
+                small.copy(&f, &mut &data[..120], &mut buf)
+            } else {
+                small.copy(&f, &mut &data[..], &mut buf)
+            };
+            assert_eq!(r.is_err(), i == 6, "file {i}: {r:?}");
+            files.push((f, data));
+        }
+        // Before the flush, the last gathered files are not in the image.
+        let last = &files[7].0;
+        assert!(blocks_of(&w, last).iter().all(|&x| x == 0 || x == 0xAA));
+        small.flush().expect("flush");
+        for (i, (f, data)) in files.iter().enumerate() {
+            if i == 6 || data.is_empty() {
+                continue;
+            }
+            let got = blocks_of(&w, f);
+            assert_eq!(&got[..data.len()], &data[..], "file {i}");
+            if i != 4 {
+                assert!(
+                    got[data.len()..].iter().all(|&x| x == 0),
+                    "file {i}: the block's tail is zeros"
+                );
+            }
+        }
+    }
 
     #[test]
     fn sizes_by_inode() {

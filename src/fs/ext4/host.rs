@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::builder::Ext4Builder;
 use super::error::Ext4Error;
-use super::file::{CopyError, FileWriter};
+use super::file::{CopyError, FileWriter, SmallFiles};
 use super::node::{Ino, SpecialKind};
 use super::params::{InodeMeta, Timestamp};
 
@@ -91,17 +91,26 @@ impl PendingCopies {
                 .map(|_| {
                     s.spawn(|| -> Result<(), Ext4Error> {
                         let mut buf = vec![0u8; COPY_BUF];
-                        while let Some(&ino) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
-                            let rel = builder.relative_path(dest, ino).ok_or_else(|| {
-                                Ext4Error::Internal(format!(
-                                    "{}: not under the copied tree",
-                                    builder.path_of(ino)
-                                ))
-                            })?;
-                            let path = src.join(OsStr::from_bytes(&rel));
-                            copy_one(&path, &builder.writer(ino)?, &mut buf)?;
+                        let mut small = SmallFiles::new();
+                        // Batches of files reserved one after another, so
+                        // small ones are gathered into few writes.
+                        loop {
+                            let first = next.fetch_add(BATCH, Ordering::Relaxed);
+                            let Some(batch) = files.get(first..) else {
+                                break;
+                            };
+                            for &ino in batch.iter().take(BATCH) {
+                                let rel = builder.relative_path(dest, ino).ok_or_else(|| {
+                                    Ext4Error::Internal(format!(
+                                        "{}: not under the copied tree",
+                                        builder.path_of(ino)
+                                    ))
+                                })?;
+                                let path = src.join(OsStr::from_bytes(&rel));
+                                copy_one(&path, &builder.writer(ino)?, &mut buf, &mut small)?;
+                            }
                         }
-                        Ok(())
+                        small.flush()
                     })
                 })
                 .collect();
@@ -113,9 +122,17 @@ impl PendingCopies {
     }
 }
 
-fn copy_one(src: &Path, w: &FileWriter, buf: &mut [u8]) -> Result<(), Ext4Error> {
+/// Files a copy thread takes at a time.
+const BATCH: usize = 256;
+
+fn copy_one(
+    src: &Path,
+    w: &FileWriter,
+    buf: &mut [u8],
+    small: &mut SmallFiles,
+) -> Result<(), Ext4Error> {
     let mut f = File::open(src).map_err(|e| io("opening", src, e))?;
-    w.copy_from(&mut f, buf, |_| {}).map_err(|e| match e {
+    small.copy(w, &mut f, buf).map_err(|e| match e {
         CopyError::Read(e) => io("reading", src, e),
         CopyError::Write(e) => e,
         CopyError::Short { got, .. } => Ext4Error::BadSize {

@@ -35,7 +35,7 @@ pub use builder::Ext4Builder;
 pub use capacity::{capacity, dir_blocks, file_blocks, min_size, Capacity};
 pub use carry::{scan_old, OldSummary, OldTree};
 pub use error::Ext4Error;
-pub use file::{CopyError, FileWriter, SequentialWriter};
+pub use file::{CopyError, FileWriter, SequentialWriter, SmallFiles};
 pub use finish::FinishStats;
 pub use hash::dir_hash;
 pub use host::{add_host_tree, count_host_entries, host_meta, PendingCopies, COPY_BUF};
