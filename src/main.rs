@@ -359,6 +359,7 @@ fn build(
         allow_local_files: cli.allow_local_files,
         output_options: build::OutputOptions {
             bmap: cli.bmap,
+            hash: !cli.no_hash,
             compress: cli.compress.map(Into::into),
             threads: 0,
             force: cli.force,

@@ -269,3 +269,56 @@ fn a_failed_compressed_build_leaves_nothing() {
     image::assert_no_partials(d);
     let _ = have;
 }
+
+/// `--no-hash`: no OUTPUT.json and no hashing of the image, so a 1 TB
+/// image with little content is built in seconds and stays sparse; side
+/// files an earlier image left (`.bmap` without `--bmap`, `.json` with
+/// `--no-hash`) are removed, not left describing an image that is gone.
+#[test]
+fn no_hash_builds_a_terabyte_image_sparse_and_stale_side_files_go() {
+    if !image::tools(&["e2fsck"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let (base, rootfs) = make_base(d);
+    let files = "files:\n  - to: /data/hello.txt\n    content: hello\n";
+    let out = d.join("out.img");
+    let small = write_config(d, &base, rootfs, files);
+    let (code, log) = build(&small, &out, &["--bmap"]);
+    assert_eq!(code, 0, "{log}");
+    assert!(side(&out, ".json").exists() && side(&out, ".bmap").exists());
+
+    // -X without --bmap: the old image's bmap goes.
+    let (code, log) = build(&small, &out, &["-X"]);
+    assert_eq!(code, 0, "{log}");
+    assert!(side(&out, ".json").exists(), "{log}");
+    assert!(!side(&out, ".bmap").exists(), "a stale bmap was left");
+
+    // -X --no-hash, 1 TB: no json either.
+    let big = write_config(d, &base, rootfs, &format!("output:\n  size: 1TB\n{files}"));
+    let (code, log) = build(&big, &out, &["-X", "--no-hash"]);
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        !side(&out, ".json").exists(),
+        "a stale OUTPUT.json was left"
+    );
+    assert!(!side(&out, ".bmap").exists());
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(&out).unwrap();
+    assert!(md.len() >= 1_000_000_000_000, "{} bytes", md.len());
+    let allocated = md.blocks() * 512;
+    assert!(
+        allocated < 2 << 30,
+        "not sparse: {allocated} bytes allocated"
+    );
+    let (_, parts) = sfdisk_json(&out);
+    let p3 = &parts[2];
+    assert!(p3.size > 990_000_000_000, "p3 is {} bytes", p3.size);
+    let fs = format!("{}?offset={}", out.display(), p3.start);
+    let (code, log) = run(Command::new("e2fsck").args(["-fn", &fs]));
+    assert_eq!(code, 0, "e2fsck -fn {fs}: {log}");
+    let (code, log) = run(Command::new("debugfs").args(["-R", "cat /hello.txt", &fs]));
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("hello"), "{log}");
+}

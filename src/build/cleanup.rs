@@ -178,6 +178,9 @@ fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
     }
 }
 
+/// The side files a build may write beside OUTPUT (docs/spec.md §10).
+const SIDE_SUFFIXES: [&str; 2] = [".json", ".bmap"];
+
 /// The image being written.
 pub struct PendingOutput {
     publish: Publish,
@@ -320,6 +323,19 @@ impl PendingOutput {
                     path: path.clone(),
                     source,
                 })?;
+        }
+        // A side file of an earlier image that this build doesn't write
+        // (no `--bmap`, `--no-hash`) would describe the old image: gone.
+        for suffix in SIDE_SUFFIXES {
+            let path = crate::build::output::side_path(&self.claim.output, suffix);
+            if !sides.iter().any(|(p, _)| *p == path) {
+                match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(BuildError::Persist { path, source: e });
+                    }
+                    _ => {}
+                }
+            }
         }
         // The new directory entries survive a power loss once the
         // directory is synced (fsync(2)); the image itself was synced by

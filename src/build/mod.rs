@@ -79,6 +79,8 @@ pub struct BuildOptions {
 pub struct OutputOptions {
     /// `--bmap`: write `OUTPUT.bmap`.
     pub bmap: bool,
+    /// Not `--no-hash`: hash the image in step 7 and write `OUTPUT.json`.
+    pub hash: bool,
     /// `--compress`: compress OUTPUT (else OUTPUT's suffix or
     /// `output.compress` decide).
     pub compress: Option<crate::output::Compression>,
@@ -279,6 +281,7 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
             compressed: compress.map(|c| (out.file(), c)),
             sync_raw: compress.is_none(),
             bmap: opts.output_options.bmap,
+            hash: opts.output_options.hash,
             threads,
         })?;
         Ok((plan, sides))

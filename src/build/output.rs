@@ -128,6 +128,8 @@ pub struct Finish<'a> {
     pub compressed: Option<(&'a File, Compression)>,
     /// `--bmap`.
     pub bmap: bool,
+    /// Hash the image and write `OUTPUT.json` (not with `--no-hash`).
+    pub hash: bool,
     /// Encoder threads.
     pub threads: u32,
     /// Make the raw image durable (`fsync`) during the pass: the raw
@@ -158,6 +160,7 @@ pub fn finish(f: &Finish<'_>) -> Result<SideFiles, BuildError> {
             map.as_ref().map(|m| &m.ranges),
             f.compressed,
             f.threads,
+            f.hash,
             &progress,
         );
         if let Some(h) = sync {
@@ -179,7 +182,9 @@ pub fn finish(f: &Finish<'_>) -> Result<SideFiles, BuildError> {
         };
         files.push((side_path(f.output, ".bmap"), bmap.render()));
     }
-    let json = crate::output::meta::OsListEntry::from(&pass).to_json();
-    files.push((side_path(f.output, ".json"), json));
+    if f.hash {
+        let json = crate::output::meta::OsListEntry::from(&pass).to_json();
+        files.push((side_path(f.output, ".json"), json));
+    }
     Ok(SideFiles { files, pass })
 }

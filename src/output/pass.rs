@@ -91,7 +91,8 @@ struct Chunk {
 
 /// Hashes of the whole image and of each mapped range.
 struct Hashes {
-    whole: Sha256,
+    /// None: the whole image is not hashed (`--no-hash`).
+    whole: Option<Sha256>,
     ranges: Vec<(u64, u64)>,
     next: usize,
     current: Sha256,
@@ -100,7 +101,9 @@ struct Hashes {
 
 impl Hashes {
     fn feed(&mut self, offset: u64, data: &[u8]) {
-        self.whole.update(data);
+        if let Some(w) = self.whole.as_mut() {
+            w.update(data);
+        }
         let end = offset + data.len() as u64;
         while let Some(&(rs, re)) = self.ranges.get(self.next) {
             if rs >= end {
@@ -129,18 +132,30 @@ impl Hashes {
     }
 }
 
-/// Read `src` (`len` bytes) once, in order: hash it, hash each range of
+/// Read `src` (`len` bytes) once, in order: hash it (unless `!hash`: then
+/// `extract_sha256` and `download_sha256` are empty), hash each range of
 /// `map` (byte ranges, cut to whole 4 KiB blocks and the image's end), and
 /// write it compressed to `out` when asked, with `threads` encoder
-/// threads. `progress` gets the bytes of each chunk read.
+/// threads. `progress` gets the bytes of each chunk read. With nothing to
+/// hash and nothing to compress, nothing is read.
 pub fn run_pass(
     src: &File,
     len: u64,
     map: Option<&RangeSet>,
     out: Option<(&File, Compression)>,
     threads: u32,
+    hash: bool,
     progress: &dyn Fn(u64),
 ) -> std::io::Result<PassResult> {
+    if !hash && map.is_none() && out.is_none() {
+        return Ok(PassResult {
+            extract_size: len,
+            extract_sha256: String::new(),
+            download_size: len,
+            download_sha256: String::new(),
+            ranges: Vec::new(),
+        });
+    }
     let ranges: Vec<(u64, u64)> = map
         .map(|m| m.to_blocks(BLOCK, len).iter().collect())
         .unwrap_or_default();
@@ -153,7 +168,7 @@ pub fn run_pass(
         let (back_tx, back_rx) = sync_channel::<Arc<Vec<u8>>>(DEPTH + 2);
         let hasher = s.spawn(move || {
             let mut h = Hashes {
-                whole: Sha256::new(),
+                whole: hash.then(Sha256::new),
                 ranges,
                 next: 0,
                 current: Sha256::new(),
@@ -221,9 +236,13 @@ pub fn run_pass(
         let h = hasher
             .join()
             .map_err(|_| std::io::Error::other("the hashing thread panicked"))?;
-        let extract_sha256 = super::hex(&h.whole.finalize());
+        let extract_sha256 = h
+            .whole
+            .map(|w| super::hex(&w.finalize()))
+            .unwrap_or_default();
         let (download_size, download_sha256) = match written {
-            Some((n, sum)) => (n, sum),
+            Some((n, sum)) if hash => (n, sum),
+            Some((n, _)) => (n, String::new()),
             None => (len, extract_sha256.clone()),
         };
         Ok(PassResult {
