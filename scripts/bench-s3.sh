@@ -27,6 +27,20 @@
 #   directory, `cargo install s3s-fs@0.14.1 --features binary`; serves
 #   ranged GETs without reading whole objects, so it measures us, not the
 #   server); the bucket and policy.yaml are then made as its files.
+#   BUCKET_DIR=dir: keep the server's storage (s3s-fs's root, moto's
+#   temporary files) in a new directory under dir, removed at the end,
+#   e.g. BUCKET_DIR=/dev/shm (RAM). Default: under the work dir, i.e. on
+#   the disk the image is written to.
+#
+# Why BUCKET_DIR: a real deployment's store runs on other machines, so its
+# disk writes are not the build's. With the bucket on the image's disk,
+# a cold run writes each byte three times to one disk (s3s-fs writes the
+# parts, then copies them into the object on completion, and we write the
+# image), and a warm run reads the objects back from it while the image
+# is written: the bench then measures that one disk, not the cache.
+# Storage in RAM (tmpfs) takes the server's disk out of the comparison;
+# its CPU (md5 of every part, twice; the copy on completion) stays on the
+# same two cores as the build, and is printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -78,21 +92,28 @@ stop_nginx() {
   if [ -n "$ngx" ]; then kill "$ngx" 2>/dev/null || true; wait "$ngx" 2>/dev/null || true; ngx=""; fi
 }
 s3port=$(free_port)
-mkdir -p "$work/motodir"
+if [ -n "${BUCKET_DIR:-}" ]; then
+  mkdir -p "$BUCKET_DIR"
+  s3dir=$(mktemp -d "$BUCKET_DIR/bench-s3-bucket.XXXXXX")
+else
+  s3dir="$work/s3root"
+fi
+mkdir -p "$s3dir"
 # Its own process group, stopped whole at the end; its temporary files
 # (the objects) under $work.
 if [ -n "$s3s" ]; then
-  mkdir -p "$work/s3root/bench"
+  mkdir -p "$s3dir/bench"
   setsid "$s3s" --host 127.0.0.1 --port "$s3port" --access-key bench --secret-key bench \
-    "$work/s3root" >"$work/moto.log" 2>&1 &
+    "$s3dir" >"$work/moto.log" 2>&1 &
 else
-  TMPDIR="$work/motodir" setsid "$moto" -H 127.0.0.1 -p "$s3port" >"$work/moto.log" 2>&1 &
+  TMPDIR="$s3dir" setsid "$moto" -H 127.0.0.1 -p "$s3port" >"$work/moto.log" 2>&1 &
 fi
 motopid=$!
 cleanup() {
   stop_nginx
   kill -TERM -- "-$motopid" 2>/dev/null || true; sleep 0.5; kill -KILL -- "-$motopid" 2>/dev/null || true
   wait "$motopid" 2>/dev/null || true
+  rm -rf "$s3dir"
   [ -n "${BENCH_DIR:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
@@ -122,7 +143,7 @@ new_local() { rm -rf "$cache" && mkdir -p "$cache" && cp "$work/policy.yaml" "$c
 new_s3() {
   n=$(($(cat "$work/s3n") + 1)); echo "$n" >"$work/s3n"; echo "s3://bench/p$n" >"$work/s3url"
   if [ -n "$s3s" ]; then
-    mkdir -p "$work/s3root/bench/p$n" && cp "$work/policy.yaml" "$work/s3root/bench/p$n/"
+    mkdir -p "$s3dir/bench/p$n" && cp "$work/policy.yaml" "$s3dir/bench/p$n/"
   else
     curl -sf -X PUT -T "$work/policy.yaml" "http://127.0.0.1:$s3port/bench/p$n/policy.yaml" >/dev/null
   fi
@@ -149,6 +170,7 @@ motocpu() { awk '{print ($14+$15)/100}' "/proc/$(pgrep -g "$motopid" | head -1)/
 build="$ic -X -T 4 '$work/c.yaml' '$work/out.img'"
 local_c="$ic -X -T 4 --cache-dir '$cache' '$work/c.yaml' '$work/out.img'"
 s3_c="$ic -X -T 4 --cache-dir S3URL '$work/c.yaml' '$work/out.img'"
+load0=$(cut -d' ' -f1-3 /proc/loadavg)
 r_a=$(measure nocache nothing "$build")
 m0=$(motocpu)
 r_b=$(measure cold-s3 new_s3 "$s3_c")
@@ -169,6 +191,7 @@ for r in "$r_a" "$r_b" "$r_c" "$r_d" "$r_e"; do
   read -r nm t m c <<<"$r"
   printf '%-10s %8.2f %12.1f %10.0f %10.2f\n' "$nm" "$t" "$(awk "BEGIN{print $m/1024}")" "$(awk "BEGIN{print $total_mib/$t}")" "$c"
 done
+echo "load average before: $load0, after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "S3 server ($([ -n "$s3s" ] && echo s3s-fs || echo moto_server)) CPU seconds: cold-s3 $(awk "BEGIN{print $m1-$m0}"), warm-s3 $(awk "BEGIN{print $m3-$m2}")"
 read -r _ ta _ <<<"$r_a"; read -r _ tb _ <<<"$r_b"; read -r _ td _ <<<"$r_d"; read -r _ te _ <<<"$r_e"
 awk "BEGIN{r=$te/$td; printf \"warm-s3/warm-local: %.2fx (target <= 1.25x) %s\n\", r, (r<=1.25?\"ok\":\"MISSED\")}"

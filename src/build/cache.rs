@@ -147,6 +147,32 @@ impl<'a> BuildCache<'a> {
         }
     }
 
+    /// [`BuildCache::commit`] for a download task: on a blocking thread,
+    /// so the thread driving every download of the build goes on with the
+    /// others meanwhile (a commit to an object store waits for its upload
+    /// to complete, and the store assembles the parts then).
+    pub async fn commit_async(
+        &self,
+        filler: Filler,
+        size: u64,
+        validators: Validators,
+        source: &str,
+    ) {
+        let key = filler.key().to_string();
+        let meta = FillMeta {
+            validators,
+            source: source.to_string(),
+        };
+        match tokio::task::spawn_blocking(move || filler.commit(size, meta)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => self.warn(&e),
+            Err(_) => self.warn(&CacheError::IncompleteFill {
+                key,
+                reason: "its commit panicked".into(),
+            }),
+        }
+    }
+
     /// After the build: apply the policy, then make what this build
     /// published durable.
     pub fn evict(&self) {

@@ -321,7 +321,7 @@ async fn fetch_one(
             if let (Some(cache), Some((filler, validators))) = (ctx.cache, fill) {
                 match failed {
                     Some(e) => cache.warn(&e),
-                    None => cache.commit(filler, item.size, validators, url),
+                    None => cache.commit_async(filler, item.size, validators, url).await,
                 }
             }
             // Reported as each finishes, so the history is live.

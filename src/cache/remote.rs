@@ -61,8 +61,10 @@ use super::{hex, unix_now, CacheOptions, EvictReport};
 const PART: usize = 8 << 20;
 /// Parts of one fill uploading at once.
 const PARTS_IN_FLIGHT: usize = 2;
-/// Ranged GET size of a hit.
-const RANGE: u64 = 8 << 20;
+/// Ranged GET size of a hit. Larger ranges cost s3s-fs less CPU per
+/// byte (bench-s3: 25 → 22 → 21 CPU s for 4 GiB at 8, 16, 32 MiB); a
+/// build holds `-T` of them (docs/benchmarks-notes.md).
+const RANGE: usize = 16 << 20;
 /// Bytes a fill buffers when writes arrive out of order (an image's layers
 /// decoded in parallel); past that the fill is abandoned, never the build.
 const PENDING_MAX: usize = 256 << 20;
@@ -138,10 +140,11 @@ pub(crate) struct Remote {
     pub(crate) policy: Policy,
     read_only: bool,
     parallel: usize,
-    /// Ranges held in memory by all hits of this build at once (fetching,
-    /// fetched and waiting for their turn, or being written): `parallel`
-    /// in all, not per hit, so `-T` hits at once hold at most `-T` ranges.
-    ranges: Arc<tokio::sync::Semaphore>,
+    /// The buffers of the ranges held in memory by all hits of this build
+    /// at once (fetching, fetched and waiting for their turn, or being
+    /// written): `parallel` in all, not per hit, so `-T` hits at once hold
+    /// at most `-T` ranges.
+    ranges: Arc<RangePool>,
 }
 
 fn store_err(url: &str, action: &'static str) -> impl FnOnce(object_store::Error) -> CacheError {
@@ -208,7 +211,7 @@ impl Remote {
             policy,
             read_only,
             parallel: options.parallel.max(1),
-            ranges: Arc::new(tokio::sync::Semaphore::new(options.parallel.max(1))),
+            ranges: Arc::new(RangePool::new(options.parallel.max(1), RANGE)),
         }))
     }
 
@@ -552,32 +555,28 @@ impl Remote {
         mut each: impl FnMut(u64, &[u8]) -> Result<(), StreamStop>,
     ) -> Result<(), StreamStop> {
         let rt = runtime().map_err(StreamStop::Store)?;
-        // Each range holds a permit of the build's shared pool from before
-        // its GET until it is written. A hit takes its permits in range
+        // Each range holds a buffer of the build's shared pool from before
+        // its GET until it is written. A hit takes its buffers in range
         // order, so the range it needs next always holds one (or is the
         // next to get one): hits sharing the pool can't wait on each other.
-        type Range = (u64, bytes::Bytes, tokio::sync::OwnedSemaphorePermit);
-        let (tx, rx) = sync_channel::<Result<Range, object_store::Error>>(1);
+        let (tx, rx) = sync_channel::<Result<(u64, Slot), object_store::Error>>(1);
         let (s, p, parallel) = (Arc::clone(&self.store), self.blob_path(id), self.parallel);
         let pool = Arc::clone(&self.ranges);
+        let range_size = RANGE as u64;
         let task = rt.spawn(async move {
-            let ranges = (0..size.div_ceil(RANGE)).map(|i| i * RANGE..size.min((i + 1) * RANGE));
+            let ranges = (0..size.div_ceil(range_size))
+                .map(move |i| i * range_size..size.min((i + 1) * range_size));
             let st = futures_util::stream::iter(ranges)
                 .then(move |r| {
                     let pool = Arc::clone(&pool);
-                    async move { (r, pool.acquire_owned().await) }
+                    async move { (r, pool.take().await) }
                 })
-                .map(|(r, permit)| {
+                .map(|(r, slot)| {
                     let (s, p) = (Arc::clone(&s), p.clone());
                     async move {
-                        // The pool is never closed.
-                        let permit = permit.map_err(|e| object_store::Error::Generic {
-                            store: "cache",
-                            source: Box::new(e),
-                        })?;
-                        s.get_range(&p, r.clone())
-                            .await
-                            .map(|b| (r.start, b, permit))
+                        let mut slot = slot?;
+                        fetch_range(&*s, &p, r.clone(), &mut slot.buf).await?;
+                        Ok((r.start, slot))
                     }
                 })
                 .buffered(parallel);
@@ -594,10 +593,10 @@ impl Remote {
         let mut got = 0u64;
         let result = loop {
             match rx.recv() {
-                Ok(Ok((off, bytes, permit))) => {
-                    got = off + bytes.len() as u64;
-                    let done = each(off, &bytes);
-                    drop((bytes, permit));
+                Ok(Ok((off, slot))) => {
+                    got = off + slot.buf.len() as u64;
+                    let done = each(off, &slot.buf);
+                    drop(slot);
                     if let Err(e) = done {
                         break Err(e);
                     }
@@ -613,6 +612,109 @@ impl Remote {
             return Err(StreamStop::Short(got));
         }
         Ok(())
+    }
+}
+
+/// GET bytes `r` of `p` into `buf` (cleared first), chunk by chunk as
+/// they arrive: one copy, into a buffer that is reused.
+async fn fetch_range(
+    s: &dyn ObjectStore,
+    p: &Path,
+    r: std::ops::Range<u64>,
+    buf: &mut Vec<u8>,
+) -> Result<(), object_store::Error> {
+    buf.clear();
+    let want = usize::try_from(r.end - r.start).map_err(|e| object_store::Error::Generic {
+        store: "cache",
+        source: Box::new(e),
+    })?;
+    let got = s
+        .get_opts(p, object_store::GetOptions::new().with_range(Some(r)))
+        .await?;
+    let mut body = got.into_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        if buf.len() + chunk.len() > want {
+            break;
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    if buf.len() != want {
+        return Err(object_store::Error::Generic {
+            store: "cache",
+            source: format!("a ranged GET of {want} bytes answered other than {want} bytes").into(),
+        });
+    }
+    Ok(())
+}
+
+/// The range buffers of one build, shared by all its hits: `n` at most,
+/// each taken with a permit and returned when its range is written.
+/// Allocated once and reused: a fresh buffer per range costs page faults
+/// and the kernel zeroing every page again.
+struct RangePool {
+    permits: Arc<tokio::sync::Semaphore>,
+    free: Arc<Mutex<Vec<Vec<u8>>>>,
+    capacity: usize,
+}
+
+impl std::fmt::Debug for RangePool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RangePool")
+            .field("available", &self.permits.available_permits())
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+impl RangePool {
+    fn new(n: usize, capacity: usize) -> Self {
+        Self {
+            permits: Arc::new(tokio::sync::Semaphore::new(n)),
+            free: Arc::new(Mutex::new(Vec::new())),
+            capacity,
+        }
+    }
+
+    /// A buffer, waiting for one to be free.
+    async fn take(&self) -> Result<Slot, object_store::Error> {
+        // The pool is never closed.
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|e| object_store::Error::Generic {
+                store: "cache",
+                source: Box::new(e),
+            })?;
+        let buf = self
+            .free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(self.capacity));
+        Ok(Slot {
+            buf,
+            free: Arc::clone(&self.free),
+            _permit: permit,
+        })
+    }
+}
+
+/// A range buffer of the [`RangePool`]; back to the pool on drop (before
+/// its permit is released: the fields drop after `drop`).
+struct Slot {
+    buf: Vec<u8>,
+    free: Arc<Mutex<Vec<Vec<u8>>>>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        self.free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(buf);
     }
 }
 
@@ -808,7 +910,8 @@ impl RemoteHit {
 }
 
 /// The object-store side of a [`super::Filler`]: bytes in payload order
-/// go to a multipart upload (a thread of its own), hashed on the way;
+/// are copied once, into the part being filled; each full part goes to a
+/// multipart upload (a thread of its own), which hashes it on the way;
 /// writes ahead of the prefix wait in memory (up to [`PENDING_MAX`]). A
 /// rewrite of bytes already sent abandons the fill.
 #[derive(Debug)]
@@ -821,7 +924,10 @@ pub(crate) struct RemoteFill {
 #[derive(Debug, Default)]
 struct FillState {
     next: u64,
-    hasher: Sha256,
+    /// The part being filled (its capacity allocated when it starts).
+    part: Vec<u8>,
+    /// Parts handed to the uploader.
+    parts: usize,
     pending: BTreeMap<u64, Vec<u8>>,
     pending_bytes: usize,
     tx: Option<SyncSender<Msg>>,
@@ -830,8 +936,11 @@ struct FillState {
 }
 
 enum Msg {
-    Data(Vec<u8>),
-    Finish,
+    /// A full part.
+    Part(Vec<u8>),
+    /// The last bytes (maybe none): upload them, complete, return the
+    /// sha256.
+    Finish(Vec<u8>),
 }
 
 impl std::fmt::Debug for Msg {
@@ -899,7 +1008,7 @@ impl RemoteFill {
                 st.pending.insert(offset, data.to_vec());
             }
         } else {
-            send(&mut st, data.to_vec(), end);
+            send(&mut st, data, end);
             loop {
                 let next = st.next;
                 let Some(chunk) = st.pending.remove(&next) else {
@@ -907,7 +1016,7 @@ impl RemoteFill {
                 };
                 st.pending_bytes -= chunk.len();
                 let end = st.next + chunk.len() as u64;
-                send(&mut st, chunk, end);
+                send(&mut st, &chunk, end);
             }
         }
         match &st.failed {
@@ -938,10 +1047,9 @@ impl RemoteFill {
                 st.next, st.pending_bytes
             )));
         }
-        let sha256 = hex(&st.hasher.finalize());
         let uploaded = match (st.tx, st.thread) {
             (Some(tx), Some(thread)) => {
-                let _ = tx.send(Msg::Finish);
+                let _ = tx.send(Msg::Finish(st.part));
                 drop(tx);
                 thread.join().unwrap_or_else(|_| {
                     Err(object_store::Error::Generic {
@@ -956,20 +1064,28 @@ impl RemoteFill {
                     Arc::clone(&self.remote.store),
                     self.remote.blob_path(&self.id),
                 );
-                run(async move { s.put(&p, PutPayload::default()).await.map(|_| ()) })?
+                run(async move {
+                    s.put(&p, PutPayload::default())
+                        .await
+                        .map(|_| hex(&Sha256::digest([])))
+                })?
             }
         };
-        uploaded.map_err(self.remote.err("uploading a blob"))?;
+        let sha256 = uploaded.map_err(self.remote.err("uploading a blob"))?;
         self.remote.publish(key, self.id, size, sha256, meta)
     }
 }
 
-type Uploader = std::thread::JoinHandle<Result<(), object_store::Error>>;
+/// The upload thread; its result is the blob's sha256.
+type Uploader = std::thread::JoinHandle<Result<String, object_store::Error>>;
 
 /// Start the multipart upload of blob `id` on a thread of its own.
 fn spawn_uploader(remote: &Remote, id: &str) -> Result<(SyncSender<Msg>, Uploader), String> {
     let rt = runtime().map_err(|e| e.to_string())?;
-    let (tx, rx) = sync_channel::<Msg>(2);
+    // A rendezvous: the uploader takes a part only when one of its
+    // PARTS_IN_FLIGHT slots is free, so a fill holds the part being filled
+    // and the parts in flight, no more.
+    let (tx, rx) = sync_channel::<Msg>(0);
     let (s, p) = (Arc::clone(&remote.store), remote.blob_path(id));
     let thread = std::thread::Builder::new()
         .name("cache-upload".into())
@@ -978,15 +1094,30 @@ fn spawn_uploader(remote: &Remote, id: &str) -> Result<(SyncSender<Msg>, Uploade
     Ok((tx, thread))
 }
 
-fn send(st: &mut FillState, data: Vec<u8>, end: u64) {
-    st.hasher.update(&data);
+/// Append `data` (the bytes up to `end`) to the part being filled; hand
+/// each full part to the uploader (blocking while its slots are busy).
+fn send(st: &mut FillState, mut data: &[u8], end: u64) {
     st.next = end;
-    let ok = st
-        .tx
-        .as_ref()
-        .is_some_and(|tx| tx.send(Msg::Data(data)).is_ok());
-    if !ok {
-        st.failed = Some("the upload failed".into());
+    while !data.is_empty() {
+        let size = part_size(st.parts);
+        if st.part.capacity() < size {
+            st.part.reserve_exact(size - st.part.len());
+        }
+        let n = (size - st.part.len()).min(data.len());
+        st.part.extend_from_slice(&data[..n]);
+        data = &data[n..];
+        if st.part.len() == size {
+            let part = std::mem::take(&mut st.part);
+            st.parts += 1;
+            let ok = st
+                .tx
+                .as_ref()
+                .is_some_and(|tx| tx.send(Msg::Part(part)).is_ok());
+            if !ok {
+                st.failed = Some("the upload failed".into());
+                return;
+            }
+        }
     }
 }
 
@@ -998,24 +1129,30 @@ fn part_size(n: usize) -> usize {
     PART << (n / 2000).min(4)
 }
 
-/// The upload thread: parts of [`part_size`] bytes, a few in flight;
-/// aborted unless told to finish.
+/// The upload thread: the parts it is handed, a few in flight, hashed in
+/// order (here, off the download's thread); aborted unless told to
+/// finish. Returns the blob's sha256.
 async fn upload(
     s: Arc<dyn ObjectStore>,
     p: Path,
     rx: Receiver<Msg>,
-) -> Result<(), object_store::Error> {
+) -> Result<String, object_store::Error> {
     let mut up = s.put_multipart(&p).await?;
     let mut parts = 0usize;
-    // A part plus one download batch (1 MiB) without growing.
-    let mut buf: Vec<u8> = Vec::with_capacity(PART + (1 << 20));
+    let mut hasher = Sha256::new();
     let mut inflight = tokio::task::JoinSet::new();
     let result = async {
         loop {
+            // A free slot before taking the next part.
+            while inflight.len() >= PARTS_IN_FLIGHT {
+                if let Some(r) = inflight.join_next().await {
+                    r.map_err(|e| object_store::Error::JoinError { source: e })??;
+                }
+            }
             // Blocking: this thread is ours, not a runtime worker.
-            let (data, last) = match rx.recv() {
-                Ok(Msg::Data(d)) => (d, false),
-                Ok(Msg::Finish) => (Vec::new(), true),
+            let (part, last) = match rx.recv() {
+                Ok(Msg::Part(d)) => (d, false),
+                Ok(Msg::Finish(d)) => (d, true),
                 Err(_) => {
                     return Err(object_store::Error::Generic {
                         store: "cache",
@@ -1023,20 +1160,9 @@ async fn upload(
                     })
                 }
             };
-            buf.extend_from_slice(&data);
-            while buf.len() >= part_size(parts) || (last && (!buf.is_empty() || parts == 0)) {
-                // A slot first, then exactly the part, copied out (the
-                // buffer keeps its capacity, the part holds no slack): a
-                // fill holds the buffer, the parts in flight and the
-                // channel, ~28 MiB.
-                while inflight.len() >= PARTS_IN_FLIGHT {
-                    if let Some(r) = inflight.join_next().await {
-                        r.map_err(|e| object_store::Error::JoinError { source: e })??;
-                    }
-                }
-                let n = buf.len().min(part_size(parts));
-                let part = buf[..n].to_vec();
-                buf.drain(..n);
+            hasher.update(&part);
+            // The last part may be short; an upload has one part at least.
+            if !part.is_empty() || parts == 0 {
                 inflight.spawn(up.put_part(PutPayload::from(part)));
                 parts += 1;
             }
@@ -1053,7 +1179,7 @@ async fn upload(
         inflight.abort_all();
         let _ = up.abort().await;
     }
-    result
+    result.map(|()| hex(&hasher.finalize()))
 }
 
 #[cfg(test)]
