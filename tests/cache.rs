@@ -1,6 +1,9 @@
 //! The download cache as a library: fills and hits, corruption, crash
 //! leftovers, concurrent users, read-only dirs and `--show-cache` output.
 
+mod common;
+
+use common::env::sha256_hex;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -10,7 +13,6 @@ use std::time::Duration;
 use image_creator::cache::{
     unix_now, Cache, CacheOptions, Claim, CopyError, Entry, FillMeta, Key, Validators,
 };
-use sha2::{Digest, Sha256};
 
 type R = Result<(), Box<dyn std::error::Error>>;
 
@@ -28,13 +30,6 @@ fn payload(seed: u64, len: usize) -> Vec<u8> {
             x ^= x << 17;
             x.to_le_bytes()[0]
         })
-        .collect()
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
         .collect()
 }
 

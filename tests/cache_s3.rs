@@ -15,11 +15,11 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::env::{sha256_hex, Env};
 use common::image::{self, fsck_p3, make_base, read_p3, BIN};
 use common::moto::{client_env, free_port, Moto};
 use common::run;
 use common::servers::{Behaviour, Faulty, Nginx};
-use sha2::{Digest, Sha256};
 
 const MIB: usize = 1 << 20;
 const EPOCH: &str = "1700000000";
@@ -27,47 +27,6 @@ const BUCKET: &str = "cache";
 
 fn tools() -> bool {
     image::tools(&["e2fsck", "debugfs"])
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// A base image and a scratch directory.
-struct Env {
-    tmp: tempfile::TempDir,
-    base: PathBuf,
-    rootfs: u64,
-}
-
-impl Env {
-    fn new() -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let (base, rootfs) = make_base(tmp.path());
-        Self { tmp, base, rootfs }
-    }
-
-    fn path(&self, p: &str) -> PathBuf {
-        self.tmp.path().join(p)
-    }
-
-    /// A config named `name` with one `files[]` download per (to, url).
-    fn config(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
-        let mut s = format!(
-            "base: {{source: {}, rootfs_size: {}}}\nfiles:\n",
-            self.base.display(),
-            self.rootfs
-        );
-        for (to, url) in files {
-            s.push_str(&format!("  - to: /data/{to}\n    url: {url}\n"));
-        }
-        let p = self.path(name);
-        std::fs::write(&p, s).unwrap();
-        p
-    }
 }
 
 fn progress_path(out: &Path) -> PathBuf {

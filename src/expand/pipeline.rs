@@ -189,7 +189,7 @@ fn expand_file(
         return Ok((n, digest));
     }
     let mut h = HashingReader::new(
-        std::io::BufReader::with_capacity(crate::io::COPY_BUF, f),
+        std::io::BufReader::with_capacity(crate::io::COPY_BUF, crate::os::ReadAhead::new(f)),
         verifier.as_mut(),
     );
     let n = expand_tar_from(&mut h, plan.format, name, &plan.limits, target)?;

@@ -152,7 +152,10 @@ pub fn measure(
                 expand_zip(f, name, limits, &mut counter)?
             } else {
                 expand_tar_from(
-                    std::io::BufReader::with_capacity(crate::io::COPY_BUF, f),
+                    std::io::BufReader::with_capacity(
+                        crate::io::COPY_BUF,
+                        crate::os::ReadAhead::new(&f),
+                    ),
                     format,
                     name,
                     limits,
@@ -164,7 +167,7 @@ pub fn measure(
             expand_zip(file, name, limits, &mut counter)?
         }
         ArchiveSource::Open { file, .. } => expand_tar_from(
-            std::io::BufReader::with_capacity(crate::io::COPY_BUF, file),
+            std::io::BufReader::with_capacity(crate::io::COPY_BUF, crate::os::ReadAhead::new(file)),
             format,
             name,
             limits,

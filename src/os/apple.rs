@@ -59,6 +59,11 @@ pub(super) fn reflink(_src: &File, _dst: &File) -> bool {
     false
 }
 
+/// Nothing: the kernel's own readahead.
+pub(super) fn will_need(_file: &File, _offset: u64, _len: u64) -> bool {
+    false
+}
+
 /// `fcntl(F_NOCACHE, 1)` (rustix, no `unsafe` here).
 pub(super) fn drop_cache(file: &File) -> bool {
     rustix::fs::fcntl_nocache(file, true).is_ok()

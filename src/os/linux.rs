@@ -58,6 +58,12 @@ pub(super) fn reflink(src: &File, dst: &File) -> bool {
     ioctl_ficlone(dst, src).is_ok()
 }
 
+/// `posix_fadvise(offset, len, WILLNEED)`.
+pub(super) fn will_need(file: &File, offset: u64, len: u64) -> bool {
+    std::num::NonZeroU64::new(len)
+        .is_some_and(|l| fadvise(file, offset, Some(l), Advice::WillNeed).is_ok())
+}
+
 /// `posix_fadvise(0, 0, DONTNEED)` over the whole file.
 pub(super) fn drop_cache(file: &File) -> bool {
     fadvise(file, 0, None, Advice::DontNeed).is_ok()

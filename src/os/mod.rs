@@ -8,6 +8,7 @@
 //! | [`copy_range`] | `copy_file_range(2)` (in-kernel, reflinks or server-side copies where the filesystem can) | positional read/write | positional read/write |
 //! | [`reflink`] | `ioctl(FICLONE)` | none (`clonefile(2)` works on paths only) | none: the caller copies |
 //! | [`drop_cache`] | `posix_fadvise(DONTNEED)` | `fcntl(F_NOCACHE)` | nothing |
+//! | [`will_need`] | `posix_fadvise(WILLNEED)` | nothing (the kernel's own readahead) | nothing |
 //! | [`raw_device_path`] | the path | `/dev/diskN` → `/dev/rdiskN` | the path |
 //!
 //! Not here: `O_TMPFILE` (the output's creation in `build`), `statvfs`
@@ -104,6 +105,52 @@ pub fn reflink(src: &File, dst: &File) -> bool {
 /// file's later reads and writes (`F_NOCACHE`).
 pub fn drop_cache(file: &File) -> bool {
     native::drop_cache(file)
+}
+
+/// Ask the kernel to start reading `len` bytes of `file` at `offset` into
+/// the cache now, ahead of the reads that will want them. Advisory: false
+/// when nothing was done.
+pub fn will_need(file: &File, offset: u64, len: u64) -> bool {
+    native::will_need(file, offset, len)
+}
+
+/// Bytes [`ReadAhead`] asks for ahead of its reads.
+const AHEAD: u64 = 64 << 20;
+
+/// Sequential reads of a local file that keep [`will_need`] 32 to 64 MiB
+/// ahead of them: a cold archive's pre-scan parses while the disk reads
+/// at its own speed, instead of waiting on every small readahead window.
+/// Memory: the page cache's, never more than the window ahead.
+#[derive(Debug)]
+pub struct ReadAhead<'a> {
+    file: &'a File,
+    pos: u64,
+    advised: u64,
+}
+
+impl<'a> ReadAhead<'a> {
+    /// Read `file` from its current offset (0 for a file just opened).
+    pub fn new(file: &'a File) -> Self {
+        Self {
+            file,
+            pos: 0,
+            advised: 0,
+        }
+    }
+}
+
+impl std::io::Read for ReadAhead<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos.saturating_add(AHEAD / 2) >= self.advised {
+            let from = self.advised.max(self.pos);
+            will_need(self.file, from, AHEAD);
+            self.advised = from.saturating_add(AHEAD);
+        }
+        let mut f = self.file;
+        let n = f.read(buf)?;
+        self.pos = self.pos.saturating_add(n as u64);
+        Ok(n)
+    }
 }
 
 /// The path to open for raw I/O on `path`: on macOS, the character

@@ -51,6 +51,10 @@ pub(super) fn reflink(_src: &File, _dst: &File) -> bool {
     false
 }
 
+pub(super) fn will_need(_file: &File, _offset: u64, _len: u64) -> bool {
+    false
+}
+
 pub(super) fn drop_cache(_file: &File) -> bool {
     false
 }

@@ -4,6 +4,7 @@
 
 pub mod archives;
 pub mod canned;
+pub mod env;
 pub mod image;
 pub mod moto;
 pub mod netns;

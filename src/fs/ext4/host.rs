@@ -185,6 +185,38 @@ pub fn add_host_tree(
     Ok(pending)
 }
 
+/// Threads that `stat` a directory's entries.
+const STAT_THREADS: usize = 16;
+
+/// `lstat` of each of `entries` (relative to their directory's descriptor,
+/// no path walk), in order; a big directory's by [`STAT_THREADS`] threads,
+/// since each `stat` of a cold tree waits on the disk for an inode.
+fn stat_all(entries: &[std::fs::DirEntry]) -> Vec<std::io::Result<std::fs::Metadata>> {
+    if entries.len() < 4 * STAT_THREADS {
+        return entries.iter().map(std::fs::DirEntry::metadata).collect();
+    }
+    let per = entries.len().div_ceil(STAT_THREADS);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = entries
+            .chunks(per)
+            .map(|c| {
+                s.spawn(move || {
+                    c.iter()
+                        .map(std::fs::DirEntry::metadata)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        // A thread that panicked leaves its part out: the caller checks
+        // the count.
+        handles
+            .into_iter()
+            .filter_map(|h| h.join().ok())
+            .flatten()
+            .collect()
+    })
+}
+
 fn walk(
     b: &mut Ext4Builder,
     src: &Path,
@@ -197,11 +229,18 @@ fn walk(
         .collect::<std::io::Result<Vec<_>>>()
         .map_err(|e| io("reading directory", src, e))?;
     entries.sort_by_key(|e| e.file_name());
-    for e in entries {
+    let stats = stat_all(&entries);
+    if stats.len() != entries.len() {
+        return Err(Ext4Error::Internal(format!(
+            "{}: a stat thread stopped",
+            src.display()
+        )));
+    }
+    for (e, md) in entries.into_iter().zip(stats) {
         let path = e.path();
         let name = e.file_name();
         let name = name.as_bytes();
-        let md = std::fs::symlink_metadata(&path).map_err(|e| io("stat", &path, e))?;
+        let md = md.map_err(|e| io("stat", &path, e))?;
         let ft = md.file_type();
         let meta = host_meta(&md);
         if ft.is_dir() {
