@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::env::{sha256_hex, Env};
-use common::image::{self, fsck_p3, make_base, read_p3, BIN};
+use common::image::{self, fsck_p3, read_p3, BIN};
 use common::run;
 use common::servers::{Behaviour, Faulty, Nginx};
 use sha2::{Digest, Sha256};

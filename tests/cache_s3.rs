@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::env::{sha256_hex, Env};
-use common::image::{self, fsck_p3, make_base, read_p3, BIN};
+use common::image::{self, fsck_p3, read_p3, BIN};
 use common::moto::{client_env, free_port, Moto};
 use common::run;
 use common::servers::{Behaviour, Faulty, Nginx};
