@@ -18,10 +18,10 @@
 //! - [`output`]: the block map, the hashing / compressing output pass,
 //!   `OUTPUT.json`;
 //! - [`plan`]: config + probes → items and sizes;
-//! - [`build`]: the pipeline, step by step, with cleanup;
+//! - [`pipeline`]: the run, one file per step, in order, with cleanup;
+//! - [`verify`]: `image-creator verify`: an image or a card read back;
 //! - [`cli`]: the command line.
 
-pub mod build;
 pub mod cache;
 pub mod cli;
 pub mod config;
@@ -34,9 +34,11 @@ pub mod oci;
 pub mod os;
 pub mod output;
 pub mod partition;
+pub mod pipeline;
 pub mod plan;
 pub mod progress;
+pub mod verify;
 
-pub use build::{run, BuildError, BuildOptions, Outcome};
+pub use pipeline::{run, BuildError, BuildOptions, Outcome};
 pub use error::ExitKind;
 pub use plan::{make_plan, Plan, PlanError};

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use clap::Parser;
-use image_creator::build::{self, BuildOptions, Outcome};
+use image_creator::pipeline::{self, BuildOptions, Outcome};
 use image_creator::cli::{Cli, OciSizesCli};
 use image_creator::config::parse_size;
 use image_creator::error::ExitKind;
@@ -192,7 +192,7 @@ fn oci_sizes(cli: &OciSizesCli) -> i32 {
 /// `verify TARGET [--bmap F] [--config C]`: 0 when everything matches, 1
 /// with one line per difference.
 fn verify(cli: &image_creator::cli::VerifyCli) -> i32 {
-    use image_creator::build::verify::{verify, VerifyOptions};
+    use image_creator::verify::{verify, VerifyOptions};
     let opts = VerifyOptions {
         target: cli.target.clone(),
         bmap: cli.bmap.clone(),
@@ -326,7 +326,7 @@ fn build(
 ) -> i32 {
     // SIGINT/SIGTERM: remove the partial image (unless --keep) and exit.
     if let Err(e) = ctrlc::set_handler(|| {
-        build::cleanup_after_signal();
+        pipeline::cleanup_after_signal();
         if let Some(pf) = PROGRESS.get() {
             pf.finished(&Finish::Failed {
                 message: "interrupted".into(),
@@ -357,7 +357,7 @@ fn build(
         },
         cache_dir: cli.cache_dir.clone(),
         allow_local_files: cli.allow_local_files,
-        output_options: build::OutputOptions {
+        output_options: pipeline::OutputOptions {
             bmap: cli.bmap,
             hash: !cli.no_hash,
             compress: cli.compress.map(Into::into),
@@ -366,7 +366,7 @@ fn build(
             grow: cli.grow,
         },
     };
-    match build::run(&opts, reporter) {
+    match pipeline::run(&opts, reporter) {
         Ok(Outcome::Checked(plan)) => {
             reporter.finished(&Finish::Checked);
             print!("{plan}");

@@ -42,7 +42,8 @@ const LAYERS: &[Layer] = &[
     Layer::at("cache", 3),
     Layer::at("output", 3),
     Layer::at("plan", 4),
-    Layer::at("build", 5),
+    Layer::at("pipeline", 5),
+    Layer::at("verify", 6),
     Layer::at("cli", 6),
 ];
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use common::bytes;
 use common::image::{self, files_config, make_base, BIN};
 use common::servers::{Behaviour, Faulty};
-use image_creator::build::{self, BuildOptions};
+use image_creator::pipeline::{self, BuildOptions};
 use image_creator::fetch::FetchOptions;
 use image_creator::progress::{Event, Recorder};
 use serde_json::Value;
@@ -316,7 +316,7 @@ fn recorded_events_are_in_order_and_bytes_add_up() {
         allow_local_files: false,
         output_options: Default::default(),
     };
-    build::run(&opts, &rec).unwrap();
+    pipeline::run(&opts, &rec).unwrap();
     let events = rec.events();
 
     let steps: Vec<usize> = events

@@ -60,7 +60,7 @@ fn one_terabyte_filesystem_is_sparse_clean_and_grows() {
     assert!(debugfs(&img, "cat /hello").starts_with("hello"));
 }
 
-/// Through the library calls `build::data` makes for a `file://` item
+/// Through the library calls `pipeline::data` makes for a `file://` item
 /// (`io::data_regions`, then `FileWriter::copy_regions_from`): the
 /// binary's free-space check counts the file's apparent 100 GB, which this
 /// machine's disk may not have, though the image needs only its data.

@@ -138,7 +138,7 @@ fn remote_config_over_1_mib_is_refused_naming_the_limit() {
     let Some(ng) = Nginx::start(tmp.path()) else {
         return;
     };
-    let limit = image_creator::build::load::MAX_REMOTE_CONFIG;
+    let limit = image_creator::pipeline::load::MAX_REMOTE_CONFIG;
     assert_eq!(limit, 1 << 20);
     let (base, rootfs) = make_base(tmp.path());
     let head = format!(

@@ -48,7 +48,7 @@ pub enum WindowError {
 /// Told of every byte range a window writes (absolute image offsets,
 /// `[start, end)`), zeros made by [`PartitionWindow::zero_range`]
 /// included: a build onto a device writes zeros wherever the image needs
-/// them and nothing was written (`build::device`).
+/// them and nothing was written (`pipeline::device`).
 pub trait WriteLog: Send + Sync {
     /// `[start, end)` of the image now holds what the image should.
     fn wrote(&self, start: u64, end: u64);

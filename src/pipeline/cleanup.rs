@@ -327,7 +327,7 @@ impl PendingOutput {
         // A side file of an earlier image that this build doesn't write
         // (no `--bmap`, `--no-hash`) would describe the old image: gone.
         for suffix in SIDE_SUFFIXES {
-            let path = crate::build::output::side_path(&self.claim.output, suffix);
+            let path = crate::pipeline::output::side_path(&self.claim.output, suffix);
             if !sides.iter().any(|(p, _)| *p == path) {
                 match std::fs::remove_file(&path) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::error::BuildError;
+use crate::pipeline::BuildError;
 use crate::config::{render_offspot_yaml, ChecksumKind, ImageConfig, Payload, Via};
 use crate::fetch::{FetchOptions, Net};
 use crate::io::Hasher;
@@ -110,7 +110,7 @@ pub fn verify(opts: &VerifyOptions) -> Result<VerifyReport, BuildError> {
     }
     if let Some(c) = &opts.config {
         let net = Net::new(FetchOptions::default())?;
-        let config = super::load::load_config(c, &net, true)?;
+        let config = crate::pipeline::load::load_config(c, &net, true)?;
         let image = match kind {
             Some(k) => {
                 let tmp = tempfile::tempfile().map_err(|e| open_err(target, e))?;

@@ -23,7 +23,6 @@ pub mod load;
 pub mod lock;
 pub mod output;
 pub mod unnamed;
-pub mod verify;
 
 pub use cleanup::{cleanup_after_signal, OutputPolicy};
 pub use error::BuildError;
@@ -317,7 +316,7 @@ fn check_device_options(opts: &BuildOptions) -> Result<(), BuildError> {
     Ok(())
 }
 
-/// Steps 3 to 7 onto a block device (`build::device`): the base is
+/// Steps 3 to 7 onto a block device (`pipeline::device`): the base is
 /// staged in an unnamed file in the build dir and its map copied to the
 /// device; the rest streams onto the device; step 7 zeros what the image
 /// needs and nothing wrote, then writes the partition table.
