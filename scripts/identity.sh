@@ -3,6 +3,8 @@
 # same bytes. Builds, with SOURCE_DATE_EPOCH and -T 1, every route a change
 # to the pipeline or the output stage touches:
 #   raw      the combined pipeline test's config into a raw image
+#   demo     examples/demo.yaml (an .xz base: planned, then sized from
+#            its copy)
 #   zst      the same into .img.zst with --bmap (image, .bmap, .json)
 #   warm     the same with its files served over http (python's http.server
 #            on 127.0.0.1): a cold --cache-dir build, then a warm rebuild
@@ -18,6 +20,7 @@
 # (its image.yaml names them by absolute path).
 set -euo pipefail
 a=$1 b=$2 dir=$(cd "$3" && pwd)
+demo=$(cd "$(dirname "$0")/.." && pwd)/examples/demo.yaml
 cfg=$dir/image.yaml
 work=$(mktemp -d)
 server=
@@ -39,6 +42,7 @@ build() { # NAME BIN
   local n=$1 bin=$2 o=$work/$1
   mkdir -p "$o"
   "$bin" -q -T 1 "$cfg" "$o/raw.img"
+  "$bin" -q -T 1 "$demo" "$o/demo.img"
   "$bin" -q -T 1 --bmap "$cfg" "$o/z.img.zst"
   (cd "$dir" && exec python3 -m http.server --bind 127.0.0.1 "$port" >/dev/null 2>&1) &
   server=$!
@@ -64,7 +68,7 @@ build() { # NAME BIN
 build a "$a"
 build b "$b"
 status=0
-for f in raw.img raw.img.json z.img.zst z.img.zst.bmap z.img.zst.json warm.img device.img; do
+for f in raw.img raw.img.json demo.img z.img.zst z.img.zst.bmap z.img.zst.json warm.img device.img; do
   if [ ! -e "$work/a/$f" ] && [ ! -e "$work/b/$f" ]; then
     echo "$f: not built (needs root and loop devices)"
   elif cmp -s "$work/a/$f" "$work/b/$f"; then

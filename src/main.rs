@@ -372,11 +372,15 @@ fn build(
             print!("{plan}");
             0
         }
-        Ok(Outcome::Built { plan, output }) => {
+        Ok(Outcome::Built {
+            output,
+            image_size,
+            content_bytes,
+        }) => {
             reporter.finished(&Finish::Succeeded {
                 image: output,
-                image_bytes: plan.image_size,
-                content_bytes: plan.content_bytes,
+                image_bytes: image_size,
+                content_bytes,
             });
             0
         }

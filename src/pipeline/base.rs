@@ -6,6 +6,7 @@ use std::io::Read;
 
 use super::cache::{claim, BuildCache, ClaimSpec, Claimed, FillSink, Planned};
 use super::error::BuildError;
+use super::Ctx;
 use crate::cache::Hit;
 use crate::config::HashAlgo;
 use crate::fetch::Net;
@@ -14,25 +15,26 @@ use crate::io::{
     StreamVerifier, Tee, SPARSE_BUF,
 };
 use crate::partition::PartitionWindow;
-use crate::plan::{BaseInfo, BaseLocation};
+use crate::plan::{BaseInfo, BaseLocation, CacheUse};
 use crate::progress::Reporter;
 
 /// Copy the base into `out` (from offset 0) and give `out` its full size.
-/// A remote base in the download cache is copied from its blob; one the
-/// policy caches is downloaded into the image and the cache at once.
+/// A remote base in the download cache (`cached`, as planned) is copied
+/// from its blob; one the policy caches is downloaded into the image and
+/// the cache at once.
 pub fn copy_base(
     out: &File,
     base: &BaseInfo,
-    net: &Net,
-    reporter: &dyn Reporter,
-    cache: Option<&BuildCache<'_>>,
+    cached: Option<CacheUse>,
+    ctx: &Ctx<'_>,
 ) -> Result<(), BuildError> {
+    let (net, reporter, cache) = (ctx.net, ctx.reporter, ctx.cache);
     let name = base.location.name();
     reporter.item_started(&name, Some(base.size));
     let mut fill = None;
     if let (Some(cache), BaseLocation::Http(url)) = (cache, &base.location) {
         // Nothing else of the cache is held yet: waiting for the key is safe.
-        let mut claimed = match cache.planned(base.cache.as_ref()) {
+        let mut claimed = match cache.planned(cached) {
             Planned::Plain => None,
             Planned::Hit(hit) => Some(Claimed::Hit(hit)),
             Planned::Claim(spec) => Some(claim(cache.cache(), spec)),

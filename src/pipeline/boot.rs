@@ -1,5 +1,4 @@
-//! Steps 5 and 6: `offspot.yaml` in the boot partition (p1), then the
-//! partition table, last, so an image is bootable only once complete.
+//! Step 5: `offspot.yaml` in the boot partition (p1).
 
 use std::fs::File;
 use std::path::Path;
@@ -7,7 +6,7 @@ use std::sync::Arc;
 
 use super::error::BuildError;
 use crate::config::{render_offspot_yaml, ImageConfig};
-use crate::partition::{Mbr, PartitionWindow, SECTOR};
+use crate::partition::{Mbr, PartitionWindow};
 
 /// Replace p1's `offspot.yaml` when the config has an `offspot` mapping
 /// (otherwise the base's file stays).
@@ -26,10 +25,4 @@ pub fn write_boot(
         crate::fs::fat::replace_file(&w1, "offspot.yaml", yaml.as_bytes())?;
     }
     Ok(())
-}
-
-/// The MBR with p3 grown to `fs_size`.
-pub fn final_mbr(mut mbr: Mbr, fs_size: u64) -> Result<[u8; 512], BuildError> {
-    mbr.set_sectors(3, fs_size / SECTOR)?;
-    Ok(mbr.to_bytes())
 }

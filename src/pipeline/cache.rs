@@ -94,19 +94,19 @@ impl<'a> BuildCache<'a> {
         }
     }
 
-    /// What the plan said for an item (its hit is taken: once).
-    pub fn planned(&self, use_: Option<&CacheUse>) -> Planned {
+    /// What the plan said for an item, consumed by the step that writes it.
+    pub fn planned(&self, use_: Option<CacheUse>) -> Planned {
         match use_ {
             None => Planned::Plain,
-            Some(CacheUse::Hit(h)) => h.take().map_or(Planned::Plain, Planned::Hit),
+            Some(CacheUse::Hit(hit)) => Planned::Hit(hit),
             Some(CacheUse::Fill {
                 key,
                 validators,
                 replaces,
             }) => Planned::Claim(ClaimSpec {
-                key: key.clone(),
-                validators: validators.clone(),
-                replaces: replaces.clone(),
+                key,
+                validators,
+                replaces,
             }),
         }
     }

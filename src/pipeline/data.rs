@@ -24,7 +24,9 @@ use crate::fs::ext4::{Ext4Builder, Ext4Params, FileWriter, InodeMeta, OldTree, T
 use crate::io::{ProgressSink, StreamVerifier, Tee, WriterSink, COPY_BUF};
 use crate::oci::{ArchiveSink, PullJob, Registry};
 use crate::partition::PartitionWindow;
-use crate::plan::{data_path, Expected, Item, ItemSource, OciPull, Plan, DIR_PERM, FILE_PERM};
+use crate::plan::{
+    data_path, CacheUse, Expected, Item, ItemSource, OciPull, Plan, DIR_PERM, FILE_PERM,
+};
 use crate::progress::Reporter;
 
 /// What writing the data partition needs.
@@ -37,7 +39,8 @@ pub struct DataCtx<'a> {
     pub old_p3: (u64, u64),
     /// Base image name, for messages.
     pub base_name: &'a str,
-    /// The plan.
+    /// The plan's layout (its items are handed over apart: the step
+    /// consumes them).
     pub plan: &'a Plan,
     /// Temporary space (spill of the old tree, remote zips).
     pub build_dir: &'a Path,
@@ -53,42 +56,60 @@ pub struct DataCtx<'a> {
     pub log: Option<std::sync::Arc<dyn crate::partition::WriteLog>>,
 }
 
-/// Write the new data partition.
-pub fn write_data_partition(ctx: &DataCtx<'_>) -> Result<(), BuildError> {
+/// Write the new data partition with the plan's `items`, which it
+/// consumes (each with the download cache's part in it).
+pub fn write_data_partition(ctx: &DataCtx<'_>, items: Vec<Item>) -> Result<(), BuildError> {
     let time = Timestamp::build_time();
     let mut builder = start_builder(ctx, time)?;
     let dir_meta = InodeMeta::new(DIR_PERM, time);
     let file_meta = InodeMeta::new(FILE_PERM, time);
-    let planned: Vec<(String, u64)> = ctx.plan.items.iter().map(|i| (i.name(), i.size)).collect();
+    let planned: Vec<(String, u64)> = items.iter().map(|i| (i.name(), i.size)).collect();
     ctx.reporter.items_planned(&planned);
-    // Archives are expanded after the fixed-size files (src/expand).
-    let fixed: Vec<&Item> = ctx
-        .plan
-        .items
-        .iter()
-        .filter(|i| i.archive.is_none())
-        .collect();
+    // Archives are expanded after the fixed-size files (src/expand), in
+    // plan order.
+    let (archives, fixed): (Vec<Item>, Vec<Item>) =
+        items.into_iter().partition(|i| i.archive.is_some());
     let mut downloads = Vec::new();
     let mut images = Vec::new();
     let mut buf = vec![0u8; COPY_BUF];
-    for (item, w) in reserve(&mut builder, &fixed, dir_meta, file_meta)? {
-        match &item.source {
-            ItemSource::Oci(pull) => images.push((item, pull.as_ref(), w)),
-            ItemSource::Http { url, checksum } => downloads.push((item, url, checksum, w)),
+    for (item, w) in reserve(&mut builder, fixed, dir_meta, file_meta)? {
+        let name = item.name();
+        let Item {
+            size,
+            source,
+            cache,
+            ..
+        } = item;
+        match source {
+            ItemSource::Oci(pull) => images.push(Image {
+                name,
+                size,
+                pull,
+                cache,
+                w,
+            }),
+            ItemSource::Http { url, checksum } => downloads.push(Download {
+                name,
+                size,
+                url,
+                checksum,
+                cache,
+                w,
+            }),
             ItemSource::Bytes(b) => {
-                ctx.reporter.item_started(&item.name(), Some(item.size));
-                w.write_at(0, b)?;
-                ctx.reporter.item_progress(&item.name(), item.size);
-                ctx.reporter.item_done(&item.name(), item.size, None);
+                ctx.reporter.item_started(&name, Some(size));
+                w.write_at(0, &b)?;
+                ctx.reporter.item_progress(&name, size);
+                ctx.reporter.item_done(&name, size, None);
             }
             ItemSource::Local { path, checksum } => {
-                copy_local(item, path, checksum, &w, &mut buf, ctx.reporter)?;
+                copy_local(&name, size, &path, &checksum, &w, &mut buf, ctx.reporter)?;
             }
         }
     }
     download_all(ctx, downloads)?;
     pull_images(ctx, &mut builder, images)?;
-    expand_all(ctx, &mut builder, dir_meta)?;
+    expand_all(ctx, &mut builder, archives, dir_meta)?;
     builder.finish()?;
     Ok(())
 }
@@ -124,30 +145,30 @@ fn start_builder(ctx: &DataCtx<'_>, time: Timestamp) -> Result<Ext4Builder, Buil
 }
 
 /// Reserve every fixed-size file, in plan order.
-fn reserve<'i>(
+fn reserve(
     builder: &mut Ext4Builder,
-    items: &[&'i Item],
+    items: Vec<Item>,
     dir_meta: InodeMeta,
     file_meta: InodeMeta,
-) -> Result<Vec<(&'i Item, FileWriter)>, BuildError> {
+) -> Result<Vec<(Item, FileWriter)>, BuildError> {
     let mut out = Vec::with_capacity(items.len());
-    for &item in items {
+    for item in items {
         let (parent_path, name) = item
             .dest
             .rsplit_once('/')
             .unwrap_or(("", item.dest.as_str()));
         let parent = builder.mkdir_all(parent_path, dir_meta)?;
-        out.push((
-            item,
-            builder.create_file(parent, name.as_bytes(), item.size, file_meta)?,
-        ));
+        let w = builder.create_file(parent, name.as_bytes(), item.size, file_meta)?;
+        out.push((item, w));
     }
     Ok(out)
 }
 
-/// A local file into its reservation, verified on the way.
+/// A local file into its reservation (`size` bytes, the item `item_name`),
+/// verified on the way.
 fn copy_local(
-    item: &Item,
+    item_name: &str,
+    size: u64,
     path: &Path,
     checksum: &Expected,
     w: &FileWriter,
@@ -155,8 +176,7 @@ fn copy_local(
     reporter: &dyn Reporter,
 ) -> Result<(), BuildError> {
     use crate::fs::ext4::CopyError;
-    let item_name = item.name();
-    reporter.item_started(&item_name, Some(item.size));
+    reporter.item_started(item_name, Some(size));
     let name = path.display().to_string();
     let f = std::fs::File::open(path).map_err(|source| BuildError::SourceOpen {
         path: path.to_path_buf(),
@@ -171,12 +191,12 @@ fn copy_local(
     };
     // Only the data regions are read and written: a sparse file's holes
     // stay holes in the image (FileWriter::copy_regions_from).
-    let regions = crate::io::data_regions(&f, item.size)?;
+    let regions = crate::io::data_regions(&f, size)?;
     w.copy_regions_from(&f, &regions, buf, |chunk| {
         if let Some(v) = verifier.as_mut() {
             v.update(chunk);
         }
-        reporter.item_progress(&item_name, chunk.len() as u64);
+        reporter.item_progress(item_name, chunk.len() as u64);
     })
     .map_err(|e| match e {
         CopyError::Short { got, size } => changed(format!("size ({got} of {size} bytes)")),
@@ -186,34 +206,44 @@ fn copy_local(
     // Holes read as zeros, so a file cut short is not seen by the copy:
     // its length must still be the planned one. One byte more means it grew.
     let now = f.metadata()?.len();
-    if now < item.size {
-        return Err(changed(format!("size ({now} of {} bytes)", item.size)));
+    if now < size {
+        return Err(changed(format!("size ({now} of {size} bytes)")));
     }
-    if std::os::unix::fs::FileExt::read_at(&f, &mut [0u8; 1], item.size)? > 0 {
-        return Err(changed(format!("size (more than {} bytes)", item.size)));
+    if std::os::unix::fs::FileExt::read_at(&f, &mut [0u8; 1], size)? > 0 {
+        return Err(changed(format!("size (more than {size} bytes)")));
     }
     let digest = verifier.map(StreamVerifier::finish).transpose()?;
-    reporter.item_done(&item_name, item.size, digest.as_deref());
+    reporter.item_done(item_name, size, digest.as_deref());
     Ok(())
 }
 
 /// A download into its reservation.
-type Download<'a> = (&'a Item, &'a String, &'a Expected, FileWriter);
+struct Download {
+    /// The item's name (`/data/…`).
+    name: String,
+    size: u64,
+    url: String,
+    checksum: Expected,
+    /// The cache's part, as planned (consumed when the download starts).
+    cache: Option<CacheUse>,
+    w: FileWriter,
+}
 
 /// A download, and the key it claims in the cache.
-type Fetch<'a> = (Download<'a>, Option<ClaimSpec>);
+type Fetch = (Download, Option<ClaimSpec>);
 
 /// Downloads, `concurrency` at a time, each straight into its blocks (and
 /// into the cache when it fills one). Planned cache hits are copied first,
 /// `concurrency` at a time.
-fn download_all(ctx: &DataCtx<'_>, downloads: Vec<Download<'_>>) -> Result<(), BuildError> {
+fn download_all(ctx: &DataCtx<'_>, downloads: Vec<Download>) -> Result<(), BuildError> {
     let mut hits = Vec::new();
-    let mut fetches: Vec<Fetch<'_>> = Vec::with_capacity(downloads.len());
-    for d in downloads {
-        match ctx
-            .cache
-            .map_or(Planned::Plain, |c| c.planned(d.0.cache.as_ref()))
-        {
+    let mut fetches: Vec<Fetch> = Vec::with_capacity(downloads.len());
+    for mut d in downloads {
+        let planned = match (ctx.cache, d.cache.take()) {
+            (Some(c), use_) => c.planned(use_),
+            (None, _) => Planned::Plain,
+        };
+        match planned {
             Planned::Hit(hit) => hits.push((d, hit)),
             Planned::Claim(spec) => fetches.push((d, Some(spec))),
             Planned::Plain => fetches.push((d, None)),
@@ -234,11 +264,11 @@ fn download_all(ctx: &DataCtx<'_>, downloads: Vec<Download<'_>>) -> Result<(), B
 
 /// Copy planned hits, `concurrency` at a time; returns the downloads
 /// whose blob turned out unusable (they fill the cache again).
-fn copy_hits<'d>(
+fn copy_hits(
     ctx: &DataCtx<'_>,
     cache: &BuildCache<'_>,
-    hits: Vec<(Download<'d>, Hit)>,
-) -> Result<Vec<Fetch<'d>>, BuildError> {
+    hits: Vec<(Download, Hit)>,
+) -> Result<Vec<Fetch>, BuildError> {
     let reporter = ctx.reporter;
     let queue = Mutex::new(hits.into_iter());
     let done = Mutex::new(Vec::new());
@@ -248,10 +278,9 @@ fn copy_hits<'d>(
                 let Some((d, hit)) = queue.lock().ok().and_then(|mut q| q.next()) else {
                     break;
                 };
-                let name = d.0.name();
-                reporter.item_started(&name, Some(d.0.size));
-                let copied = copy_blob(hit, &d.3, d.2, &name, |n| {
-                    reporter.item_progress(&name, n as u64);
+                reporter.item_started(&d.name, Some(d.size));
+                let copied = copy_blob(hit, &d.w, &d.checksum, &d.name, |n| {
+                    reporter.item_progress(&d.name, n as u64);
                 });
                 if let Ok(mut v) = done.lock() {
                     v.push((d, copied));
@@ -263,8 +292,8 @@ fn copy_hits<'d>(
     for (d, copied) in done.into_inner().unwrap_or_default() {
         match cache.settle(copied?) {
             Ok((_, digest)) => {
-                reporter.item_cached(&d.0.name());
-                reporter.item_done(&d.0.name(), d.0.size, digest.as_deref());
+                reporter.item_cached(&d.name);
+                reporter.item_done(&d.name, d.size, digest.as_deref());
             }
             Err(spec) => again.push((d, Some(*spec))),
         }
@@ -277,12 +306,19 @@ fn copy_hits<'d>(
 /// what that build published, or download into the image and the cache.
 async fn fetch_one(
     ctx: &DataCtx<'_>,
-    (item, url, checksum, w): Download<'_>,
+    d: Download,
     spec: Option<ClaimSpec>,
 ) -> Result<(), BuildError> {
     let reporter = ctx.reporter;
-    let name = item.name();
-    reporter.item_started(&name, Some(item.size));
+    let Download {
+        name,
+        size,
+        url,
+        checksum,
+        w,
+        ..
+    } = d;
+    reporter.item_started(&name, Some(size));
     let mut fill = None;
     if let (Some(cache), Some(spec)) = (ctx.cache, spec) {
         let c = cache.cache().clone();
@@ -294,9 +330,9 @@ async fn fetch_one(
                         .await
                         .map_err(|_| BuildError::Panicked("a cache copy"))?;
                 if let Ok((_, digest)) = cache.settle(copied?) {
-                    reporter.item_progress(&name, item.size);
+                    reporter.item_progress(&name, size);
                     reporter.item_cached(&name);
-                    reporter.item_done(&name, item.size, digest.as_deref());
+                    reporter.item_done(&name, size, digest.as_deref());
                     return Ok(());
                 }
             }
@@ -313,7 +349,7 @@ async fn fetch_one(
     let result = ctx
         .net
         .http
-        .download(url, Some(item.size), checksum.clone(), &mut sink)
+        .download(&url, Some(size), checksum, &mut sink)
         .await;
     let failed = sink.into_inner().second.failed;
     match result {
@@ -321,11 +357,11 @@ async fn fetch_one(
             if let (Some(cache), Some((filler, validators))) = (ctx.cache, fill) {
                 match failed {
                     Some(e) => cache.warn(&e),
-                    None => cache.commit_async(filler, item.size, validators, url).await,
+                    None => cache.commit_async(filler, size, validators, &url).await,
                 }
             }
             // Reported as each finishes, so the history is live.
-            reporter.item_done(&name, item.size, digest.as_deref());
+            reporter.item_done(&name, size, digest.as_deref());
             Ok(())
         }
         Err(e) => {
@@ -335,21 +371,39 @@ async fn fetch_one(
     }
 }
 
+/// A container image into its reservation.
+struct Image {
+    /// The item's name (`/data/images/…`).
+    name: String,
+    /// The reservation.
+    size: u64,
+    pull: Box<OciPull>,
+    /// The cache's part, as planned.
+    cache: Option<CacheUse>,
+    w: FileWriter,
+}
+
 /// Container images (src/oci): pulled into their reservations (or copied
 /// from the cache), then each file is shrunk to its archive's exact size.
 fn pull_images(
     ctx: &DataCtx<'_>,
     builder: &mut Ext4Builder,
-    images: Vec<(&Item, &OciPull, FileWriter)>,
+    images: Vec<Image>,
 ) -> Result<(), BuildError> {
     let reporter = ctx.reporter;
     let mut jobs = Vec::new();
     let mut fills = HashMap::new();
-    for (item, pull, w) in images {
-        let name = item.name();
+    for image in images {
+        let Image {
+            name,
+            size,
+            pull,
+            cache: cached,
+            w,
+        } = image;
         let mut fill = None;
         if let Some(cache) = ctx.cache {
-            let claimed = match cache.planned(item.cache.as_ref()) {
+            let claimed = match cache.planned(cached) {
                 Planned::Plain => None,
                 Planned::Hit(hit) => Some(Claimed::Hit(hit)),
                 // Without waiting: images are claimed before any pull
@@ -359,7 +413,7 @@ fn pull_images(
             };
             match claimed {
                 Some(Claimed::Hit(hit)) => {
-                    reporter.item_started(&name, Some(item.size));
+                    reporter.item_started(&name, Some(size));
                     let copied = copy_blob(hit, &w, &None, &name, |n| {
                         reporter.item_progress(&name, n as u64);
                     })?;
@@ -375,8 +429,9 @@ fn pull_images(
                 None => {}
             }
         }
-        let image = match &pull.resolved {
-            Some(r) => r.clone(),
+        let source = pull.name();
+        let image = match pull.resolved {
+            Some(r) => r,
             // Planned from the cache without the registry; the copy failed.
             None => ctx.net.block_on(
                 Registry::new(ctx.net.http.clone()).resolve(&pull.reference, &pull.platform),
@@ -384,7 +439,7 @@ fn pull_images(
         };
         let tap = fill.map(|(filler, validators)| {
             let tap = Arc::new(FillTap::new(filler));
-            fills.insert(name.clone(), (tap.clone(), validators, pull.name()));
+            fills.insert(name.clone(), (tap.clone(), validators, source));
             tap as Arc<dyn ArchiveSink>
         });
         jobs.push(PullJob {
@@ -415,9 +470,10 @@ fn pull_images(
 fn expand_all(
     ctx: &DataCtx<'_>,
     builder: &mut Ext4Builder,
+    archives: Vec<Item>,
     dir_meta: InodeMeta,
 ) -> Result<(), BuildError> {
-    for item in &ctx.plan.items {
+    for item in archives {
         let Some(plan) = &item.archive else { continue };
         // Container images are never archives (plan/items.rs).
         let Some(source) = item.source.as_archive() else {
@@ -431,7 +487,7 @@ fn expand_all(
         };
         let mut claimed = ctx
             .cache
-            .and_then(|c| match c.planned(item.cache.as_ref()) {
+            .and_then(|c| match c.planned(item.cache) {
                 Planned::Plain => None,
                 Planned::Hit(hit) => Some(Claimed::Hit(hit)),
                 Planned::Claim(spec) => Some(claim(c.cache(), spec)),

@@ -231,7 +231,7 @@ impl DeviceLog {
 }
 
 /// The device being written.
-pub struct Target {
+pub struct Device {
     /// The device, opened `O_EXCL`.
     pub file: Arc<File>,
     /// Its path.
@@ -248,7 +248,7 @@ const CHUNK: u64 = 1 << 20;
 /// [`CHUNK`] as a buffer length.
 const CHUNK_LEN: usize = 1 << 20;
 
-impl Target {
+impl Device {
     /// Open `path` exclusively and zero its partition tables.
     pub fn open(path: &Path) -> Result<Self, BuildError> {
         let file = open_exclusive(path)?;

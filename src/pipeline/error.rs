@@ -183,8 +183,19 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
-    /// The build's own I/O (the output file, the build directory); the
-    /// error names the file.
+    /// An operation on OUTPUT (or the image being written for it) failed.
+    #[error("{}: {what}: {source}", path.display())]
+    OutputIo {
+        /// OUTPUT.
+        path: PathBuf,
+        /// What was being done, with the offset or size.
+        what: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The build's own I/O whose error already names its file (the
+    /// stream adapters, the filesystem writers).
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -240,6 +251,7 @@ impl BuildError {
             | Self::Checksum(_)
             | Self::Ext4(_)
             | Self::Fat(_)
+            | Self::OutputIo { .. }
             | Self::Io(_) => ExitKind::Failure,
         }
     }

@@ -1,16 +1,23 @@
-//! The build pipeline (docs/design.md "Data flow"), step by step, with cleanup:
-//! config → plan → base copy → data partition → boot partition → MBR.
+//! The build, one file per step, in the order [`run`] takes them
+//! (docs/design.md "Data flow"):
 //!
-//! - [`load`]: step 1, the config;
-//! - [`base`]: step 3, the base image copy;
-//! - [`data`]: step 4, the data partition;
-//! - [`boot`]: steps 5 and 6, `offspot.yaml` and the partition table;
-//! - [`output`]: step 7, the output pass (hashes, compression, bmap) and
-//!   the side files `OUTPUT.json`, `OUTPUT.bmap`;
-//! - [`cleanup`]: one build per OUTPUT; the temporary output, removed on
-//!   failure or signal ([`lock`]: the output lock and the removal of dead
-//!   builds' leftovers; [`unnamed`]: unnamed files, linked when done);
-//! - [`error`]: why a build failed.
+//! 1. [`load`]: the config; [`target`]: what OUTPUT is (a file, a
+//!    compressed file, a block device), decided once;
+//! 2. [`planning`]: the download cache, the base, the items and sizes,
+//!    the room they need (`crate::plan` does the work);
+//! 3. [`base`]: the base image copied; [`resize`]: a compressed or remote
+//!    base's plan sized exactly from its copy (the one part of planning
+//!    that must wait for it; its doc says why);
+//! 4. [`data`]: the data partition (p3), with the download cache's part
+//!    in a build ([`cache`]);
+//! 5. [`boot`]: `offspot.yaml` in the boot partition (p1);
+//! 6. [`table`]: the partition table;
+//! 7. [`output`]: the output pass and side files of an image file, or
+//!    [`device`]: the zeros and the partition table of a device;
+//!
+//! then [`cleanup`] publishes OUTPUT, or removes it on failure or signal
+//! ([`lock`]: the output lock and dead builds' leftovers; [`unnamed`]:
+//! files without a name until published); [`error`]: why a build failed.
 
 pub mod base;
 pub mod boot;
@@ -22,24 +29,26 @@ pub mod error;
 pub mod load;
 pub mod lock;
 pub mod output;
+pub mod planning;
+pub mod resize;
+pub mod table;
+pub mod target;
 pub mod unnamed;
 
 pub use cleanup::{cleanup_after_signal, OutputPolicy};
 pub use error::BuildError;
+pub use target::Target;
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use crate::cache::Cache;
 use crate::config::ImageConfig;
 use crate::fetch::{FetchOptions, Net};
-use crate::partition::Mbr;
-use crate::plan::{self, BaseInfo, BaseLocation, BaseSpec, Plan};
+use crate::plan::Plan;
 use crate::progress::Reporter;
 use cache::BuildCache;
-use cleanup::PendingOutput;
+use output::SideFiles;
+use planning::Planned;
+use target::Opened;
 
 /// What to build, from the command line.
 #[derive(Debug, Clone)]
@@ -92,16 +101,19 @@ pub struct OutputOptions {
 }
 
 /// What a build produced.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Outcome {
     /// `--check`: the plan, nothing written.
     Checked(Plan),
     /// The image was written.
     Built {
-        /// The plan that was carried out.
-        plan: Plan,
         /// Output path.
         output: PathBuf,
+        /// The image's size in bytes.
+        image_size: u64,
+        /// Bytes of content planned (items, carried over, temporary
+        /// copies).
+        content_bytes: u64,
     },
 }
 
@@ -122,179 +134,69 @@ fn step(reporter: &dyn Reporter, n: usize) {
     reporter.step(n, STEPS.len(), name);
 }
 
-/// Run a build (or a check).
+/// What the writing steps share.
+pub struct Ctx<'a> {
+    /// The command line.
+    pub opts: &'a BuildOptions,
+    /// The config.
+    pub config: &'a ImageConfig,
+    /// The network.
+    pub net: &'a Net,
+    /// Progress.
+    pub reporter: &'a dyn Reporter,
+    /// The download cache, when one is used.
+    pub cache: Option<&'a BuildCache<'a>>,
+    /// Temporary space.
+    pub build_dir: &'a Path,
+}
+
+/// Run a build (or a check): the steps, in order.
 pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, BuildError> {
     step(reporter, 1);
     let net = Net::new(opts.fetch.clone())?;
     let mut config = load::load_config(&opts.config_src, &net, opts.allow_local_files)?;
-    let on_device = device::is_block_device(&opts.output);
-    let compress = if on_device {
-        check_device_options(opts)?;
-        None
-    } else {
-        output::resolve_compression(opts.output_options.compress, &opts.output, &config)?
-    };
-    if opts.output_options.grow && !on_device {
-        return Err(BuildError::Usage(
-            "--grow needs a block device as OUTPUT".into(),
-        ));
-    }
-    let out_dir = if on_device {
-        // Nothing is written beside a device: the lock and the raw image
-        // go to the build dir.
-        let dir = opts.build_dir.clone().unwrap_or_else(std::env::temp_dir);
-        std::fs::create_dir_all(&dir).map_err(|source| BuildError::BuildDir {
-            path: dir.clone(),
-            source,
-        })?;
-        device::check_usable(&opts.output, opts.output_options.force)?;
-        if opts.output_options.grow {
-            config.output_size = crate::config::OutputSize::Bytes(
-                device::size(&opts.output)? / (1 << 20) * (1 << 20),
-            );
-        }
-        dir
-    } else {
-        check_output(opts)?
-    };
-    let config = config;
-    let build_dir = opts.build_dir.clone().unwrap_or_else(|| out_dir.clone());
-    // One build per OUTPUT, decided before any work (`--check` writes
-    // nothing, so it takes no lock).
-    let claim = if opts.check {
-        None
-    } else {
-        let c = cleanup::claim(&opts.output, &out_dir, &build_dir)?;
-        // Checked again under the lock: a build that held it may just
-        // have finished this very OUTPUT.
-        if !on_device {
-            check_output(opts)?;
-        }
-        Some(c)
-    };
+    let (target, dirs) = Target::decide(opts, &mut config)?;
+    let claim = target.claim(opts, &dirs)?;
 
     step(reporter, 2);
-    let cache = open_cache(opts, reporter)?;
-    let mut spec = plan::locate_base(&config, &opts.base_url, &net)?;
-    let mut base_cache = plan::Planner::new(cache.as_ref());
-    plan::cache_base(&mut spec, &mut base_cache, &net);
-    for w in &base_cache.warnings {
-        reporter.warn(w);
-    }
-    let base = plan::inspect_base(&spec, &net)?;
-    let plan_opts = plan::PlanOptions {
-        max_size: opts.max_size,
-        cache: cache.as_ref(),
-        check: opts.check,
-    };
-    let the_plan = plan::make_plan(&config, &base, &net, &plan_opts)?;
-    for w in &the_plan.warnings {
-        reporter.warn(w);
-    }
-    if opts.check {
+    let cache = planning::open_cache(opts, reporter)?;
+    let planned = planning::plan(opts, &config, &net, cache.as_ref(), reporter)?;
+    let Some(claim) = claim else {
+        // `--check`: the plan, and nothing written.
         if let Some(c) = &cache {
-            report_eviction(c, reporter);
+            planning::report_eviction(c, reporter);
         }
-        return Ok(Outcome::Checked(the_plan));
-    }
-    if on_device {
-        let have = device::size(&opts.output)?;
-        if have < the_plan.image_size {
-            return Err(BuildError::DeviceRefused {
-                path: opts.output.clone(),
-                why: format!(
-                    "{have} bytes, too small for the image of {} bytes",
-                    the_plan.image_size
-                ),
-            });
-        }
-    }
-    check_free_space(&out_dir, &base, &the_plan)?;
-    if compress.is_some() {
-        // The raw image in the build dir, and the compressed one beside
-        // OUTPUT (at worst as large).
-        check_free_space(&build_dir, &base, &the_plan)?;
-    }
-    let mut planned = vec![(base.location.name(), base.size)];
-    planned.extend(the_plan.items.iter().map(|i| (i.name(), i.size)));
-    reporter.items_planned(&planned);
+        return Ok(Outcome::Checked(planned.plan));
+    };
+    target.check_room(opts, &dirs, &planned)?;
+    planning::announce(&planned, reporter);
     if let Some(d) = &opts.build_dir {
         std::fs::create_dir_all(d).map_err(|source| BuildError::BuildDir {
             path: d.clone(),
             source,
         })?;
     }
-    let Some(claim) = claim else {
-        return Ok(Outcome::Checked(the_plan));
-    };
     let build_cache = cache.as_ref().map(|c| BuildCache::new(c, reporter));
-    let job = Job {
-        cache: build_cache.as_ref(),
-        config: &config,
-        base: &base,
-        plan: the_plan,
-        build_dir: &build_dir,
-        net: &net,
+    let ctx = Ctx {
         opts,
+        config: &config,
+        net: &net,
         reporter,
-        device: None,
+        cache: build_cache.as_ref(),
+        build_dir: &dirs.build,
     };
-    if on_device {
-        let done = build_on_device(job, &build_dir, reporter);
-        if let Some(c) = &build_cache {
-            c.evict();
-        }
-        drop(claim);
-        return done.map(|plan| Outcome::Built {
-            plan,
-            output: opts.output.clone(),
-        });
-    }
-    let policy = OutputPolicy {
-        overwrite: opts.overwrite,
-        keep: opts.keep,
-    };
-    let out = PendingOutput::create(claim, policy)?;
-    let raw = match compress {
-        Some(_) => Some(output::RawImage::create(&build_dir).inspect_err(|_| {
-            // (the output is abandoned when `out` drops)
-        })?),
-        None => None,
-    };
-    let (image, image_path) = match &raw {
-        Some(r) => (r.file(), r.reopen_path()),
-        None => (out.file(), out.reopen_path()),
-    };
-    let written = job.write(image, image_path, out.output()).and_then(|plan| {
-        step(reporter, 7);
-        let threads = match opts.output_options.threads {
-            0 => std::thread::available_parallelism()
-                .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
-            n => n,
-        };
-        let sides = output::finish(&output::Finish {
-            raw: image,
-            raw_name: image_path,
-            len: plan.image_size,
-            output: &opts.output,
-            compressed: compress.map(|c| (out.file(), c)),
-            sync_raw: compress.is_none(),
-            bmap: opts.output_options.bmap,
-            hash: opts.output_options.hash,
-            threads,
-        })?;
-        Ok((plan, sides))
-    });
-    drop(raw);
+    let out = target.open(claim, opts, &dirs)?;
+    let written = write(&ctx, &out, planned);
     if let Some(c) = &build_cache {
         c.evict();
     }
     match written {
-        Ok((plan, sides)) => {
-            out.commit_with(&sides.files)?;
+        Ok((sides, plan)) => {
+            out.publish(&sides)?;
             Ok(Outcome::Built {
-                plan,
                 output: opts.output.clone(),
+                image_size: plan.image_size,
+                content_bytes: plan.content_bytes,
             })
         }
         Err(e) => {
@@ -304,205 +206,46 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
     }
 }
 
-/// A device gets the image itself: no side files, no compression.
-fn check_device_options(opts: &BuildOptions) -> Result<(), BuildError> {
-    let o = &opts.output_options;
-    if o.bmap || o.compress.is_some() {
-        return Err(BuildError::Usage(format!(
-            "{} is a block device: --bmap and --compress are for image files",
-            opts.output.display()
-        )));
-    }
-    Ok(())
-}
+/// Steps 3 to 7 into the opened target: the side files to publish, and
+/// the plan carried out (its items consumed).
+fn write(ctx: &Ctx<'_>, out: &Opened, planned: Planned) -> Result<(SideFiles, Plan), BuildError> {
+    let Planned {
+        base,
+        base_cache,
+        plan,
+    } = planned;
+    let (staging, reopen) = out.staging();
+    step(ctx.reporter, 3);
+    base::copy_base(staging, &base, base_cache, ctx)?;
+    let mut plan = resize::exact(plan, &base, reopen, ctx)?;
+    let image = out.lay_out(ctx.opts, &base, &plan)?;
+    let mbr = table::read_base(staging, &ctx.opts.output)?;
+    let p3 = mbr.partition(3)?;
 
-/// Steps 3 to 7 onto a block device (`pipeline::device`): the base is
-/// staged in an unnamed file in the build dir and its map copied to the
-/// device; the rest streams onto the device; step 7 zeros what the image
-/// needs and nothing wrote, then writes the partition table.
-fn build_on_device(
-    job: Job<'_>,
-    build_dir: &Path,
-    reporter: &dyn Reporter,
-) -> Result<Plan, BuildError> {
-    let target = device::Target::open(&job.opts.output)?;
-    let staged = output::RawImage::create(build_dir)?;
-    let path = job.opts.output.clone();
-    let job = Job {
-        device: Some(&target),
-        ..job
+    step(ctx.reporter, 4);
+    let items = std::mem::take(&mut plan.items);
+    let data = data::DataCtx {
+        image: &image.file,
+        image_path: &ctx.opts.output,
+        old_p3: (p3.offset(), p3.len()),
+        base_name: &base.location.name(),
+        plan: &plan,
+        build_dir: ctx.build_dir,
+        net: ctx.net,
+        concurrency: ctx.opts.concurrency,
+        reporter: ctx.reporter,
+        cache: ctx.cache,
+        log: image.log.clone(),
     };
-    let plan = job.write(staged.file(), staged.reopen_path(), &path)?;
-    drop(staged);
-    step(reporter, 7);
-    target.finish(plan.image_size)?;
-    Ok(plan)
-}
+    data::write_data_partition(&data, items)?;
 
-/// The download cache of `--cache-dir`: read-only for `--check` (nothing
-/// is created or changed). A bad `policy.yaml` is bad input (exit 3); a
-/// cache that can't be used otherwise is a warning, and the build goes on
-/// without it. `None` also when the policy disables it.
-fn open_cache(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Option<Cache>, BuildError> {
-    let Some(dir) = &opts.cache_dir else {
-        return Ok(None);
-    };
-    let opened = if opts.check {
-        Cache::open_read_only(dir)
-    } else {
-        let options = crate::cache::CacheOptions {
-            parallel: opts.concurrency.max(1),
-            ..crate::cache::CacheOptions::default()
-        };
-        Cache::open_with(dir, options)
-    };
-    match opened {
-        Ok(c) => Ok(c),
-        Err(e) if e.is_bad_policy() => Err(BuildError::CachePolicy(e)),
-        Err(e) => {
-            reporter.warn(&format!(
-                "download cache {}: {e}; building without it",
-                dir.display()
-            ));
-            Ok(None)
-        }
-    }
-}
+    step(ctx.reporter, 5);
+    boot::write_boot(&image.file, &ctx.opts.output, &mbr, ctx.config, image.log)?;
 
-/// `--check`: what eviction would remove now.
-fn report_eviction(cache: &Cache, reporter: &dyn Reporter) {
-    match cache.plan_eviction(crate::cache::unix_now()) {
-        Ok(planned) => {
-            for (entry, why) in planned {
-                reporter.warn(&format!(
-                    "download cache: eviction would remove {} ({why})",
-                    entry.source
-                ));
-            }
-        }
-        Err(e) => reporter.warn(&format!("download cache: {e}")),
-    }
-}
+    step(ctx.reporter, 6);
+    out.write_table(ctx.opts, table::final_mbr(mbr, plan.fs_size)?)?;
 
-/// OUTPUT may be written: it does not exist (or `-X`), its directory
-/// does. Side files (`OUTPUT.json`, `OUTPUT.bmap`) beside an absent OUTPUT
-/// describe an image that is gone, so they don't stop a build: they are
-/// replaced when the new image is published (the old tool's command lines,
-/// which know nothing of side files, keep working after `rm OUTPUT`).
-/// Returns that directory.
-fn check_output(opts: &BuildOptions) -> Result<PathBuf, BuildError> {
-    if !opts.overwrite && opts.output.exists() {
-        return Err(BuildError::OutputExists(opts.output.clone()));
-    }
-    let out_dir = match opts.output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !out_dir.is_dir() {
-        return Err(BuildError::NoOutputDir(out_dir));
-    }
-    Ok(out_dir)
-}
-
-/// The image needs the base's first partitions plus the content.
-fn check_free_space(dir: &Path, base: &BaseInfo, plan: &Plan) -> Result<(), BuildError> {
-    let needed = base.size.min(plan.p3_start) + plan.content_bytes;
-    if let Ok(st) = rustix::fs::statvfs(dir) {
-        let free = st.f_bavail.saturating_mul(st.f_frsize);
-        if free < needed {
-            return Err(BuildError::NoSpace {
-                dir: dir.to_path_buf(),
-                free,
-                needed,
-            });
-        }
-    }
-    Ok(())
-}
-
-/// Steps 3 to 6, into the temporary output.
-struct Job<'a> {
-    cache: Option<&'a BuildCache<'a>>,
-    config: &'a ImageConfig,
-    base: &'a BaseInfo,
-    plan: Plan,
-    build_dir: &'a Path,
-    net: &'a Net,
-    opts: &'a BuildOptions,
-    reporter: &'a dyn Reporter,
-    /// Building onto a block device.
-    device: Option<&'a device::Target>,
-}
-
-impl Job<'_> {
-    /// Write the image into `out`, which `reopen` opens again (for a
-    /// second look at a copied base) and which messages call `out_path`
-    /// (OUTPUT: the file being written has no name of its own on Linux);
-    /// returns the plan carried out.
-    fn write(self, out: &File, reopen: &Path, out_path: &Path) -> Result<Plan, BuildError> {
-        step(self.reporter, 3);
-        base::copy_base(out, self.base, self.net, self.reporter, self.cache)?;
-        // A compressed or remote base could not be scanned before the copy:
-        // plan again, exactly, from the copy.
-        let plan = if self.base.xz || matches!(self.base.location, BaseLocation::Http(_)) {
-            let copy = BaseSpec {
-                location: BaseLocation::Local(reopen.to_path_buf()),
-                xz: false,
-                checksum: None,
-                cache: None,
-            };
-            let copied = plan::inspect_base(&copy, self.net)?;
-            plan::resize(&self.plan, self.config, &copied, self.opts.max_size)?
-        } else {
-            self.plan
-        };
-        let (image, log) = match self.device {
-            Some(d) => {
-                // The staged base's blocks onto the device, MBR aside
-                // (its skipped zero tail included: the size says so).
-                if out.metadata()?.len() < self.base.size {
-                    out.set_len(self.base.size)?;
-                }
-                d.copy_base(out, reopen, self.base.size)?;
-                (d.file.clone(), Some(d.write_log()))
-            }
-            None => {
-                out.set_len(plan.image_size)?;
-                (Arc::new(out.try_clone()?), None)
-            }
-        };
-        let mut sector = [0u8; 512]; // one sector: the MBR
-        out.read_exact_at(&mut sector, 0)?;
-        let mbr = Mbr::parse(&sector)?;
-        let p3 = mbr.partition(3)?;
-
-        step(self.reporter, 4);
-        data::write_data_partition(&data::DataCtx {
-            image: &image,
-            image_path: out_path,
-            old_p3: (p3.offset(), p3.len()),
-            base_name: &self.base.location.name(),
-            plan: &plan,
-            build_dir: self.build_dir,
-            net: self.net,
-            concurrency: self.opts.concurrency,
-            reporter: self.reporter,
-            cache: self.cache,
-            log: log.clone(),
-        })?;
-
-        step(self.reporter, 5);
-        boot::write_boot(&image, out_path, &mbr, self.config, log)?;
-
-        step(self.reporter, 6);
-        match self.device {
-            // Written last, after the zeros (step 7).
-            Some(d) => d.set_mbr(boot::final_mbr(mbr, plan.fs_size)?),
-            // Synced in step 7, while it is hashed (a raw OUTPUT), or not
-            // at all (the temporary raw image of a compressed OUTPUT, which
-            // is synced instead).
-            None => out.write_all_at(&boot::final_mbr(mbr, plan.fs_size)?, 0)?,
-        }
-        Ok(plan)
-    }
+    step(ctx.reporter, 7);
+    let sides = out.finish(ctx.opts, &plan)?;
+    Ok((sides, plan))
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use super::error::BuildError;
 use super::unnamed;
 use crate::config::ImageConfig;
-use crate::output::{map_image, run_pass, Bmap, Compression, PassResult};
+use crate::output::{map_image, run_pass, Bmap, Compression};
 
 /// zstd level of compressed outputs (zstd's default).
 pub const ZSTD_LEVEL: i32 = 3;
@@ -107,11 +107,10 @@ impl RawImage {
 
 /// The side files (path, contents), published with the image
 /// ([`super::cleanup::PendingOutput::commit_with`]).
+#[derive(Debug, Default)]
 pub struct SideFiles {
     /// `OUTPUT.bmap` (with `--bmap`) and `OUTPUT.json`.
     pub files: Vec<(PathBuf, String)>,
-    /// What the pass measured.
-    pub pass: PassResult,
 }
 
 /// What step 7 makes.
@@ -186,5 +185,5 @@ pub fn finish(f: &Finish<'_>) -> Result<SideFiles, BuildError> {
         let json = crate::output::meta::OsListEntry::from(&pass).to_json();
         files.push((side_path(f.output, ".json"), json));
     }
-    Ok(SideFiles { files, pass })
+    Ok(SideFiles { files })
 }

@@ -46,7 +46,7 @@ impl BaseLocation {
 }
 
 /// A located base image: where, compressed or not, expected digest.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct BaseSpec {
     /// Where it is.
     pub location: BaseLocation,
@@ -55,12 +55,13 @@ pub struct BaseSpec {
     /// Expected digest of the file as stored/served.
     pub checksum: Expected,
     /// What the download cache does for a remote base (see
-    /// [`cache_base`]); a hit is read instead of the network.
+    /// [`cache_base`]); a hit is read instead of the network. Step 3 of
+    /// the build consumes it.
     pub cache: Option<CacheUse>,
 }
 
 /// The base image as found.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct BaseInfo {
     /// Where it is.
     pub location: BaseLocation,
@@ -75,8 +76,6 @@ pub struct BaseInfo {
     /// What the old data partition holds (None when it could not be read
     /// before the copy: a compressed or remote base).
     pub old: Option<OldSummary>,
-    /// What the download cache does for it.
-    pub cache: Option<CacheUse>,
 }
 
 /// Resolve the base source: location, xz or not, expected digest.
@@ -182,7 +181,6 @@ pub fn inspect_base(spec: &BaseSpec, net: &Net) -> Result<BaseInfo, PlanError> {
         size,
         mbr,
         old,
-        cache: spec.cache.clone(),
     })
 }
 
@@ -210,15 +208,13 @@ pub fn cache_base(spec: &mut BaseSpec, cache: &mut Planner<'_>, net: &Net) {
 
 /// The first [`HEAD_BYTES`] of a cached base and its size.
 fn cached_head(use_: &CacheUse) -> Option<(Vec<u8>, Option<u64>)> {
-    let CacheUse::Hit(shared) = use_ else {
+    let CacheUse::Hit(hit) = use_ else {
         return None;
     };
-    shared.with(|hit| {
-        let size = hit.size();
-        let mut head = vec![0u8; HEAD_BYTES.min(usize::try_from(size).unwrap_or(HEAD_BYTES))];
-        std::os::unix::fs::FileExt::read_exact_at(hit.file().ok()?, &mut head, 0).ok()?;
-        Some((head, Some(size)))
-    })?
+    let size = hit.size();
+    let mut head = vec![0u8; HEAD_BYTES.min(usize::try_from(size).unwrap_or(HEAD_BYTES))];
+    std::os::unix::fs::FileExt::read_exact_at(hit.file().ok()?, &mut head, 0).ok()?;
+    Some((head, Some(size)))
 }
 
 /// The first [`HEAD_BYTES`] of the base and its size as stored, when known.

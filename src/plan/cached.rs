@@ -5,7 +5,6 @@
 //! whether it is outdated, and a failed check keeps it.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
 
 use crate::cache::{
     unix_now, Cache, Claim, Decision, FillMeta, FillSink, Freshness, Hit, Key, Validators,
@@ -13,36 +12,16 @@ use crate::cache::{
 use crate::fetch::{Net, RemoteValidators};
 use crate::io::ChunkSink;
 
-/// A hit shared by the clones of a plan; taken once, by the build.
-#[derive(Debug, Clone)]
-pub struct SharedHit(Arc<Mutex<Option<Hit>>>);
-
-impl SharedHit {
-    fn new(hit: Hit) -> Self {
-        Self(Arc::new(Mutex::new(Some(hit))))
-    }
-
-    /// The hit, the first time (`None` after, or if a thread panicked).
-    pub fn take(&self) -> Option<Hit> {
-        self.0.lock().ok().and_then(|mut g| g.take())
-    }
-
-    /// Look at the hit without taking it (`None` once taken).
-    pub fn with<T>(&self, f: impl FnOnce(&Hit) -> T) -> Option<T> {
-        let g = self.0.lock().ok()?;
-        g.as_ref().map(f)
-    }
-}
-
 /// The cache's part in one item.
 // One per item, moved a handful of times: the size gap (a hit is a pointer,
 // a fill carries its key and validators) costs nothing worth a box.
 #[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum CacheUse {
     /// Copy from this pinned blob (hashed while it is copied; a corrupt one
-    /// falls back to the network).
-    Hit(SharedHit),
+    /// falls back to the network). The plan owns it; the writing step that
+    /// copies the item consumes it.
+    Hit(Hit),
     /// Download, and fill the cache with the same bytes on the way.
     Fill {
         /// The entry's key.
@@ -289,7 +268,7 @@ impl<'a> Planner<'a> {
 
     /// A hit as an item's cache use.
     pub fn hit(hit: Hit) -> CacheUse {
-        CacheUse::Hit(SharedHit::new(hit))
+        CacheUse::Hit(hit)
     }
 }
 

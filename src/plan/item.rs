@@ -94,7 +94,7 @@ impl ItemSource {
 }
 
 /// A file to write into the data partition.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Item {
     /// Destination relative to `/data`.
     pub dest: String,

@@ -471,20 +471,18 @@ fn remote_needs(
     Ok(match cached.take() {
         // Measured from the cached blob: no network, and the same
         // needs as the cold build's pre-scan.
-        Some(CacheUse::Hit(shared)) if r.format != Format::Zip => {
+        Some(CacheUse::Hit(hit)) if r.format != Format::Zip => {
             // (A blob in an object store is spooled to a local file: if
             // that fails, estimate; the build then downloads it.)
-            let measured = shared
-                .with(|hit| {
-                    let blob = ArchiveSource::Open {
-                        file: hit.file().ok()?,
-                        name: r.name,
-                        checksum: r.checksum,
-                    };
-                    Some(expand::measure(r.format, blob, r.name, r.limits))
-                })
-                .flatten();
-            *cached = Some(CacheUse::Hit(shared));
+            let measured = hit.file().ok().map(|file| {
+                let blob = ArchiveSource::Open {
+                    file,
+                    name: r.name,
+                    checksum: r.checksum,
+                };
+                expand::measure(r.format, blob, r.name, r.limits)
+            });
+            *cached = Some(CacheUse::Hit(hit));
             match measured {
                 Some(m) => m?,
                 None => expand::estimate(r.limits),

@@ -18,7 +18,7 @@ pub mod size;
 pub use base::{
     cache_base, inspect_base, locate_base, BaseInfo, BaseLocation, BaseSpec, DEFAULT_BASE_URL,
 };
-pub use cached::{CacheUse, Planner, SharedHit};
+pub use cached::{CacheUse, Planner};
 pub use error::PlanError;
 pub use item::{data_path, Expected, Item, ItemSource, OciPull, DATA_MOUNT};
 pub use size::Sizes;
@@ -40,8 +40,9 @@ const UNREAD_OLD_ENTRIES: u64 = 64;
 /// Directories assumed in it: 8 (see [`UNREAD_OLD_ENTRIES`]).
 const UNREAD_OLD_DIRS: u64 = 8;
 
-/// The complete plan.
-#[derive(Debug, Clone)]
+/// The complete plan. Not `Clone`: it owns what the writing steps
+/// consume (the download cache's pinned hits).
+#[derive(Debug)]
 pub struct Plan {
     /// Items in write order (images, files in config order, `image.yaml`).
     pub items: Vec<Item>,
@@ -97,13 +98,13 @@ pub fn make_plan(
 /// The same items sized again on `base` (a compressed or remote base is
 /// only known exactly once copied): nothing is probed or downloaded again.
 pub fn resize(
-    plan: &Plan,
+    plan: Plan,
     config: &ImageConfig,
     base: &BaseInfo,
     max_size: Option<u64>,
 ) -> Result<Plan, PlanError> {
     let found = Found {
-        items: plan.items.clone(),
+        items: plan.items,
         oci_free: plan.oci_free,
         warnings: Vec::new(),
     };
