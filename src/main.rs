@@ -6,11 +6,11 @@ use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use clap::Parser;
-use image_creator::pipeline::{self, BuildOptions, Outcome};
 use image_creator::cli::{Cli, OciSizesCli};
 use image_creator::config::parse_size;
 use image_creator::error::ExitKind;
 use image_creator::fetch::FetchOptions;
+use image_creator::pipeline::{self, BuildOptions, Outcome};
 use image_creator::progress::{
     rfc3339, Bars, Finish, ProgressFile, ProgressFileOptions, Reporter, Tee, TextHistory,
 };

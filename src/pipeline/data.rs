@@ -485,13 +485,11 @@ fn expand_all(
             plan,
             dir_meta,
         };
-        let mut claimed = ctx
-            .cache
-            .and_then(|c| match c.planned(item.cache) {
-                Planned::Plain => None,
-                Planned::Hit(hit) => Some(Claimed::Hit(hit)),
-                Planned::Claim(spec) => Some(claim(c.cache(), spec)),
-            });
+        let mut claimed = ctx.cache.and_then(|c| match c.planned(item.cache) {
+            Planned::Plain => None,
+            Planned::Hit(hit) => Some(Claimed::Hit(hit)),
+            Planned::Claim(spec) => Some(claim(c.cache(), spec)),
+        });
         if let (Some(cache), Some(Claimed::Hit(_))) = (ctx.cache, &claimed) {
             let Some(Claimed::Hit(hit)) = claimed.take() else {
                 continue;

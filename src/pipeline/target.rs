@@ -251,10 +251,9 @@ impl Opened {
                     .map_err(|e| io("reading the staged base's length".into(), e))?
                     .len();
                 if len < base.size {
-                    staged
-                        .file()
-                        .set_len(base.size)
-                        .map_err(|e| io(format!("extending the staged base to {}", base.size), e))?;
+                    staged.file().set_len(base.size).map_err(|e| {
+                        io(format!("extending the staged base to {}", base.size), e)
+                    })?;
                 }
                 dev.copy_base(staged.file(), staged.reopen_path(), base.size)?;
                 Ok(Image {

@@ -78,6 +78,31 @@ pub struct BaseInfo {
     pub old: Option<OldSummary>,
 }
 
+impl BaseInfo {
+    /// The names of the old data partition, for planning's destination
+    /// checks, when it can be read where it lies (a plain local file: a
+    /// compressed or remote base is read from its copy, `resize`).
+    pub fn old_names(&self) -> Result<Option<ext4::OldNames>, PlanError> {
+        let BaseLocation::Local(path) = &self.location else {
+            return Ok(None);
+        };
+        if self.xz {
+            return Ok(None);
+        }
+        let file = std::fs::File::open(path).map_err(|source| PlanError::BaseRead {
+            path: path.clone(),
+            source,
+        })?;
+        let p3 = self.mbr.partition(3)?;
+        let w = PartitionWindow::new(Arc::new(file), path, p3.offset(), p3.len());
+        let names = ext4::OldNames::open(&w).map_err(|e| PlanError::BadBase {
+            name: self.location.name(),
+            what: format!("data partition (p3): {e}"),
+        })?;
+        Ok(Some(names))
+    }
+}
+
 /// Resolve the base source: location, xz or not, expected digest.
 pub fn locate_base(config: &ImageConfig, base_url: &str, net: &Net) -> Result<BaseSpec, PlanError> {
     let (source, checksum) = match &config.base.source {

@@ -111,6 +111,16 @@ pub enum PlanError {
     /// Sources that could not be reached, all of them.
     #[error("unreachable sources:\n  {}", .0.join("\n  "))]
     Unreachable(Vec<String>),
+    /// A destination the build could not write (see `plan::dest`).
+    #[error("{key}: {path}: {why}")]
+    Destination {
+        /// The config key (`files[3].to`).
+        key: String,
+        /// The destination, as the Pi sees it (`/data/…`).
+        path: String,
+        /// Why.
+        why: String,
+    },
     /// `write_config` and a `files[]` entry both write `/data/image.yaml`.
     #[error("write_config: /data/image.yaml is also the destination of a files[] entry")]
     ImageYamlClash,
@@ -175,6 +185,7 @@ impl PlanError {
             | Self::NoSize { .. }
             | Self::UnboundedArchive { .. }
             | Self::ImageYamlClash
+            | Self::Destination { .. }
             | Self::OutputTooSmall { .. }
             | Self::OverMaxSize { .. }
             | Self::Partition(_) => ExitKind::BadInput,

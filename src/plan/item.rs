@@ -96,6 +96,9 @@ impl ItemSource {
 /// A file to write into the data partition.
 #[derive(Debug)]
 pub struct Item {
+    /// The config key it comes from (`files[3].to`,
+    /// `oci_images[0].ident`, `write_config`), for messages.
+    pub key: String,
     /// Destination relative to `/data`.
     pub dest: String,
     /// Size in bytes.

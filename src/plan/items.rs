@@ -39,6 +39,7 @@ pub fn plan_items(
             return Err(PlanError::ImageYamlClash);
         }
         items.push(Item {
+            key: "write_config".into(),
             dest: "image.yaml".into(),
             size: config.raw_text.len() as u64,
             source: ItemSource::Bytes(config.raw_text.clone().into_bytes()),
@@ -97,7 +98,7 @@ fn oci_items(
     let registry = Registry::new(net.http.clone());
     let mut items = Vec::new();
     let mut extra_free = 0u64;
-    for e in entries {
+    for (i, e) in entries.iter().enumerate() {
         let mut cached = None;
         let dest = format!(
             "images/{}",
@@ -138,6 +139,7 @@ fn oci_items(
             }
         };
         items.push(Item {
+            key: format!("oci_images[{i}].ident"),
             dest,
             size,
             source,
@@ -270,6 +272,7 @@ fn file_item(
         });
     }
     Ok(Item {
+        key: format!("{key}.to"),
         dest: f.to.clone(),
         size,
         source,
@@ -415,6 +418,7 @@ fn archive_item(
         _ => Needs::default(),
     };
     Ok(Item {
+        key: format!("{key}.to"),
         dest: f.to.clone(),
         size: needs.bytes,
         source,

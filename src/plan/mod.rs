@@ -10,6 +10,7 @@
 
 pub mod base;
 pub mod cached;
+pub mod dest;
 pub mod error;
 pub mod item;
 pub mod items;
@@ -87,6 +88,7 @@ pub fn make_plan(
     let mut planner = Planner::new(opts.cache);
     planner.prescan = !opts.check;
     let (items, oci_free) = items::plan_items(config, net, &mut planner)?;
+    dest::check_items(&items)?;
     let found = Found {
         items,
         oci_free,
@@ -129,6 +131,9 @@ fn size_plan(
         oci_free,
         mut warnings,
     } = found;
+    if let Some(old) = base.old_names()? {
+        dest::check_against_base(&items, &old)?;
+    }
     let p3 = base.mbr.partition(3)?;
     if p3.offset() != config.base.rootfs_size {
         warnings.insert(0, format!(

@@ -160,6 +160,46 @@ pub fn scan_old(window: &PartitionWindow) -> Result<OldSummary, Ext4Error> {
     Ok(sum)
 }
 
+/// What a path names in an old data partition ([`OldNames::kind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OldPath {
+    /// Nothing.
+    Missing,
+    /// A directory.
+    Dir,
+    /// A file, symlink or special file.
+    Other,
+}
+
+/// Paths looked up in an old data partition, without reading its tree:
+/// planning checks the destinations of a config against what the build
+/// will carry over (`crate::plan::dest`).
+pub struct OldNames(Ext4);
+
+impl OldNames {
+    /// Open the ext4 filesystem in `window`.
+    pub fn open(window: &PartitionWindow) -> Result<Self, Ext4Error> {
+        Ext4::load(Box::new(WindowReader(window.clone())))
+            .map(Self)
+            .map_err(|e| err(b"", e))
+    }
+
+    /// What `path` (relative to the root, `/`-separated) names. A symlink
+    /// on the way is not followed (the builder does not follow them).
+    pub fn kind(&self, path: &str) -> Result<OldPath, Ext4Error> {
+        let abs = format!("/{path}");
+        match self.0.symlink_metadata(ext4_view::Path::new(&abs)) {
+            Ok(md) if md.is_dir() => Ok(OldPath::Dir),
+            Ok(_) => Ok(OldPath::Other),
+            Err(ext4_view::Ext4Error::NotFound) => Ok(OldPath::Missing),
+            // A component on the way is not a directory: the first
+            // component that is not is reported by the caller's walk.
+            Err(ext4_view::Ext4Error::NotADirectory) => Ok(OldPath::Missing),
+            Err(e) => Err(err(path.as_bytes(), e)),
+        }
+    }
+}
+
 fn scan_dir(
     fs: &Ext4,
     dir: &[u8],

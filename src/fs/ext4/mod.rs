@@ -33,7 +33,7 @@ mod units;
 
 pub use builder::Ext4Builder;
 pub use capacity::{capacity, dir_blocks, file_blocks, min_size, Capacity};
-pub use carry::{scan_old, OldSummary, OldTree};
+pub use carry::{scan_old, OldNames, OldPath, OldSummary, OldTree};
 pub use error::Ext4Error;
 pub use file::{CopyError, FileWriter, SequentialWriter, SmallFiles};
 pub use finish::FinishStats;
@@ -41,7 +41,7 @@ pub use hash::dir_hash;
 pub use host::{add_host_tree, count_host_entries, host_meta, PendingCopies, COPY_BUF};
 pub use layout::BLOCK_SIZE;
 pub use names::{NameTable, NamesFull};
-pub use node::{Ino, SpecialKind, ROOT_INO};
+pub use node::{is_valid_name, Ino, SpecialKind, ROOT_INO};
 pub use params::{
     source_date_epoch, Ext4Params, InodeMeta, InodePolicy, Timestamp, MAX_EXTENT_BLOCKS,
 };

@@ -186,7 +186,7 @@ impl PackedMeta {
 }
 
 /// Why `name` can not be a directory entry, if it can not.
-pub(super) fn is_valid_name(name: &[u8]) -> Result<(), &'static str> {
+pub fn is_valid_name(name: &[u8]) -> Result<(), &'static str> {
     if name.is_empty() {
         Err("empty name")
     } else if name.len() > 255 {
