@@ -3,6 +3,7 @@
 //! build alike), with exit 3 and the config key, before anything is
 //! written; the same destinations in a valid layout build cleanly
 //! (e2fsck).
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
