@@ -12,6 +12,10 @@
 #   MKE2FS_TIMEOUT=0  seconds before a mke2fs -d run is stopped (0: never;
 #                     it inserts into linear directories, so the 100k-entry
 #                     one takes many minutes)
+#   ROUTES="mkext4 tar items content"  the routes to run (default: all)
+#   IC=PATH           the image-creator binary to measure (default: this
+#                     checkout's release build), e.g. a build of an earlier
+#                     commit, to compare two versions in one sitting
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FILES=${FILES:-1000000}
@@ -23,10 +27,12 @@ mkdir -p "$work" "$OUT"
 for t in /usr/bin/time mke2fs e2fsck python3 curl tar; do
   command -v "$t" >/dev/null || { echo "bench-report: needs $t" >&2; exit 2; }
 done
+ROUTES=${ROUTES:-mkext4 tar items content}
+route() { case " $ROUTES " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 cargo build --release --example mkext4 --bin image-creator >/dev/null 2>&1
 root=$PWD
 mkext4=$root/target/release/examples/mkext4
-ic=$root/target/release/image-creator
+ic=${IC:-$root/target/release/image-creator}
 results="$work/results.jsonl"; : >"$results"
 
 drop() { sync; [ "$(id -u)" = 0 ] && echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
@@ -73,7 +79,7 @@ fi
 size=$(( FILES / 100000 + 2 ))GiB
 
 # --- 1M files and the 100k directory: mkext4 vs mke2fs -d ---------------
-for case in "tree:$tree:$FILES:$size" "bigdir:$bigdir:$BIGDIR:1GiB"; do
+route mkext4 && for case in "tree:$tree:$FILES:$size" "bigdir:$bigdir:$BIGDIR:1GiB"; do
   IFS=: read -r label src n sz <<<"$case"
   rm -f "$work/a.img" "$work/b.img"
   measure "$label" "$label: image-creator mkext4" "$n" files/s "$mkext4" "$src" "$work/a.img" "$sz"
@@ -99,12 +105,14 @@ files:
     url: file://$tarball
     via: tar
 YAML
+if route tar; then
 rm -f "$work/tar-out.img"
 measure "tar" "local tar: image-creator" "$FILES" files/s "$ic" "$work/tar.yaml" "$work/tar-out.img" || true
 rm -f "$work/tar-out.img"
 rm -rf "$work/untar"; mkdir -p "$work/untar"
 measure "tar" "local tar: tar x" "$FILES" files/s tar -C "$work/untar" -xf "$tarball"
 rm -rf "$work/untar"
+fi
 
 # --- a config listing 10,000 files (memory: one item each) ----------------
 items=$(( FILES < 10000 ? FILES : 10000 ))
@@ -118,11 +126,11 @@ for i in range(n):
 open(out, "w").write("\n".join(lines) + "\n")
 PY
 rm -f "$work/items.img"
-measure "items" "$items-item config: image-creator" "$items" files/s "$ic" "$work/items.yaml" "$work/items.img"
+route items && measure "items" "$items-item config: image-creator" "$items" files/s "$ic" "$work/items.yaml" "$work/items.img"
 rm -f "$work/items.img"
 
 # --- CONTENT_MIB from nginx into a durable image --------------------------
-if command -v nginx >/dev/null; then
+if route content && command -v nginx >/dev/null; then
   www="$work/www"; mkdir -p "$www"
   [ -f "$www/content.bin" ] || head -c "$((CONTENT_MIB << 20))" /dev/urandom >"$www/content.bin"
   port=$((20000 + RANDOM % 20000))
