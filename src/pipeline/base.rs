@@ -45,8 +45,8 @@ pub fn copy_base(
                 validators: hit.validators().clone(),
                 replaces: None,
             };
-            if let Some(decoded) = copy_from_blob(out, base, hit, reporter, cache)? {
-                return finish(out, base, decoded, reporter);
+            if let Some(decoded) = copy_from_blob(out, base, hit, ctx, cache)? {
+                return finish(out, base, decoded, ctx);
             }
             // Unusable blob (dropped): download, filling the cache again.
             claimed = Some(claim(cache.cache(), spec));
@@ -66,7 +66,7 @@ pub fn copy_base(
             None => cache.commit(filler, end, validators, &url),
         }
     }
-    finish(out, base, decoded, reporter)
+    finish(out, base, decoded, ctx)
 }
 
 /// The hit out of `claimed`, leaving anything else in place.
@@ -78,12 +78,7 @@ fn take_hit(claimed: &mut Option<Claimed>) -> Option<Claimed> {
 }
 
 /// Check the decoded size and give `out` its full length.
-fn finish(
-    out: &File,
-    base: &BaseInfo,
-    decoded: u64,
-    reporter: &dyn Reporter,
-) -> Result<(), BuildError> {
+fn finish(out: &File, base: &BaseInfo, decoded: u64, ctx: &Ctx<'_>) -> Result<(), BuildError> {
     let name = base.location.name();
     if decoded < base.size {
         return Err(BuildError::BadBase(format!(
@@ -92,8 +87,9 @@ fn finish(
         )));
     }
     // Trailing zeros were skipped: give the copy its full length.
-    out.set_len(decoded)?;
-    reporter.item_done(&name, decoded, None);
+    out.set_len(decoded)
+        .map_err(|e| ctx.output_io(format!("setting the base copy's length to {decoded}"), e))?;
+    ctx.reporter.item_done(&name, decoded, None);
     Ok(())
 }
 
@@ -106,9 +102,10 @@ fn copy_from_blob(
     out: &File,
     base: &BaseInfo,
     hit: Hit,
-    reporter: &dyn Reporter,
+    ctx: &Ctx<'_>,
     cache: &BuildCache<'_>,
 ) -> Result<Option<u64>, BuildError> {
+    let reporter = ctx.reporter;
     let name = base.location.name();
     let key = hit.key().clone();
     let mut blob_check = StreamVerifier::new(HashAlgo::Sha256, &hit.entry().sha256, &name);
@@ -140,7 +137,8 @@ fn copy_from_blob(
         if let Err(e) = cache.cache().remove(&key) {
             cache.warn(&e);
         }
-        out.set_len(0)?;
+        out.set_len(0)
+            .map_err(|e| ctx.output_io("emptying it for a download".into(), e))?;
         return Ok(None);
     }
     let copied =

@@ -205,7 +205,13 @@ fn copy_local(
     })?;
     // Holes read as zeros, so a file cut short is not seen by the copy:
     // its length must still be the planned one. One byte more means it grew.
-    let now = f.metadata()?.len();
+    let now = f
+        .metadata()
+        .map_err(|source| BuildError::SourceOpen {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .len();
     if now < size {
         return Err(changed(format!("size ({now} of {size} bytes)")));
     }

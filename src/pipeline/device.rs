@@ -282,7 +282,7 @@ impl Device {
     /// Copy every mapped block of the staged base `src` (`len` bytes),
     /// zeros included, but sector 0, to the device.
     pub fn copy_base(&self, src: &File, src_path: &Path, len: u64) -> Result<(), BuildError> {
-        let src = Arc::new(src.try_clone()?);
+        let src = Arc::new(src.try_clone().map_err(|e| self.io(e))?);
         let map = crate::output::map_image(&src, src_path, len).map_err(|e| self.io(e))?;
         let blocks = map.ranges.to_blocks(crate::output::bmap::BLOCK, len);
         let mut buf = vec![0u8; CHUNK_LEN];

@@ -150,6 +150,18 @@ pub struct Ctx<'a> {
     pub build_dir: &'a Path,
 }
 
+impl Ctx<'_> {
+    /// An I/O error on the image being written for OUTPUT, naming OUTPUT
+    /// and `what` was done (with its offset or size).
+    pub fn output_io(&self, what: String, source: std::io::Error) -> BuildError {
+        BuildError::OutputIo {
+            path: self.opts.output.clone(),
+            what,
+            source,
+        }
+    }
+}
+
 /// Run a build (or a check): the steps, in order.
 pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, BuildError> {
     step(reporter, 1);

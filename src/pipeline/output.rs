@@ -143,7 +143,7 @@ pub fn finish(f: &Finish<'_>) -> Result<SideFiles, BuildError> {
         source,
     };
     let map = if f.bmap {
-        let file = Arc::new(f.raw.try_clone()?);
+        let file = Arc::new(f.raw.try_clone().map_err(io)?);
         Some(map_image(&file, f.raw_name, f.len).map_err(io)?)
     } else {
         None
