@@ -21,12 +21,12 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::pipeline::BuildError;
 use crate::config::{render_offspot_yaml, ChecksumKind, ImageConfig, Payload, Via};
 use crate::fetch::{FetchOptions, Net};
 use crate::io::Hasher;
 use crate::output::Bmap;
 use crate::partition::{Mbr, PartitionWindow};
+use crate::pipeline::BuildError;
 
 const CHUNK: usize = 1 << 20;
 
@@ -170,7 +170,7 @@ fn check_bmap_file(f: &File, bmap: &Bmap, report: &mut VerifyReport) -> std::io:
             sha.update(&buf[..n]);
             at += n as u64;
         }
-        check_range(r, &crate::output::hex(&sha.finalize()), report);
+        check_range(r, &crate::io::hex(&sha.finalize()), report);
     }
     Ok(())
 }
@@ -211,7 +211,7 @@ fn check_bmap_stream(
             sha.update(&buf[..k]);
             pos += k as u64;
         }
-        check_range(range, &crate::output::hex(&sha.finalize()), report);
+        check_range(range, &crate::io::hex(&sha.finalize()), report);
     }
     Ok(())
 }
@@ -257,7 +257,7 @@ fn digest_file(
     }
     Ok((
         n,
-        crate::output::hex(&sha.finalize()),
+        crate::io::hex(&sha.finalize()),
         h.map(Hasher::finalize_hex),
     ))
 }
@@ -325,7 +325,7 @@ fn check_config(
         };
         match &e.payload {
             Payload::Content(bytes) => {
-                let want = crate::output::hex(&Sha256::digest(bytes));
+                let want = crate::io::hex(&Sha256::digest(bytes));
                 if len != bytes.len() as u64 || sha != want {
                     differ(format!(
                         "{len} bytes with sha256 {sha}; the config's content is {} bytes with sha256 {want}",

@@ -13,10 +13,10 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::registry::{hex, sha256_hex, Compression, Layer, Registry, Resolved};
+use super::registry::{sha256_hex, Compression, Layer, Registry, Resolved};
 use super::OciError;
 use crate::fs::ext4::FileWriter;
-use crate::io::{channel, ChannelReader};
+use crate::io::{channel, hex, ChannelReader};
 
 /// Where an archive's bytes go.
 pub trait ArchiveSink: Send + Sync {

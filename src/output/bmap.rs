@@ -138,7 +138,7 @@ impl Bmap {
         s.push_str("    </BlockMap>\n</bmap>\n");
         let zeros = "0".repeat(64);
         let with_zeros = s.replacen(MARK, &zeros, 1);
-        let sum = super::hex(&Sha256::digest(with_zeros.as_bytes()));
+        let sum = crate::io::hex(&Sha256::digest(with_zeros.as_bytes()));
         s.replacen(MARK, &sum, 1)
     }
 
@@ -182,7 +182,7 @@ impl Bmap {
             return Err(err("<BmapFileChecksum> is not a sha256".into()));
         }
         let zeroed = text.replacen(&file_sum, &"0".repeat(64), 1);
-        let got = super::hex(&Sha256::digest(zeroed.as_bytes()));
+        let got = crate::io::hex(&Sha256::digest(zeroed.as_bytes()));
         if got != file_sum {
             return Err(err(format!(
                 "the file's checksum is {got}, it says {file_sum}: the bmap file was changed"
