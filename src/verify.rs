@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{render_offspot_yaml, ChecksumKind, ImageConfig, Payload, Via};
 use crate::fetch::{FetchOptions, Net};
+use crate::fs::ext4::WindowRead;
 use crate::io::Hasher;
 use crate::output::Bmap;
 use crate::partition::{Mbr, PartitionWindow};
@@ -214,21 +215,6 @@ fn check_bmap_stream(
         check_range(range, &crate::io::hex(&sha.finalize()), report);
     }
     Ok(())
-}
-
-/// `ext4-view` over a window.
-struct WindowRead(PartitionWindow);
-
-impl ext4_view::Ext4Read for WindowRead {
-    fn read(
-        &mut self,
-        start_byte: u64,
-        dst: &mut [u8],
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
-        self.0
-            .read_at(start_byte, dst)
-            .map_err(|e| Box::new(e) as _)
-    }
 }
 
 /// Size and digests of a p3 file, streamed.

@@ -30,6 +30,7 @@ mod reserve;
 mod resize;
 mod superblock;
 mod units;
+mod view;
 
 pub use builder::Ext4Builder;
 pub use capacity::{capacity, dir_blocks, file_blocks, min_size, Capacity};
@@ -46,3 +47,4 @@ pub use params::{
     source_date_epoch, Ext4Params, InodeMeta, InodePolicy, Timestamp, MAX_EXTENT_BLOCKS,
 };
 pub use superblock::OldSuperblock;
+pub use view::WindowRead;
