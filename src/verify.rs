@@ -70,7 +70,7 @@ fn compression(f: &File) -> Option<&'static str> {
 fn decoder(f: File, kind: &str) -> std::io::Result<Box<dyn Read>> {
     let r = std::io::BufReader::with_capacity(CHUNK, f);
     Ok(match kind {
-        "zstd" => Box::new(zstd::stream::read::Decoder::with_buffer(r)?),
+        "zstd" => Box::new(crate::io::zstd(r)?),
         _ => Box::new(liblzma::read::XzDecoder::new_multi_decoder(r)),
     })
 }

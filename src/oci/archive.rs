@@ -259,7 +259,10 @@ fn decode_from(
     let inner: Box<dyn Read + Send + '_> = match compression {
         Compression::None => Box::new(reader),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
-        Compression::Zstd => Box::new(super::zstd::MultiFrameZstd::new(reader)),
+        Compression::Zstd => Box::new(crate::io::zstd(std::io::BufReader::with_capacity(
+            WRITE_BATCH,
+            reader,
+        ))?),
     };
     let mut tee = Tee {
         inner,

@@ -7,7 +7,6 @@
 mod archive;
 mod platform;
 mod registry;
-mod zstd;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
