@@ -95,7 +95,7 @@ pub fn verify(opts: &VerifyOptions) -> Result<VerifyReport, BuildError> {
     let kind = compression(&f);
     if let Some(b) = &opts.bmap {
         let text = std::fs::read_to_string(b).map_err(|e| open_err(b, e))?;
-        let bmap = Bmap::parse(b, &text).map_err(BuildError::Usage)?;
+        let bmap = Bmap::parse(b, &text).map_err(|e| BuildError::Usage(e.to_string()))?;
         let io = |source| BuildError::OutputPass {
             path: target.clone(),
             source,
@@ -130,7 +130,13 @@ pub fn verify(opts: &VerifyOptions) -> Result<VerifyReport, BuildError> {
     Ok(report)
 }
 
-fn check_range(r: &crate::output::BmapRange, got: &str, report: &mut VerifyReport) {
+/// Range `r` of a map of `block_size` blocks hashed to `got`.
+fn check_range(
+    r: &crate::output::BmapRange,
+    block_size: u64,
+    got: &str,
+    report: &mut VerifyReport,
+) {
     if got == r.sha256 {
         report
             .checked
@@ -140,7 +146,7 @@ fn check_range(r: &crate::output::BmapRange, got: &str, report: &mut VerifyRepor
             "bmap range {}-{} (bytes {}..): sha256 {got}, the bmap says {}",
             r.first,
             r.last,
-            r.first.saturating_mul(4096),
+            r.first.saturating_mul(block_size),
             r.sha256
         ));
     }
@@ -171,7 +177,8 @@ fn check_bmap_file(f: &File, bmap: &Bmap, report: &mut VerifyReport) -> std::io:
             sha.update(&buf[..n]);
             at += n as u64;
         }
-        check_range(r, &crate::io::hex(&sha.finalize()), report);
+        let got = crate::io::hex(&sha.finalize());
+        check_range(r, bmap.block_size, &got, report);
     }
     Ok(())
 }
@@ -212,7 +219,8 @@ fn check_bmap_stream(
             sha.update(&buf[..k]);
             pos += k as u64;
         }
-        check_range(range, &crate::io::hex(&sha.finalize()), report);
+        let got = crate::io::hex(&sha.finalize());
+        check_range(range, bmap.block_size, &got, report);
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ pub mod meta;
 pub mod pass;
 pub mod ranges;
 
-pub use bmap::{Bmap, BmapRange};
+pub use bmap::{Bmap, BmapError, BmapErrorKind, BmapRange};
 pub use map::{map_image, map_partitions, ImageMap};
 pub use pass::{run_pass, Compression, PassResult};
 pub use ranges::RangeSet;
