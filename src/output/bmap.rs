@@ -60,9 +60,12 @@ impl Bmap {
         self.image_size.div_ceil(self.block_size)
     }
 
-    /// Mapped blocks.
+    /// Mapped blocks (saturating: a map read from a user's file may list
+    /// a block more than once).
     pub fn mapped_count(&self) -> u64 {
-        self.ranges.iter().map(|r| r.last - r.first + 1).sum()
+        self.ranges.iter().fold(0, |n, r| {
+            n.saturating_add(r.last.saturating_sub(r.first).saturating_add(1))
+        })
     }
 
     /// The file, as bmaptool 3.x writes it, with its checksum.
