@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{render_offspot_yaml, ChecksumKind, ImageConfig, Payload, Via};
 use crate::fetch::{FetchOptions, Net};
+use crate::fs::ext4::WindowRead;
 use crate::io::Hasher;
 use crate::output::Bmap;
 use crate::partition::{Mbr, PartitionWindow};
@@ -69,7 +70,7 @@ fn compression(f: &File) -> Option<&'static str> {
 fn decoder(f: File, kind: &str) -> std::io::Result<Box<dyn Read>> {
     let r = std::io::BufReader::with_capacity(CHUNK, f);
     Ok(match kind {
-        "zstd" => Box::new(zstd::stream::read::Decoder::with_buffer(r)?),
+        "zstd" => Box::new(crate::io::zstd(r)?),
         _ => Box::new(liblzma::read::XzDecoder::new_multi_decoder(r)),
     })
 }
@@ -94,7 +95,7 @@ pub fn verify(opts: &VerifyOptions) -> Result<VerifyReport, BuildError> {
     let kind = compression(&f);
     if let Some(b) = &opts.bmap {
         let text = std::fs::read_to_string(b).map_err(|e| open_err(b, e))?;
-        let bmap = Bmap::parse(b, &text).map_err(BuildError::Usage)?;
+        let bmap = Bmap::parse(b, &text).map_err(|e| BuildError::Usage(e.to_string()))?;
         let io = |source| BuildError::OutputPass {
             path: target.clone(),
             source,
@@ -129,7 +130,13 @@ pub fn verify(opts: &VerifyOptions) -> Result<VerifyReport, BuildError> {
     Ok(report)
 }
 
-fn check_range(r: &crate::output::BmapRange, got: &str, report: &mut VerifyReport) {
+/// Range `r` of a map of `block_size` blocks hashed to `got`.
+fn check_range(
+    r: &crate::output::BmapRange,
+    block_size: u64,
+    got: &str,
+    report: &mut VerifyReport,
+) {
     if got == r.sha256 {
         report
             .checked
@@ -139,7 +146,7 @@ fn check_range(r: &crate::output::BmapRange, got: &str, report: &mut VerifyRepor
             "bmap range {}-{} (bytes {}..): sha256 {got}, the bmap says {}",
             r.first,
             r.last,
-            r.first.saturating_mul(4096),
+            r.first.saturating_mul(block_size),
             r.sha256
         ));
     }
@@ -170,7 +177,8 @@ fn check_bmap_file(f: &File, bmap: &Bmap, report: &mut VerifyReport) -> std::io:
             sha.update(&buf[..n]);
             at += n as u64;
         }
-        check_range(r, &crate::output::hex(&sha.finalize()), report);
+        let got = crate::io::hex(&sha.finalize());
+        check_range(r, bmap.block_size, &got, report);
     }
     Ok(())
 }
@@ -211,24 +219,10 @@ fn check_bmap_stream(
             sha.update(&buf[..k]);
             pos += k as u64;
         }
-        check_range(range, &crate::output::hex(&sha.finalize()), report);
+        let got = crate::io::hex(&sha.finalize());
+        check_range(range, bmap.block_size, &got, report);
     }
     Ok(())
-}
-
-/// `ext4-view` over a window.
-struct WindowRead(PartitionWindow);
-
-impl ext4_view::Ext4Read for WindowRead {
-    fn read(
-        &mut self,
-        start_byte: u64,
-        dst: &mut [u8],
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
-        self.0
-            .read_at(start_byte, dst)
-            .map_err(|e| Box::new(e) as _)
-    }
 }
 
 /// Size and digests of a p3 file, streamed.
@@ -257,7 +251,7 @@ fn digest_file(
     }
     Ok((
         n,
-        crate::output::hex(&sha.finalize()),
+        crate::io::hex(&sha.finalize()),
         h.map(Hasher::finalize_hex),
     ))
 }
@@ -325,7 +319,7 @@ fn check_config(
         };
         match &e.payload {
             Payload::Content(bytes) => {
-                let want = crate::output::hex(&Sha256::digest(bytes));
+                let want = crate::io::hex(&Sha256::digest(bytes));
                 if len != bytes.len() as u64 || sha != want {
                     differ(format!(
                         "{len} bytes with sha256 {sha}; the config's content is {} bytes with sha256 {want}",

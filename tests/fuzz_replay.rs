@@ -65,5 +65,6 @@ replay_tests!(
     oci,
     mbr,
     ext4_carry,
-    cache_policy
+    cache_policy,
+    bmap
 );

@@ -13,10 +13,12 @@ use std::io::Cursor;
 use std::path::Path;
 
 use image_creator::cache::Policy;
-use image_creator::config::{check_yaml_bounds, render_offspot_yaml, ImageConfig};
+use image_creator::config::{check_yaml_bounds, render_offspot_yaml, HashAlgo, ImageConfig};
 use image_creator::expand::count::Counter;
 use image_creator::expand::{tar::expand_tar_from, zip::expand_zip, Format, Limits};
+use image_creator::io::Hasher;
 use image_creator::oci::{resolve_documents, Platform};
+use image_creator::output::Bmap;
 use image_creator::partition::Mbr;
 use serde_norway::{Mapping, Value};
 
@@ -25,7 +27,7 @@ pub type Target = fn(&[u8]);
 
 /// Every target, by name: the replay test walks `fuzz/corpus/<name>` and
 /// `fuzz/regressions/<name>`.
-pub const TARGETS: [(&str, Target); 8] = [
+pub const TARGETS: [(&str, Target); 9] = [
     ("config", config),
     ("offspot", offspot),
     ("tar", tar),
@@ -34,6 +36,7 @@ pub const TARGETS: [(&str, Target); 8] = [
     ("mbr", mbr),
     ("ext4_carry", ext4::carry),
     ("cache_policy", cache_policy),
+    ("bmap", bmap),
 ];
 
 /// A config: bounds, YAML, schema and validation.
@@ -177,4 +180,41 @@ pub fn mbr(data: &[u8]) {
 pub fn cache_policy(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let _ = Policy::parse(&text, Path::new("policy.yaml"));
+}
+
+/// A bmap file (`verify --bmap`). The fuzzer can't forge a file's own
+/// sha256, so an input holding `@@SUM@@` gets it computed there (the seeds
+/// do): mutations then reach the ranges. What parses is a map `verify`
+/// can check (ranges inside the image, each with a sha256, at least one),
+/// and our rendering of it parses back the same.
+pub fn bmap(data: &[u8]) {
+    const MARK: &str = "@@SUM@@";
+    let text = String::from_utf8_lossy(data);
+    let text = if text.contains(MARK) {
+        let mut h = Hasher::new(HashAlgo::Sha256);
+        h.update(text.replacen(MARK, &"0".repeat(64), 1).as_bytes());
+        text.replacen(MARK, &h.finalize_hex(), 1)
+    } else {
+        text.into_owned()
+    };
+    let path = Path::new("fuzz.bmap");
+    let b = match Bmap::parse(path, &text) {
+        Ok(b) => b,
+        Err(e) => {
+            assert!(
+                e.line >= 1 && e.to_string().starts_with("fuzz.bmap:"),
+                "{e}"
+            );
+            return;
+        }
+    };
+    let blocks = b.image_size.div_ceil(b.block_size);
+    assert!(!b.ranges.is_empty(), "a map without ranges was accepted");
+    for r in &b.ranges {
+        assert!(r.first <= r.last && r.last < blocks, "{r:?} of {blocks}");
+        let hex = |c: u8| c.is_ascii_digit() || (b'a'..=b'f').contains(&c);
+        assert!(r.sha256.len() == 64 && r.sha256.bytes().all(hex), "{r:?}");
+    }
+    let again = Bmap::parse(path, &b.render()).expect("our rendering of a map parses");
+    assert_eq!(again, b, "render and parse again");
 }

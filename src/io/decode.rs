@@ -1,7 +1,8 @@
 //! Decompressors, by compression: the one place a decoder is set up (xz
-//! bases, tar-family archives, OCI layers' gzip).
+//! bases, tar-family archives, OCI layers' gzip and zstd, `verify`'s
+//! compressed targets).
 
-use std::io::Read;
+use std::io::{BufRead, Read};
 
 /// A stream compression.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +47,26 @@ pub fn xz<R: Read>(r: R) -> std::io::Result<liblzma::read::XzDecoder<R>> {
     // Setting up fails only when the process is out of memory.
     let stream = Stream::new_stream_decoder(XZ_MEMLIMIT, CONCATENATED)?;
     Ok(liblzma::read::XzDecoder::new_stream(r, stream))
+}
+
+/// Largest window a zstd frame may ask its decoder for: 2^27 bytes
+/// (128 MiB), libzstd's default limit (`ZSTD_WINDOWLOG_LIMIT_DEFAULT`,
+/// what `zstd -d` accepts without `--long` or `--memory`). Every preset
+/// up to `zstd -19` stays below it (`-19`: 2^23); a frame asking for more
+/// is an error ("Frame requires too much memory for decoding") instead of
+/// the allocation.
+pub const ZSTD_WINDOW_LOG_MAX: u32 = 27;
+
+/// A zstd decoder of `r`, like `zstd -d`: frame after frame to the end of
+/// the stream (zstd:chunked layers and `pzstd` output have several),
+/// skippable frames skipped (RFC 8878 §3.1.2; zstd:chunked's table of
+/// contents is one). A stream that ends inside a frame, or holds anything
+/// but frames, is an error; so is an empty one. Setting up fails only when
+/// the process is out of memory.
+pub fn zstd<R: BufRead>(r: R) -> std::io::Result<::zstd::stream::read::Decoder<'static, R>> {
+    let mut d = ::zstd::stream::read::Decoder::with_buffer(r)?;
+    d.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
+    Ok(d)
 }
 
 /// A reader whose first read fails with the error a decoder could not be
@@ -102,6 +123,67 @@ mod tests {
             .unwrap_or_default();
         assert_eq!(out, b"abcd");
         assert_eq!(drain(&mut &b"tail"[..]).unwrap_or_default(), 4);
+    }
+
+    /// `zstd -1` of `data`, in one frame.
+    fn zstd1(data: &[u8]) -> Vec<u8> {
+        ::zstd::bulk::compress(data, 1).unwrap_or_default()
+    }
+
+    fn unzstd(stream: &[u8]) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        zstd(stream)
+            .and_then(|mut d| d.read_to_end(&mut out))
+            .map(|_| out)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn zstd_frames_and_skippable_frames_decode_in_order() {
+        let a: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let b = b"second frame".to_vec();
+        let mut stream = zstd1(&a);
+        // A skippable frame (magic 0x184D2A50..5F, little-endian length).
+        stream.extend_from_slice(&0x184D_2A53u32.to_le_bytes());
+        stream.extend_from_slice(&5u32.to_le_bytes());
+        stream.extend_from_slice(b"skip!");
+        stream.extend(zstd1(&b));
+        let mut want = a;
+        want.extend_from_slice(&b);
+        let got = unzstd(&stream);
+        assert!(got.as_ref() == Ok(&want), "{:?}", got.map(|v| v.len()));
+    }
+
+    #[test]
+    fn zstd_garbage_truncation_and_empty_streams_are_errors() {
+        assert!(unzstd(b"not zstd at all").is_err());
+        let full = zstd1(&[7u8; 100_000]);
+        assert!(unzstd(&full[..full.len() / 2]).is_err());
+        let mut trailing = full.clone();
+        trailing.extend_from_slice(b"junk after the frame");
+        assert!(unzstd(&trailing).is_err());
+        assert!(unzstd(b"").is_err());
+        assert_eq!(unzstd(&full).map(|v| v.len()), Ok(100_000));
+    }
+
+    #[test]
+    fn a_zstd_frame_asking_for_more_than_the_window_limit_is_an_error() {
+        // A streamed frame (no content size) declares its window: 2^28
+        // here, one past the limit; `zstd -d` refuses it too.
+        let mut e = ::zstd::stream::write::Encoder::new(Vec::new(), 1)
+            .unwrap_or_else(|_| unreachable!("an encoder is set up unless out of memory"));
+        e.window_log(ZSTD_WINDOW_LOG_MAX + 1).unwrap_or_default();
+        e.write_all(b"hello").unwrap_or_default();
+        let big = e.finish().unwrap_or_default();
+        let err = unzstd(&big).expect_err("over the limit");
+        assert!(err.contains("memory"), "{err}");
+        // The same data with the largest window allowed decodes.
+        let mut e = ::zstd::stream::write::Encoder::new(Vec::new(), 1)
+            .unwrap_or_else(|_| unreachable!("an encoder is set up unless out of memory"));
+        e.window_log(ZSTD_WINDOW_LOG_MAX).unwrap_or_default();
+        e.write_all(b"hello").unwrap_or_default();
+        let ok = e.finish().unwrap_or_default();
+        assert_eq!(unzstd(&ok), Ok(b"hello".to_vec()));
     }
 
     #[test]

@@ -29,7 +29,9 @@ impl std::fmt::Debug for Hasher {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lowercase hex of `bytes`, two digits a byte (how digests are written
+/// everywhere: configs, bmaps, OCI names, `OUTPUT.json`).
+pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes
         .iter()
@@ -180,6 +182,12 @@ mod tests {
         // zlib.adler32(b"abc") == 0x024d0127
         assert_eq!(digest(HashAlgo::Adler32, b"abc"), "024d0127");
         assert_eq!(digest(HashAlgo::Adler32, b""), "00000001");
+    }
+
+    #[test]
+    fn hex_is_two_lowercase_digits_a_byte() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xab, 0xff]), "000fabff");
+        assert_eq!(hex(&[]), "");
     }
 
     #[test]

@@ -13,10 +13,10 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::registry::{hex, sha256_hex, Compression, Layer, Registry, Resolved};
+use super::registry::{sha256_hex, Compression, Layer, Registry, Resolved};
 use super::OciError;
 use crate::fs::ext4::FileWriter;
-use crate::io::{channel, ChannelReader};
+use crate::io::{channel, hex, ChannelReader};
 
 /// Where an archive's bytes go.
 pub trait ArchiveSink: Send + Sync {
@@ -63,33 +63,59 @@ const BLOCK: u64 = 512;
 /// Layer bytes are decoded and written in 1 MiB batches (the download batch).
 const WRITE_BATCH: usize = crate::fetch::BATCH;
 
-/// A ustar header for a regular file (`0644`, uid/gid 0, mtime 0). Sizes
-/// of 8 GiB and more use the GNU base-256 encoding.
-fn header(name: &str, size: u64) -> Result<[u8; 512], String> {
-    let mut h = [0u8; 512];
-    let n = name.as_bytes();
-    if n.len() > 100 {
-        return Err(format!("tar member name too long: {name}"));
+/// ustar's `name` field (POSIX.1-1988): 100 bytes. Our members' names are
+/// at most 69 (64 hex digits and `.json`), so `prefix` is never needed.
+const NAME_MAX: usize = 100;
+
+/// A member's tar header could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum HeaderError {
+    /// The name does not fit ustar's `name` field.
+    #[error("tar member name {name:?} is longer than {NAME_MAX} bytes")]
+    NameTooLong {
+        /// The member's name.
+        name: String,
+    },
+    /// The `tar` crate refused a field.
+    #[error("tar member {name:?}: {source}")]
+    Field {
+        /// The member's name.
+        name: String,
+        /// What `tar` said.
+        source: std::io::Error,
+    },
+}
+
+/// A ustar header for a regular file (`0644`, uid/gid 0, mtime 0), by the
+/// `tar` crate. Sizes of 8 GiB and more use the GNU base-256 encoding.
+///
+/// One field is re-encoded: `tar` writes `chksum` as 7 octal digits and a
+/// NUL, where GNU tar and Go's `archive/tar` (`docker save`) write 6
+/// digits, a NUL and a space (the same value). Our archives always had
+/// the latter; keeping it keeps their bytes (and `filesize`s) unchanged.
+fn header(name: &str, size: u64) -> Result<[u8; 512], HeaderError> {
+    if name.len() > NAME_MAX {
+        return Err(HeaderError::NameTooLong { name: name.into() });
     }
-    h[..n.len()].copy_from_slice(n);
-    h[100..108].copy_from_slice(b"0000644\0"); // mode
-    h[108..116].copy_from_slice(b"0000000\0"); // uid
-    h[116..124].copy_from_slice(b"0000000\0"); // gid
-    if size < 8u64 << 30 {
-        h[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
-    } else {
-        h[124] = 0x80;
-        h[128..136].copy_from_slice(&size.to_be_bytes());
-    }
-    h[136..148].copy_from_slice(b"00000000000\0"); // mtime
-    h[156] = b'0'; // typeflag: regular file
-    h[257..263].copy_from_slice(b"ustar\0");
-    h[263..265].copy_from_slice(b"00");
-    // chksum: computed with the field as spaces.
-    h[148..156].copy_from_slice(b"        ");
-    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-    Ok(h)
+    let field = |source| HeaderError::Field {
+        name: name.into(),
+        source,
+    };
+    // Magic `ustar\0`, version `00`, mtime 0.
+    let mut h = tar::Header::new_ustar();
+    h.set_path(name).map_err(field)?;
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_size(size);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    let sum = h.cksum().map_err(field)?;
+    // At most 512 × 255 = 0o377000: six digits.
+    h.as_old_mut()
+        .cksum
+        .copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    Ok(*h.as_bytes())
 }
 
 fn pad(size: u64) -> u64 {
@@ -121,9 +147,9 @@ impl Out<'_> {
 
     /// A whole member at `offset`; returns the offset after it.
     fn member(&self, offset: u64, name: &str, data: &[u8]) -> Result<u64, OciError> {
-        let h = header(name, data.len() as u64).map_err(|message| OciError::Write {
+        let h = header(name, data.len() as u64).map_err(|source| OciError::Header {
             image: self.image.to_string(),
-            message,
+            source,
         })?;
         self.put(offset, &h)?;
         self.put(offset + BLOCK, data)?;
@@ -259,7 +285,10 @@ fn decode_from(
     let inner: Box<dyn Read + Send + '_> = match compression {
         Compression::None => Box::new(reader),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
-        Compression::Zstd => Box::new(super::zstd::MultiFrameZstd::new(reader)),
+        Compression::Zstd => Box::new(crate::io::zstd(std::io::BufReader::with_capacity(
+            WRITE_BATCH,
+            reader,
+        ))?),
     };
     let mut tee = Tee {
         inner,
@@ -335,9 +364,9 @@ pub async fn write_archive(
         registry.authenticate(img).await?;
         let (size, f) = pull_layer(registry, img, layer, sink.clone(), pos + BLOCK, files).await?;
         files = f;
-        let h = header(&name, size).map_err(|message| OciError::Write {
+        let h = header(&name, size).map_err(|source| OciError::Header {
             image: image.clone(),
-            message,
+            source,
         })?;
         out.put(pos, &h)?;
         let end = pos + BLOCK + size;
@@ -441,6 +470,65 @@ mod tests {
         assert_eq!(e.path().expect("path").to_str(), Some("abc.json"));
         let big = header("x.tar", 9u64 << 30).expect("ok");
         assert_eq!(big[124], 0x80);
+    }
+
+    /// The sha256 of each header the hand-written encoder (before the
+    /// `tar` crate) made, recorded from it: the bytes must not change.
+    #[test]
+    fn headers_are_the_bytes_the_archives_always_had() {
+        let hex64 = |s: &str| s.repeat(4);
+        let cases = [
+            (
+                "abc.json".to_string(),
+                1234,
+                "1c4a93fc3d1e71192dd99db2c9892774b99c86c576d35f0cc78bf095e04753c1",
+            ),
+            (
+                format!("{}.json", hex64("0123456789abcdef")),
+                0,
+                "9e5a9bf6b03c347a0eabe79c541997e14162da667dc2ec4815a99031dd1d7eae",
+            ),
+            (
+                format!("{}.tar", hex64("fedcba9876543210")),
+                (8u64 << 30) - 1,
+                "4d2d1022f2348849163b04ca754afb779367cb810f781c812c03400d777bcd21",
+            ),
+            (
+                format!("{}.tar", hex64("fedcba9876543210")),
+                8u64 << 30,
+                "0fbb32ec32305d6dd09e136152400e088fa57f430b7ae4dc5598f980f966c16f",
+            ),
+            (
+                "x.tar".to_string(),
+                1u64 << 40,
+                "430f7e7b160d2cb58283b0139e175a13a446b13e8dd8a3238078cb008c659c97",
+            ),
+            (
+                "manifest.json".to_string(),
+                171,
+                "e0a07e610bdcc925ab9bb619b37fc905983e7246d330f841737584072c55ce8f",
+            ),
+            (
+                "repositories".to_string(),
+                95,
+                "ceb3bd65a6c1388cb020169647682aebf73801213bb2c147a8e7910ad1328769",
+            ),
+            (
+                "a".repeat(100),
+                7,
+                "dd5918f764ab1d2d3c89cc5df24054dee1346eb5f20004fd77e56197213ff0e7",
+            ),
+        ];
+        for (name, size, want) in cases {
+            let h = header(&name, size).expect("a valid member");
+            assert_eq!(hex(&Sha256::digest(h)), want, "{name} ({size} bytes)");
+        }
+        // The checksum field as GNU tar and docker write it.
+        let h = header("abc.json", 1234).expect("a valid member");
+        assert_eq!(&h[148..156], b"007364\0 ");
+        let e = header(&"a".repeat(101), 1).expect_err("101 bytes");
+        assert!(matches!(e, HeaderError::NameTooLong { .. }), "{e}");
+        assert!(e.to_string().contains("longer than 100 bytes"), "{e}");
     }
 
     #[test]

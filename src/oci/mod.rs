@@ -7,12 +7,11 @@
 mod archive;
 mod platform;
 mod registry;
-mod zstd;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-pub use archive::{write_archive, ArchiveSink, ArchiveSizes, CountingSink, Fullsize};
+pub use archive::{write_archive, ArchiveSink, ArchiveSizes, CountingSink, Fullsize, HeaderError};
 pub use platform::{Platform, DEFAULT_PLATFORM};
 pub use registry::{
     api_base, resolve_documents, Compression, Layer, Registry, Resolved, MAX_JSON, MAX_TOKEN,
@@ -85,6 +84,14 @@ pub enum OciError {
         image: String,
         /// Bytes reserved.
         reserved: u64,
+    },
+    /// A member's tar header could not be made.
+    #[error("{image}: writing the archive: {source}")]
+    Header {
+        /// Image.
+        image: String,
+        /// What was wrong.
+        source: HeaderError,
     },
     /// Writing into the image failed.
     #[error("{image}: writing the archive: {message}")]

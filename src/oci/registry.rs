@@ -16,7 +16,7 @@ use super::platform::Platform;
 use super::OciError;
 use crate::config::{HashAlgo, OciReference};
 use crate::fetch::{Http, HttpError};
-use crate::io::ChunkSink;
+use crate::io::{hex, ChunkSink};
 
 /// What we accept for a manifest: indexes/lists first, then image manifests.
 const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
@@ -145,15 +145,6 @@ struct TokenJson {
 /// `sha256:<hex>` of bytes.
 pub fn sha256_digest(data: &[u8]) -> String {
     format!("sha256:{}", hex(&Sha256::digest(data)))
-}
-
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 /// The hex part of a `sha256:` digest (the only algorithm registries use

@@ -139,129 +139,207 @@ fn has_backup(g: u64, sparse: bool) -> bool {
     })
 }
 
+/// What mapping an ext4 filesystem needs of its superblock (offsets: the
+/// kernel's `struct ext4_super_block`), checked against the window.
+struct Ext4Geometry {
+    /// Block size in bytes (`1024 << s_log_block_size`).
+    bs: u64,
+    /// `s_blocks_count_lo` (`| s_blocks_count_hi << 32` with `64bit`).
+    blocks: u64,
+    /// `s_first_data_block`.
+    first_data: u64,
+    /// `s_blocks_per_group`.
+    bpg: u64,
+    /// Bytes of a group descriptor (`s_desc_size` with `64bit`, else 32).
+    desc: u64,
+    /// Block groups.
+    groups: u64,
+    /// Blocks of group descriptors.
+    gdt_blocks: u64,
+    /// Blocks of one group's inode table.
+    itable_blocks: u64,
+    /// `s_reserved_gdt_blocks`.
+    reserved_gdt: u64,
+    /// `sparse_super`: backups only in groups 0, 1 and powers of 3, 5, 7.
+    sparse: bool,
+}
+
+impl Ext4Geometry {
+    /// The geometry of the ext4 in `w`, or `None` when there is none we
+    /// can map (no magic, `meta_bg`, values that don't fit the window).
+    fn read(w: &PartitionWindow) -> Option<Self> {
+        const INCOMPAT_64BIT: u64 = 0x80;
+        const INCOMPAT_META_BG: u64 = 0x10;
+        const RO_COMPAT_SPARSE_SUPER: u64 = 1;
+        let sb = read(w, 1024, 1024)?;
+        if le16(&sb, 0x38)? != 0xEF53 {
+            return None;
+        }
+        let log = le32(&sb, 0x18)?;
+        if log > 6 {
+            return None;
+        }
+        let bs = 1024u64 << log;
+        let incompat = le32(&sb, 0x60)?;
+        let ro_compat = le32(&sb, 0x64)?;
+        if incompat & INCOMPAT_META_BG != 0 {
+            return None;
+        }
+        let wide = incompat & INCOMPAT_64BIT != 0;
+        let blocks = le32(&sb, 0x04)? | if wide { le32(&sb, 0x150)? << 32 } else { 0 };
+        let first_data = le32(&sb, 0x14)?;
+        let bpg = le32(&sb, 0x20)?;
+        let ipg = le32(&sb, 0x28)?;
+        let inode_size = match le16(&sb, 0x58)? {
+            0 => 128,
+            n => n,
+        };
+        let desc = if wide { le16(&sb, 0xFE)? } else { 32 };
+        if bpg == 0 || bpg > bs * 8 || !(32..=1024).contains(&desc) || blocks <= first_data {
+            return None;
+        }
+        if blocks.checked_mul(bs)? > w.len() {
+            return None;
+        }
+        let groups = (blocks - first_data).div_ceil(bpg);
+        Some(Self {
+            bs,
+            blocks,
+            first_data,
+            bpg,
+            desc,
+            groups,
+            gdt_blocks: groups.checked_mul(desc)?.div_ceil(bs),
+            itable_blocks: ipg.checked_mul(inode_size)?.div_ceil(bs),
+            reserved_gdt: le16(&sb, 0xCE)?,
+            sparse: ro_compat & RO_COMPAT_SPARSE_SUPER != 0,
+        })
+    }
+}
+
+/// What mapping needs of one group descriptor (`struct ext4_group_desc`;
+/// the high halves only in 64-byte descriptors).
+struct GroupDesc {
+    /// `bg_block_bitmap`.
+    block_bitmap: u64,
+    /// `bg_inode_bitmap`.
+    inode_bitmap: u64,
+    /// `bg_inode_table`.
+    inode_table: u64,
+    /// `bg_flags`.
+    flags: u64,
+}
+
+impl GroupDesc {
+    /// `bg_flags`: the block bitmap is not initialised.
+    const BLOCK_UNINIT: u64 = 2;
+
+    /// Descriptor `g` of the descriptor table `gdt`.
+    fn read(gdt: &[u8], g: u64, desc: u64) -> Option<Self> {
+        let start = usize::try_from(g.checked_mul(desc)?).ok()?;
+        let end = usize::try_from(g.checked_add(1)?.checked_mul(desc)?).ok()?;
+        let d = gdt.get(start..end)?;
+        let field = |lo: usize, hi: usize| -> Option<u64> {
+            let high = if desc >= 64 { le32(d, hi)? << 32 } else { 0 };
+            Some(le32(d, lo)? | high)
+        };
+        Some(Self {
+            block_bitmap: field(0, 0x20)?,
+            inode_bitmap: field(4, 0x24)?,
+            inode_table: field(8, 0x28)?,
+            flags: le16(d, 0x12)?,
+        })
+    }
+}
+
+/// The used set being built, in blocks of one filesystem.
+struct UsedBlocks {
+    set: RangeSet,
+    bs: u64,
+    blocks: u64,
+}
+
+impl UsedBlocks {
+    /// Blocks `b..b + n`, cut at the filesystem's end.
+    fn add(&mut self, b: u64, n: u64) {
+        let end = b.saturating_add(n).min(self.blocks);
+        if b < end {
+            self.set.insert(b * self.bs, end * self.bs);
+        }
+    }
+}
+
+/// Each run of set bits among the first `len` bits of `bitmap` (bit `i`
+/// is bit `i % 8` of byte `i / 8`), as `(first bit, count)`; whole `0x00`
+/// and `0xFF` bytes are passed over at once. `None` when `bitmap` is
+/// shorter than `len` bits.
+fn bitmap_runs(bitmap: &[u8], len: u64, mut run_of: impl FnMut(u64, u64)) -> Option<()> {
+    let mut run: Option<u64> = None;
+    let mut i = 0u64;
+    while i < len {
+        let byte = *bitmap.get(usize::try_from(i / 8).ok()?)?;
+        if i.is_multiple_of(8) && i + 8 <= len && (byte == 0 || byte == 0xFF) {
+            match (byte, run) {
+                (0, Some(s)) => {
+                    run_of(s, i - s);
+                    run = None;
+                }
+                (0xFF, None) => run = Some(i),
+                _ => {}
+            }
+            i += 8;
+            continue;
+        }
+        let set = byte >> (i % 8) & 1 == 1;
+        match (set, run) {
+            (true, None) => run = Some(i),
+            (false, Some(s)) => {
+                run_of(s, i - s);
+                run = None;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if let Some(s) = run {
+        run_of(s, len - s);
+    }
+    Some(())
+}
+
 /// The byte ranges (from the window's start) an ext4 filesystem in `w`
 /// uses, or `None` when `w` holds no ext4 we can read.
 pub fn ext4_used(w: &PartitionWindow) -> Option<RangeSet> {
-    let sb = read(w, 1024, 1024)?;
-    if le16(&sb, 0x38)? != 0xEF53 {
-        return None;
-    }
-    let log = le32(&sb, 0x18)?;
-    if log > 6 {
-        return None;
-    }
-    let bs = 1024u64 << log;
-    let incompat = le32(&sb, 0x60)?;
-    let ro_compat = le32(&sb, 0x64)?;
-    const INCOMPAT_64BIT: u64 = 0x80;
-    const INCOMPAT_META_BG: u64 = 0x10;
-    if incompat & INCOMPAT_META_BG != 0 {
-        return None;
-    }
-    let blocks = le32(&sb, 0x04)?
-        | if incompat & INCOMPAT_64BIT != 0 {
-            le32(&sb, 0x150)? << 32
-        } else {
-            0
-        };
-    let first_data = le32(&sb, 0x14)?;
-    let bpg = le32(&sb, 0x20)?;
-    let ipg = le32(&sb, 0x28)?;
-    let inode_size = match le16(&sb, 0x58)? {
-        0 => 128,
-        n => n,
-    };
-    let desc = if incompat & INCOMPAT_64BIT != 0 {
-        le16(&sb, 0xFE)?
-    } else {
-        32
-    };
-    let reserved_gdt = le16(&sb, 0xCE)?;
-    if bpg == 0 || bpg > bs * 8 || !(32..=1024).contains(&desc) || blocks <= first_data {
-        return None;
-    }
-    if blocks.checked_mul(bs)? > w.len() {
-        return None;
-    }
-    let groups = (blocks - first_data).div_ceil(bpg);
-    let gdt_blocks = groups.checked_mul(desc)?.div_ceil(bs);
-    let itable_blocks = ipg.checked_mul(inode_size)?.div_ceil(bs);
-    let sparse = ro_compat & 1 != 0;
-    let gdt = read(
-        w,
-        (first_data + 1) * bs,
-        usize::try_from(gdt_blocks * bs).ok()?,
-    )?;
-
-    let mut used = RangeSet::new();
-    let blk = |used: &mut RangeSet, b: u64, n: u64| {
-        let end = b.saturating_add(n).min(blocks);
-        if b < end {
-            used.insert(b * bs, end * bs);
-        }
+    let geo = Ext4Geometry::read(w)?;
+    let gdt_len = usize::try_from(geo.gdt_blocks * geo.bs).ok()?;
+    let gdt = read(w, (geo.first_data + 1) * geo.bs, gdt_len)?;
+    let mut used = UsedBlocks {
+        set: RangeSet::new(),
+        bs: geo.bs,
+        blocks: geo.blocks,
     };
     // The boot block and the primary superblock, whatever the block size.
-    used.insert(0, 2048.min(w.len()));
-    let mut bitmap = vec![0u8; usize::try_from(bs).ok()?];
-    for g in 0..groups {
-        let d = gdt.get(usize::try_from(g * desc).ok()?..usize::try_from((g + 1) * desc).ok()?)?;
-        let hi = |at: usize| -> Option<u64> {
-            if desc >= 64 {
-                Some(le32(d, at)? << 32)
-            } else {
-                Some(0)
-            }
-        };
-        let block_bitmap = le32(d, 0)? | hi(0x20)?;
-        let inode_bitmap = le32(d, 4)? | hi(0x24)?;
-        let inode_table = le32(d, 8)? | hi(0x28)?;
-        let flags = le16(d, 0x12)?;
-        blk(&mut used, block_bitmap, 1);
-        blk(&mut used, inode_bitmap, 1);
-        blk(&mut used, inode_table, itable_blocks);
-        let g_start = first_data + g * bpg;
-        let g_len = bpg.min(blocks - g_start);
-        const BLOCK_UNINIT: u64 = 2;
-        if flags & BLOCK_UNINIT != 0 || block_bitmap >= blocks {
-            if has_backup(g, sparse) {
-                blk(&mut used, g_start, 1 + gdt_blocks + reserved_gdt);
+    used.set.insert(0, 2048.min(w.len()));
+    let mut bitmap = vec![0u8; usize::try_from(geo.bs).ok()?];
+    for g in 0..geo.groups {
+        let d = GroupDesc::read(&gdt, g, geo.desc)?;
+        // Every group's bitmaps and inode table, wherever they lie.
+        used.add(d.block_bitmap, 1);
+        used.add(d.inode_bitmap, 1);
+        used.add(d.inode_table, geo.itable_blocks);
+        let g_start = geo.first_data + g * geo.bpg;
+        let g_len = geo.bpg.min(geo.blocks - g_start);
+        if d.flags & GroupDesc::BLOCK_UNINIT != 0 || d.block_bitmap >= geo.blocks {
+            // No bitmap to read: the superblock backup and descriptors.
+            if has_backup(g, geo.sparse) {
+                used.add(g_start, 1 + geo.gdt_blocks + geo.reserved_gdt);
             }
             continue;
         }
-        w.read_at(block_bitmap * bs, &mut bitmap).ok()?;
-        // Runs of set bits, fast over whole 0x00 / 0xFF bytes.
-        let mut run: Option<u64> = None;
-        let mut i = 0u64;
-        while i < g_len {
-            let byte = bitmap[usize::try_from(i / 8).ok()?];
-            if i.is_multiple_of(8) && i + 8 <= g_len && (byte == 0 || byte == 0xFF) {
-                match (byte, run) {
-                    (0, Some(s)) => {
-                        blk(&mut used, g_start + s, i - s);
-                        run = None;
-                    }
-                    (0xFF, None) => run = Some(i),
-                    _ => {}
-                }
-                i += 8;
-                continue;
-            }
-            let set = byte >> (i % 8) & 1 == 1;
-            match (set, run) {
-                (true, None) => run = Some(i),
-                (false, Some(s)) => {
-                    blk(&mut used, g_start + s, i - s);
-                    run = None;
-                }
-                _ => {}
-            }
-            i += 1;
-        }
-        if let Some(s) = run {
-            blk(&mut used, g_start + s, g_len - s);
-        }
+        w.read_at(d.block_bitmap * geo.bs, &mut bitmap).ok()?;
+        bitmap_runs(&bitmap, g_len, |s, n| used.add(g_start + s, n))?;
     }
-    Some(used)
+    Some(used.set)
 }
 
 /// The byte ranges (from the window's start) a FAT16 or FAT32 filesystem
@@ -380,6 +458,32 @@ mod tests {
                     prop_assert!(e <= b.len() as u64 || e <= 2048);
                 }
             }
+        }
+    }
+
+    proptest! {
+        /// The runs are exactly the set bits, whatever the bytes and length.
+        #[test]
+        fn bitmap_runs_are_the_set_bits(
+            bitmap in proptest::collection::vec(
+                prop_oneof![Just(0u8), Just(0xFF), any::<u8>()], 0..64),
+            cut in 0u64..8,
+        ) {
+            let len = (bitmap.len() as u64 * 8).saturating_sub(cut);
+            let mut got = vec![false; len as usize];
+            let mut last_end = None;
+            bitmap_runs(&bitmap, len, |s, n| {
+                assert!(n > 0 && last_end.is_none_or(|e| e < s), "runs are maximal and ordered");
+                for b in &mut got[s as usize..(s + n) as usize] {
+                    *b = true;
+                }
+                last_end = Some(s + n);
+            })
+            .unwrap();
+            let want: Vec<bool> = (0..len).map(|i| bitmap[(i / 8) as usize] >> (i % 8) & 1 == 1).collect();
+            prop_assert_eq!(got, want);
+            let short = bitmap_runs(&bitmap, len + 9, |_, _| ());
+            prop_assert!(short.is_none(), "a bitmap shorter than len is refused");
         }
     }
 

@@ -10,17 +10,7 @@ pub mod meta;
 pub mod pass;
 pub mod ranges;
 
-pub use bmap::{Bmap, BmapRange};
+pub use bmap::{Bmap, BmapError, BmapErrorKind, BmapRange};
 pub use map::{map_image, map_partitions, ImageMap};
 pub use pass::{run_pass, Compression, PassResult};
 pub use ranges::RangeSet;
-
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}

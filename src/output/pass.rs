@@ -122,7 +122,7 @@ impl Hashes {
                 self.done.push(BmapRange {
                     first: rs / BLOCK,
                     last: re.div_ceil(BLOCK) - 1,
-                    sha256: super::hex(&sum),
+                    sha256: crate::io::hex(&sum),
                 });
                 self.next += 1;
             } else {
@@ -238,7 +238,7 @@ pub fn run_pass(
             .map_err(|_| std::io::Error::other("the hashing thread panicked"))?;
         let extract_sha256 = h
             .whole
-            .map(|w| super::hex(&w.finalize()))
+            .map(|w| crate::io::hex(&w.finalize()))
             .unwrap_or_default();
         let (download_size, download_sha256) = match written {
             Some((n, sum)) if hash => (n, sum),
@@ -275,7 +275,7 @@ impl Encoder<'_> {
             Self::Xz(e) => e.finish()?,
         };
         w.flush()?;
-        Ok((w.n, super::hex(&w.sha.finalize())))
+        Ok((w.n, crate::io::hex(&w.sha.finalize())))
     }
 }
 

@@ -19,7 +19,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
-use ext4_view::{Ext4, Ext4Read, Metadata};
+use ext4_view::{Ext4, Metadata};
 
 use super::builder::Ext4Builder;
 use super::error::Ext4Error;
@@ -27,21 +27,8 @@ use super::file::CopyError;
 use super::node::{SpecialKind, ROOT_INO};
 use super::params::{Ext4Params, InodeMeta, Timestamp};
 use super::superblock::OldSuperblock;
+use super::view::WindowRead;
 use crate::partition::PartitionWindow;
-
-struct WindowReader(PartitionWindow);
-
-impl Ext4Read for WindowReader {
-    fn read(
-        &mut self,
-        start_byte: u64,
-        dst: &mut [u8],
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
-        self.0
-            .read_at(start_byte, dst)
-            .map_err(|e| Box::new(e) as _)
-    }
-}
 
 #[derive(Debug)]
 enum OldKind {
@@ -154,7 +141,7 @@ pub fn scan_old(window: &PartitionWindow) -> Result<OldSummary, Ext4Error> {
             ),
         });
     }
-    let fs = Ext4::load(Box::new(WindowReader(window.clone()))).map_err(|e| err(b"", e))?;
+    let fs = Ext4::load(Box::new(WindowRead(window.clone()))).map_err(|e| err(b"", e))?;
     let mut sum = OldSummary::default();
     scan_dir(&fs, b"", &mut sum, &mut DirBudget::of(&sb_buf))?;
     Ok(sum)
@@ -259,7 +246,7 @@ impl OldTree {
                 window.path().display()
             ),
         })?;
-        let fs = Ext4::load(Box::new(WindowReader(window.clone()))).map_err(|e| err(b"", e))?;
+        let fs = Ext4::load(Box::new(WindowRead(window.clone()))).map_err(|e| err(b"", e))?;
         let spill = tempfile::tempfile_in(spill_dir).map_err(|e| Ext4Error::Io {
             what: format!("creating a spill file in {}", spill_dir.display()),
             source: e,

@@ -9,12 +9,10 @@ use super::alloc::{Allocator, Run};
 use super::error::Ext4Error;
 use super::params::Ext4Params;
 use super::units::{BlockCount, BlockNo, GroupNo};
-
-/// The block size: 4 KiB (docs/design.md, "The ext4 builder").
-pub const BLOCK_SIZE: u64 = 4096;
-pub(crate) const BLOCK_SIZE_USIZE: usize = 4096;
-pub(crate) const LOG_BLOCK_SIZE: u32 = 2; // 1024 << 2
-pub(crate) const BLOCKS_PER_GROUP: u64 = 8 * BLOCK_SIZE;
+// The block size is the unit of `units` (defined there, so `units` needs
+// nothing of the layout); the geometry's users take it from here with the
+// rest of the geometry.
+pub(crate) use super::units::{BLOCKS_PER_GROUP, BLOCK_SIZE, BLOCK_SIZE_USIZE, LOG_BLOCK_SIZE};
 pub(crate) const INODE_SIZE: u64 = 256;
 pub(crate) const INODE_SIZE_U16: u16 = 256;
 pub(crate) const INODE_SIZE_USIZE: usize = 256;

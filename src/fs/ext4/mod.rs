@@ -30,6 +30,7 @@ mod reserve;
 mod resize;
 mod superblock;
 mod units;
+mod view;
 
 pub use builder::Ext4Builder;
 pub use capacity::{capacity, dir_blocks, file_blocks, min_size, Capacity};
@@ -39,10 +40,11 @@ pub use file::{CopyError, FileWriter, SequentialWriter, SmallFiles};
 pub use finish::FinishStats;
 pub use hash::dir_hash;
 pub use host::{add_host_tree, count_host_entries, host_meta, PendingCopies, COPY_BUF};
-pub use layout::BLOCK_SIZE;
 pub use names::{NameTable, NamesFull};
 pub use node::{is_valid_name, Ino, SpecialKind, ROOT_INO};
 pub use params::{
     source_date_epoch, Ext4Params, InodeMeta, InodePolicy, Timestamp, MAX_EXTENT_BLOCKS,
 };
 pub use superblock::OldSuperblock;
+pub use units::BLOCK_SIZE;
+pub use view::WindowRead;

@@ -8,7 +8,17 @@
 //! failure is a builder bug, never a consequence of input.
 
 use super::error::Ext4Error;
-use super::layout::{BLOCKS_PER_GROUP, BLOCK_SIZE};
+
+/// The block size: 4 KiB (docs/design.md, "The ext4 builder"): the ext4
+/// default and the page size. The unit every other type here counts in,
+/// so it lives here and the layout takes it from here (never both ways).
+pub const BLOCK_SIZE: u64 = 4096;
+/// [`BLOCK_SIZE`] for buffer lengths.
+pub(crate) const BLOCK_SIZE_USIZE: usize = 4096;
+/// `s_log_block_size`: the block size is `1024 << 2`.
+pub(crate) const LOG_BLOCK_SIZE: u32 = 2;
+/// Blocks per group: one bitmap block's bits.
+pub(crate) const BLOCKS_PER_GROUP: u64 = 8 * BLOCK_SIZE;
 
 /// `i_blocks` counts 512-byte sectors.
 const SECTORS_PER_BLOCK: u64 = BLOCK_SIZE / 512;
