@@ -166,7 +166,7 @@ pub struct OldNames(Ext4);
 impl OldNames {
     /// Open the ext4 filesystem in `window`.
     pub fn open(window: &PartitionWindow) -> Result<Self, Ext4Error> {
-        Ext4::load(Box::new(WindowReader(window.clone())))
+        Ext4::load(Box::new(WindowRead(window.clone())))
             .map(Self)
             .map_err(|e| err(b"", e))
     }
