@@ -105,7 +105,7 @@ pub fn redirect_policy(policy: NetworkPolicy) -> reqwest::redirect::Policy {
         match check_hop(policy, attempt.url(), hop) {
             Ok(()) => attempt.follow(),
             Err(blocked) => {
-                let url = super::redact(attempt.url().as_str());
+                let url = super::redact::redact(attempt.url().as_str());
                 attempt.error(HopBlocked { url, blocked })
             }
         }

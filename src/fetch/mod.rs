@@ -9,6 +9,7 @@ mod http;
 mod net;
 mod overlap;
 mod policy;
+mod redact;
 mod roots;
 mod validators;
 
@@ -18,10 +19,11 @@ pub use guard::{
     MAX_REDIRECTS,
 };
 pub use http::{
-    check_headers, error_chain, first_token, redact, FetchOptions, Http, HttpError, Probe, BATCH,
+    check_headers, error_chain, first_token, FetchOptions, Http, HttpError, Probe, BATCH,
     MAX_HEADERS, MAX_HEAD_BYTES,
 };
 pub use net::Net;
 pub use policy::{classify, embedded_v4, AddressClass, NetworkPolicy, Refusal};
+pub use redact::redact;
 pub use roots::{trust_roots, RootsSource, TrustRoots};
 pub use validators::RemoteValidators;

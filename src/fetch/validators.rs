@@ -7,7 +7,8 @@ use reqwest::header::{ACCEPT_ENCODING, ETAG, LAST_MODIFIED, LOCATION};
 use reqwest::StatusCode;
 
 use super::guard::{check_hop, HopBlocked, MAX_REDIRECTS};
-use super::http::{check_headers, content_length, header, redact, Http, HttpError};
+use super::http::{check_headers, content_length, header, Http, HttpError};
+use super::redact::redact;
 
 /// `Digest` (RFC 3230), which MirrorBrain sends on its redirects, e.g.
 /// `SHA-256=…`.
