@@ -1,6 +1,6 @@
 //! The directory backend of the download cache (`--cache-dir DIR`;
 //! docs/design.md, "The download cache"): content-addressed blobs plus one
-//! JSON entry per key (the layout and its atomic writes: `store.rs`), on any
+//! JSON entry per key (the layout and its atomic writes: `layout.rs`), on any
 //! filesystem (plain files, `rename` and `flock`; no xattrs), safe for
 //! several builds at once and for `kill -9` at any moment.
 //!
@@ -44,10 +44,10 @@ use super::evict::{plan, EvictReport};
 use super::fill::{Fill, Filler};
 use super::hit::{read_file, Blob, Each, Stop};
 use super::key::{hex, Key};
+use super::layout::{self, Layout, Read};
 use super::lock::{LockFile, Mode};
 use super::options::{CacheOptions, COPY_BUFFER};
 use super::policy::Policy;
-use super::store::{self, Layout, Read};
 
 /// A cache directory.
 #[derive(Debug)]
@@ -112,7 +112,7 @@ impl Backend for Local {
 
     fn lookup(self: Arc<Self>, key: &Key) -> Result<Option<Found>, CacheError> {
         let h = key.hash();
-        let entry = match store::read_entry(&self.layout.entry(&h))? {
+        let entry = match layout::read_entry(&self.layout.entry(&h))? {
             Read::Missing => return Ok(None),
             Read::Corrupt => {
                 self.remove_corrupt_json(&h)?;
@@ -172,10 +172,10 @@ impl Backend for Local {
         let h = key.hash();
         let _meta = self.meta_lock(&h)?;
         let path = self.layout.entry(&h);
-        match store::read_entry(&path)? {
+        match layout::read_entry(&path)? {
             Read::Found(mut e) => {
                 f(&mut e);
-                store::write_entry(&self.layout, &path, &e)?;
+                layout::write_entry(&self.layout, &path, &e)?;
                 Ok(true)
             }
             Read::Corrupt | Read::Missing => Ok(false),
@@ -190,7 +190,7 @@ impl Backend for Local {
             Mode::Exclusive,
             self.options.key_lock_timeout,
         )?;
-        match store::read_entry(&self.layout.entry(&h))? {
+        match layout::read_entry(&self.layout.entry(&h))? {
             Read::Found(e) => {
                 self.remove_entry_then_blob(&h, &e.sha256, false)?;
                 Ok(true)
@@ -205,7 +205,7 @@ impl Backend for Local {
 
     fn entries(&self) -> Result<Vec<Entry>, CacheError> {
         let mut out = Vec::new();
-        for (path, read) in store::list_entries(&self.layout)? {
+        for (path, read) in layout::list_entries(&self.layout)? {
             match read {
                 Read::Found(e) => out.push(*e),
                 Read::Corrupt => {
@@ -238,7 +238,7 @@ impl Backend for Local {
                 report.busy.push(planned.clone());
                 continue;
             };
-            match store::read_entry(&self.layout.entry(&h))? {
+            match layout::read_entry(&self.layout.entry(&h))? {
                 Read::Found(there) if there.sha256 == planned.sha256 => {
                     self.remove_entry_json(&h)?;
                     released.push(planned.sha256.clone());
@@ -299,7 +299,7 @@ impl Local {
 
     /// A fill of `key`, whose lock we hold: a new temp file in `v1/tmp`.
     fn fill(self: Arc<Self>, key: &Key, key_lock: LockFile) -> Result<Filler, CacheError> {
-        let tmp = store::create_tmp(&self.layout, "fill-")?;
+        let tmp = layout::create_tmp(&self.layout, "fill-")?;
         let fill = LocalFill {
             local: self,
             key_lock,
@@ -337,7 +337,7 @@ impl Local {
     ) -> Result<Entry, CacheError> {
         let h = key.hash();
         let entry_path = self.layout.entry(&h);
-        let previous = match store::read_entry(&entry_path)? {
+        let previous = match layout::read_entry(&entry_path)? {
             Read::Found(e) => Some(e.sha256),
             _ => None,
         };
@@ -352,7 +352,7 @@ impl Local {
             tmp.persist(&blob_path)
                 .map_err(|e| CacheError::io(&blob_path, "renaming into place")(e.error))?;
             let _meta = self.meta_lock(&h)?;
-            store::write_entry(&self.layout, &entry_path, &entry)?;
+            layout::write_entry(&self.layout, &entry_path, &entry)?;
         }
         if let Some(old) = previous.filter(|old| *old != entry.sha256) {
             self.release_blob(&old, false)?;
@@ -396,7 +396,7 @@ impl Local {
             before.push(identity(sha));
         }
         let mut referenced = HashSet::new();
-        for (_, read) in store::list_entries(&self.layout)? {
+        for (_, read) in layout::list_entries(&self.layout)? {
             if let Read::Found(e) = read {
                 referenced.insert(e.sha256);
             }
@@ -423,7 +423,7 @@ impl Local {
         let Some(_lock) = LockFile::try_acquire(&self.layout.key_lock(&h), Mode::Exclusive)? else {
             return Ok(()); // being refilled right now
         };
-        match store::read_entry(&self.layout.entry(&h))? {
+        match layout::read_entry(&self.layout.entry(&h))? {
             Read::Found(e) if e.sha256 == sha => self.remove_entry_then_blob(&h, sha, force_blob),
             _ => Ok(()),
         }
@@ -435,7 +435,7 @@ impl Local {
         }
         let _meta = self.meta_lock(h)?;
         let path = self.layout.entry(h);
-        if let Read::Corrupt = store::read_entry(&path)? {
+        if let Read::Corrupt = layout::read_entry(&path)? {
             remove_if_there(&path)?;
         }
         Ok(())
@@ -447,7 +447,7 @@ impl Local {
     fn release_blob(&self, sha: &str, force: bool) -> Result<(), CacheError> {
         let _blob = self.blob_lock(sha)?;
         if !force {
-            for (_, read) in store::list_entries(&self.layout)? {
+            for (_, read) in layout::list_entries(&self.layout)? {
                 if matches!(read, Read::Found(e) if e.sha256 == sha) {
                     return Ok(());
                 }
@@ -460,7 +460,7 @@ impl Local {
     fn remove_unreferenced(&self) -> Result<usize, CacheError> {
         let mut referenced = HashSet::new();
         let mut keys = HashSet::new();
-        for (path, read) in store::list_entries(&self.layout)? {
+        for (path, read) in layout::list_entries(&self.layout)? {
             if let Read::Found(e) = read {
                 referenced.insert(e.sha256.clone());
             }
@@ -657,7 +657,7 @@ impl Fill for LocalFill {
             p.hashed += u64::try_from(n).unwrap_or(u64::MAX);
         }
         let sha256 = hex(&p.hasher.finalize());
-        // Not synced here: see store::write_atomic (one syncfs per build).
+        // Not synced here: see layout::write_atomic (one syncfs per build).
         let entry = local.publish(key, tmp, size, sha256, meta)?;
         drop(key_lock);
         Ok(entry)

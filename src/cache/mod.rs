@@ -77,6 +77,7 @@ mod evict;
 mod fill;
 mod hit;
 mod key;
+mod layout;
 mod local;
 mod locate;
 mod lock;
@@ -84,7 +85,6 @@ mod options;
 mod policy;
 mod remote;
 mod show;
-mod store;
 mod version;
 
 use std::path::Path;
