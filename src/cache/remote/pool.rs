@@ -18,6 +18,8 @@ use crate::cache::hit::{Each, Stop};
 /// byte (bench-s3: 25 → 22 → 21 CPU s for 4 GiB at 8, 16, 32 MiB); a
 /// build holds `-T` of them (docs/benchmarks-notes.md).
 pub(crate) const RANGE: usize = 16 << 20;
+/// [`RANGE`] as an offset.
+const RANGE_BYTES: u64 = 16 << 20;
 
 /// The range buffers of one build, shared by all its hits: `n` at most,
 /// each taken with a permit and returned when its range is written.
@@ -95,7 +97,7 @@ impl RangePool {
         let (tx, rx) = sync_channel::<Result<(u64, Slot), object_store::Error>>(1);
         let (s, p, parallel) = (Arc::clone(store.objects()), store.blob_path(id), self.n);
         let pool = Arc::clone(self);
-        let range_size = RANGE as u64;
+        let range_size = RANGE_BYTES;
         let task = rt.spawn(async move {
             let ranges = (0..size.div_ceil(range_size))
                 .map(move |i| i * range_size..size.min((i + 1) * range_size));
@@ -200,6 +202,11 @@ mod tests {
     use super::*;
     use crate::cache::backend::Access;
 
+    #[test]
+    fn range_bytes_is_range() {
+        assert_eq!(usize::try_from(RANGE_BYTES).ok(), Some(RANGE));
+    }
+
     /// Ranges of 16 MiB from a 40 MiB blob, 2 buffers: every byte in
     /// order, and the buffers back in the pool afterwards.
     #[test]
@@ -224,13 +231,13 @@ mod tests {
         let pool = Arc::new(RangePool::new(2, RANGE));
         let mut got = Vec::new();
         let mut offsets = Vec::new();
-        pool.stream(&store, "x", size as u64, &mut |off, b| {
+        pool.stream(&store, "x", u64::try_from(size)?, &mut |off, b| {
             offsets.push(off);
             got.extend_from_slice(b);
             Ok(())
         })
         .map_err(|e| format!("{e:?}"))?;
-        assert_eq!(offsets, [0, RANGE as u64, 2 * RANGE as u64]);
+        assert_eq!(offsets, [0, RANGE_BYTES, 2 * RANGE_BYTES]);
         assert!(got == data, "the bytes differ");
         assert_eq!(pool.permits.available_permits(), 2);
         let free = pool.free.lock().map(|f| f.len()).unwrap_or(usize::MAX);

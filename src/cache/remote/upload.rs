@@ -98,7 +98,8 @@ impl Fill for RemoteFill {
             st.tx = Some(tx);
             st.thread = Some(thread);
         }
-        let end = offset.saturating_add(data.len() as u64);
+        let len = |b: &[u8]| u64::try_from(b.len()).unwrap_or(u64::MAX);
+        let end = offset.saturating_add(len(data));
         if offset < st.next {
             st.failed = Some(format!(
                 "rewrite at offset {offset} of bytes already uploaded"
@@ -121,7 +122,7 @@ impl Fill for RemoteFill {
                     break;
                 };
                 st.pending_bytes -= chunk.len();
-                let end = st.next + chunk.len() as u64;
+                let end = st.next.saturating_add(len(&chunk));
                 send(&mut st, &chunk, end);
             }
         }
@@ -312,7 +313,9 @@ mod tests {
 
     #[test]
     fn parts_reach_hundreds_of_gigabytes_in_s3s_10000() {
-        let total: u64 = (0..10_000).map(|n| part_size(n) as u64).sum();
+        let total: u64 = (0..10_000)
+            .map(|n| u64::try_from(part_size(n)).unwrap_or(u64::MAX))
+            .sum();
         assert!(total > 400 << 30, "{total}");
         assert_eq!(part_size(0), 8 << 20);
         assert_eq!(part_size(1999), 8 << 20);
