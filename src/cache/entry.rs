@@ -124,15 +124,102 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The entry of `key` published at `now` (both backends' publish): a
+    /// payload of `size` bytes with digest `sha256`, checked and used at
+    /// `now`, never used by a build yet.
+    pub(crate) fn published(
+        key: &Key,
+        size: u64,
+        sha256: String,
+        meta: FillMeta,
+        now: u64,
+    ) -> Entry {
+        Entry {
+            key: key.as_str().to_string(),
+            kind: key.kind(),
+            platform: key.platform().map(str::to_string),
+            size,
+            sha256,
+            validators: meta.validators,
+            source: meta.source,
+            added: now,
+            checked: now,
+            last_used: now,
+            use_count: 0,
+        }
+    }
+
     /// Its key.
     pub fn key(&self) -> Key {
         Key::from_parts(self.kind, &self.key, self.platform.as_deref())
     }
+
+    /// Whether this entry is `key`'s, not another key's whose hash is the
+    /// same (a sha256 collision) or a hand-edited file's.
+    pub(crate) fn is_for(&self, key: &Key) -> bool {
+        self.key == key.as_str() && self.platform.as_deref() == key.platform()
+    }
+
+    /// A use by a build at `now`.
+    pub(crate) fn record_use(&mut self, now: u64) {
+        self.last_used = now;
+        self.use_count = self.use_count.saturating_add(1);
+    }
+
+    /// An outdatedness check at `now` that found it fresh: `checked`, and
+    /// the remote's validators merged in where given.
+    pub(crate) fn record_check(&mut self, now: u64, remote: Option<&Validators>) {
+        self.checked = now;
+        if let Some(r) = remote {
+            let v = &mut self.validators;
+            v.digest = r.digest.clone().or(v.digest.take());
+            v.etag = r.etag.clone().or(v.etag.take());
+            v.last_modified = r.last_modified.clone().or(v.last_modified.take());
+            v.content_length = r.content_length.or(v.content_length);
+        }
+    }
+}
+
+/// Seconds since the Unix epoch, now: the clock of entries' times.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_published_entry_is_its_keys_and_merges_checks() {
+        let key = Key::from_parts(EntryKind::Image, "images/r/a:1", Some("linux/arm64"));
+        let meta = FillMeta {
+            validators: v(None, Some("\"e1\""), Some(4), None),
+            source: "r/a:1".into(),
+        };
+        let mut e = Entry::published(&key, 4, "ab".into(), meta, 100);
+        assert_eq!(e.key(), key);
+        assert!(e.is_for(&key));
+        assert!(!e.is_for(&Key::from_parts(
+            EntryKind::Image,
+            "images/r/a:1",
+            Some("linux/amd64")
+        )));
+        assert_eq!(
+            (e.added, e.checked, e.last_used, e.use_count),
+            (100, 100, 100, 0)
+        );
+        e.record_use(150);
+        e.record_use(160);
+        assert_eq!((e.last_used, e.use_count), (160, 2));
+        e.record_check(170, Some(&v(Some("sha256:x"), None, None, Some("lm"))));
+        assert_eq!(e.checked, 170);
+        assert_eq!(
+            e.validators,
+            v(Some("sha256:x"), Some("\"e1\""), Some(4), Some("lm"))
+        );
+    }
 
     fn v(
         digest: Option<&str>,

@@ -44,6 +44,15 @@ impl std::fmt::Display for EvictReason {
     }
 }
 
+/// What an eviction did (`Cache::evict`).
+#[derive(Debug, Default)]
+pub struct EvictReport {
+    /// Removed, and why.
+    pub evicted: Vec<(Entry, EvictReason)>,
+    /// Planned but skipped: another build holds the key.
+    pub busy: Vec<Entry>,
+}
+
 /// One planned eviction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Planned {

@@ -169,8 +169,19 @@ impl Key {
             h.update(b"\n");
             h.update(p.as_bytes());
         }
-        super::hex(&h.finalize())
+        hex(&h.finalize())
     }
+}
+
+/// Lowercase hex of a digest: key hashes (file names) and blob sha256s.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 impl std::fmt::Display for Key {

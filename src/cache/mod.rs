@@ -1,13 +1,18 @@
 //! The download cache (`--cache-dir`, docs/spec.md §8, docs/design.md "The download cache").
 //!
-//! `--cache-dir` is a directory (below) or an object-store URL
-//! (`s3://bucket/prefix`, `gs://`, `az://`: `remote.rs`, docs/spec.md §11):
-//! [`Cache`] hides which, and the policy code is the same for both.
+//! `--cache-dir` is a directory (`local.rs`) or an object-store URL
+//! (`s3://bucket/prefix`, `gs://`, `az://`: `remote/`, docs/spec.md §11).
+//! Both are a `Backend` (`backend.rs`), the same methods side by side;
+//! [`Cache`] hides which, each of its methods a call of the backend's,
+//! around what both share: keys (`key.rs`), the policy (`policy.rs`),
+//! entries and freshness (`entry.rs`), eviction planning (`evict.rs`), the
+//! `--show-cache` report (`show.rs`), and the verified copy of a hit
+//! (`hit.rs`) and the filler's interface (`fill.rs`).
 //!
-//! Content-addressed blobs plus one JSON entry per key, on any filesystem
-//! (plain files, `rename` and `flock`; no xattrs), safe for several builds at
-//! once and for `kill -9` at any moment. This module knows nothing of plans
-//! or builds: a source is described to it as a [`Key`] (from a URL or the
+//! Content-addressed blobs plus one JSON entry per key, safe for several
+//! builds at once and for `kill -9` at any moment (how, for each backend:
+//! `local.rs` and `remote/mod.rs`). This module knows nothing of plans or
+//! builds: a source is described to it as a [`Key`] (from a URL or the
 //! parts of an image reference) and bytes.
 //!
 //! # Using it from a build
@@ -64,46 +69,34 @@
 //! not) and [`Cache::plan_eviction`] (what eviction would remove).
 //! `--show-cache`: [`Cache::report`] then [`Report::render_text`], or
 //! `serde_json` of the [`Report`] for `--json`.
-//!
-//! # Concurrency
-//! - `.lock`: shared by every open `Cache`; exclusive only for
-//!   [`Cache::collect_garbage`], which skips when a build holds it.
-//! - `v1/locks/<h>.lock`: held by a [`Filler`] for the whole download, so
-//!   one build downloads a key while others wait in [`Cache::claim`] (with
-//!   the [`CacheOptions::key_lock_timeout`]) and then hit. Eviction only
-//!   try-locks it: busy means skip.
-//! - Readers hold the blob `File` open from [`Cache::lookup`] on: an unlink
-//!   by an eviction can't break them.
-//! - Publishing: blob synced in `v1/tmp`, renamed into `v1/blobs` (replacing
-//!   an existing one, which has the same content by name, so the entry always
-//!   points at bytes just verified), then the entry JSON by temp + rename.
-//!   Blob publication and blob removal take the blob's lock, and removal
-//!   first checks no entry references the blob.
 
+mod backend;
 mod entry;
 mod error;
 mod evict;
 mod fill;
 mod hit;
 mod key;
+mod layout;
+mod local;
 mod locate;
 mod lock;
+mod options;
 mod policy;
 mod remote;
 mod show;
-mod store;
 mod version;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-pub use entry::{Entry, FillMeta, Freshness, Validators};
-pub use error::{CacheError, CacheErrorKind};
-pub use evict::{eviction_order, plan, EvictReason, Planned};
+pub use entry::{unix_now, Entry, FillMeta, Freshness, Validators};
+pub use error::{CacheError, CacheErrorKind, CopyError};
+pub use evict::{eviction_order, plan, EvictReason, EvictReport, Planned};
 pub use fill::{FillSink, Filler};
-pub use hit::{CopyError, Hit};
+pub use hit::Hit;
 pub use key::{EntryKind, Key};
+pub use options::{CacheOptions, COPY_BUFFER};
 pub use policy::{
     Decision, Effective, Eviction, Filter, Limits, NotCached, Policy, Scope, SubPolicy,
     DEFAULT_MAX_SIZE,
@@ -111,98 +104,23 @@ pub use policy::{
 pub use show::{Report, ReportEntry, Summary};
 pub use version::{natural_cmp, Identity};
 
-use lock::{LockFile, Mode};
-use store::{Layout, Read};
-
-/// Read size for copies and read-backs: 1 MiB, as the rest of the pipeline
-/// (docs/design.md, "I/O model"); larger buys nothing on a page-cache-backed read.
-pub const COPY_BUFFER: usize = 1 << 20;
-
-/// Lock timeouts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CacheOptions {
-    /// Waiting for `.lock` (only an exclusive garbage collection holds it
-    /// against builds, for seconds). Default 60 s.
-    pub global_lock_timeout: Duration,
-    /// Waiting for another build's download of the same key in
-    /// [`Cache::claim`] / [`Cache::begin_fill`]. Default 1 h (a 100 GB ZIM
-    /// at 30 MB/s takes ~1 h); on timeout, download without the cache.
-    pub key_lock_timeout: Duration,
-    /// Waiting for an entry's metadata lock (held for one small write).
-    /// Default 30 s.
-    pub meta_lock_timeout: Duration,
-    /// Ranged GETs in flight when a hit streams from an object store
-    /// (`-T`). Default 4.
-    pub parallel: usize,
-}
-
-impl Default for CacheOptions {
-    fn default() -> Self {
-        CacheOptions {
-            global_lock_timeout: Duration::from_secs(60),
-            key_lock_timeout: Duration::from_secs(3600),
-            meta_lock_timeout: Duration::from_secs(30),
-            parallel: 4,
-        }
-    }
-}
-
-/// Seconds since the Unix epoch, now.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
+use backend::{Access, Backend};
+use local::Local;
+use remote::Remote;
 
 /// An open, enabled cache. Cheap to clone; `Send + Sync`.
 #[derive(Debug, Clone)]
 pub struct Cache {
-    backend: Backend,
-}
-
-/// Where the cache lives: a directory, or an object store
-/// (`s3://bucket/prefix`…). The policy code (keys, [`Policy`], [`plan`],
-/// [`Report`], [`Validators`]) is the same for both.
-#[derive(Debug, Clone)]
-enum Backend {
-    Local(Arc<Inner>),
-    Remote(Arc<remote::Remote>),
-}
-
-/// An entry's outdatedness check at `now` that found it fresh: `checked`,
-/// and the remote's validators merged in where given.
-fn merge_checked(e: &mut Entry, now: u64, remote: Option<&Validators>) {
-    e.checked = now;
-    if let Some(r) = remote {
-        let v = &mut e.validators;
-        v.digest = r.digest.clone().or(v.digest.take());
-        v.etag = r.etag.clone().or(v.etag.take());
-        v.last_modified = r.last_modified.clone().or(v.last_modified.take());
-        v.content_length = r.content_length.or(v.content_length);
-    }
-}
-
-#[derive(Debug)]
-pub(crate) struct Inner {
-    layout: Layout,
-    policy: Policy,
-    options: CacheOptions,
-    /// `None` when opened read-only.
-    global: Option<LockFile>,
+    /// A directory ([`Local`]) or an object store ([`Remote`]).
+    backend: Arc<dyn Backend>,
 }
 
 /// The result of [`Cache::claim`].
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per download, moved once; a boxed hit would change every caller's pattern"
+)]
 pub enum Claim {
     /// The entry exists (filled by another build while we waited).
     Ready(Hit),
@@ -210,22 +128,7 @@ pub enum Claim {
     Fill(Filler),
 }
 
-/// What [`Cache::evict`] did.
-#[derive(Debug, Default)]
-pub struct EvictReport {
-    /// Removed, and why.
-    pub evicted: Vec<(Entry, EvictReason)>,
-    /// Planned but skipped: another build holds the key.
-    pub busy: Vec<Entry>,
-}
-
 impl Cache {
-    fn remote(r: remote::Remote) -> Cache {
-        Cache {
-            backend: Backend::Remote(Arc::new(r)),
-        }
-    }
-
     /// Open the cache in `dir` with default [`CacheOptions`].
     pub fn open(dir: &Path) -> Result<Option<Cache>, CacheError> {
         Cache::open_with(dir, CacheOptions::default())
@@ -233,31 +136,10 @@ impl Cache {
 
     /// Open the cache in `dir`: read `policy.yaml`; if the policy disables
     /// the cache, return `None` having created nothing. Otherwise create the
-    /// layout, take `.lock` shared and remove orphaned temp files.
+    /// layout, take `.lock` shared and remove orphaned temp files (a
+    /// directory), or check the bucket answers (an object store).
     pub fn open_with(dir: &Path, options: CacheOptions) -> Result<Option<Cache>, CacheError> {
-        if remote::is_url(dir) {
-            return Ok(remote::Remote::open(dir, false, options)?.map(Cache::remote));
-        }
-        let policy = Policy::load(dir)?;
-        if !policy.enabled {
-            return Ok(None);
-        }
-        let layout = Layout::new(dir);
-        layout.create()?;
-        let global = LockFile::acquire(
-            &layout.global_lock(),
-            Mode::Shared,
-            options.global_lock_timeout,
-        )?;
-        layout.remove_orphans()?;
-        Ok(Some(Cache {
-            backend: Backend::Local(Arc::new(Inner {
-                layout,
-                policy,
-                options,
-                global: Some(global),
-            })),
-        }))
+        Cache::open_as(dir, options, Access::ReadWrite)
     }
 
     /// Open the cache in `dir` for looking only (`--check`, `--show-cache`):
@@ -268,114 +150,54 @@ impl Cache {
     /// [`Cache::collect_garbage`]) return [`CacheError::ReadOnly`]; broken
     /// entries are skipped instead of dropped.
     pub fn open_read_only(dir: &Path) -> Result<Option<Cache>, CacheError> {
-        if remote::is_url(dir) {
-            return Ok(remote::Remote::open(dir, true, CacheOptions::default())?.map(Cache::remote));
-        }
-        let policy = Policy::load(dir)?;
-        if !policy.enabled {
-            return Ok(None);
-        }
-        Ok(Some(Cache {
-            backend: Backend::Local(Arc::new(Inner {
-                layout: Layout::new(dir),
-                policy,
-                options: CacheOptions::default(),
-                global: None,
-            })),
-        }))
+        Cache::open_as(dir, CacheOptions::default(), Access::ReadOnly)
+    }
+
+    fn open_as(
+        dir: &Path,
+        options: CacheOptions,
+        access: Access,
+    ) -> Result<Option<Cache>, CacheError> {
+        let backend: Option<Arc<dyn Backend>> = if remote::is_url(dir) {
+            Remote::open(dir, options, access)?.map(|r| Arc::new(r) as Arc<dyn Backend>)
+        } else {
+            Local::open(dir, options, access)?.map(|l| Arc::new(l) as Arc<dyn Backend>)
+        };
+        Ok(backend.map(|backend| Cache { backend }))
     }
 
     /// Whether this handle was opened with [`Cache::open_read_only`].
     pub fn is_read_only(&self) -> bool {
-        let inner = match &self.backend {
-            Backend::Local(inner) => inner,
-            Backend::Remote(r) => return r.is_read_only(),
-        };
-        inner.global.is_none()
+        self.backend.is_read_only()
     }
 
-    /// The cache directory.
+    /// The cache directory (or URL).
     pub fn dir(&self) -> &Path {
-        let inner = match &self.backend {
-            Backend::Local(inner) => inner,
-            Backend::Remote(r) => return r.shown(),
-        };
-        inner.layout.root()
+        self.backend.shown()
     }
 
     /// The policy in force.
     pub fn policy(&self) -> &Policy {
-        let inner = match &self.backend {
-            Backend::Local(inner) => inner,
-            Backend::Remote(r) => return &r.policy,
-        };
-        &inner.policy
+        self.backend.policy()
     }
 
     /// Whether and how the policy caches `key`.
     pub fn policy_for(&self, key: &Key) -> Decision {
-        let inner = match &self.backend {
-            Backend::Local(inner) => inner,
-            Backend::Remote(r) => return r.policy.decide(key),
-        };
-        inner.policy.decide(key)
+        self.policy().decide(key)
     }
 
-    /// The entry of `key`, its blob opened (pinned). `None` when absent, not
-    /// cached by the policy, or broken (a missing blob, wrong size or
-    /// corrupt JSON drops the entry).
+    /// The entry of `key`, its blob opened (pinned) or, in an object store,
+    /// checked present. `None` when absent, not cached by the policy, or
+    /// broken (a missing blob, wrong size or corrupt JSON drops the entry).
     pub fn lookup(&self, key: &Key, now: u64) -> Result<Option<Hit>, CacheError> {
-        let inner = match &self.backend {
-            Backend::Local(inner) => inner,
-            Backend::Remote(r) => {
-                return Ok(r.lookup(key, now)?.map(|h| Hit::remote(key.clone(), h)))
-            }
-        };
         let Decision::Cached(eff) = self.policy_for(key) else {
             return Ok(None);
         };
-        let h = key.hash();
-        let path = inner.layout.entry(&h);
-        let entry = match store::read_entry(&path)? {
-            Read::Missing => return Ok(None),
-            Read::Corrupt => {
-                inner.remove_corrupt_json(&h)?;
-                return Ok(None);
-            }
-            Read::Found(e) => *e,
-        };
-        if entry.key != key.as_str() || entry.platform.as_deref() != key.platform() {
-            // A sha256 collision of two keys, or a hand-edited entry.
+        let Some((entry, blob)) = Arc::clone(&self.backend).lookup(key)? else {
             return Ok(None);
-        }
-        let blob_path = inner.layout.blob(&entry.sha256);
-        let blob = match std::fs::File::open(&blob_path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                inner.drop_entry(key, &entry.sha256, false)?;
-                return Ok(None);
-            }
-            Err(e) => return Err(CacheError::io(&blob_path, "opening")(e)),
         };
-        let len = blob
-            .metadata()
-            .map_err(CacheError::io(&blob_path, "stat"))?
-            .len();
-        if len != entry.size {
-            inner.drop_entry(key, &entry.sha256, true)?;
-            return Ok(None);
-        }
         let due = eff.is_due(entry.checked, now);
-        Ok(Some(Hit {
-            key: key.clone(),
-            entry,
-            due,
-            src: hit::Source::Local {
-                inner: Arc::clone(inner),
-                blob,
-                blob_path,
-            },
-        }))
+        Ok(Some(Hit::new(key.clone(), entry, due, blob)))
     }
 
     /// Wait (up to [`CacheOptions::key_lock_timeout`]) for the key's lock;
@@ -408,69 +230,29 @@ impl Cache {
     /// [`Cache::begin_fill`] without waiting: `None` when another build
     /// holds the key (it is downloading it).
     pub fn try_begin_fill(&self, key: &Key) -> Result<Option<Filler>, CacheError> {
-        let inner = match &self.backend {
-            Backend::Local(inner) => inner,
-            Backend::Remote(r) => return Ok(Some(Filler::remote(Arc::clone(r), key.clone())?)),
-        };
-        inner.writable("filling")?;
-        let h = key.hash();
-        let Some(lock) = LockFile::try_acquire(&inner.layout.key_lock(&h), Mode::Exclusive)? else {
-            return Ok(None);
-        };
-        let tmp = store::create_tmp(&inner.layout, "fill-")?;
-        Ok(Some(Filler::new(Arc::clone(inner), key.clone(), lock, tmp)))
+        Arc::clone(&self.backend).try_begin_fill(key)
     }
 
     /// A [`Filler`] for `key`, whether or not an entry exists (refreshing an
-    /// outdated one: the commit replaces it). Waits for the key's lock.
+    /// outdated one: the commit replaces it). Waits for the key's lock (a
+    /// directory; an object store has none).
     pub fn begin_fill(&self, key: &Key) -> Result<Filler, CacheError> {
-        let inner = match &self.backend {
-            Backend::Local(inner) => inner,
-            Backend::Remote(r) => return Filler::remote(Arc::clone(r), key.clone()),
-        };
-        inner.writable("filling")?;
-        let h = key.hash();
-        let lock = LockFile::acquire(
-            &inner.layout.key_lock(&h),
-            Mode::Exclusive,
-            inner.options.key_lock_timeout,
-        )?;
-        let tmp = store::create_tmp(&inner.layout, "fill-")?;
-        Ok(Filler::new(Arc::clone(inner), key.clone(), lock, tmp))
+        Arc::clone(&self.backend).begin_fill(key)
     }
 
     /// Make everything this build published durable: one `syncfs` of the
     /// cache's filesystem instead of two `fsync`s per entry (measured: 2,000
-    /// small entries cost ~10 s of fsyncs on this machine's disk). Until it
-    /// returns, a power cut can lose entries, never make a wrong one used:
-    /// blobs are hashed whenever they are used.
+    /// small entries cost ~10 s of fsyncs on this machine's disk); nothing
+    /// for an object store. Until it returns, a power cut can lose entries,
+    /// never make a wrong one used: blobs are hashed whenever they are used.
     pub fn sync(&self) -> Result<(), CacheError> {
-        let inner = match &self.backend {
-            Backend::Local(inner) => inner,
-            Backend::Remote(_) => return Ok(()),
-        };
-        let root = inner.layout.root();
-        let dir = std::fs::File::open(root).map_err(CacheError::io(root, "opening"))?;
-        rustix::fs::syncfs(&dir)
-            .map_err(|e| CacheError::io(root, "syncing")(std::io::Error::from(e)))
+        self.backend.sync()
     }
 
     /// Record a use: `last_used = now`, `use_count + 1`. `false` if the entry
     /// is gone.
     pub fn touch(&self, key: &Key, now: u64) -> Result<bool, CacheError> {
-        let inner = match &self.backend {
-            Backend::Local(inner) => inner,
-            Backend::Remote(r) => {
-                return r.update(key, |e| {
-                    e.last_used = now;
-                    e.use_count = e.use_count.saturating_add(1);
-                })
-            }
-        };
-        inner.update(key, |e| {
-            e.last_used = now;
-            e.use_count = e.use_count.saturating_add(1);
-        })
+        self.backend.update(key, &|e| e.record_use(now))
     }
 
     /// Record an outdatedness check at `now` that found the entry fresh (or
@@ -482,59 +264,18 @@ impl Cache {
         now: u64,
         remote: Option<&Validators>,
     ) -> Result<bool, CacheError> {
-        let inner = match &self.backend {
-            Backend::Local(inner) => inner,
-            Backend::Remote(r) => return r.update(key, |e| merge_checked(e, now, remote)),
-        };
-        inner.update(key, |e| merge_checked(e, now, remote))
+        self.backend.update(key, &|e| e.record_check(now, remote))
     }
 
     /// Remove `key`'s entry (outdated, say), waiting for its key lock.
     pub fn remove(&self, key: &Key) -> Result<bool, CacheError> {
-        let inner = match &self.backend {
-            Backend::Local(inner) => inner,
-            Backend::Remote(r) => return r.remove(key),
-        };
-        inner.writable("removing an entry")?;
-        let h = key.hash();
-        let _lock = LockFile::acquire(
-            &inner.layout.key_lock(&h),
-            Mode::Exclusive,
-            inner.options.key_lock_timeout,
-        )?;
-        match store::read_entry(&inner.layout.entry(&h))? {
-            Read::Found(e) => {
-                inner.remove_entry_then_blob(&h, &e.sha256, false)?;
-                Ok(true)
-            }
-            Read::Corrupt => {
-                inner.remove_corrupt_json(&h)?;
-                Ok(false)
-            }
-            Read::Missing => Ok(false),
-        }
+        self.backend.remove(key)
     }
 
     /// Every readable entry, in no particular order. Corrupt entry files are
     /// removed and skipped.
     pub fn entries(&self) -> Result<Vec<Entry>, CacheError> {
-        let inner = match &self.backend {
-            Backend::Local(inner) => inner,
-            Backend::Remote(r) => return Ok(r.stored()?.into_iter().map(|s| s.entry).collect()),
-        };
-        let mut out = Vec::new();
-        for (path, read) in store::list_entries(&inner.layout)? {
-            match read {
-                Read::Found(e) => out.push(*e),
-                Read::Corrupt => {
-                    if let Some(h) = path.file_stem().and_then(|s| s.to_str()) {
-                        inner.remove_corrupt_json(h)?;
-                    }
-                }
-                Read::Missing => {}
-            }
-        }
-        Ok(out)
+        self.backend.entries()
     }
 
     /// What [`Cache::evict`] would remove at `now`, and why (for `--check`).
@@ -550,35 +291,7 @@ impl Cache {
     /// Apply the policy at `now`. Entries whose key another build holds are
     /// skipped (listed in `busy`).
     pub fn evict(&self, now: u64) -> Result<EvictReport, CacheError> {
-        let inner = match &self.backend {
-            Backend::Local(inner) => inner,
-            Backend::Remote(r) => return r.evict(now),
-        };
-        inner.writable("evicting")?;
-        let mut report = EvictReport::default();
-        let mut released = Vec::new();
-        for (entry, reason) in self.plan_eviction(now)? {
-            let key = entry.key();
-            let h = key.hash();
-            let Some(_lock) = LockFile::try_acquire(&inner.layout.key_lock(&h), Mode::Exclusive)?
-            else {
-                report.busy.push(entry);
-                continue;
-            };
-            // Re-read under the lock: a build may have replaced it since.
-            match store::read_entry(&inner.layout.entry(&h))? {
-                Read::Found(now_there) if now_there.sha256 == entry.sha256 => {
-                    inner.remove_entry_json(&h)?;
-                    released.push(entry.sha256.clone());
-                    report.evicted.push((entry, reason));
-                }
-                _ => report.busy.push(entry),
-            }
-        }
-        released.sort();
-        released.dedup();
-        inner.release_blobs(&released)?;
-        Ok(report)
+        self.backend.evict(now)
     }
 
     /// The data of `--show-cache`: every entry sorted by added date, with
@@ -589,289 +302,10 @@ impl Cache {
     }
 
     /// Remove blobs no entry references and stale lock files, if no other
-    /// build has the cache open (`.lock` exclusive without waiting).
+    /// build has the cache open (`.lock` exclusive without waiting; an
+    /// object store's blobs once an hour old, never skipped).
     /// `Ok(None)` when skipped, else how many files were removed.
     pub fn collect_garbage(&self) -> Result<Option<usize>, CacheError> {
-        let inner = match &self.backend {
-            Backend::Local(inner) => inner,
-            Backend::Remote(r) => return r.collect_garbage().map(Some),
-        };
-        let Some(global) = &inner.global else {
-            return Err(inner.read_only("collecting garbage"));
-        };
-        if !global.try_convert(Mode::Exclusive)? {
-            return Ok(None);
-        }
-        let result = inner.remove_unreferenced();
-        // Back to shared; it can't fail to get what we just held exclusively
-        // except on an I/O error, reported below.
-        let back = global.try_convert(Mode::Shared);
-        let n = result?;
-        back?;
-        Ok(Some(n))
-    }
-}
-
-impl Inner {
-    fn read_only(&self, action: &'static str) -> CacheError {
-        CacheError::ReadOnly {
-            path: self.layout.root().to_path_buf(),
-            action,
-        }
-    }
-
-    fn writable(&self, action: &'static str) -> Result<(), CacheError> {
-        if self.global.is_none() {
-            return Err(self.read_only(action));
-        }
-        Ok(())
-    }
-
-    fn meta_lock(&self, h: &str) -> Result<LockFile, CacheError> {
-        LockFile::acquire(
-            &self.layout.meta_lock(h),
-            Mode::Exclusive,
-            self.options.meta_lock_timeout,
-        )
-    }
-
-    fn blob_lock(&self, sha: &str) -> Result<LockFile, CacheError> {
-        LockFile::acquire(
-            &self.layout.blob_lock(sha),
-            Mode::Exclusive,
-            self.options.meta_lock_timeout,
-        )
-    }
-
-    /// Read-modify-write an entry under its metadata lock.
-    fn update(&self, key: &Key, f: impl FnOnce(&mut Entry)) -> Result<bool, CacheError> {
-        self.writable("updating an entry")?;
-        let h = key.hash();
-        let _meta = self.meta_lock(&h)?;
-        let path = self.layout.entry(&h);
-        match store::read_entry(&path)? {
-            Read::Found(mut e) => {
-                f(&mut e);
-                store::write_entry(&self.layout, &path, &e)?;
-                Ok(true)
-            }
-            Read::Corrupt | Read::Missing => Ok(false),
-        }
-    }
-
-    /// Publish a complete, synced temp file as `key`'s blob and entry. The
-    /// caller holds the key lock.
-    pub(crate) fn publish(
-        &self,
-        key: &Key,
-        tmp: tempfile::NamedTempFile,
-        size: u64,
-        sha256: String,
-        meta: FillMeta,
-    ) -> Result<Entry, CacheError> {
-        let h = key.hash();
-        let entry_path = self.layout.entry(&h);
-        let previous = match store::read_entry(&entry_path)? {
-            Read::Found(e) => Some(e.sha256),
-            _ => None,
-        };
-        let blob_path = self.layout.blob(&sha256);
-        let now = unix_now();
-        let entry = Entry {
-            key: key.as_str().to_string(),
-            kind: key.kind(),
-            platform: key.platform().map(str::to_string),
-            size,
-            sha256: sha256.clone(),
-            validators: meta.validators,
-            source: meta.source,
-            added: now,
-            checked: now,
-            last_used: now,
-            use_count: 0,
-        };
-        {
-            let _blob = self.blob_lock(&sha256)?;
-            if let Some(parent) = blob_path.parent() {
-                fs_err::create_dir_all(parent)
-                    .map_err(CacheError::io(parent, "creating directory"))?;
-            }
-            tmp.persist(&blob_path)
-                .map_err(|e| CacheError::io(&blob_path, "renaming into place")(e.error))?;
-            let _meta = self.meta_lock(&h)?;
-            store::write_entry(&self.layout, &entry_path, &entry)?;
-        }
-        if let Some(old) = previous.filter(|old| *old != sha256) {
-            self.release_blob(&old, false)?;
-        }
-        Ok(entry)
-    }
-
-    /// Remove the entry JSON, then its blob unless another entry uses it.
-    /// The caller holds the key lock.
-    fn remove_entry_then_blob(&self, h: &str, sha: &str, force: bool) -> Result<(), CacheError> {
-        self.remove_entry_json(h)?;
-        self.release_blob(sha, force)
-    }
-
-    /// Remove an entry's JSON. The caller holds the key lock.
-    fn remove_entry_json(&self, h: &str) -> Result<(), CacheError> {
-        let _meta = self.meta_lock(h)?;
-        let path = self.layout.entry(h);
-        match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(CacheError::io(&path, "removing")(e)),
-        }
-    }
-
-    /// [`Inner::release_blob`] for many blobs with one scan of the entries
-    /// instead of one per blob (an eviction of k among n entries reads n
-    /// files, not k·n). A publisher of the same content between the scan and
-    /// the unlink is detected by the blob's identity: each publish renames a
-    /// new inode into place under the blob lock, and we note the identity
-    /// under that lock before the scan, so a changed identity afterwards
-    /// means "published meanwhile, keep it".
-    fn release_blobs(&self, shas: &[String]) -> Result<(), CacheError> {
-        if shas.len() <= 1 {
-            return shas.iter().try_for_each(|s| self.release_blob(s, false));
-        }
-        let identity = |sha: &str| {
-            use std::os::unix::fs::MetadataExt;
-            std::fs::metadata(self.layout.blob(sha))
-                .ok()
-                .map(|m| (m.dev(), m.ino()))
-        };
-        let mut before = Vec::with_capacity(shas.len());
-        for sha in shas {
-            let _blob = self.blob_lock(sha)?;
-            before.push(identity(sha));
-        }
-        let mut referenced = std::collections::HashSet::new();
-        for (_, read) in store::list_entries(&self.layout)? {
-            if let Read::Found(e) = read {
-                referenced.insert(e.sha256);
-            }
-        }
-        for (sha, was) in shas.iter().zip(before) {
-            if was.is_none() || referenced.contains(sha) {
-                continue;
-            }
-            let _blob = self.blob_lock(sha)?;
-            if identity(sha) != was {
-                continue;
-            }
-            let path = self.layout.blob(sha);
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(CacheError::io(&path, "removing")(e)),
-            }
-        }
-        Ok(())
-    }
-
-    /// Drop a broken entry if its key is free and it still names `sha`.
-    pub(crate) fn drop_entry(
-        &self,
-        key: &Key,
-        sha: &str,
-        force_blob: bool,
-    ) -> Result<(), CacheError> {
-        if self.global.is_none() {
-            return Ok(());
-        }
-        let h = key.hash();
-        let Some(_lock) = LockFile::try_acquire(&self.layout.key_lock(&h), Mode::Exclusive)? else {
-            return Ok(()); // being refilled right now
-        };
-        match store::read_entry(&self.layout.entry(&h))? {
-            Read::Found(e) if e.sha256 == sha => self.remove_entry_then_blob(&h, sha, force_blob),
-            _ => Ok(()),
-        }
-    }
-
-    fn remove_corrupt_json(&self, h: &str) -> Result<(), CacheError> {
-        if self.global.is_none() {
-            return Ok(());
-        }
-        let _meta = self.meta_lock(h)?;
-        let path = self.layout.entry(h);
-        if let Read::Corrupt = store::read_entry(&path)? {
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(CacheError::io(&path, "removing")(e)),
-            }
-        }
-        Ok(())
-    }
-
-    /// Unlink a blob unless an entry references it (`force`: a corrupt blob
-    /// goes anyway). Under the blob lock, so a concurrent publish of the
-    /// same content either precedes (and its entry is seen) or follows.
-    fn release_blob(&self, sha: &str, force: bool) -> Result<(), CacheError> {
-        let _blob = self.blob_lock(sha)?;
-        if !force {
-            for (_, read) in store::list_entries(&self.layout)? {
-                if matches!(read, Read::Found(e) if e.sha256 == sha) {
-                    return Ok(());
-                }
-            }
-        }
-        let path = self.layout.blob(sha);
-        match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(CacheError::io(&path, "removing")(e)),
-        }
-    }
-
-    /// Under the exclusive `.lock`: unreferenced blobs and lock files.
-    fn remove_unreferenced(&self) -> Result<usize, CacheError> {
-        let mut referenced = std::collections::HashSet::new();
-        let mut keys = std::collections::HashSet::new();
-        for (path, read) in store::list_entries(&self.layout)? {
-            if let Read::Found(e) = read {
-                referenced.insert(e.sha256.clone());
-            }
-            if let Some(h) = path.file_stem().and_then(|s| s.to_str()) {
-                keys.insert(h.to_string());
-            }
-        }
-        let mut removed = 0;
-        {
-            let blobs = self.layout.blobs_dir();
-            for shard in fs_err::read_dir(&blobs).map_err(CacheError::io(&blobs, "listing"))? {
-                let shard = shard.map_err(CacheError::io(&blobs, "listing"))?.path();
-                let Ok(files) = std::fs::read_dir(&shard) else {
-                    continue;
-                };
-                for f in files.filter_map(Result::ok) {
-                    let name = f.file_name().to_string_lossy().into_owned();
-                    if !referenced.contains(&name) && std::fs::remove_file(f.path()).is_ok() {
-                        removed += 1;
-                    }
-                }
-            }
-        }
-        {
-            let locks = self.layout.locks_dir();
-            for f in fs_err::read_dir(&locks).map_err(CacheError::io(&locks, "listing"))? {
-                let f = f.map_err(CacheError::io(&locks, "listing"))?;
-                let name = f.file_name().to_string_lossy().into_owned();
-                let stem = name.split('.').next().unwrap_or("");
-                // Only lock files of keys without entries, and only free ones.
-                if keys.contains(stem) {
-                    continue;
-                }
-                if let Ok(Some(_held)) = LockFile::try_acquire(&f.path(), Mode::Exclusive) {
-                    if std::fs::remove_file(f.path()).is_ok() {
-                        removed += 1;
-                    }
-                }
-            }
-        }
-        Ok(removed)
+        self.backend.collect_garbage()
     }
 }

@@ -1,6 +1,7 @@
-//! The on-disk layout (docs/design.md, "The download cache") and its atomic file
-//! operations. Nothing here needs more of a filesystem than `rename`,
-//! `flock` and plain files: no xattrs, no hard links, no reflinks.
+//! The directory backend's on-disk layout (docs/design.md, "The download
+//! cache") and its atomic file operations. Nothing here needs more of a
+//! filesystem than `rename`, `flock` and plain files: no xattrs, no hard
+//! links, no reflinks.
 //!
 //! ```text
 //! CACHE/  CACHEDIR.TAG  policy.yaml  .lock
