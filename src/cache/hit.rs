@@ -19,8 +19,9 @@ use sha2::{Digest, Sha256};
 
 use super::entry::{Entry, Validators};
 use super::error::{CacheError, CopyError};
-use super::key::{hex, Key};
+use super::key::Key;
 use super::options::COPY_BUFFER;
+use crate::io::hex;
 
 /// Why a backend's [`Blob::read`] stopped; [`Hit`] makes it a [`CopyError`].
 #[derive(Debug)]

@@ -11,6 +11,7 @@
 use sha2::{Digest, Sha256};
 
 use super::version::Identity;
+use crate::io::hex;
 
 /// What an entry holds.
 #[derive(
@@ -171,17 +172,6 @@ impl Key {
         }
         hex(&h.finalize())
     }
-}
-
-/// Lowercase hex of a digest: key hashes (file names) and blob sha256s.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }
 
 impl std::fmt::Display for Key {

@@ -43,11 +43,12 @@ use super::error::CacheError;
 use super::evict::{plan, EvictReport};
 use super::fill::{Fill, Filler};
 use super::hit::{read_file, Blob, Each, Stop};
-use super::key::{hex, Key};
+use super::key::Key;
 use super::layout::{self, Layout, Read};
 use super::lock::{LockFile, Mode};
 use super::options::{CacheOptions, COPY_BUFFER};
 use super::policy::Policy;
+use crate::io::hex;
 
 /// A cache directory.
 #[derive(Debug)]

@@ -21,7 +21,8 @@ use super::store::Store;
 use crate::cache::entry::{Entry, FillMeta};
 use crate::cache::error::CacheError;
 use crate::cache::fill::Fill;
-use crate::cache::key::{hex, Key};
+use crate::cache::key::Key;
+use crate::io::hex;
 
 /// The first multipart parts' size (see [`part_size`]); S3's minimum is
 /// 5 MiB.
