@@ -39,6 +39,6 @@ pub mod plan;
 pub mod progress;
 pub mod verify;
 
-pub use pipeline::{run, BuildError, BuildOptions, Outcome};
 pub use error::ExitKind;
+pub use pipeline::{run, BuildError, BuildOptions, Outcome};
 pub use plan::{make_plan, Plan, PlanError};

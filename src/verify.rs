@@ -21,12 +21,12 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::pipeline::BuildError;
 use crate::config::{render_offspot_yaml, ChecksumKind, ImageConfig, Payload, Via};
 use crate::fetch::{FetchOptions, Net};
 use crate::io::Hasher;
 use crate::output::Bmap;
 use crate::partition::{Mbr, PartitionWindow};
+use crate::pipeline::BuildError;
 
 const CHUNK: usize = 1 << 20;
 

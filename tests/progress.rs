@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use common::bytes;
 use common::image::{self, files_config, make_base, BIN};
 use common::servers::{Behaviour, Faulty};
-use image_creator::pipeline::{self, BuildOptions};
 use image_creator::fetch::FetchOptions;
+use image_creator::pipeline::{self, BuildOptions};
 use image_creator::progress::{Event, Recorder};
 use serde_json::Value;
 
