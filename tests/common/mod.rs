@@ -88,6 +88,46 @@ pub fn run(cmd: &mut Command) -> (i32, String) {
     (out.status.code().unwrap_or(-1), s)
 }
 
+/// Wait for an event: poll `ready` (every 20 ms) until it holds (true),
+/// or `child` has exited or `limit` has passed (false). `limit` only
+/// bounds a failure; a test never depends on how long something takes.
+pub fn wait_for_event(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+    mut ready: impl FnMut() -> bool,
+) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if ready() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The progress file at `path` (docs/progress.md), or `None` while it is
+/// missing (not yet created) or unreadable.
+pub fn progress_snapshot(path: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(path).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// `bytes_done` of item `name` in the progress file at `path`; 0 while the
+/// file or the item is missing.
+pub fn progress_bytes_done(path: &Path, name: &str) -> u64 {
+    progress_snapshot(path)
+        .and_then(|v| {
+            v["items"]
+                .as_array()
+                .and_then(|a| a.iter().find(|i| i["name"] == name).cloned())
+        })
+        .and_then(|i| i["bytes_done"].as_u64())
+        .unwrap_or(0)
+}
+
 /// Every checksum algorithm of the config and the tool that computes it
 /// (for [`digest`]; `adler32` is python's zlib).
 pub const CHECKSUM_TOOLS: [(&str, &str); 7] = [
