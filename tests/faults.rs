@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use common::image::{fsck_p3, make_base, write_config, BIN};
 use common::servers::{Behaviour, Faulty, Gate};
-use common::{is_root, skip_machine};
+use common::{is_root, skip_machine, Capability};
 
 fn tools() -> bool {
     common::image::tools(&["e2fsck", "debugfs"])
@@ -369,12 +369,12 @@ fn output_filesystem_fills_up_mid_build() {
         return;
     }
     if !is_root() {
-        skip_machine("mounting a tmpfs needs root");
+        skip_machine(Capability::Root, "mounting a tmpfs needs root");
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
     let Some(fs) = Tmpfs::mount(&tmp.path().join("small"), "96m") else {
-        skip_machine("this machine can't mount a tmpfs");
+        skip_machine(Capability::Mount, "this machine can't mount a tmpfs");
         return;
     };
     let (base, rootfs) = make_base(tmp.path());
