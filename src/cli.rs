@@ -1,10 +1,13 @@
 //! The command line, compatible with the old image-creator (docs/spec.md §7).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::fetch::{NetworkPolicy, ResolveOverride};
+use crate::config::{parse_size, ParseError};
+use crate::fetch::{FetchOptions, NetworkPolicy, ResolveOverride};
+use crate::pipeline::{BuildOptions, OutputOptions};
 
 /// `--network`: where requests may go (docs/spec.md §9; the README's
 /// "Untrusted configs" says which to pick).
@@ -49,17 +52,42 @@ impl From<CompressArg> for crate::output::Compression {
 
 /// Build an Offspot / Kiwix Raspberry Pi disk image from a YAML config,
 /// without root, loop devices or mounts.
+///
+/// The build is the default: `image-creator [FLAGS] CONFIG_SRC OUTPUT`, as
+/// the old tool's command line (docs/spec.md §7). A first argument naming a
+/// subcommand runs that instead; once a flag or CONFIG_SRC has been given,
+/// every further word is the build's, so `image-creator -D verify out.img`
+/// still builds the config `verify`, as it always did.
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "image-creator",
     version,
     about,
     long_about = None,
-    after_help = "To size an oci_images entry: image-creator oci-sizes IDENT [--platform PLATFORM]\n\
-                  To check an image or a flashed card: image-creator verify TARGET [--bmap F] [--config C]\n\
-                  Shell completions: image-creator completions bash|zsh|fish; man page: image-creator man"
+    propagate_version = true,
+    // A word after the build's flags or positionals is never a subcommand.
+    args_conflicts_with_subcommands = true,
+    // CONFIG_SRC and OUTPUT are required of the build only.
+    subcommand_negates_reqs = true,
+    // `image-creator help OUT.img` builds the config `help`, as before.
+    disable_help_subcommand = true,
+    override_usage = "image-creator [OPTIONS] <CONFIG_SRC> <OUTPUT>\n       \
+                      image-creator --show-cache [--json] --cache-dir <DIR>\n       \
+                      image-creator <COMMAND>"
 )]
 pub struct Cli {
+    /// The build's flags and positionals.
+    #[command(flatten)]
+    pub build: BuildArgs,
+
+    /// A subcommand instead of the build.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The build's flags and positionals (and `--show-cache`).
+#[derive(Debug, Clone, Args)]
+pub struct BuildArgs {
     /// Temporary space (spill files, zip archives); created if missing and
     /// never deleted. Default: a temporary directory next to OUTPUT.
     #[arg(long, value_name = "DIR")]
@@ -188,14 +216,37 @@ pub struct Cli {
     pub output: Option<PathBuf>,
 }
 
-/// Print the `oci_images` entry of an image with its exact sizes.
-///
-/// `filesize` is the docker-archive tar a build writes; `fullsize` the
-/// regular-file bytes once its layers are extracted (whiteouts applied).
-/// The image is pulled from its registry; nothing is written.
-#[derive(Debug, Clone, Parser)]
-#[command(name = "oci-sizes", bin_name = "image-creator oci-sizes", version)]
-pub struct OciSizesCli {
+/// The subcommands; the build, the default, has none.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Print the `oci_images` entry of an image with its exact sizes.
+    ///
+    /// `filesize` is the docker-archive tar a build writes; `fullsize` the
+    /// regular-file bytes once its layers are extracted (whiteouts applied).
+    /// The image is pulled from its registry; nothing is written.
+    OciSizes(OciSizesArgs),
+    /// Check an image, a compressed image (.zst, .xz) or a device.
+    ///
+    /// Against a bmap (every mapped range's sha256: the read-back check
+    /// after flashing) and/or a config (every file in the data partition
+    /// with its size and checksum, offspot.yaml in the boot partition, the
+    /// OCI archives). Prints what differs and exits 1, or exits 0.
+    Verify(VerifyArgs),
+    /// Print shell completions for image-creator.
+    ///
+    /// bash: `image-creator completions bash > ~/.local/share/bash-completion/completions/image-creator`;
+    /// zsh: into a directory of `$fpath` as `_image-creator`;
+    /// fish: `image-creator completions fish > ~/.config/fish/completions/image-creator.fish`.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) on stdout.
+    ///
+    /// `image-creator man > image-creator.1`, `man -l image-creator.1`.
+    Man,
+}
+
+/// `oci-sizes`' arguments.
+#[derive(Debug, Clone, Args)]
+pub struct OciSizesArgs {
     /// Platform to measure (`os/arch[/variant]`).
     #[arg(long, value_name = "PLATFORM", default_value = crate::oci::DEFAULT_PLATFORM)]
     pub platform: String,
@@ -213,14 +264,9 @@ pub struct OciSizesCli {
     pub ident: String,
 }
 
-/// Check an image, a compressed image (.zst, .xz) or a device against a
-/// bmap (every mapped range's sha256: the read-back check after flashing)
-/// and/or a config (every file in the data partition with its size and
-/// checksum, offspot.yaml in the boot partition, the OCI archives).
-/// Prints what differs and exits 1, or exits 0.
-#[derive(Debug, Clone, Parser)]
-#[command(name = "verify", bin_name = "image-creator verify", version)]
-pub struct VerifyCli {
+/// `verify`'s arguments.
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
     /// bmaptool block map (e.g. OUTPUT.bmap).
     #[arg(long, value_name = "FILE")]
     pub bmap: Option<PathBuf>,
@@ -234,44 +280,141 @@ pub struct VerifyCli {
     pub target: PathBuf,
 }
 
-/// Print shell completions for image-creator.
-///
-/// bash: `image-creator completions bash > ~/.local/share/bash-completion/completions/image-creator`;
-/// zsh: into a directory of `$fpath` as `_image-creator`;
-/// fish: `image-creator completions fish > ~/.config/fish/completions/image-creator.fish`.
-#[derive(Debug, Clone, Parser)]
-#[command(name = "completions", bin_name = "image-creator completions", version)]
-pub struct CompletionsCli {
+/// `completions`' argument.
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
     /// The shell.
     #[arg(value_enum, value_name = "SHELL")]
     pub shell: clap_complete::Shell,
 }
 
-/// Print the man page (roff) on stdout:
-/// `image-creator man > image-creator.1`, `man -l image-creator.1`.
-#[derive(Debug, Clone, Parser)]
-#[command(name = "man", bin_name = "image-creator man", version)]
-pub struct ManCli {}
+/// What the command line asks for, each case with what it needs.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Build CONFIG_SRC into OUTPUT (or only plan, with `--check`).
+    Build {
+        /// CONFIG_SRC.
+        config_src: String,
+        /// OUTPUT.
+        output: PathBuf,
+        /// Every flag.
+        args: Box<BuildArgs>,
+    },
+    /// `--show-cache [--json] --cache-dir DIR`.
+    ShowCache {
+        /// `--cache-dir`.
+        cache_dir: PathBuf,
+        /// `--json`.
+        json: bool,
+    },
+    /// A subcommand.
+    Command(Command),
+}
 
-/// The whole command line as one clap command, for completions and the
-/// man page: the build's options and positionals, with `oci-sizes`,
-/// `verify`, `completions` and `man` as subcommands. (Parsing stays as `main.rs`
-/// does it: a first argument naming one of them picks its own parser, so
-/// `image-creator CONFIG OUTPUT` is unchanged.)
+impl Cli {
+    /// What to do. The error (a usage error, exit 2, like every error
+    /// clap finds) only when `self` was not made by clap from
+    /// [`Cli::command`], whose rules already require what each case needs.
+    pub fn action(self) -> Result<Action, clap::Error> {
+        use clap::CommandFactory;
+        let missing = |what: &str| {
+            Self::command().error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                format!("{what} required"),
+            )
+        };
+        if let Some(c) = self.command {
+            return Ok(Action::Command(c));
+        }
+        let mut args = self.build;
+        if args.show_cache {
+            let cache_dir = args
+                .cache_dir
+                .take()
+                .ok_or_else(|| missing("--show-cache: --cache-dir is"))?;
+            return Ok(Action::ShowCache {
+                cache_dir,
+                json: args.json,
+            });
+        }
+        match (args.config_src.take(), args.output.take()) {
+            (Some(config_src), Some(output)) => Ok(Action::Build {
+                config_src,
+                output,
+                args: Box::new(args),
+            }),
+            _ => Err(missing("CONFIG_SRC and OUTPUT are")),
+        }
+    }
+}
+
+impl BuildArgs {
+    /// The pipeline's options for building `config_src` into `output`;
+    /// the error is `--max-size`'s, when it is not a size.
+    pub fn options(&self, config_src: String, output: PathBuf) -> Result<BuildOptions, ParseError> {
+        let max_size = self.max_size.as_deref().map(parse_size).transpose()?;
+        Ok(BuildOptions {
+            config_src,
+            output,
+            build_dir: self.build_dir.clone(),
+            check: self.check,
+            keep: self.keep,
+            overwrite: self.overwrite,
+            max_size,
+            base_url: self.base_url.clone(),
+            concurrency: self.concurrency,
+            fetch: FetchOptions {
+                connect_timeout: Duration::from_secs(self.connect_timeout),
+                idle_timeout: Duration::from_secs(self.idle_timeout),
+                max_attempts: self.attempts.max(1),
+                network: self.network.into(),
+                resolve: self.resolve.clone(),
+                ..FetchOptions::default()
+            },
+            cache_dir: self.cache_dir.clone(),
+            allow_local_files: self.allow_local_files,
+            output_options: OutputOptions {
+                bmap: self.bmap,
+                hash: !self.no_hash,
+                compress: self.compress.map(Into::into),
+                threads: 0,
+                force: self.force,
+                grow: self.grow,
+            },
+        })
+    }
+}
+
+impl OciSizesArgs {
+    /// The network options of `oci-sizes`.
+    pub fn fetch_options(&self) -> FetchOptions {
+        FetchOptions {
+            connect_timeout: Duration::from_secs(self.connect_timeout),
+            network: self.network.into(),
+            ..FetchOptions::default()
+        }
+    }
+}
+
+/// The whole command line as one clap command (for completions and the
+/// man page): the build's options and positionals, and the subcommands.
 pub fn documented_command() -> clap::Command {
     use clap::CommandFactory;
     Cli::command()
-        .subcommand(OciSizesCli::command())
-        .subcommand(VerifyCli::command())
-        .subcommand(CompletionsCli::command())
-        .subcommand(ManCli::command())
-        .args_conflicts_with_subcommands(true)
 }
 
-/// Write the completion script of `shell` to `out`.
-pub fn write_completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+/// Write the completion script of `shell` to `out`. (Made in memory
+/// first: `clap_complete` panics when its writer fails, a closed pipe
+/// say; `out`'s error is returned.)
+pub fn write_completions(
+    shell: clap_complete::Shell,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
     let mut cmd = documented_command();
-    clap_complete::generate(shell, &mut cmd, "image-creator", out);
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "image-creator", &mut script);
+    out.write_all(&script)?;
+    out.flush()
 }
 
 /// Write the man page (section 1, roff) to `out`.
@@ -282,22 +425,42 @@ pub fn write_man_page(out: &mut dyn std::io::Write) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::error::ErrorKind;
     use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Action, clap::Error> {
+        let argv = std::iter::once("image-creator").chain(args.iter().copied());
+        Cli::try_parse_from(argv)?.action()
+    }
+
+    /// The build's (CONFIG_SRC, OUTPUT, flags), or a panic naming `args`.
+    fn build(args: &[&str]) -> (String, PathBuf, BuildArgs) {
+        match parse(args) {
+            Ok(Action::Build {
+                config_src,
+                output,
+                args: flags,
+            }) => (config_src, output, *flags),
+            other => panic!("{args:?}: not a build: {other:?}"),
+        }
+    }
+
+    fn usage_error(args: &[&str]) -> clap::Error {
+        match parse(args) {
+            Err(e) => e,
+            Ok(a) => panic!("{args:?} parsed: {a:?}"),
+        }
+    }
 
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
-        OciSizesCli::command().debug_assert();
-        VerifyCli::command().debug_assert();
-        CompletionsCli::command().debug_assert();
-        ManCli::command().debug_assert();
         documented_command().debug_assert();
     }
 
     #[test]
     fn production_command_line_parses() {
-        let cli = Cli::try_parse_from([
-            "image-creator",
+        let (config, output, flags) = build(&[
             "--max-size",
             "1TB",
             "--debug",
@@ -307,54 +470,95 @@ mod tests {
             "B",
             "CONFIG.yaml",
             "OUT.img",
-        ])
-        .expect("parses");
-        assert_eq!(cli.max_size.as_deref(), Some("1TB"));
-        assert!(cli.debug);
-        assert_eq!(cli.config_src.as_deref(), Some("CONFIG.yaml"));
-        assert_eq!(cli.output, Some(PathBuf::from("OUT.img")));
+        ]);
+        assert_eq!(
+            (config.as_str(), output.to_str()),
+            ("CONFIG.yaml", Some("OUT.img"))
+        );
+        assert!(flags.debug);
+        let opts = flags
+            .options(config, output)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(opts.max_size, Some(1_000_000_000_000));
+        assert_eq!(opts.cache_dir, Some(PathBuf::from("C")));
+        assert_eq!(opts.build_dir, Some(PathBuf::from("B")));
+        assert_eq!(
+            (opts.config_src.as_str(), opts.output.to_str()),
+            ("CONFIG.yaml", Some("OUT.img"))
+        );
+        assert!(opts.output_options.hash && !opts.check && !opts.keep && !opts.overwrite);
+    }
+
+    #[test]
+    fn flags_before_and_after_the_positionals() {
+        let (config, output, flags) = build(&["c.yaml", "-X", "o.img", "--debug", "-T", "2"]);
+        assert_eq!(
+            (config.as_str(), output.to_str()),
+            ("c.yaml", Some("o.img"))
+        );
+        assert!(flags.overwrite && flags.debug);
+        assert_eq!(flags.concurrency, 2);
     }
 
     #[test]
     fn short_flags() {
-        let cli = Cli::try_parse_from([
-            "image-creator",
-            "-C",
-            "-K",
-            "-X",
-            "-T",
-            "8",
-            "-D",
-            "c.yaml",
-            "o.img",
-        ])
-        .expect("parses");
-        assert!(cli.check && cli.keep && cli.overwrite && cli.debug);
-        assert_eq!(cli.concurrency, 8);
+        let (_, _, flags) = build(&["-C", "-K", "-X", "-T", "8", "-D", "-q", "c.yaml", "o.img"]);
+        assert!(flags.check && flags.keep && flags.overwrite && flags.debug && flags.quiet);
+        assert_eq!(flags.concurrency, 8);
     }
 
     #[test]
-    fn progress_flags() {
-        let cli = Cli::try_parse_from([
-            "image-creator",
+    fn output_and_timeout_flags_reach_the_options() {
+        let (config, output, flags) = build(&[
             "--progress-file",
             "p.json",
-            "-q",
+            "--no-hash",
+            "--bmap",
+            "--compress",
+            "zstd",
+            "--force",
+            "--grow",
+            "--connect-timeout",
+            "7",
+            "--idle-timeout",
+            "9",
+            "--attempts",
+            "0",
             "c.yaml",
             "o.img",
-        ])
-        .expect("parses");
-        assert_eq!(cli.progress_file, Some(PathBuf::from("p.json")));
-        assert!(cli.quiet);
+        ]);
+        assert_eq!(flags.progress_file, Some(PathBuf::from("p.json")));
+        let opts = flags
+            .options(config, output)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let o = &opts.output_options;
+        assert!(!o.hash && o.bmap && o.force && o.grow);
+        assert!(matches!(
+            o.compress,
+            Some(crate::output::Compression::Zstd { level: 3 })
+        ));
+        assert_eq!(opts.fetch.connect_timeout, Duration::from_secs(7));
+        assert_eq!(opts.fetch.idle_timeout, Duration::from_secs(9));
+        assert_eq!(opts.fetch.max_attempts, 1, "--attempts 0 still tries once");
+    }
+
+    #[test]
+    fn a_bad_max_size_is_the_options_error() {
+        let (config, output, flags) = build(&["--max-size", "lots", "c.yaml", "o.img"]);
+        let e = flags
+            .options(config, output)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("lots"), "{e}");
     }
 
     #[test]
     fn network_flags() {
-        let cli = Cli::try_parse_from(["image-creator", "c.yaml", "o.img"]).expect("parses");
-        assert_eq!(NetworkPolicy::from(cli.network), NetworkPolicy::Private);
-        assert!(!cli.allow_local_files && cli.resolve.is_empty());
-        let cli = Cli::try_parse_from([
-            "image-creator",
+        let (_, _, flags) = build(&["c.yaml", "o.img"]);
+        assert_eq!(NetworkPolicy::from(flags.network), NetworkPolicy::Private);
+        assert!(!flags.allow_local_files && flags.resolve.is_empty());
+        let (_, _, flags) = build(&[
             "--network",
             "public",
             "--allow-local-files",
@@ -364,19 +568,111 @@ mod tests {
             "v6.lan:[fd00::5]",
             "c.yaml",
             "o.img",
-        ])
-        .expect("parses");
-        assert_eq!(NetworkPolicy::from(cli.network), NetworkPolicy::Public);
-        assert!(cli.allow_local_files);
-        assert_eq!(cli.resolve.len(), 2);
-        assert_eq!(cli.resolve[0].host, "mirror.lan");
-        assert!(Cli::try_parse_from(["image-creator", "--network", "lan", "c", "o"]).is_err());
-        assert!(Cli::try_parse_from(["image-creator", "--resolve", "x", "c", "o"]).is_err());
+        ]);
+        assert_eq!(NetworkPolicy::from(flags.network), NetworkPolicy::Public);
+        assert!(flags.allow_local_files);
+        assert_eq!(flags.resolve.len(), 2);
+        assert_eq!(flags.resolve[0].host, "mirror.lan");
+        assert_eq!(
+            usage_error(&["--network", "lan", "c", "o"]).kind(),
+            ErrorKind::InvalidValue
+        );
+        assert!(parse(&["--resolve", "x", "c", "o"]).is_err());
     }
 
     #[test]
-    fn positionals_required_unless_show_cache() {
-        assert!(Cli::try_parse_from(["image-creator"]).is_err());
-        assert!(Cli::try_parse_from(["image-creator", "--show-cache", "--cache-dir", "c"]).is_ok());
+    fn positionals_are_required_unless_show_cache() {
+        for args in [&[][..], &["c.yaml"], &["-D", "c.yaml"]] {
+            let e = usage_error(args);
+            assert_eq!(e.kind(), ErrorKind::MissingRequiredArgument, "{args:?}");
+            assert_eq!(e.exit_code(), 2, "{args:?}: a usage error exits 2");
+        }
+        match parse(&["--show-cache", "--json", "--cache-dir", "c"]) {
+            Ok(Action::ShowCache { cache_dir, json }) => {
+                assert_eq!(cache_dir, PathBuf::from("c"));
+                assert!(json);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(&["--show-cache", "--cache-dir", "c", "x.yaml", "o.img"]),
+            Ok(Action::ShowCache { json: false, .. })
+        ));
+        let e = usage_error(&["--show-cache"]);
+        assert_eq!(e.exit_code(), 2);
+        assert_eq!(usage_error(&["--json", "c", "o"]).exit_code(), 2);
+    }
+
+    #[test]
+    fn subcommands_parse() {
+        match parse(&[
+            "verify",
+            "--bmap",
+            "o.img.bmap",
+            "o.img",
+            "--config",
+            "c.yaml",
+        ]) {
+            Ok(Action::Command(Command::Verify(v))) => {
+                assert_eq!(v.target, PathBuf::from("o.img"));
+                assert_eq!(v.bmap, Some(PathBuf::from("o.img.bmap")));
+                assert_eq!(v.config.as_deref(), Some("c.yaml"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["oci-sizes", "--platform", "linux/amd64", "ghcr.io/a/b:1"]) {
+            Ok(Action::Command(Command::OciSizes(o))) => {
+                assert_eq!(o.ident, "ghcr.io/a/b:1");
+                assert_eq!(o.platform, "linux/amd64");
+                assert_eq!(NetworkPolicy::from(o.network), NetworkPolicy::Private);
+                assert_eq!(o.fetch_options().connect_timeout, Duration::from_secs(30));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(&["completions", "zsh"]),
+            Ok(Action::Command(Command::Completions(CompletionsArgs {
+                shell: clap_complete::Shell::Zsh
+            })))
+        ));
+        assert!(matches!(parse(&["man"]), Ok(Action::Command(Command::Man))));
+        for bad in [
+            &["verify"][..],
+            &["completions", "tcsh"],
+            &["oci-sizes"],
+            &["man", "x"],
+        ] {
+            assert_eq!(usage_error(bad).exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    /// A word after a build flag or CONFIG_SRC is the build's, as in the
+    /// old tool (which had no subcommands at all); `help` is no subcommand.
+    #[test]
+    fn later_words_are_never_subcommands() {
+        let (config, output, flags) = build(&["-D", "verify", "o.img"]);
+        assert_eq!(
+            (config.as_str(), output.to_str(), flags.debug),
+            ("verify", Some("o.img"), true)
+        );
+        let (config, output, _) = build(&["c.yaml", "man"]);
+        assert_eq!((config.as_str(), output.to_str()), ("c.yaml", Some("man")));
+        let (config, _, _) = build(&["help", "o.img"]);
+        assert_eq!(config, "help");
+        let (config, _, _) = build(&["--", "verify", "o.img"]);
+        assert_eq!(config, "verify");
+    }
+
+    #[test]
+    fn help_and_version_exit_0() {
+        for (args, kind) in [
+            (&["--help"][..], ErrorKind::DisplayHelp),
+            (&["-V"], ErrorKind::DisplayVersion),
+            (&["verify", "--help"], ErrorKind::DisplayHelp),
+            (&["oci-sizes", "--version"], ErrorKind::DisplayVersion),
+        ] {
+            let e = usage_error(args);
+            assert_eq!((e.kind(), e.exit_code()), (kind, 0), "{args:?}");
+        }
     }
 }

@@ -988,30 +988,37 @@ fn a_build_waiting_for_one_key_holds_no_other_key() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Give it time to plan and reach the wait for y (x alone takes ms).
-    let t0 = Instant::now();
-    let mut x_free_and_fetched = false;
-    while t0.elapsed() < Duration::from_secs(8) {
-        std::thread::sleep(Duration::from_millis(250));
+    // Wait for the state a correct build reaches while it waits for y: x
+    // downloaded and x's key lock free. A build that holds x's lock while
+    // waiting for y never gets there; the deadline only bounds that failure.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let x_free_and_fetched = loop {
         let fetched = access_log_lines(env.tmp.path(), "x.bin") > 0;
         let lx = lock_of(&ux);
-        let free = !lx.exists() || open(&lx).try_lock().is_ok();
-        if fetched && free {
-            x_free_and_fetched = true;
-            break;
+        if fetched && (!lx.exists() || open(&lx).try_lock().is_ok()) {
+            break true;
         }
-    }
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let x_held = lock_of(&ux).exists() && open(&lock_of(&ux)).try_lock().is_err();
+    let still_waiting = child.try_wait().unwrap().is_none();
     held_y.unlock().unwrap();
     let status = child.wait().unwrap();
     assert!(status.success());
+    assert!(
+        still_waiting,
+        "the build ended while the test held y's key lock"
+    );
     assert!(read_p3(&out, "/x.bin", &env.path("a")) == x);
     assert!(read_p3(&out, "/y.bin", &env.path("b")) == y);
     assert!(
         x_free_and_fetched,
         "while waiting for y's key lock the build held x's key lock (held now: {x_held}) \
-         and had not downloaded x: hold-and-wait, so two builds listing x, y in opposite \
-         orders can deadlock until the key-lock timeout"
+         and had not downloaded x within 120 s: hold-and-wait, so two builds listing x, y \
+         in opposite orders can deadlock until the key-lock timeout"
     );
 }
 

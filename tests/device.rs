@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::image::{self, image_creator_env, make_base, read_p3, sfdisk_json, write_config};
-use common::{digest, have, is_root, run, skip_machine};
+use common::{digest, have, is_root, run, skip_machine, Capability};
 
 const MIB: u64 = 1 << 20;
 
@@ -30,7 +30,7 @@ impl Drop for Loop {
 /// (after a loud SKIP) when this machine can't.
 fn random_loop(dir: &Path, name: &str, size: u64) -> Option<Loop> {
     if !is_root() {
-        skip_machine("loop devices need root");
+        skip_machine(Capability::Root, "loop devices need root");
         return None;
     }
     if !have("losetup") {
@@ -44,10 +44,13 @@ fn random_loop(dir: &Path, name: &str, size: u64) -> Option<Loop> {
         .output()
         .unwrap();
     if !out.status.success() {
-        skip_machine(&format!(
-            "no loop device here: losetup: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        skip_machine(
+            Capability::LoopDevices,
+            &format!(
+                "no loop device here: losetup: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        );
         return None;
     }
     Some(Loop {
@@ -228,7 +231,10 @@ fn a_mounted_or_too_small_device_is_refused_and_untouched() {
         .arg(&lo.dev)
         .arg(&mnt));
     if code != 0 {
-        skip_machine(&format!("mounting is not permitted here: {log}"));
+        skip_machine(
+            Capability::Mount,
+            &format!("mounting is not permitted here: {log}"),
+        );
         return;
     }
     struct Umount(PathBuf);

@@ -132,7 +132,7 @@ fn resize2fs_growth_then_e2fsck_clean() {
 #[test]
 fn kernel_mount_matches_source_tree() {
     if !is_root() {
-        skip_machine("kernel mount needs root");
+        skip_machine(Capability::Root, "kernel mount needs root");
         return;
     }
     if !have("losetup") || !have("mount") || !have("umount") || !have("diff") {
@@ -161,10 +161,13 @@ fn kernel_mount_matches_source_tree() {
         .output()
         .unwrap();
     if !attach.status.success() {
-        skip_machine(&format!(
-            "no loop device here: losetup: {}",
-            String::from_utf8_lossy(&attach.stderr).trim()
-        ));
+        skip_machine(
+            Capability::LoopDevices,
+            &format!(
+                "no loop device here: losetup: {}",
+                String::from_utf8_lossy(&attach.stderr).trim()
+            ),
+        );
         return;
     }
     let dev = Detach(String::from_utf8_lossy(&attach.stdout).trim().to_string());
@@ -183,7 +186,10 @@ fn kernel_mount_matches_source_tree() {
         .iter()
         .any(|m| lower.contains(m))
         {
-            skip_machine(&format!("mounting is not permitted here: {}", out.trim()));
+            skip_machine(
+                Capability::Mount,
+                &format!("mounting is not permitted here: {}", out.trim()),
+            );
             return;
         }
         panic!(

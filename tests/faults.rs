@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::image::{fsck_p3, make_base, write_config, BIN};
-use common::servers::{Behaviour, Faulty};
-use common::{is_root, skip_machine};
+use common::servers::{Behaviour, Faulty, Gate};
+use common::{is_root, skip_machine, Capability};
 
 fn tools() -> bool {
     common::image::tools(&["e2fsck", "debugfs"])
@@ -131,12 +131,13 @@ fn two_concurrent_builds_to_one_output() {
     std::fs::create_dir_all(&outdir).unwrap();
     let (base, rootfs) = make_base(&inputs);
     let body = Arc::new(common::bytes(5, 1 << 20));
+    // A stays mid-download until B has run twice.
+    let gate = Gate::new();
     let srv = Faulty::start(vec![(
         "slow",
-        Behaviour::Slow {
+        Behaviour::Gated {
             body: body.clone(),
-            chunk: 64 << 10,
-            pause: Duration::from_millis(150),
+            gate: gate.clone(),
         },
     )]);
     let cfg = write_config(
@@ -173,6 +174,7 @@ fn two_concurrent_builds_to_one_output() {
             b.log
         );
     }
+    gate.open();
     let a = finish(a, Duration::from_secs(120), "build A");
     assert_eq!(a.code, 0, "{}", a.log);
     assert_eq!(names(&outdir), ["out.img", "out.img.json"]);
@@ -367,22 +369,23 @@ fn output_filesystem_fills_up_mid_build() {
         return;
     }
     if !is_root() {
-        skip_machine("mounting a tmpfs needs root");
+        skip_machine(Capability::Root, "mounting a tmpfs needs root");
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
     let Some(fs) = Tmpfs::mount(&tmp.path().join("small"), "96m") else {
-        skip_machine("this machine can't mount a tmpfs");
+        skip_machine(Capability::Mount, "this machine can't mount a tmpfs");
         return;
     };
     let (base, rootfs) = make_base(tmp.path());
     let body = Arc::new(common::bytes(11, 24 << 20));
+    // The download stops half-way until the filesystem is full.
+    let gate = Gate::new();
     let srv = Faulty::start(vec![(
         "big",
-        Behaviour::Slow {
+        Behaviour::Gated {
             body: body.clone(),
-            chunk: 1 << 20,
-            pause: Duration::from_millis(100),
+            gate: gate.clone(),
         },
     )]);
     let cfg = write_config(
@@ -395,18 +398,27 @@ fn output_filesystem_fills_up_mid_build() {
         ),
     );
     let out = fs.0.join("out.img");
-    let mut child = spawn(&[cfg.as_os_str(), out.as_os_str()]);
+    let progress = tmp.path().join("progress.json");
+    let mut child = spawn(&[
+        os("--progress-file"),
+        progress.as_os_str(),
+        cfg.as_os_str(),
+        out.as_os_str(),
+    ]);
+    // Past the free-space check once the download's first bytes are in
+    // the image (the progress file says so).
     assert!(
-        wait_for(&lock_of(&out), &mut child, Duration::from_secs(30)),
-        "the build never locked its output"
+        common::wait_for_event(&mut child, Duration::from_secs(120), || {
+            common::progress_bytes_done(&progress, "/data/big.bin") > 0
+        }),
+        "the build never started writing /data/big.bin"
     );
-    // Past the free-space check once the download has started.
-    std::thread::sleep(Duration::from_millis(1500));
     let filler = fs.0.join("filler");
     let mut f = std::fs::File::create(&filler).unwrap();
     let chunk = vec![0x55u8; 1 << 20];
     while f.write_all(&chunk).is_ok() {}
     drop(f);
+    gate.open();
     let r = finish(child, Duration::from_secs(120), "build on a full fs");
     assert_eq!(r.code, 1, "{}", r.log);
     assert!(

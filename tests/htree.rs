@@ -139,7 +139,7 @@ fn big_directories_are_indexed_and_found() {
 /// directory, and e2fsck is clean after unmount.
 fn kernel_lookups(img: &Path, dirs: &[(String, Vec<Vec<u8>>)]) {
     if !is_root() {
-        skip_machine("kernel mount needs root");
+        skip_machine(Capability::Root, "kernel mount needs root");
         return;
     }
     if !have("losetup") || !have("mount") || !have("umount") {
@@ -151,10 +151,13 @@ fn kernel_lookups(img: &Path, dirs: &[(String, Vec<Vec<u8>>)]) {
         .output()
         .unwrap();
     if !attach.status.success() {
-        skip_machine(&format!(
-            "no loop device here: {}",
-            String::from_utf8_lossy(&attach.stderr).trim()
-        ));
+        skip_machine(
+            Capability::LoopDevices,
+            &format!(
+                "no loop device here: {}",
+                String::from_utf8_lossy(&attach.stderr).trim()
+            ),
+        );
         return;
     }
     let dev = Detach(String::from_utf8_lossy(&attach.stdout).trim().to_string());
@@ -172,7 +175,10 @@ fn kernel_lookups(img: &Path, dirs: &[(String, Vec<Vec<u8>>)]) {
         .iter()
         .any(|m| lower.contains(m))
         {
-            skip_machine(&format!("mounting is not permitted here: {}", out.trim()));
+            skip_machine(
+                Capability::Mount,
+                &format!("mounting is not permitted here: {}", out.trim()),
+            );
             return;
         }
         panic!("the kernel refused the filesystem: {out}");

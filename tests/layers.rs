@@ -3,11 +3,15 @@
 //! Reads every `src/**/*.rs` (unit tests under `#[cfg(test)]` left out),
 //! collects which top-level modules each top-level module imports, prints
 //! that graph and fails on a cycle, on an import of a higher layer, and on
-//! a module missing from [`LAYERS`]. `scripts/check-layers.sh` runs it with
-//! the output shown. What the scanner sees and does not see is written at
-//! the top of `tests/layers/imports.rs`.
+//! a module missing from [`LAYERS`]. Inside each top-level module it also
+//! fails on a cycle between its files (how files are linked:
+//! `tests/layers/files.rs`). `scripts/check-layers.sh` runs it with the
+//! output shown. What the scanner sees and does not see is written at the
+//! top of `tests/layers/imports.rs`.
 
 // The parts live in tests/layers/ (a folder cargo does not take for tests).
+#[path = "layers/files.rs"]
+mod files;
 #[path = "layers/imports.rs"]
 mod imports;
 #[path = "layers/lex.rs"]
@@ -18,6 +22,7 @@ mod rules;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use files::SourceFile;
 use rules::{Graph, Layer, Site};
 
 /// The layers, lowest first (docs/design.md, "Layout and layers"). A module
@@ -53,10 +58,12 @@ const ROOTS: [&str; 2] = ["lib", "main"];
 #[test]
 fn layers_run_one_way() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let (graph, unresolved) = import_graph(&src);
+    let sources = read_sources(&src);
+    let (graph, unresolved) = import_graph(&sources);
     println!("{}", render(&graph));
     let mut bad = unresolved;
     bad.extend(rules::violations(&graph, LAYERS));
+    bad.extend(file_cycles(&sources));
     if !bad.is_empty() {
         let list: Vec<String> = bad
             .iter()
@@ -67,7 +74,8 @@ fn layers_run_one_way() {
             "the layers of src/ do not run one way: {} problem(s)\n{}\n\n\
              A module may import only lower layers (table: LAYERS in tests/layers.rs; \
              docs/design.md, \"Layout and layers\"). Move what the upward import needs \
-             down to the layer that owns it. The whole graph is printed above \
+             down to the layer that owns it; inside a module, move what two files share \
+             into a third both import. The whole graph is printed above \
              (scripts/check-layers.sh shows it).",
             bad.len(),
             list.join("\n")
@@ -75,28 +83,35 @@ fn layers_run_one_way() {
     }
 }
 
-/// The graph between the top-level modules under `src`, and the references
-/// that could not be placed (a `crate::x` where `x` is neither a module nor
-/// a `use` of lib.rs).
-fn import_graph(src: &Path) -> (Graph, Vec<String>) {
-    let mut files = Vec::new();
-    rust_files(src, &mut files);
-    let rel = |p: &Path| -> String {
-        let r = p.strip_prefix(src).unwrap_or(p).to_string_lossy();
-        r.replace(std::path::MAIN_SEPARATOR, "/")
-    };
-    let modules: Vec<String> = files
+/// Every `.rs` file under `src`, read, with its module path.
+fn read_sources(src: &Path) -> Vec<SourceFile> {
+    let mut paths = Vec::new();
+    rust_files(src, &mut paths);
+    paths
         .iter()
-        .map(|p| imports::module_path(&rel(p)))
-        .filter_map(|m| m.first().cloned())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
+        .map(|p| {
+            let rel = p.strip_prefix(src).unwrap_or(p).to_string_lossy();
+            let rel = rel.replace(std::path::MAIN_SEPARATOR, "/");
+            let text = std::fs::read_to_string(p)
+                .unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
+            SourceFile {
+                module: imports::module_path(&rel),
+                rel,
+                text,
+            }
+        })
+        .collect()
+}
+
+/// The graph between the top-level modules of `sources`, and the
+/// references that could not be placed (a `crate::x` where `x` is neither a
+/// module nor a `use` of lib.rs).
+fn import_graph(sources: &[SourceFile]) -> (Graph, Vec<String>) {
+    let modules = files::children(sources, &[]);
     // What lib.rs re-exports, so that `crate::Name` lands on its module.
     let mut reexports: BTreeMap<String, String> = BTreeMap::new();
-    let lib = src.join("lib.rs");
-    if let Ok(text) = std::fs::read_to_string(&lib) {
-        for r in imports::references(&text, &[], &modules) {
+    if let Some(lib) = sources.iter().find(|f| f.rel == "lib.rs") {
+        for r in imports::references(&lib.text, &[], &modules) {
             if r.path.len() > 1 && r.name != "*" {
                 reexports.insert(r.name, r.path[0].clone());
             }
@@ -104,19 +119,17 @@ fn import_graph(src: &Path) -> (Graph, Vec<String>) {
     }
     let mut graph = Graph::new();
     let mut unresolved = Vec::new();
-    for path in &files {
-        let rel = rel(path);
-        let module = imports::module_path(&rel);
+    for file in sources {
+        let (rel, module) = (&file.rel, &file.module);
         let Some(top) = module.first().cloned() else {
             continue; // lib.rs, main.rs
         };
         if ROOTS.contains(&top.as_str()) {
             continue;
         }
-        let text = std::fs::read_to_string(path)
-            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
         let deps = graph.entry(top.clone()).or_default();
-        for r in imports::references(&text, &module, &modules) {
+        let children = files::children(sources, module);
+        for r in imports::references(&file.text, module, &children) {
             let first = &r.path[0];
             let dep = if modules.contains(first) {
                 first.clone()
@@ -139,6 +152,14 @@ fn import_graph(src: &Path) -> (Graph, Vec<String>) {
         }
     }
     (graph, unresolved)
+}
+
+/// One message per cycle between the files of one top-level module.
+fn file_cycles(sources: &[SourceFile]) -> Vec<String> {
+    files::file_graphs(sources)
+        .iter()
+        .flat_map(|(top, graph)| rules::cycle_messages(graph, &format!("files of {top}: ")))
+        .collect()
 }
 
 /// Every `.rs` file below `dir`, sorted.
@@ -209,7 +230,7 @@ fn graph_of_a_small_tree_resolves_files_mod_rs_and_reexports() {
         "use super::super::partition::W;\nfn f() { crate::Plan::x(); }\n",
     );
     write("plan.rs", "use crate::fs::ext4;\n#[cfg(test)]\nmod tests { use crate::build::X; }\nfn g() { crate::nowhere(); }\n");
-    let (graph, unresolved) = import_graph(src);
+    let (graph, unresolved) = import_graph(&read_sources(src));
     let edges: Vec<(String, Vec<String>)> = graph
         .iter()
         .map(|(m, d)| (m.clone(), d.keys().cloned().collect()))
@@ -240,4 +261,16 @@ fn graph_of_a_small_tree_resolves_files_mod_rs_and_reexports() {
     assert!(rules::violations(&graph, LAYERS)
         .iter()
         .any(|v| v.starts_with("upward import: fs (level 1) imports plan (level 4)")));
+    // No cycle between files yet; then fs/mod.rs's child imports back a
+    // sibling that imports it.
+    assert!(file_cycles(&read_sources(src)).is_empty());
+    write("fs/fat.rs", "use super::ext4::X;\n");
+    write("fs/ext4.rs", "use super::fat::Y;\n");
+    let cycles = file_cycles(&read_sources(src));
+    assert_eq!(cycles.len(), 1, "{cycles:?}");
+    assert!(
+        cycles[0].starts_with("cycle between files of fs: fs/ext4.rs, fs/fat.rs:"),
+        "{}",
+        cycles[0]
+    );
 }

@@ -434,14 +434,16 @@ fn sigterm_mid_build_leaves_nothing() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let (base, rootfs) = make_base(tmp.path());
-    // A slow download (1 MiB over about 3 s): the signal lands mid-build
-    // whatever the machine's speed or free space.
+    // A download that stops half-way until the test opens its gate: the
+    // signal lands mid-build whatever the machine's speed or load.
+    let gate = common::servers::Gate::new();
     let srv = common::servers::Faulty::start(vec![(
         "slow",
-        common::servers::Behaviour::Slow {
-            body: std::sync::Arc::new(common::bytes(1, 1 << 20)),
-            chunk: 64 << 10,
-            pause: std::time::Duration::from_millis(200),
+        common::servers::Behaviour::Gated {
+            // 2 MiB before the gate: more than one 1 MiB batch
+            // (`fetch::BATCH`) reaches the image while it is closed.
+            body: std::sync::Arc::new(common::bytes(1, 4 << 20)),
+            gate: gate.clone(),
         },
     )]);
     let cfg = write_config(
@@ -451,33 +453,34 @@ fn sigterm_mid_build_leaves_nothing() {
         &format!("files:\n  - to: /data/big\n    url: {}\n", srv.url("slow")),
     );
     let out = tmp.path().join("out.img");
+    let progress = tmp.path().join("progress.json");
     let mut child = Command::new(BIN)
+        .arg("--progress-file")
+        .arg(&progress)
         .arg(&cfg)
         .arg(&out)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait for the build to lock its output (the image itself has no name
-    // on Linux), then for it to start writing, then SIGTERM.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let locked = tmp.path().join(".out.img.image-creator.lock").exists();
-        if locked || std::time::Instant::now() > deadline {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // SIGTERM once the download's first half is in the image (the
+    // progress file says so): the signal handler is installed and the
+    // build is mid-write, held there by the gate.
+    let writing = common::wait_for_event(&mut child, std::time::Duration::from_secs(120), || {
+        common::progress_bytes_done(&progress, "/data/big") > 0
+    });
+    assert!(writing, "the build never started writing /data/big");
     let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
     let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
     let status = child.wait().unwrap();
-    if status.success() {
-        // Nothing was tested; under CI=true that must not pass as green.
-        common::skip("the build finished before the signal: the SIGTERM path was not exercised");
-        return;
-    }
+    gate.open();
     assert_eq!(status.code(), Some(130), "interrupted builds exit 130");
+    let last = common::progress_snapshot(&progress).unwrap();
+    assert_eq!(
+        (last["status"].as_str(), last["error"].as_str()),
+        (Some("failed"), Some("interrupted")),
+        "the progress file's last word: {last}"
+    );
     assert!(!out.exists(), "no output after SIGTERM");
     assert_no_partials(tmp.path());
     assert!(

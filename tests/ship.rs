@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::image::{debugfs_p3, fsck_p3, BIN};
-use common::{have, is_root, run, skip, skip_machine};
+use common::{have, is_root, run, skip, skip_machine, Capability};
 
 fn manifest_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -63,7 +63,7 @@ fn static_binary_builds_the_demo_in_an_empty_root() {
     if !is_root() {
         // unshare -U works for users too where the kernel allows it, but
         // CI and the developers' machines run as root; keep one path.
-        return skip_machine("the empty-root test runs as root");
+        return skip_machine(Capability::Root, "the empty-root test runs as root");
     }
     let bin = static_binary();
     if !bin.exists() {
@@ -86,7 +86,10 @@ fn static_binary_builds_the_demo_in_an_empty_root() {
     // Can this machine make a user namespace at all?
     let (code, out) = run(Command::new("unshare").args(["-Urm", "true"]));
     if code != 0 {
-        return skip_machine(&format!("unshare -Urm fails here: {out}"));
+        return skip_machine(
+            Capability::UserNamespaces,
+            &format!("unshare -Urm fails here: {out}"),
+        );
     }
 
     let tmp = tempfile::tempdir().unwrap();
@@ -332,7 +335,7 @@ fn cargo_package_holds_only_crate_files() {
 #[test]
 fn container_builds_the_demo_into_a_mounted_directory() {
     if !is_root() {
-        return skip_machine("the container test runs as root");
+        return skip_machine(Capability::Root, "the container test runs as root");
     }
     let bin = static_binary();
     if !bin.exists() {
@@ -407,7 +410,10 @@ fn container_builds_the_demo_into_a_mounted_directory() {
     }
     let _ = run(Command::new("podman").args(["rmi", "-f", &tag]));
     if code != 0 && log.contains("OCI") {
-        return skip_machine(&format!("podman can't run containers here: {log}"));
+        return skip_machine(
+            Capability::Containers,
+            &format!("podman can't run containers here: {log}"),
+        );
     }
     assert_eq!(code, 0, "podman run:\n{log}");
     let img = out_dir.join("demo.img");

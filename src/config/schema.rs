@@ -1,6 +1,7 @@
 //! The image config (docs/spec.md §4): parsed with unknown keys refused at every
 //! level, then validated into an [`ImageConfig`] whose errors name the key.
 
+use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
 
 use serde::Deserialize;
@@ -297,161 +298,207 @@ impl ImageConfig {
     /// Parse and validate config `text`; `source_name` names it in errors and
     /// relative paths resolve against `base_dir`.
     pub fn parse(text: &str, source_name: &str, base_dir: &Path) -> Result<Self, ConfigError> {
-        // Before the YAML parser sees it (quadratic in depth; aliases).
-        super::bounds::check_yaml_bounds(text).map_err(|e| ConfigError::Parse {
+        let raw = read_raw(text).map_err(|message| ConfigError::Parse {
             source_name: source_name.to_string(),
-            message: e.to_string(),
-        })?;
-        let raw: RawConfig = serde_norway::from_str(text).map_err(|e| ConfigError::Parse {
-            source_name: source_name.to_string(),
-            message: e.to_string(),
-        })?;
-        let invalid = |key: String, message: String| ConfigError::Invalid {
-            source_name: source_name.to_string(),
-            key,
             message,
-        };
-
-        let source = if is_version(raw.base.source.trim()) {
-            BaseSource::Version(raw.base.source.trim().to_string())
-        } else {
-            BaseSource::Source(
-                Source::parse(&raw.base.source, base_dir)
-                    .map_err(|m| invalid("base.source".into(), m))?,
-            )
-        };
-        let mut base_checksum = raw.base.checksum;
-        if let Some(c) = base_checksum.as_mut() {
-            c.validate()
-                .map_err(|m| invalid("base.checksum".into(), m))?;
-        }
-        let base = Base {
-            source,
-            rootfs_size: raw.base.rootfs_size.0,
-            checksum: base_checksum,
-        };
-
-        let output_size = match raw.output.size {
-            None | Some(serde_norway::Value::Null) => OutputSize::Auto,
-            Some(serde_norway::Value::String(s)) if s.trim().eq_ignore_ascii_case("auto") => {
-                OutputSize::Auto
+        })?;
+        Self::validate(raw, text, base_dir).map_err(|Invalid { key, message }| {
+            ConfigError::Invalid {
+                source_name: source_name.to_string(),
+                key,
+                message,
             }
-            Some(serde_norway::Value::String(s)) => OutputSize::Bytes(
-                super::size::parse_size(&s)
-                    .map_err(|e| invalid("output.size".into(), e.to_string()))?,
-            ),
-            Some(serde_norway::Value::Number(n)) => {
-                OutputSize::Bytes(n.as_u64().ok_or_else(|| {
-                    invalid("output.size".into(), format!("{n} is not a byte count"))
-                })?)
-            }
-            Some(other) => {
-                return Err(invalid(
-                    "output.size".into(),
-                    format!("expected a size or \"auto\", got {other:?}"),
-                ))
-            }
-        };
+        })
+    }
 
-        let mut oci_images = Vec::new();
-        for (i, o) in raw.oci_images.into_iter().enumerate() {
-            let ident = OciReference::parse(&o.ident)
-                .map_err(|m| invalid(format!("oci_images[{i}].ident"), m))?;
-            let url = o
-                .url
-                .map(|u| Source::parse(&u, base_dir))
-                .transpose()
-                .map_err(|m| invalid(format!("oci_images[{i}].url"), m))?;
-            oci_images.push(OciEntry {
-                ident,
-                filesize: o.filesize.0,
-                fullsize: o.fullsize.0,
-                url,
-            });
-        }
-
-        let mut files = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for (i, f) in raw.files.into_iter().enumerate() {
-            let key = |k: &str| format!("files[{i}].{k}");
-            let to = normalize_data_path(&f.to).map_err(|m| invalid(key("to"), m))?;
-            if !seen.insert(to.clone()) {
-                return Err(invalid(
-                    key("to"),
-                    format!("/data/{to} is already the destination of another entry"),
-                ));
-            }
-            if to.is_empty() && !f.via.is_archive() {
-                return Err(invalid(
-                    key("to"),
-                    "a file can not replace /data itself".into(),
-                ));
-            }
-            let payload = match (f.content, f.url) {
-                (Some(c), _) => {
-                    let c = c.trim();
-                    if f.via == Via::Base64 {
-                        use base64::Engine;
-                        let clean: String = c.split_whitespace().collect();
-                        Payload::Content(
-                            base64::engine::general_purpose::STANDARD
-                                .decode(clean)
-                                .map_err(|e| {
-                                    invalid(key("content"), format!("not valid base64: {e}"))
-                                })?,
-                        )
-                    } else {
-                        Payload::Content(c.as_bytes().to_vec())
-                    }
-                }
-                (None, Some(u)) => {
-                    if f.via == Via::Base64 {
-                        return Err(invalid(
-                            key("via"),
-                            "base64 applies to `content`, not to a URL".into(),
-                        ));
-                    }
-                    Payload::Source(
-                        Source::parse(&u, base_dir).map_err(|m| invalid(key("url"), m))?,
-                    )
-                }
-                (None, None) => {
-                    return Err(invalid(
-                        format!("files[{i}]"),
-                        "needs `url` or `content`".into(),
-                    ))
-                }
-            };
-            let mut checksum = f.checksum;
-            if let Some(c) = checksum.as_mut() {
-                c.validate().map_err(|m| invalid(key("checksum"), m))?;
-            }
-            files.push(FileEntry {
-                to,
-                payload,
-                via: f.via,
-                size: f.size.map(|s| s.0),
-                checksum,
-            });
-        }
-
-        let offspot = match raw.offspot {
-            None | Some(serde_norway::Value::Null) => None,
-            Some(serde_norway::Value::Mapping(m)) if m.is_empty() => None,
-            Some(serde_norway::Value::Mapping(m)) => Some(m),
-            Some(_) => return Err(invalid("offspot".into(), "must be a mapping".into())),
-        };
-
+    /// Each section in the order of the file, so the first bad key is the
+    /// one reported.
+    fn validate(raw: RawConfig, text: &str, base_dir: &Path) -> Result<Self, Invalid> {
         Ok(Self {
-            base,
-            output_size,
+            base: base(raw.base, base_dir)?,
+            output_size: output_size(raw.output.size)?,
             compress: raw.output.compress,
-            oci_images,
-            files,
+            oci_images: oci_images(raw.oci_images, base_dir)?,
+            files: files(raw.files, base_dir)?,
             write_config: raw.write_config,
-            offspot,
+            offspot: offspot(raw.offspot)?,
             raw_text: text.to_string(),
         })
+    }
+}
+
+/// A value that parsed but is refused: its key and why ([`ImageConfig::parse`]
+/// adds the config's name).
+struct Invalid {
+    key: String,
+    message: String,
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> Invalid {
+    Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// The YAML read into the raw schema (unknown keys refused), after the
+/// bounds check; the error is the message.
+fn read_raw(text: &str) -> Result<RawConfig, String> {
+    // Before the YAML parser sees it (quadratic in depth; aliases).
+    super::bounds::check_yaml_bounds(text).map_err(|e| e.to_string())?;
+    serde_norway::from_str(text).map_err(|e| e.to_string())
+}
+
+/// `base`: a version or a source, and a valid checksum.
+fn base(raw: RawBase, base_dir: &Path) -> Result<Base, Invalid> {
+    let source = if is_version(raw.source.trim()) {
+        BaseSource::Version(raw.source.trim().to_string())
+    } else {
+        BaseSource::Source(
+            Source::parse(&raw.source, base_dir).map_err(|m| invalid("base.source", m))?,
+        )
+    };
+    let mut checksum = raw.checksum;
+    if let Some(c) = checksum.as_mut() {
+        c.validate().map_err(|m| invalid("base.checksum", m))?;
+    }
+    Ok(Base {
+        source,
+        rootfs_size: raw.rootfs_size.0,
+        checksum,
+    })
+}
+
+/// `output.size`: absent, null or `auto`, a size string or a byte count.
+fn output_size(raw: Option<serde_norway::Value>) -> Result<OutputSize, Invalid> {
+    let key = "output.size";
+    match raw {
+        None | Some(serde_norway::Value::Null) => Ok(OutputSize::Auto),
+        Some(serde_norway::Value::String(s)) if s.trim().eq_ignore_ascii_case("auto") => {
+            Ok(OutputSize::Auto)
+        }
+        Some(serde_norway::Value::String(s)) => super::size::parse_size(&s)
+            .map(OutputSize::Bytes)
+            .map_err(|e| invalid(key, e.to_string())),
+        Some(serde_norway::Value::Number(n)) => n
+            .as_u64()
+            .map(OutputSize::Bytes)
+            .ok_or_else(|| invalid(key, format!("{n} is not a byte count"))),
+        Some(other) => Err(invalid(
+            key,
+            format!("expected a size or \"auto\", got {other:?}"),
+        )),
+    }
+}
+
+/// `oci_images`: each reference parsed, each `url` a source.
+fn oci_images(raw: Vec<RawOci>, base_dir: &Path) -> Result<Vec<OciEntry>, Invalid> {
+    let mut out = Vec::new();
+    for (i, o) in raw.into_iter().enumerate() {
+        let ident = OciReference::parse(&o.ident)
+            .map_err(|m| invalid(format!("oci_images[{i}].ident"), m))?;
+        let url = o
+            .url
+            .map(|u| Source::parse(&u, base_dir))
+            .transpose()
+            .map_err(|m| invalid(format!("oci_images[{i}].url"), m))?;
+        out.push(OciEntry {
+            ident,
+            filesize: o.filesize.0,
+            fullsize: o.fullsize.0,
+            url,
+        });
+    }
+    Ok(out)
+}
+
+/// `files`: each entry validated, no destination used twice.
+fn files(raw: Vec<RawFile>, base_dir: &Path) -> Result<Vec<FileEntry>, Invalid> {
+    let mut seen = HashSet::new();
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, f)| file_entry(i, f, base_dir, &mut seen))
+        .collect()
+}
+
+/// `files[i]`: its destination under `/data` (not one of `seen`, which
+/// it joins), payload and checksum, checked in that order.
+fn file_entry(
+    i: usize,
+    f: RawFile,
+    base_dir: &Path,
+    seen: &mut HashSet<String>,
+) -> Result<FileEntry, Invalid> {
+    let key = |k: &str| format!("files[{i}].{k}");
+    let to = normalize_data_path(&f.to).map_err(|m| invalid(key("to"), m))?;
+    if !seen.insert(to.clone()) {
+        return Err(invalid(
+            key("to"),
+            format!("/data/{to} is already the destination of another entry"),
+        ));
+    }
+    if to.is_empty() && !f.via.is_archive() {
+        return Err(invalid(key("to"), "a file can not replace /data itself"));
+    }
+    let payload = payload(i, f.content, f.url, f.via, base_dir)?;
+    let mut checksum = f.checksum;
+    if let Some(c) = checksum.as_mut() {
+        c.validate().map_err(|m| invalid(key("checksum"), m))?;
+    }
+    Ok(FileEntry {
+        to,
+        payload,
+        via: f.via,
+        size: f.size.map(|s| s.0),
+        checksum,
+    })
+}
+
+/// `files[i]`'s payload: `content` (trimmed; decoded with `via: base64`)
+/// wins over `url`; one of them is needed.
+fn payload(
+    i: usize,
+    content: Option<String>,
+    url: Option<String>,
+    via: Via,
+    base_dir: &Path,
+) -> Result<Payload, Invalid> {
+    let key = |k: &str| format!("files[{i}].{k}");
+    match (content, url) {
+        (Some(c), _) => {
+            let c = c.trim();
+            if via != Via::Base64 {
+                return Ok(Payload::Content(c.as_bytes().to_vec()));
+            }
+            use base64::Engine;
+            let clean: String = c.split_whitespace().collect();
+            base64::engine::general_purpose::STANDARD
+                .decode(clean)
+                .map(Payload::Content)
+                .map_err(|e| invalid(key("content"), format!("not valid base64: {e}")))
+        }
+        (None, Some(u)) => {
+            if via == Via::Base64 {
+                return Err(invalid(
+                    key("via"),
+                    "base64 applies to `content`, not to a URL",
+                ));
+            }
+            Source::parse(&u, base_dir)
+                .map(Payload::Source)
+                .map_err(|m| invalid(key("url"), m))
+        }
+        (None, None) => Err(invalid(format!("files[{i}]"), "needs `url` or `content`")),
+    }
+}
+
+/// `offspot`: a mapping; absent, null or empty is none.
+fn offspot(raw: Option<serde_norway::Value>) -> Result<Option<serde_norway::Mapping>, Invalid> {
+    match raw {
+        None | Some(serde_norway::Value::Null) => Ok(None),
+        Some(serde_norway::Value::Mapping(m)) if m.is_empty() => Ok(None),
+        Some(serde_norway::Value::Mapping(m)) => Ok(Some(m)),
+        Some(_) => Err(invalid("offspot", "must be a mapping")),
     }
 }
 

@@ -1,7 +1,8 @@
 //! Progress reporting: library code reports events to a [`Reporter`]; it
 //! never prints. Renderers turn the events into a text history
 //! ([`TextHistory`]), live bars ([`Bars`]) and a JSON progress file
-//! ([`ProgressFile`], schema in `docs/progress.md`); [`Tee`] feeds several.
+//! ([`ProgressFile`], schema in `docs/progress.md`); [`Console`] is the
+//! terminal (history, bars, warnings, `--debug` logs); [`Tee`] feeds several.
 //!
 //! The event model:
 //! - `step(i, n, name)` starts step `i` of `n` and ends the previous one
@@ -13,6 +14,7 @@
 //! - `finished` ends the build: success (with the image) or the error.
 
 mod bars;
+mod console;
 mod file;
 mod recorder;
 
@@ -20,6 +22,7 @@ mod text;
 mod time;
 
 pub use bars::Bars;
+pub use console::{Console, ConsoleOptions};
 pub use file::{ProgressFile, ProgressFileOptions, SCHEMA_VERSION};
 pub use recorder::{Event, Recorder};
 

@@ -36,20 +36,108 @@ pub fn skip(reason: &str) -> bool {
     if in_ci() {
         panic!("{reason}; CI=true, so this fails instead of skipping");
     }
-    eprintln!("SKIP: {reason}");
+    say_skip(&format!("SKIP: {reason}"));
     false
 }
 
-/// The test can't run because the machine lacks a capability that no
-/// package provides (root, loop devices, permission to mount). It prints a
-/// loud SKIP line even under CI and does not fail: CI containers often have
-/// no loop devices, and failing there would only teach people to ignore a
-/// red CI.
-pub fn skip_machine(reason: &str) {
-    eprintln!(
-        "SKIP (this machine can't, CI={}): {reason}",
+/// A SKIP line written to the process's stderr itself, past the test
+/// harness's capture (which shows a passing test's `eprintln!` only with
+/// `--nocapture`): every `cargo test` shows it, and `.ci/run` counts them.
+fn say_skip(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// A capability of the machine that no package provides, which a test
+/// may find missing ([`skip_machine`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capability {
+    /// The tests run as root.
+    Root,
+    /// Loop devices: root, and `/dev/loop-control` opens read-write (a
+    /// device cgroup that denies it denies `losetup --find`).
+    LoopDevices,
+    /// Mounting filesystems: root, and a tmpfs mounts in a private mount
+    /// namespace (`unshare -m mount -t tmpfs`: what mount(2) needs,
+    /// CAP_SYS_ADMIN and no seccomp or LSM rule against it).
+    Mount,
+    /// Network namespaces: `unshare -n true` works.
+    NetNamespaces,
+    /// Unprivileged-style user namespaces: `unshare -Urm true` works.
+    UserNamespaces,
+    /// Containers: root, and the namespaces a container with
+    /// `--network none` is made of can be made (`unshare --mount --pid
+    /// --ipc --uts --net --fork true`).
+    Containers,
+}
+
+impl Capability {
+    /// Whether this machine has the capability, found by a probe of its
+    /// own (not the test's attempt), with what was seen.
+    pub fn probe(self) -> (bool, String) {
+        let unshare = |args: &[&str]| {
+            let (code, out) = run(Command::new("unshare").args(args));
+            (
+                code == 0,
+                format!("`unshare {}`: exit {code} {}", args.join(" "), out.trim()),
+            )
+        };
+        let root = is_root();
+        match self {
+            Self::Root => (root, format!("euid 0: {root}")),
+            Self::LoopDevices => {
+                let open = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/loop-control");
+                let seen = format!("root: {root}; /dev/loop-control: {:?}", open.as_ref().err());
+                (root && open.is_ok(), seen)
+            }
+            Self::Mount => {
+                let dir = tempfile::tempdir().unwrap();
+                let target = dir.path().to_string_lossy().into_owned();
+                let (ok, seen) = unshare(&["-m", "mount", "-t", "tmpfs", "none", &target]);
+                (root && ok, format!("root: {root}; {seen}"))
+            }
+            Self::NetNamespaces => unshare(&["-n", "true"]),
+            Self::UserNamespaces => unshare(&["-Urm", "true"]),
+            Self::Containers => {
+                let (ok, seen) = unshare(&[
+                    "--mount", "--pid", "--ipc", "--uts", "--net", "--fork", "true",
+                ]);
+                (root && ok, format!("root: {root}; {seen}"))
+            }
+        }
+    }
+}
+
+/// The test can't run because the machine lacks `missing`, a capability
+/// no package provides (root, loop devices, permission to mount,
+/// namespaces). It prints a loud SKIP line and the test returns: CI
+/// containers often have no loop devices or may not mount, and failing
+/// there would only teach people to ignore a red CI. But under `CI=true`
+/// the claim is checked by [`Capability::probe`]: a machine that does have
+/// the capability fails the test, so a broken test can't hide behind a
+/// machine skip.
+pub fn skip_machine(missing: Capability, reason: &str) {
+    say_skip(&machine_skip(in_ci(), missing, reason));
+}
+
+/// The SKIP line of [`skip_machine`], with `ci` given; under `ci`, a panic
+/// when the machine has `missing` after all.
+pub fn machine_skip(ci: bool, missing: Capability, reason: &str) -> String {
+    if ci {
+        let (present, seen) = missing.probe();
+        assert!(
+            !present,
+            "SKIP claims this machine lacks {missing:?} ({reason}), but it has it ({seen}); \
+             CI=true, so this fails instead of skipping"
+        );
+    }
+    format!(
+        "SKIP (this machine can't: {missing:?}, CI={}): {reason}",
         std::env::var("CI").unwrap_or_default()
-    );
+    )
 }
 
 /// True when `tool` is an executable on `PATH` (a shell builtin of the same
@@ -86,6 +174,46 @@ pub fn run(cmd: &mut Command) -> (i32, String) {
     let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
     s.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status.code().unwrap_or(-1), s)
+}
+
+/// Wait for an event: poll `ready` (every 20 ms) until it holds (true),
+/// or `child` has exited or `limit` has passed (false). `limit` only
+/// bounds a failure; a test never depends on how long something takes.
+pub fn wait_for_event(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+    mut ready: impl FnMut() -> bool,
+) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if ready() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The progress file at `path` (docs/progress.md), or `None` while it is
+/// missing (not yet created) or unreadable.
+pub fn progress_snapshot(path: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(path).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// `bytes_done` of item `name` in the progress file at `path`; 0 while the
+/// file or the item is missing.
+pub fn progress_bytes_done(path: &Path, name: &str) -> u64 {
+    progress_snapshot(path)
+        .and_then(|v| {
+            v["items"]
+                .as_array()
+                .and_then(|a| a.iter().find(|i| i["name"] == name).cloned())
+        })
+        .and_then(|i| i["bytes_done"].as_u64())
+        .unwrap_or(0)
 }
 
 /// Every checksum algorithm of the config and the tool that computes it

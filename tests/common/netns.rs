@@ -21,7 +21,10 @@ pub fn enter(test: &str) -> bool {
         return true;
     }
     if !super::is_root() {
-        super::skip_machine("a network namespace needs root (unshare -n)");
+        super::skip_machine(
+            super::Capability::Root,
+            "a network namespace needs root (unshare -n)",
+        );
         return false;
     }
     if !super::have("unshare") || !super::have("ip") {
@@ -32,7 +35,10 @@ pub fn enter(test: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !works {
-        super::skip_machine("`unshare -n true` fails: no network namespaces here");
+        super::skip_machine(
+            super::Capability::NetNamespaces,
+            "`unshare -n true` fails: no network namespaces here",
+        );
         return false;
     }
     let exe = std::env::current_exe().unwrap();

@@ -49,12 +49,16 @@ impl DockerRegistry {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let reg = Self { child, port };
+        let mut reg = Self { child, port };
+        // Until its port answers; the deadline only bounds a failure.
         let start = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(st)) = reg.child.try_wait() {
+                panic!("docker-registry exited: {st}");
+            }
             assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "docker-registry did not start"
+                start.elapsed() < Duration::from_secs(60),
+                "docker-registry did not start within 60 s"
             );
             std::thread::sleep(Duration::from_millis(50));
         }

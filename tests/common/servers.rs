@@ -6,8 +6,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 /// A running nginx serving `root`; stopped on drop.
 pub struct Nginx {
@@ -64,9 +64,18 @@ impl Nginx {
             .arg(dir.join("nginx-error.log"))
             .spawn()
             .unwrap();
-        for _ in 0..200 {
+        // Until its port answers; the deadline only bounds a failure (a
+        // loaded machine may take seconds to start it).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return Some(Self { child, port, root });
+            }
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!(
+                    "nginx exited ({st}): {}",
+                    std::fs::read_to_string(dir.join("nginx-error.log")).unwrap_or_default()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -101,6 +110,34 @@ impl Drop for Nginx {
     }
 }
 
+/// A latch a test opens once it has seen what it waits for; a
+/// [`Behaviour::Gated`] download stops half-way until then.
+#[derive(Default)]
+pub struct Gate {
+    open: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Gate {
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    /// Let every waiting (and later) download go on.
+    pub fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.cv.notify_all();
+    }
+
+    /// Wait until opened, or `limit` (a failure guard: a test that forgot
+    /// to open its gate); true when opened.
+    pub fn wait(&self, limit: Duration) -> bool {
+        let open = self.open.lock().unwrap();
+        let (open, _) = self.cv.wait_timeout_while(open, limit, |o| !*o).unwrap();
+        *open
+    }
+}
+
 /// How the fault server answers one path.
 #[derive(Clone)]
 pub enum Behaviour {
@@ -122,6 +159,13 @@ pub enum Behaviour {
     NotFound,
     /// Plain 200 with a body.
     Ok(Arc<Vec<u8>>),
+    /// 200 with the first half of `body`, then the rest once `gate` is
+    /// open: a download that is mid-way for as long as the test needs.
+    /// Never opened, the connection is closed after 10 minutes. A build
+    /// hands downloads to the image 1 MiB at a time (`fetch::BATCH`): for
+    /// bytes to show in the image (and the progress file) while the gate
+    /// is closed, the body must be over 2 MiB.
+    Gated { body: Arc<Vec<u8>>, gate: Arc<Gate> },
     /// 200 with `body` sent `chunk` bytes at a time, `pause` between
     /// chunks: a download slow enough to watch.
     Slow {
@@ -298,6 +342,23 @@ fn serve(
                 stream.write_all(b"abc")?;
                 stream.flush()?;
                 std::thread::sleep(Duration::from_secs(30));
+            }
+            Ok(())
+        }
+        Behaviour::Gated { body, gate } => {
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )?;
+            if !head {
+                let (first, rest) = body.split_at(body.len() / 2);
+                stream.write_all(first)?;
+                stream.flush()?;
+                if !gate.wait(Duration::from_secs(600)) {
+                    return Ok(());
+                }
+                stream.write_all(rest)?;
             }
             Ok(())
         }

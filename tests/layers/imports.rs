@@ -48,14 +48,16 @@ pub fn module_path(rel: &str) -> Vec<String> {
 }
 
 /// Every path from the crate root in `src`, a file whose module path is
-/// `module`. In the crate root (`module` empty) a bare `use x::…` names the
-/// child module `x` when `x` is one of `root_modules`.
-pub fn references(src: &str, module: &[String], root_modules: &[String]) -> Vec<Reference> {
+/// `module`. A bare `use x::…` at the file's top level (not in an inline
+/// `mod`) names the file's child module `x` when `x` is one of `children`
+/// (for the crate root: the top-level modules).
+pub fn references(src: &str, module: &[String], children: &[String]) -> Vec<Reference> {
     let toks = tokens(&blank(src));
     let mut scan = Scan {
         toks: &toks,
         pos: 0,
-        root_modules,
+        depth: module.len(),
+        children,
         out: Vec::new(),
     };
     scan.file(module);
@@ -65,7 +67,10 @@ pub fn references(src: &str, module: &[String], root_modules: &[String]) -> Vec<
 struct Scan<'a> {
     toks: &'a [Tok],
     pos: usize,
-    root_modules: &'a [String],
+    /// Length of the file's own module path: a use tree in a module that
+    /// long is at the file's top level.
+    depth: usize,
+    children: &'a [String],
     out: Vec<Reference>,
 }
 
@@ -274,9 +279,12 @@ impl Scan<'_> {
                             Prefix::Root(module[..module.len() - 1].to_vec())
                         }
                         (Prefix::Start, name)
-                            if module.is_empty() && self.root_modules.iter().any(|m| m == name) =>
+                            if module.len() == self.depth
+                                && self.children.iter().any(|m| m == name) =>
                         {
-                            Prefix::Root(vec![name.to_string()])
+                            let mut p = module.to_vec();
+                            p.push(name.to_string());
+                            Prefix::Root(p)
                         }
                         (Prefix::Root(mut p), "super") => {
                             p.pop();
@@ -455,6 +463,20 @@ mod tests {
                    #[cfg(test)] fn helper() -> [u8; 4] { crate::e::f() }\nuse crate::g::V;";
         assert_eq!(tops(src, &["x"]), s(&["a", "g"]));
         assert!(tops("#![cfg(test)]\nuse crate::a::X;", &["x"]).is_empty());
+    }
+
+    #[test]
+    fn a_module_names_its_children_bare() {
+        let src = "pub use hit::{CopyError, Hit};\nuse other::X;\nmod inner { use hit::Y; }";
+        let refs = references(src, &s(&["cache"]), &s(&["hit"]));
+        let paths: Vec<Vec<String>> = refs.into_iter().map(|r| r.path).collect();
+        assert_eq!(
+            paths,
+            [
+                s(&["cache", "hit", "CopyError"]),
+                s(&["cache", "hit", "Hit"])
+            ]
+        );
     }
 
     #[test]

@@ -74,17 +74,7 @@ pub fn violations(graph: &Graph, layers: &[Layer]) -> Vec<String> {
             ));
         }
     }
-    for scc in cycles(graph) {
-        let mut msg = format!("cycle between {}:", scc.join(", "));
-        for m in &scc {
-            for (dep, sites) in &graph[m] {
-                if scc.contains(dep) {
-                    msg.push_str(&format!("\n      {m} -> {dep}  ({})", where_(sites)));
-                }
-            }
-        }
-        bad.push(msg);
-    }
+    bad.extend(cycle_messages(graph, ""));
     for (m, deps) in graph {
         let Some(lm) = layer(m) else { continue };
         for (dep, sites) in deps {
@@ -110,6 +100,24 @@ pub fn violations(graph: &Graph, layers: &[Layer]) -> Vec<String> {
         }
     }
     bad
+}
+
+/// One message per cycle of `graph`: `cycle between {what}a, b:` and each
+/// edge inside the cycle with where it is.
+pub fn cycle_messages(graph: &Graph, what: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for scc in cycles(graph) {
+        let mut msg = format!("cycle between {what}{}:", scc.join(", "));
+        for m in &scc {
+            for (dep, sites) in &graph[m] {
+                if scc.contains(dep) {
+                    msg.push_str(&format!("\n      {m} -> {dep}  ({})", where_(sites)));
+                }
+            }
+        }
+        out.push(msg);
+    }
+    out
 }
 
 /// "file:line" of the first site, and how many more there are.
