@@ -525,7 +525,7 @@ fn raw_reply(stream: &mut TcpStream, path: &str, port: u16) -> std::io::Result<(
     };
     let json = "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n";
     if path == "/v2/" || path == "/v2" {
-        stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+        stream.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}")
     } else if path.starts_with("/v2/library/endless/manifests/") {
         endless_chunks(stream, json)
     } else if path.starts_with("/v2/library/big/manifests/") {
@@ -535,7 +535,7 @@ fn raw_reply(stream: &mut TcpStream, path: &str, port: u16) -> std::io::Result<(
     } else if path.starts_with("/v2/library/tok/manifests/") {
         write!(
             stream,
-            "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"x\"\r\nContent-Length: 0\r\n\r\n"
+            "HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nWWW-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"x\"\r\nContent-Length: 0\r\n\r\n"
         )
     } else if path.starts_with("/token") {
         endless_chunks(stream, "HTTP/1.1 200 OK\r\n")
@@ -546,11 +546,16 @@ fn raw_reply(stream: &mut TcpStream, path: &str, port: u16) -> std::io::Result<(
         }
         Ok(())
     } else {
-        stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+        stream
+            .write_all(b"HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
     }
 }
 
 /// A loopback server of endless and oversized answers; returns its port.
+/// One request per connection, so every complete answer says `Connection:
+/// close`: a client that pooled the connection would otherwise send its
+/// next request (the token after a 401) into a socket being closed and
+/// fail with "connection reset" instead of the limit under test.
 fn raw_server() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
