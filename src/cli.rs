@@ -7,7 +7,42 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{parse_size, ParseError};
 use crate::fetch::{FetchOptions, NetworkPolicy, ResolveOverride};
+use crate::output::TorrentOptions;
 use crate::pipeline::{BuildOptions, OutputOptions};
+
+/// `--webseed`: an http(s) URL, kept as written (a final `/` means a
+/// directory to BEP 19 clients, so it is not normalised).
+fn webseed_url(text: &str) -> Result<String, String> {
+    checked_url(text, &["http", "https"], "a web seed")
+}
+
+/// `--tracker`: an http(s) or udp announce URL, kept as written.
+fn tracker_url(text: &str) -> Result<String, String> {
+    checked_url(text, &["http", "https", "udp"], "a tracker")
+}
+
+fn checked_url(text: &str, schemes: &[&str], what: &str) -> Result<String, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("{text}: {e}"))?;
+    if !schemes.contains(&url.scheme()) || url.host_str().is_none_or(str::is_empty) {
+        return Err(format!(
+            "{text}: {what} is a {} URL with a host",
+            schemes.join(" or ")
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// `--piece-size`: a size (`4MiB`) that is a valid piece length.
+fn piece_size(text: &str) -> Result<u64, String> {
+    let n = parse_size(text).map_err(|e| e.to_string())?;
+    if crate::output::torrent::valid_piece_size(n) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "{text}: a piece length is a power of two from 16KiB to 512MiB"
+        ))
+    }
+}
 
 /// `--network`: where requests may go (docs/spec.md §9; the README's
 /// "Untrusted configs" says which to pick).
@@ -101,8 +136,11 @@ pub struct BuildArgs {
     #[arg(long, requires = "cache_dir")]
     pub show_cache: bool,
 
-    /// With --show-cache: the same data as JSON, for scripts.
-    #[arg(long, requires = "show_cache")]
+    /// With --show-cache: the same data as JSON, for scripts. With a
+    /// build: also write OUTPUT.json (the image's sha256, as rpi-imager's
+    /// os-list has it) for a raw OUTPUT, which costs a full read of the
+    /// image in step 7 (a compressed OUTPUT and --torrent write it anyway).
+    #[arg(long)]
     pub json: bool,
 
     /// Parse, resolve every source, compute sizes and print the plan; write
@@ -167,12 +205,36 @@ pub struct BuildArgs {
     #[arg(long)]
     pub bmap: bool,
 
-    /// Skip hashing the whole image in step 7 and write no OUTPUT.json
-    /// (whose point is the image's sha256). SHA-256 runs at about 2 GB/s
-    /// on one core and covers the image's holes too: a 1 TB image with
-    /// little content takes about 9 minutes to hash, and seconds without.
+    /// Write no OUTPUT.json, even when compressing or with --torrent or
+    /// --json, and so don't hash the whole image (SHA-256 covers the
+    /// image's holes too: a 1 TB image with little content takes about 9
+    /// minutes to hash).
     #[arg(long)]
     pub no_hash: bool,
+
+    /// Also write OUTPUT.torrent (BitTorrent v1, single file) for the file
+    /// people download (OUTPUT itself, compressed or not), its pieces
+    /// hashed in step 7's read of the image (a full read for a raw
+    /// OUTPUT). Writes OUTPUT.json too (unless --no-hash).
+    #[arg(long)]
+    pub torrent: bool,
+
+    /// With --torrent: a web seed (BEP 19), an http(s) URL of the file, or
+    /// of its directory ending in `/`. Repeatable.
+    #[arg(long, value_name = "URL", requires = "torrent", value_parser = webseed_url)]
+    pub webseed: Vec<String>,
+
+    /// With --torrent: a tracker's announce URL (http, https, udp);
+    /// repeatable, each tried in order. None is valid: the web seeds alone
+    /// serve the file.
+    #[arg(long, value_name = "URL", requires = "torrent", value_parser = tracker_url)]
+    pub tracker: Vec<String>,
+
+    /// With --torrent: the piece length, a power of two from 16KiB to
+    /// 512MiB. Default: the smallest power of two that makes at most 2,000
+    /// pieces, from 16KiB to 16MiB.
+    #[arg(long, value_name = "SIZE", requires = "torrent", value_parser = piece_size)]
+    pub piece_size: Option<u64>,
 
     /// Write OUTPUT compressed, in one pass after the build (the raw
     /// image is a temporary file in the build dir). Default: from
@@ -376,6 +438,12 @@ impl BuildArgs {
             output_options: OutputOptions {
                 bmap: self.bmap,
                 hash: !self.no_hash,
+                json: self.json,
+                torrent: self.torrent.then(|| TorrentOptions {
+                    webseeds: self.webseed.clone(),
+                    trackers: self.tracker.clone(),
+                    piece_size: self.piece_size,
+                }),
                 compress: self.compress.map(Into::into),
                 threads: 0,
                 force: self.force,
@@ -543,6 +611,69 @@ mod tests {
     }
 
     #[test]
+    fn torrent_flags() {
+        let (config, output, flags) = build(&[
+            "--torrent",
+            "--webseed",
+            "https://mirror.example/images/",
+            "--webseed",
+            "http://m2.example/o.img",
+            "--tracker",
+            "udp://tracker.example:6969/announce",
+            "--piece-size",
+            "4MiB",
+            "c.yaml",
+            "o.img",
+        ]);
+        let opts = flags
+            .options(config, output)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let t = opts.output_options.torrent.clone().expect("--torrent");
+        assert_eq!(
+            t.webseeds,
+            ["https://mirror.example/images/", "http://m2.example/o.img"]
+        );
+        assert_eq!(t.trackers, ["udp://tracker.example:6969/announce"]);
+        assert_eq!(t.piece_size, Some(4 << 20));
+        assert!(opts.output_options.writes_json(false));
+        // --no-hash wins over what needs the json.
+        let (config, output, flags) = build(&["--torrent", "--no-hash", "c", "o"]);
+        let opts = flags
+            .options(config, output)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!opts.output_options.writes_json(true));
+        for bad in [
+            &["--piece-size", "48KiB", "--torrent", "c", "o"][..],
+            &["--piece-size", "8KiB", "--torrent", "c", "o"],
+            &["--piece-size", "1GiB", "--torrent", "c", "o"],
+            &["--webseed", "ftp://x/y", "--torrent", "c", "o"],
+            &["--webseed", "not a url", "--torrent", "c", "o"],
+            &["--tracker", "file:///x", "--torrent", "c", "o"],
+            // Torrent options without --torrent.
+            &["--webseed", "http://x/", "c", "o"],
+            &["--piece-size", "1MiB", "c", "o"],
+        ] {
+            assert_eq!(usage_error(bad).exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn json_is_written_only_when_an_output_needs_it() {
+        let plain = build(&["c", "o"]).2.options("c".into(), "o".into());
+        let o = plain.map(|p| p.output_options).unwrap_or_default();
+        assert!(!o.writes_json(false), "a plain raw build reads nothing");
+        assert!(
+            o.writes_json(true),
+            "a compressed build has a download to describe"
+        );
+        let bmap = build(&["--bmap", "c", "o"])
+            .2
+            .options("c".into(), "o".into());
+        let o = bmap.map(|p| p.output_options).unwrap_or_default();
+        assert!(!o.writes_json(false), "--bmap hashes its ranges only");
+    }
+
+    #[test]
     fn a_bad_max_size_is_the_options_error() {
         let (config, output, flags) = build(&["--max-size", "lots", "c.yaml", "o.img"]);
         let e = flags
@@ -600,7 +731,12 @@ mod tests {
         ));
         let e = usage_error(&["--show-cache"]);
         assert_eq!(e.exit_code(), 2);
-        assert_eq!(usage_error(&["--json", "c", "o"]).exit_code(), 2);
+        // With a build, --json asks for OUTPUT.json.
+        let (config, output, flags) = build(&["--json", "c", "o"]);
+        let opts = flags
+            .options(config, output)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(opts.output_options.json && opts.output_options.torrent.is_none());
     }
 
     #[test]

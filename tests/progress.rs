@@ -16,7 +16,7 @@ use common::bytes;
 use common::image::{self, files_config, make_base, BIN};
 use common::servers::{Behaviour, Faulty};
 use image_creator::fetch::FetchOptions;
-use image_creator::pipeline::{self, BuildOptions};
+use image_creator::pipeline::{self, BuildOptions, OutputOptions};
 use image_creator::progress::{Event, Recorder};
 use serde_json::Value;
 
@@ -314,7 +314,12 @@ fn recorded_events_are_in_order_and_bytes_add_up() {
         fetch: FetchOptions::default(),
         cache_dir: None,
         allow_local_files: false,
-        output_options: Default::default(),
+        // --json: step 7 reads the image, and reports it.
+        output_options: OutputOptions {
+            hash: true,
+            json: true,
+            ..OutputOptions::default()
+        },
     };
     pipeline::run(&opts, &rec).unwrap();
     let events = rec.events();
@@ -344,6 +349,7 @@ fn recorded_events_are_in_order_and_bytes_add_up() {
     let mut started = HashMap::new();
     let mut progressed: HashMap<String, u64> = HashMap::new();
     let mut done = HashMap::new();
+    let mut pass: Option<(u64, u64)> = None;
     for e in &events {
         match e {
             Event::Step { index, .. } => step = *index,
@@ -379,6 +385,17 @@ fn recorded_events_are_in_order_and_bytes_add_up() {
                 assert_eq!(*bytes, sizes[name]);
                 done.insert(name.clone(), ());
             }
+            Event::PassStarted { total } => {
+                assert_eq!(step, 7, "{e:?}");
+                assert!(pass.replace((*total, 0)).is_none(), "{e:?}");
+            }
+            Event::PassProgress { bytes } => {
+                assert_eq!(step, 7, "{e:?}");
+                let (total, done) = pass.as_mut().expect("progress after the start");
+                // Monotonic (deltas, never past the total).
+                assert!(*bytes > 0 && *done + bytes <= *total, "{e:?}");
+                *done += bytes;
+            }
             Event::ItemFailed { .. } | Event::Finished(_) => panic!("{e:?}"),
             Event::Warn(_) => {}
             // No cache in this build.
@@ -386,6 +403,10 @@ fn recorded_events_are_in_order_and_bytes_add_up() {
         }
     }
     assert_eq!((planned, done.len()), (2, 4));
+    // Step 7 read the whole image: its progress reached the image's size.
+    let image_len = std::fs::metadata(tmp.path().join("o.img")).unwrap().len();
+    assert_eq!(pass, Some((image_len, image_len)));
+    assert!(tmp.path().join("o.img.json").exists());
     for (name, size) in &sizes {
         if *name == base_name {
             // Holes of the base are neither read nor counted.

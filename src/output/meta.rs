@@ -18,18 +18,18 @@ pub struct OsListEntry {
     pub image_download_sha256: String,
 }
 
-impl From<&PassResult> for OsListEntry {
-    fn from(p: &PassResult) -> Self {
-        Self {
-            extract_size: p.extract_size,
-            extract_sha256: p.extract_sha256.clone(),
-            image_download_size: p.download_size,
-            image_download_sha256: p.download_sha256.clone(),
-        }
-    }
-}
-
 impl OsListEntry {
+    /// The entry, when the pass hashed both the image and the download
+    /// file.
+    pub fn from_pass(p: &PassResult) -> Option<Self> {
+        Some(Self {
+            extract_size: p.extract_size,
+            extract_sha256: p.extract_sha256.clone()?,
+            image_download_size: p.download_size,
+            image_download_sha256: p.download_sha256.clone()?,
+        })
+    }
+
     /// Pretty JSON with a final newline.
     pub fn to_json(&self) -> String {
         let mut s = serde_json::to_string_pretty(self).unwrap_or_default();

@@ -1,51 +1,69 @@
-//! The output pass: one sequential read of the finished raw image that
-//! hashes it (`extract_sha256`), hashes each bmap range, and feeds the
-//! compressor (whose output is counted and hashed as it is written:
-//! `image_download_size`, `image_download_sha256`). Holes are not read:
-//! `SEEK_DATA`/`SEEK_HOLE` find them and a shared buffer of zeros stands
-//! in. Reading runs on the caller's thread, hashing on its own, the
-//! encoders on their own threads (zstd's and xz's `-T`); memory is a few
-//! 1 MiB chunks, whatever the image size.
+//! The output pass: one sequential read of the finished raw image, fanned
+//! out to consumers that each run on their own thread behind a bounded
+//! channel (docs/design.md "Output stage"). Holes are not read:
+//! `SEEK_DATA`/`SEEK_HOLE` find them and a shared chunk of zeros stands
+//! in.
+//!
+//! ```text
+//! raw image ─► reader ─┬─► image sha256          (extract_sha256)
+//!                      ├─► bmap range hashes
+//!                      └─► encoder (zstd/xz) ─► download stream ─┬─► OUTPUT (.zst/.xz)
+//!                                                                ├─► its sha256
+//!                                                                └─► torrent pieces, upload…
+//! ```
+//!
+//! For a raw OUTPUT the raw image is the download file: the download
+//! stream's consumers (the torrent's pieces, an upload) hang off the
+//! reader, and its sha256 is the image's. Memory is a few 1 MiB chunks
+//! per stream, whatever the image size ([`super::chunk`]).
 
 use std::fs::File;
-use std::io::Write;
 use std::os::unix::fs::FileExt;
-use std::sync::mpsc::sync_channel;
-use std::sync::Arc;
+use std::path::Path;
 
-use sha2::{Digest, Sha256};
-
-use super::bmap::{BmapRange, BLOCK};
+use super::bmap::BmapRange;
+use super::chunk::{first_cause, join_all, Fanout, Pool, Wired, CHUNK};
+use super::digest::Sha256Sink;
+use super::encode::{Compression, EncoderSink};
+use super::error::PassError;
+use super::file_out::FileOut;
+use super::range_hash::RangeHashes;
 use super::ranges::RangeSet;
+use super::sink::DownloadSink;
 
-/// Chunk size of the pass.
-const CHUNK: usize = 1 << 20;
-/// Chunks in flight between the reader and the hasher.
-const DEPTH: usize = 8;
-
-/// A compressed output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    /// zstd (`.zst`), level 1..=19.
-    Zstd {
-        /// Level (3 is zstd's default).
-        level: i32,
-    },
-    /// xz (`.xz`), preset 0..=9.
-    Xz {
-        /// Preset (6 is xz's default).
-        preset: u32,
-    },
+/// Compressing into OUTPUT.
+pub struct Compress<'a> {
+    /// The compressed OUTPUT (empty).
+    pub file: &'a File,
+    /// Its name in errors.
+    pub path: &'a Path,
+    /// How.
+    pub how: Compression,
+    /// Encoder threads.
+    pub threads: u32,
 }
 
-impl Compression {
-    /// The file name suffix.
-    pub fn suffix(self) -> &'static str {
-        match self {
-            Self::Zstd { .. } => ".zst",
-            Self::Xz { .. } => ".xz",
-        }
-    }
+/// What the pass reads and computes.
+pub struct Pass<'a> {
+    /// The finished raw image.
+    pub raw: &'a File,
+    /// Its name in errors.
+    pub raw_path: &'a Path,
+    /// Its length.
+    pub len: u64,
+    /// Hash the raw image (`extract_sha256`).
+    pub image_sha256: bool,
+    /// Hash each range of this map (byte ranges, cut to whole 4 KiB
+    /// blocks and the image's end): the bmap's.
+    pub map: Option<&'a RangeSet>,
+    /// Compress the image into a file: the download file.
+    pub compress: Option<Compress<'a>>,
+    /// Hash the download file (`image_download_sha256`; for a raw OUTPUT,
+    /// the image's sha256).
+    pub download_sha256: bool,
+    /// The download file's other consumers (the torrent's pieces, an
+    /// upload), fed in order as it is written.
+    pub sinks: Vec<&'a mut dyn DownloadSink>,
 }
 
 /// What the pass measured.
@@ -53,255 +71,385 @@ impl Compression {
 pub struct PassResult {
     /// Raw image size.
     pub extract_size: u64,
-    /// sha256 of the raw image, hex.
-    pub extract_sha256: String,
+    /// sha256 of the raw image, hex, when asked.
+    pub extract_sha256: Option<String>,
     /// Size of the file to download (the compressed one, or the raw one).
     pub download_size: u64,
-    /// Its sha256, hex.
-    pub download_sha256: String,
+    /// Its sha256, hex, when asked.
+    pub download_sha256: Option<String>,
     /// One hash per range of the map, when there was one.
     pub ranges: Vec<BmapRange>,
 }
 
-/// Counts and hashes what goes through to `inner`.
-struct HashWriter<W: Write> {
-    inner: W,
-    sha: Sha256,
-    n: u64,
-}
-
-impl<W: Write> Write for HashWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let k = self.inner.write(buf)?;
-        self.sha.update(&buf[..k]);
-        self.n += k as u64;
-        Ok(k)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// One chunk of the image: `len` bytes of `data` at `offset`.
-struct Chunk {
-    offset: u64,
-    len: usize,
-    data: Arc<Vec<u8>>,
-}
-
-/// Hashes of the whole image and of each mapped range.
-struct Hashes {
-    /// None: the whole image is not hashed (`--no-hash`).
-    whole: Option<Sha256>,
-    ranges: Vec<(u64, u64)>,
-    next: usize,
-    current: Sha256,
-    done: Vec<BmapRange>,
-}
-
-impl Hashes {
-    fn feed(&mut self, offset: u64, data: &[u8]) {
-        if let Some(w) = self.whole.as_mut() {
-            w.update(data);
-        }
-        let end = offset + data.len() as u64;
-        while let Some(&(rs, re)) = self.ranges.get(self.next) {
-            if rs >= end {
-                break;
-            }
-            let a = rs.max(offset);
-            let b = re.min(end);
-            if a < b {
-                self.current.update(
-                    &data[usize::try_from(a - offset).unwrap_or(0)..]
-                        [..usize::try_from(b - a).unwrap_or(0)],
-                );
-            }
-            if re <= end {
-                let sum = std::mem::take(&mut self.current).finalize();
-                self.done.push(BmapRange {
-                    first: rs / BLOCK,
-                    last: re.div_ceil(BLOCK) - 1,
-                    sha256: crate::io::hex(&sum),
-                });
-                self.next += 1;
-            } else {
-                break;
-            }
-        }
-    }
-}
-
-/// Read `src` (`len` bytes) once, in order: hash it (unless `!hash`: then
-/// `extract_sha256` and `download_sha256` are empty), hash each range of
-/// `map` (byte ranges, cut to whole 4 KiB blocks and the image's end), and
-/// write it compressed to `out` when asked, with `threads` encoder
-/// threads. `progress` gets the bytes of each chunk read. With nothing to
-/// hash and nothing to compress, nothing is read.
-pub fn run_pass(
-    src: &File,
-    len: u64,
-    map: Option<&RangeSet>,
-    out: Option<(&File, Compression)>,
-    threads: u32,
-    hash: bool,
-    progress: &dyn Fn(u64),
-) -> std::io::Result<PassResult> {
-    if !hash && map.is_none() && out.is_none() {
+/// Read the raw image once, in order, and feed every consumer `p` asks
+/// for. `progress` gets the bytes of each chunk read (holes count: they
+/// are sent as zeros). With nothing to compute, nothing is read.
+pub fn run_pass(p: Pass<'_>, progress: &dyn Fn(u64)) -> Result<PassResult, PassError> {
+    let Pass {
+        raw,
+        raw_path,
+        len,
+        image_sha256,
+        map,
+        compress,
+        download_sha256,
+        sinks,
+    } = p;
+    let raw_download = compress.is_none();
+    let mut image_sha = (image_sha256 || (raw_download && download_sha256))
+        .then(|| Sha256Sink::new("the image's sha256"));
+    let mut ranges = map.map(|m| RangeHashes::new(m, len));
+    if image_sha.is_none() && ranges.is_none() && raw_download && sinks.is_empty() {
         return Ok(PassResult {
             extract_size: len,
-            extract_sha256: String::new(),
+            extract_sha256: None,
             download_size: len,
-            download_sha256: String::new(),
+            download_sha256: None,
             ranges: Vec::new(),
         });
     }
-    let ranges: Vec<(u64, u64)> = map
-        .map(|m| m.to_blocks(BLOCK, len).iter().collect())
-        .unwrap_or_default();
-    let regions = crate::os::data_regions(src, len)?;
-    let zeros = Arc::new(vec![0u8; CHUNK]);
-    std::thread::scope(|s| {
-        let (tx, rx) = sync_channel::<Chunk>(DEPTH);
-        // Buffers come back from the hasher for the next reads: no
-        // allocation (and no page faults) per chunk.
-        let (back_tx, back_rx) = sync_channel::<Arc<Vec<u8>>>(DEPTH + 2);
-        let hasher = s.spawn(move || {
-            let mut h = Hashes {
-                whole: hash.then(Sha256::new),
-                ranges,
-                next: 0,
-                current: Sha256::new(),
-                done: Vec::new(),
-            };
-            for c in rx {
-                h.feed(c.offset, &c.data[..c.len]);
-                if Arc::strong_count(&c.data) == 1 {
-                    let _ = back_tx.try_send(c.data);
-                }
-            }
-            h
-        });
-        let mut encoder = match out {
-            None => None,
-            Some((file, how)) => Some(encoder(file, how, len, threads)?),
-        };
-        let mut send = |c: Chunk| -> std::io::Result<()> {
-            if let Some(e) = encoder.as_mut() {
-                e.write_all(&c.data[..c.len])?;
-            }
-            progress(c.len as u64);
-            tx.send(c)
-                .map_err(|_| std::io::Error::other("the hashing thread stopped"))
-        };
-        let mut at = 0u64;
-        let holes_to =
-            |at: &mut u64, to: u64, send: &mut dyn FnMut(Chunk) -> std::io::Result<()>| {
-                while *at < to {
-                    let n = usize::try_from((to - *at).min(CHUNK as u64)).unwrap_or(CHUNK);
-                    send(Chunk {
-                        offset: *at,
-                        len: n,
-                        data: zeros.clone(),
-                    })?;
-                    *at += n as u64;
-                }
-                Ok::<(), std::io::Error>(())
-            };
-        for &(rs, re) in &regions {
-            let (rs, re) = (rs.max(at).min(len), re.min(len));
-            holes_to(&mut at, rs, &mut send)?;
-            while at < re {
-                let n = usize::try_from((re - at).min(CHUNK as u64)).unwrap_or(CHUNK);
-                let mut buf = back_rx
-                    .try_recv()
-                    .ok()
-                    .and_then(|b| Arc::try_unwrap(b).ok())
-                    .unwrap_or_else(|| vec![0u8; CHUNK]);
-                src.read_exact_at(&mut buf[..n], at)?;
-                send(Chunk {
-                    offset: at,
-                    len: n,
-                    data: Arc::new(buf),
-                })?;
-                at += n as u64;
-            }
-        }
-        holes_to(&mut at, len, &mut send)?;
-        drop(tx);
-        let written = match encoder.take() {
-            Some(e) => Some(e.finish()?),
-            None => None,
-        };
-        let h = hasher
-            .join()
-            .map_err(|_| std::io::Error::other("the hashing thread panicked"))?;
-        let extract_sha256 = h
-            .whole
-            .map(|w| crate::io::hex(&w.finalize()))
-            .unwrap_or_default();
-        let (download_size, download_sha256) = match written {
-            Some((n, sum)) if hash => (n, sum),
-            Some((n, _)) => (n, String::new()),
-            None => (len, extract_sha256.clone()),
-        };
-        Ok(PassResult {
-            extract_size: len,
-            extract_sha256,
-            download_size,
-            download_sha256,
-            ranges: h.done,
-        })
-    })
-}
-
-/// A compressing writer into `file`, finished into (bytes written, sha256).
-enum Encoder<'a> {
-    Zstd(zstd::stream::write::Encoder<'static, HashWriter<std::io::BufWriter<&'a File>>>),
-    Xz(liblzma::write::XzEncoder<HashWriter<std::io::BufWriter<&'a File>>>),
-}
-
-impl Encoder<'_> {
-    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        match self {
-            Self::Zstd(e) => e.write_all(buf),
-            Self::Xz(e) => e.write_all(buf),
-        }
-    }
-
-    fn finish(self) -> std::io::Result<(u64, String)> {
-        let mut w = match self {
-            Self::Zstd(e) => e.finish()?,
-            Self::Xz(e) => e.finish()?,
-        };
-        w.flush()?;
-        Ok((w.n, crate::io::hex(&w.sha.finalize())))
-    }
-}
-
-fn encoder(file: &File, how: Compression, len: u64, threads: u32) -> std::io::Result<Encoder<'_>> {
-    let sink = HashWriter {
-        inner: std::io::BufWriter::with_capacity(CHUNK, file),
-        sha: Sha256::new(),
-        n: 0,
+    let read_err = |offset, source| PassError::Read {
+        path: raw_path.to_path_buf(),
+        offset,
+        source,
     };
-    let threads = threads.max(1);
-    Ok(match how {
-        Compression::Zstd { level } => {
-            let mut e = zstd::stream::write::Encoder::new(sink, level)?;
-            e.multithread(threads)?;
-            e.include_checksum(true)?;
-            e.set_pledged_src_size(Some(len))?;
-            Encoder::Zstd(e)
+    let regions = crate::os::data_regions(raw, len).map_err(|e| read_err(0, e))?;
+
+    let mut download_sha =
+        (!raw_download && download_sha256).then(|| Sha256Sink::new("the download file's sha256"));
+    let mut file_out = compress
+        .as_ref()
+        .map(|c| FileOut::new(c.file, c.path.to_path_buf()));
+    let mut download: Vec<&mut dyn DownloadSink> = Vec::new();
+    if let Some(f) = file_out.as_mut() {
+        download.push(f);
+    }
+    if let Some(d) = download_sha.as_mut() {
+        download.push(d);
+    }
+    download.extend(sinks);
+
+    // Wiring: the raw image's consumers, then the download file's (on the
+    // encoder's output, or on the reader's for a raw OUTPUT).
+    let mut raw_fan = Fanout::new();
+    let mut raw_wired: Vec<Wired<'_>> = Vec::new();
+    let mut download_wired: Vec<Wired<'_>> = Vec::new();
+    let mut encoder = None;
+    match &compress {
+        Some(c) => {
+            let mut fan = Fanout::new();
+            download_wired.extend(download.into_iter().map(|d| fan.connect(d)));
+            let e =
+                EncoderSink::new(c.how, c.threads, len, fan).map_err(|source| PassError::Sink {
+                    sink: format!("starting the encoder for {}", c.path.display()),
+                    offset: 0,
+                    source,
+                })?;
+            raw_wired.push(raw_fan.connect(encoder.insert(e)));
         }
-        Compression::Xz { preset } => {
-            let stream = liblzma::stream::MtStreamBuilder::new()
-                .threads(threads)
-                .preset(preset)
-                .check(liblzma::stream::Check::Crc64)
-                .encoder()
-                .map_err(std::io::Error::other)?;
-            Encoder::Xz(liblzma::write::XzEncoder::new_stream(sink, stream))
-        }
+        None => download_wired.extend(download.into_iter().map(|d| raw_fan.connect(d))),
+    }
+    if let Some(h) = image_sha.as_mut() {
+        raw_wired.push(raw_fan.connect(h));
+    }
+    if let Some(r) = ranges.as_mut() {
+        raw_wired.push(raw_fan.connect(r));
+    }
+
+    drive(
+        Wiring {
+            raw_fan,
+            raw: raw_wired,
+            download: download_wired,
+        },
+        |fan| read_all(raw, raw_path, len, &regions, fan, progress),
+    )?;
+
+    let extract_sha256 = image_sha.and_then(|h| h.result()).map(|(_, h)| h);
+    let (download_size, download_sha256) = match &encoder {
+        Some(e) => (
+            e.compressed_len().unwrap_or(0),
+            download_sha.and_then(|h| h.result()).map(|(_, h)| h),
+        ),
+        None => (len, extract_sha256.clone().filter(|_| download_sha256)),
+    };
+    Ok(PassResult {
+        extract_size: len,
+        extract_sha256,
+        download_size,
+        download_sha256,
+        ranges: ranges.map(RangeHashes::into_ranges).unwrap_or_default(),
     })
+}
+
+/// The consumers of both streams, connected, their threads not started.
+struct Wiring<'e> {
+    raw_fan: Fanout,
+    raw: Vec<Wired<'e>>,
+    download: Vec<Wired<'e>>,
+}
+
+/// Start every consumer's thread, run `read` (the producer of the raw
+/// stream) on this one, wait for them all: the pass's first error that is
+/// a cause, not a consequence.
+fn drive(
+    w: Wiring<'_>,
+    read: impl FnOnce(Fanout) -> Result<(), PassError>,
+) -> Result<(), PassError> {
+    std::thread::scope(|s| {
+        // Upstream first: a download consumer's thread waits for the
+        // encoder, which must exist to end it.
+        let mut raw_threads = Vec::new();
+        let mut download_threads = Vec::new();
+        let mut started = Ok(());
+        for c in w.raw {
+            match c.spawn(s) {
+                Ok(t) => raw_threads.push(t),
+                Err(e) => started = Err(e),
+            }
+        }
+        if started.is_ok() {
+            for c in w.download {
+                match c.spawn(s) {
+                    Ok(t) => download_threads.push(t),
+                    Err(e) => started = Err(e),
+                }
+            }
+        }
+        let read = match started {
+            Ok(()) => read(w.raw_fan),
+            Err(e) => {
+                // Ends the consumers that did start.
+                drop(w.raw_fan);
+                Err(e)
+            }
+        };
+        // The download file's errors first: an encoder or a reader that
+        // stopped because a consumer failed reports a consequence.
+        first_cause([join_all(download_threads), join_all(raw_threads), read])
+    })
+}
+
+/// The reader: data regions read in chunks, holes sent as zeros, then the
+/// end of the stream. On an error `fan` drops without its end, which
+/// tells every consumer the stream failed.
+fn read_all(
+    raw: &File,
+    path: &Path,
+    len: u64,
+    regions: &[(u64, u64)],
+    fan: Fanout,
+    progress: &dyn Fn(u64),
+) -> Result<(), PassError> {
+    let pool = Pool::new();
+    let mut at = 0u64;
+    let zeros_to = |at: &mut u64, to: u64| -> Result<(), PassError> {
+        while *at < to {
+            let n = usize::try_from((to - *at).min(CHUNK as u64)).unwrap_or(CHUNK);
+            fan.send(&pool.zeros(*at, n))?;
+            progress(n as u64);
+            *at += n as u64;
+        }
+        Ok(())
+    };
+    for &(rs, re) in regions {
+        let (rs, re) = (rs.max(at).min(len), re.min(len));
+        zeros_to(&mut at, rs)?;
+        while at < re {
+            let n = usize::try_from((re - at).min(CHUNK as u64)).unwrap_or(CHUNK);
+            let mut buf = pool.take();
+            raw.read_exact_at(&mut buf[..n], at)
+                .map_err(|source| PassError::Read {
+                    path: path.to_path_buf(),
+                    offset: at,
+                    source,
+                })?;
+            fan.send(&pool.chunk(at, buf, n))?;
+            progress(n as u64);
+            at += n as u64;
+        }
+    }
+    zeros_to(&mut at, len)?;
+    fan.end(len)
+}
+
+#[cfg(test)]
+#[allow(clippy::cast_possible_truncation)] // test patterns of small numbers
+mod tests {
+    use super::*;
+    use crate::output::pieces::Pieces;
+    use sha1::Digest as _;
+    use sha2::Sha256;
+
+    /// A sparse file: data at 0, a hole, data across a chunk boundary,
+    /// a hole at the end.
+    fn image() -> (tempfile::NamedTempFile, Vec<u8>) {
+        let f = tempfile::NamedTempFile::new().expect("tempfile");
+        let len = 5 * CHUNK + 12_345;
+        let mut data = vec![0u8; len];
+        for (i, b) in data[..70_000].iter_mut().enumerate() {
+            *b = (i % 251) as u8 + 1;
+        }
+        let mid = 2 * CHUNK - 5000;
+        for (i, b) in data[mid..mid + 9000].iter_mut().enumerate() {
+            *b = (i % 13) as u8 + 7;
+        }
+        f.as_file().write_all_at(&data[..70_000], 0).expect("write");
+        f.as_file()
+            .write_all_at(&data[mid..mid + 9000], mid as u64)
+            .expect("write");
+        f.as_file().set_len(len as u64).expect("length");
+        (f, data)
+    }
+
+    fn hex256(d: &[u8]) -> String {
+        crate::io::hex(&Sha256::digest(d))
+    }
+
+    /// Fails at its first write.
+    struct Broken(u32);
+
+    impl DownloadSink for Broken {
+        fn name(&self) -> String {
+            "the broken sink".into()
+        }
+        fn write(&mut self, _: u64, _: &[u8]) -> std::io::Result<()> {
+            self.0 += 1;
+            Err(std::io::Error::other("disk on fire"))
+        }
+        fn finish(&mut self, _: u64) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn raw_image_hashes_pieces_and_progress() {
+        let (f, data) = image();
+        let mut map = RangeSet::default();
+        map.insert(0, 8192);
+        let mut pieces = Pieces::new(1 << 18);
+        let seen = std::sync::atomic::AtomicU64::new(0);
+        let progress = |n| {
+            seen.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        };
+        let r = run_pass(
+            Pass {
+                raw: f.as_file(),
+                raw_path: f.path(),
+                len: data.len() as u64,
+                image_sha256: true,
+                map: Some(&map),
+                compress: None,
+                download_sha256: true,
+                sinks: vec![&mut pieces],
+            },
+            &progress,
+        )
+        .expect("pass");
+        assert_eq!(r.extract_sha256.as_deref(), Some(hex256(&data).as_str()));
+        assert_eq!(r.download_sha256, r.extract_sha256);
+        assert_eq!(r.download_size, data.len() as u64);
+        assert_eq!(r.ranges.len(), 1);
+        assert_eq!(r.ranges[0].sha256, hex256(&data[..8192]));
+        let want: Vec<u8> = data
+            .chunks(1 << 18)
+            .flat_map(|p| sha1::Sha1::digest(p).to_vec())
+            .collect();
+        assert_eq!(pieces.result(), Some((data.len() as u64, want.as_slice())));
+        assert_eq!(seen.into_inner(), data.len() as u64);
+    }
+
+    #[test]
+    fn compressed_stream_feeds_the_file_its_hash_and_the_pieces() {
+        let (f, data) = image();
+        let out = tempfile::tempfile().expect("tempfile");
+        let mut pieces = Pieces::new(16 << 10);
+        let r = run_pass(
+            Pass {
+                raw: f.as_file(),
+                raw_path: f.path(),
+                len: data.len() as u64,
+                image_sha256: true,
+                map: None,
+                compress: Some(Compress {
+                    file: &out,
+                    path: Path::new("out.img.zst"),
+                    how: Compression::Zstd { level: 3 },
+                    threads: 2,
+                }),
+                download_sha256: true,
+                sinks: vec![&mut pieces],
+            },
+            &|_| {},
+        )
+        .expect("pass");
+        let mut z = Vec::new();
+        std::io::Read::read_to_end(&mut &out, &mut z).expect("read back");
+        assert_eq!(r.download_size, z.len() as u64);
+        assert_eq!(r.download_sha256.as_deref(), Some(hex256(&z).as_str()));
+        assert_eq!(r.extract_sha256.as_deref(), Some(hex256(&data).as_str()));
+        let back = zstd::stream::decode_all(z.as_slice()).expect("zstd");
+        assert!(back == data, "the compressed file decodes to the image");
+        let want: Vec<u8> = z
+            .chunks(16 << 10)
+            .flat_map(|p| sha1::Sha1::digest(p).to_vec())
+            .collect();
+        assert_eq!(pieces.result(), Some((z.len() as u64, want.as_slice())));
+    }
+
+    #[test]
+    fn a_failing_download_sink_is_the_error_and_ends_the_pass() {
+        let (f, data) = image();
+        let out = tempfile::tempfile().expect("tempfile");
+        for compress in [false, true] {
+            let mut broken = Broken(0);
+            let e = run_pass(
+                Pass {
+                    raw: f.as_file(),
+                    raw_path: f.path(),
+                    len: data.len() as u64,
+                    image_sha256: true,
+                    map: None,
+                    compress: compress.then(|| Compress {
+                        file: &out,
+                        path: Path::new("o.xz"),
+                        how: Compression::Xz { preset: 0 },
+                        threads: 1,
+                    }),
+                    download_sha256: false,
+                    sinks: vec![&mut broken],
+                },
+                &|_| {},
+            )
+            .expect_err("a sink failed");
+            assert!(
+                matches!(&e, PassError::Sink { sink, .. } if sink == "the broken sink"),
+                "compress {compress}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn nothing_asked_reads_nothing() {
+        let (f, data) = image();
+        let read = std::sync::atomic::AtomicU64::new(0);
+        let r = run_pass(
+            Pass {
+                raw: f.as_file(),
+                raw_path: f.path(),
+                len: data.len() as u64,
+                image_sha256: false,
+                map: None,
+                compress: None,
+                download_sha256: false,
+                sinks: Vec::new(),
+            },
+            &|n| {
+                read.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            },
+        )
+        .expect("pass");
+        assert_eq!(read.into_inner(), 0);
+        assert_eq!((r.extract_sha256, r.download_sha256), (None, None));
+    }
 }

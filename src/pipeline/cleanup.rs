@@ -179,7 +179,7 @@ fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
 }
 
 /// The side files a build may write beside OUTPUT (docs/spec.md §10).
-const SIDE_SUFFIXES: [&str; 2] = [".json", ".bmap"];
+const SIDE_SUFFIXES: [&str; 3] = [".json", ".bmap", ".torrent"];
 
 /// The image being written.
 pub struct PendingOutput {
@@ -296,11 +296,11 @@ impl PendingOutput {
     }
 
     /// [`PendingOutput::commit`], then, still holding the lock, write
-    /// each `(path, text)` side file beside OUTPUT (`OUTPUT.json`,
-    /// `OUTPUT.bmap`), each unnamed (or under OUTPUT's temporary name,
+    /// each `(path, bytes)` side file beside OUTPUT (`OUTPUT.json`,
+    /// `OUTPUT.bmap`, `OUTPUT.torrent`), in order, each unnamed (or under OUTPUT's temporary name,
     /// free again now) until it is complete, then given its name like
     /// the image (replacing a stale one: OUTPUT was absent, or `-X`).
-    pub fn commit_with(self, sides: &[(PathBuf, String)]) -> Result<(), BuildError> {
+    pub fn commit_with(self, sides: &[(PathBuf, Vec<u8>)]) -> Result<(), BuildError> {
         take_in_progress();
         let persist = |source| BuildError::Persist {
             path: self.claim.output.clone(),
@@ -317,15 +317,16 @@ impl PendingOutput {
             }
             return Err(persist(e));
         }
-        for (path, text) in sides {
-            self.write_side(path, text)
+        for (path, bytes) in sides {
+            self.write_side(path, bytes)
                 .map_err(|source| BuildError::Persist {
                     path: path.clone(),
                     source,
                 })?;
         }
         // A side file of an earlier image that this build doesn't write
-        // (no `--bmap`, `--no-hash`) would describe the old image: gone.
+        // (no `--bmap`, no `--torrent`, no json) would describe the old
+        // image: gone.
         for suffix in SIDE_SUFFIXES {
             let path = crate::pipeline::output::side_path(&self.claim.output, suffix);
             if !sides.iter().any(|(p, _)| *p == path) {
@@ -348,7 +349,7 @@ impl PendingOutput {
     }
 
     /// One side file, published as the image was ([`Publish::run`]).
-    fn write_side(&self, path: &Path, text: &str) -> std::io::Result<()> {
+    fn write_side(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         use std::io::Write;
         let part = lock::part_path(&self.claim.dir, &self.claim.name);
         let (mut file, named) = match unnamed::create(&self.claim.dir) {
@@ -363,7 +364,7 @@ impl PendingOutput {
             }
         };
         let written = file
-            .write_all(text.as_bytes())
+            .write_all(bytes)
             .and_then(|()| file.sync_all())
             .and_then(|()| file.set_permissions(std::fs::Permissions::from_mode(0o644)));
         let publish = Publish {

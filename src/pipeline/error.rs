@@ -183,6 +183,13 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
+    /// Step 7's pass over the image: the read, or a consumer (named,
+    /// with its offset).
+    #[error("step 7: {0}")]
+    Pass(#[from] crate::output::PassError),
+    /// `OUTPUT.torrent` could not be encoded.
+    #[error(transparent)]
+    Torrent(#[from] crate::output::TorrentError),
     /// An operation on OUTPUT (or the image being written for it) failed.
     #[error("{}: {what}: {source}", path.display())]
     OutputIo {
@@ -247,6 +254,8 @@ impl BuildError {
             | Self::Panicked(_)
             | Self::Persist { .. }
             | Self::OutputPass { .. }
+            | Self::Pass(_)
+            | Self::Torrent(_)
             | Self::OutputCreate { .. }
             | Self::Checksum(_)
             | Self::Ext4(_)

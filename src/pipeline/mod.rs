@@ -87,8 +87,15 @@ pub struct BuildOptions {
 pub struct OutputOptions {
     /// `--bmap`: write `OUTPUT.bmap`.
     pub bmap: bool,
-    /// Not `--no-hash`: hash the image in step 7 and write `OUTPUT.json`.
+    /// Not `--no-hash`: `OUTPUT.json` may be written, when an output
+    /// needs it ([`OutputOptions::writes_json`]).
     pub hash: bool,
+    /// `--json` (also set by an upload, which publishes it): write
+    /// `OUTPUT.json` for a raw OUTPUT too.
+    pub json: bool,
+    /// `--torrent`: write `OUTPUT.torrent`, with its web seeds, trackers
+    /// and piece size.
+    pub torrent: Option<crate::output::TorrentOptions>,
     /// `--compress`: compress OUTPUT (else OUTPUT's suffix or
     /// `output.compress` decide).
     pub compress: Option<crate::output::Compression>,
@@ -98,6 +105,17 @@ pub struct OutputOptions {
     pub force: bool,
     /// `--grow`: on a device, p3 fills the device.
     pub grow: bool,
+}
+
+impl OutputOptions {
+    /// Whether step 7 hashes the image and writes `OUTPUT.json`: when an
+    /// output needs it (a compressed OUTPUT, whose download differs from
+    /// the image; `--torrent`; `--json`, which an upload sets), never with
+    /// `--no-hash`. A plain raw build ends with the `fsync` and reads
+    /// nothing back (docs/spec.md §10).
+    pub fn writes_json(&self, compressed: bool) -> bool {
+        self.hash && (self.json || compressed || self.torrent.is_some())
+    }
 }
 
 /// What a build produced.
@@ -258,6 +276,6 @@ fn write(ctx: &Ctx<'_>, out: &Opened, planned: Planned) -> Result<(SideFiles, Pl
     out.write_table(ctx.opts, table::final_mbr(mbr, plan.fs_size)?)?;
 
     step(ctx.reporter, 7);
-    let sides = out.finish(ctx.opts, &plan)?;
+    let sides = out.finish(ctx.opts, &plan, ctx.reporter)?;
     Ok((sides, plan))
 }

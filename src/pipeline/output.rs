@@ -4,8 +4,9 @@
 //! an unnamed temporary file in the build dir ([`RawImage`]), which goes
 //! away with its descriptor, whatever ends the build. [`finish`] makes
 //! the one sequential pass over the finished raw image
-//! ([`crate::output::run_pass`]): the compressed OUTPUT, the hashes of
-//! `OUTPUT.json`, the range hashes of `OUTPUT.bmap`. The side files are
+//! ([`crate::output::run_pass`]), reading only when an output needs it:
+//! the compressed OUTPUT, the hashes of `OUTPUT.json`, the range hashes
+//! of `OUTPUT.bmap`, the pieces of `OUTPUT.torrent`. The side files are
 //! published like the image, right after it, under the same lock
 //! ([`super::cleanup::PendingOutput::commit_with`]).
 
@@ -16,7 +17,12 @@ use std::sync::Arc;
 use super::error::BuildError;
 use super::unnamed;
 use crate::config::ImageConfig;
-use crate::output::{map_image, run_pass, Bmap, Compression};
+use crate::fs::ext4::Timestamp;
+use crate::output::{
+    map_image, piece_length, run_pass, Bmap, Compress, Compression, DownloadSink, Pass, Pieces,
+    Torrent, TorrentOptions,
+};
+use crate::progress::Reporter;
 
 /// zstd level of compressed outputs (zstd's default).
 pub const ZSTD_LEVEL: i32 = 3;
@@ -52,7 +58,7 @@ pub fn resolve_compression(
     }
 }
 
-/// `OUTPUT` + `suffix` (`.bmap`, `.json`).
+/// `OUTPUT` + `suffix` (`.bmap`, `.json`, `.torrent`).
 pub fn side_path(output: &Path, suffix: &str) -> PathBuf {
     let mut s = output.as_os_str().to_owned();
     s.push(suffix);
@@ -109,8 +115,8 @@ impl RawImage {
 /// ([`super::cleanup::PendingOutput::commit_with`]).
 #[derive(Debug, Default)]
 pub struct SideFiles {
-    /// `OUTPUT.bmap` (with `--bmap`) and `OUTPUT.json`.
-    pub files: Vec<(PathBuf, String)>,
+    /// `OUTPUT.bmap`, `OUTPUT.torrent`, `OUTPUT.json`, those asked for.
+    pub files: Vec<(PathBuf, Vec<u8>)>,
 }
 
 /// What step 7 makes.
@@ -127,13 +133,18 @@ pub struct Finish<'a> {
     pub compressed: Option<(&'a File, Compression)>,
     /// `--bmap`.
     pub bmap: bool,
-    /// Hash the image and write `OUTPUT.json` (not with `--no-hash`).
-    pub hash: bool,
+    /// Hash the image and write `OUTPUT.json`
+    /// ([`super::OutputOptions::writes_json`]).
+    pub json: bool,
+    /// `--torrent`.
+    pub torrent: Option<&'a TorrentOptions>,
     /// Encoder threads.
     pub threads: u32,
     /// Make the raw image durable (`fsync`) during the pass: the raw
     /// OUTPUT's writeback overlaps its hashing.
     pub sync_raw: bool,
+    /// Step 7's progress goes here.
+    pub reporter: &'a dyn Reporter,
 }
 
 /// Step 7: the pass, then the side files under temporary names.
@@ -148,30 +159,49 @@ pub fn finish(f: &Finish<'_>) -> Result<SideFiles, BuildError> {
     } else {
         None
     };
-    // Step 7 is not an item: the items and their total are fixed once
-    // planning ends (docs/progress.md).
-    let progress = |_: u64| {};
+    let mut pieces = match f.torrent {
+        Some(t) => Some(Pieces::new(match t.piece_size {
+            Some(p) => p,
+            None => piece_length(download_estimate(f).map_err(io)?),
+        })),
+        None => None,
+    };
+    let mut sinks: Vec<&mut dyn DownloadSink> = Vec::new();
+    if let Some(p) = pieces.as_mut() {
+        sinks.push(p);
+    }
+    let pass = Pass {
+        raw: f.raw,
+        raw_path: f.raw_name,
+        len: f.len,
+        image_sha256: f.json,
+        map: map.as_ref().map(|m| &m.ranges),
+        compress: f.compressed.map(|(file, how)| Compress {
+            file,
+            path: f.output,
+            how,
+            threads: f.threads,
+        }),
+        download_sha256: f.json,
+        sinks,
+    };
+    let reads = f.json || f.bmap || f.compressed.is_some() || f.torrent.is_some();
+    if reads {
+        f.reporter.pass_started(f.len);
+    }
+    let progress = |n: u64| f.reporter.pass_progress(n);
     let pass = std::thread::scope(|s| {
         let sync = f.sync_raw.then(|| s.spawn(|| f.raw.sync_all()));
-        let pass = run_pass(
-            f.raw,
-            f.len,
-            map.as_ref().map(|m| &m.ranges),
-            f.compressed,
-            f.threads,
-            f.hash,
-            &progress,
-        );
-        if let Some(h) = sync {
+        let pass = run_pass(pass, &progress);
+        let synced = sync.map(|h| {
             h.join()
-                .unwrap_or_else(|_| Err(std::io::Error::other("the sync thread panicked")))?;
+                .unwrap_or_else(|_| Err(std::io::Error::other("the sync thread panicked")))
+        });
+        match synced {
+            Some(Err(e)) => Err(io(e)),
+            _ => pass.map_err(BuildError::from),
         }
-        pass
-    })
-    .map_err(io)?;
-    if let Some((c, _)) = f.compressed {
-        c.sync_all().map_err(io)?;
-    }
+    })?;
     let mut files = Vec::new();
     if f.bmap {
         let bmap = Bmap {
@@ -179,11 +209,72 @@ pub fn finish(f: &Finish<'_>) -> Result<SideFiles, BuildError> {
             block_size: crate::output::bmap::BLOCK,
             ranges: pass.ranges.clone(),
         };
-        files.push((side_path(f.output, ".bmap"), bmap.render()));
+        files.push((side_path(f.output, ".bmap"), bmap.render().into_bytes()));
     }
-    if f.hash {
-        let json = crate::output::meta::OsListEntry::from(&pass).to_json();
-        files.push((side_path(f.output, ".json"), json));
+    if let (Some(t), Some(p)) = (f.torrent, &pieces) {
+        files.push((side_path(f.output, ".torrent"), torrent(f.output, t, p)?));
+    }
+    if f.json {
+        if let Some(entry) = crate::output::meta::OsListEntry::from_pass(&pass) {
+            files.push((side_path(f.output, ".json"), entry.to_json().into_bytes()));
+        }
     }
     Ok(SideFiles { files })
+}
+
+/// The size the piece length is chosen for: a raw OUTPUT's, or for a
+/// compressed one, unknown until the pass ends, the raw image's data
+/// bytes (its holes compress to almost nothing): an upper bound of the
+/// compressed size in practice, so the torrent has at most ~2,000 pieces
+/// (fewer when the data compresses well).
+fn download_estimate(f: &Finish<'_>) -> std::io::Result<u64> {
+    if f.compressed.is_none() {
+        return Ok(f.len);
+    }
+    let regions = crate::os::data_regions(f.raw, f.len)?;
+    Ok(regions
+        .iter()
+        .map(|&(a, b)| b.min(f.len).saturating_sub(a))
+        .sum())
+}
+
+/// `OUTPUT.torrent`'s bytes, for the download file `output` whose pieces
+/// the pass hashed.
+fn torrent(
+    output: &Path,
+    options: &TorrentOptions,
+    pieces: &Pieces,
+) -> Result<Vec<u8>, BuildError> {
+    let (length, hashes) = pieces.result().ok_or_else(|| BuildError::OutputPass {
+        path: output.to_path_buf(),
+        source: std::io::Error::other("the torrent's pieces were not finished"),
+    })?;
+    // A UTF-8 name: checked before the build ([`torrent_name`]).
+    let name = torrent_name(output)?;
+    let t = Torrent {
+        name: &name,
+        length,
+        piece_length: pieces.piece_length(),
+        pieces: hashes,
+        options,
+        // `SOURCE_DATE_EPOCH` when set (a reproducible torrent), else now,
+        // as mktorrent and transmission-create write it.
+        creation_date: Some(Timestamp::build_time().secs),
+    };
+    Ok(t.to_bytes()?)
+}
+
+/// The torrent's `info.name`: OUTPUT's file name, which must be UTF-8
+/// (BEP 3); refused with exit 3 before the build otherwise.
+pub fn torrent_name(output: &Path) -> Result<String, BuildError> {
+    output
+        .file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            BuildError::Usage(format!(
+                "--torrent: the name of {} is not UTF-8, as a torrent's name must be",
+                output.display()
+            ))
+        })
 }

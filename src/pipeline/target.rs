@@ -5,8 +5,8 @@
 //!
 //! | target | the image steps 3-6 write | step 7 | published |
 //! |---|---|---|---|
-//! | [`Target::File`] | OUTPUT (unnamed until published) | hashes, bmap, `fsync` | OUTPUT + side files |
-//! | [`Target::Compressed`] | an unnamed raw file in the build dir | one pass: hashes, bmap, the encoder into OUTPUT | OUTPUT + side files |
+//! | [`Target::File`] | OUTPUT (unnamed until published) | `fsync`; one pass only when an output needs it: hashes, bmap, torrent | OUTPUT + side files |
+//! | [`Target::Compressed`] | an unnamed raw file in the build dir | one pass: hashes, bmap, the encoder into OUTPUT, torrent | OUTPUT + side files |
 //! | [`Target::Device`] | the device (the base staged in the build dir first) | zeros the image needs and nothing wrote, then the MBR | nothing to publish |
 
 use std::fs::File;
@@ -24,6 +24,7 @@ use crate::config::{ImageConfig, OutputSize};
 use crate::output::Compression;
 use crate::partition::WriteLog;
 use crate::plan::{BaseInfo, Plan};
+use crate::progress::Reporter;
 
 /// What OUTPUT is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,9 +61,9 @@ impl Target {
         let o = &opts.output_options;
         let on_device = device::is_block_device(&opts.output);
         let target = if on_device {
-            if o.bmap || o.compress.is_some() {
+            if o.bmap || o.compress.is_some() || o.torrent.is_some() || o.json {
                 return Err(BuildError::Usage(format!(
-                    "{} is a block device: --bmap and --compress are for image files",
+                    "{} is a block device: --bmap, --compress, --torrent and --json are for image files",
                     opts.output.display()
                 )));
             }
@@ -73,6 +74,9 @@ impl Target {
                 None => Self::File,
             }
         };
+        if o.torrent.is_some() {
+            output::torrent_name(&opts.output)?;
+        }
         if o.grow && target != Self::Device {
             return Err(BuildError::Usage(
                 "--grow needs a block device as OUTPUT".into(),
@@ -300,7 +304,12 @@ impl Opened {
 
     /// Step 7: the output pass and the side files (files), or the device's
     /// zeros and partition table.
-    pub fn finish(&self, opts: &BuildOptions, plan: &Plan) -> Result<SideFiles, BuildError> {
+    pub fn finish(
+        &self,
+        opts: &BuildOptions,
+        plan: &Plan,
+        reporter: &dyn Reporter,
+    ) -> Result<SideFiles, BuildError> {
         let o = &opts.output_options;
         let threads = match o.threads {
             0 => std::thread::available_parallelism()
@@ -325,8 +334,10 @@ impl Opened {
             compressed,
             sync_raw: compressed.is_none(),
             bmap: o.bmap,
-            hash: o.hash,
+            json: o.writes_json(compressed.is_some()),
+            torrent: o.torrent.as_ref(),
             threads,
+            reporter,
         })
     }
 

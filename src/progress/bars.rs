@@ -1,5 +1,6 @@
 //! Live progress bars on stderr (indicatif): the current step, overall bytes
-//! and one bar per running item. The binary creates them only when stderr is
+//! and one bar per running item; in step 7, the read of the image (bytes
+//! of the total, rate, time left). The binary creates them only when stderr is
 //! a terminal and neither `NO_COLOR` nor `--quiet` is set.
 
 use std::collections::HashMap;
@@ -23,6 +24,8 @@ pub struct Bars {
     planned: Mutex<HashMap<String, u64>>,
     items: Mutex<HashMap<String, ProgressBar>>,
     item_style: ProgressStyle,
+    /// Step 7's read of the image, once it starts.
+    pass: Mutex<Option<ProgressBar>>,
 }
 
 impl Bars {
@@ -52,6 +55,7 @@ impl Bars {
             planned: Mutex::new(HashMap::new()),
             items: Mutex::new(HashMap::new()),
             item_style,
+            pass: Mutex::new(None),
         }
     }
 
@@ -120,7 +124,31 @@ impl Reporter for Bars {
 
     fn warn(&self, _message: &str) {}
 
+    fn pass_started(&self, total_bytes: u64) {
+        let pb = self.multi.add(ProgressBar::new(total_bytes));
+        if let Ok(s) = ProgressStyle::with_template(
+            "  image read {bar:30} {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12} eta {eta}",
+        ) {
+            pb.set_style(s);
+        }
+        if let Ok(mut p) = self.pass.lock() {
+            if let Some(old) = p.replace(pb) {
+                old.finish_and_clear();
+                self.multi.remove(&old);
+            }
+        }
+    }
+
+    fn pass_progress(&self, bytes_delta: u64) {
+        if let Some(pb) = self.pass.lock().ok().and_then(|p| p.clone()) {
+            pb.inc(bytes_delta);
+        }
+    }
+
     fn finished(&self, _how: &Finish) {
+        if let Some(pb) = self.pass.lock().ok().and_then(|mut p| p.take()) {
+            pb.finish_and_clear();
+        }
         if let Ok(mut m) = self.items.lock() {
             for (_, pb) in m.drain() {
                 pb.finish_and_clear();
@@ -148,6 +176,16 @@ mod tests {
         assert_eq!(b.overall.length(), Some(15));
         b.item_done("a", 10, None);
         assert!(b.items.lock().map(|m| m.is_empty()).unwrap_or(false));
+        b.pass_started(100);
+        b.pass_progress(40);
+        let pass = b
+            .pass
+            .lock()
+            .ok()
+            .and_then(|p| p.clone())
+            .expect("a pass bar");
+        assert_eq!((pass.position(), pass.length()), (40, Some(100)));
         b.finished(&Finish::Checked);
+        assert!(pass.is_finished());
     }
 }

@@ -132,6 +132,21 @@ impl<O: Write + Send, E: Write + Send> Reporter for Console<O, E> {
     fn warn(&self, message: &str) {
         self.line(format_args!("warning: {message}"));
     }
+    fn pass_started(&self, total_bytes: u64) {
+        self.debug(format_args!("output pass: reading {total_bytes} bytes"));
+        self.history.pass_started(total_bytes);
+        if let Some(b) = &self.bars {
+            b.pass_started(total_bytes);
+        }
+    }
+    fn pass_progress(&self, bytes_delta: u64) {
+        if let Some(b) = &self.bars {
+            b.pass_progress(bytes_delta);
+        }
+        if let Some(line) = self.history.pass_line(bytes_delta) {
+            self.print(|| self.history.write_line(&line));
+        }
+    }
     fn finished(&self, how: &Finish) {
         self.debug(format_args!("finished: {how:?}"));
         if let Some(b) = &self.bars {
@@ -203,6 +218,22 @@ mod tests {
         // `2024-05-01T12:00:00Z step …`: RFC 3339 UTC first, but on warnings.
         assert!(lines[0].split(' ').next().is_some_and(|t| t.ends_with('Z')));
         assert!(lines[4].starts_with("warning: "));
+    }
+
+    #[test]
+    fn step_seven_progress_reaches_the_history() {
+        let opts = ConsoleOptions {
+            debug: true,
+            ..ConsoleOptions::default()
+        };
+        let (out, log) = console(opts, |r| {
+            r.step(7, 7, "hashing and writing the output");
+            r.pass_started(3 << 20);
+            r.pass_progress(1 << 20);
+            r.pass_progress(2 << 20);
+        });
+        assert!(out.contains("    ✓ image read  3.0 MiB"), "{out}");
+        assert!(log.contains("output pass: reading 3145728 bytes"), "{log}");
     }
 
     #[test]

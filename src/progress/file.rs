@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
+use super::meter::Meter;
 use super::{rfc3339, Finish, Reporter};
 
 /// Version of the file's schema; bumped on any incompatible change.
@@ -61,6 +62,28 @@ struct ItemInfo {
     from_cache: bool,
 }
 
+/// Step 7's read of the image.
+#[derive(Debug, Clone, Serialize)]
+struct PassInfo {
+    bytes_read: u64,
+    bytes_total: u64,
+    /// Mean since the pass started; null before a byte was read.
+    bytes_per_second: Option<f64>,
+    /// At that rate; 0 when done, null before a rate.
+    seconds_left: Option<f64>,
+}
+
+impl From<&Meter> for PassInfo {
+    fn from(m: &Meter) -> Self {
+        Self {
+            bytes_read: m.done,
+            bytes_total: m.total,
+            bytes_per_second: m.rate(),
+            seconds_left: m.seconds_left(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 struct ImageInfo {
     path: PathBuf,
@@ -86,10 +109,14 @@ struct Snapshot {
     warnings: Vec<String>,
     error: Option<String>,
     image: Option<ImageInfo>,
+    /// Step 7's read of the image, once it started (null before, and
+    /// when step 7 reads nothing).
+    output_pass: Option<PassInfo>,
 }
 
 struct State {
     snap: Snapshot,
+    pass: Option<Meter>,
     index: HashMap<String, usize>,
     started: Instant,
     last_write: Instant,
@@ -146,6 +173,7 @@ impl Inner {
             st.snap.elapsed_seconds = st.started.elapsed().as_secs_f64();
             st.dirty = false;
             st.last_write = Instant::now();
+            st.snap.output_pass = st.pass.as_ref().map(PassInfo::from);
             st.writes += 1;
             serde_json::to_vec_pretty(&st.snap)
         };
@@ -223,12 +251,14 @@ impl ProgressFile {
             warnings: Vec::new(),
             error: None,
             image: None,
+            output_pass: None,
         };
         let inner = Arc::new(Inner {
             path: path.to_path_buf(),
             opts,
             state: Mutex::new(State {
                 snap,
+                pass: None,
                 index: HashMap::new(),
                 started: now,
                 last_write: now,
@@ -376,6 +406,19 @@ impl Reporter for ProgressFile {
         self.update(|st| st.snap.warnings.push(message.to_string()));
     }
 
+    fn pass_started(&self, total_bytes: u64) {
+        self.update(|st| st.pass = Some(Meter::start(total_bytes)));
+        self.inner.write_now();
+    }
+
+    fn pass_progress(&self, bytes_delta: u64) {
+        self.update(|st| {
+            if let Some(m) = st.pass.as_mut() {
+                m.advance(bytes_delta);
+            }
+        });
+    }
+
     fn finished(&self, how: &Finish) {
         self.stop_timer();
         self.update(|st| match how {
@@ -510,6 +553,36 @@ mod tests {
         assert!(pf.writes() - before <= 2, "{} writes", pf.writes() - before);
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(read(&path)["bytes_done"], 10_000);
+    }
+
+    #[test]
+    fn step_seven_pass_has_its_own_object_and_the_rest_stays() {
+        let dir = tempfile::tempdir().expect("tempdir or file");
+        let path = dir.path().join("p.json");
+        let pf = ProgressFile::create(&path, fast()).expect("tempdir or file");
+        assert!(read(&path)["output_pass"].is_null());
+        pf.step(7, 7, "hashing and writing the output");
+        pf.pass_started(1000);
+        let v = read(&path);
+        assert_eq!(v["output_pass"]["bytes_read"], 0);
+        assert_eq!(v["output_pass"]["bytes_total"], 1000);
+        assert!(v["output_pass"]["bytes_per_second"].is_null());
+        std::thread::sleep(Duration::from_millis(5));
+        pf.pass_progress(250);
+        pf.finished(&Finish::Checked);
+        let v = read(&path);
+        let p = &v["output_pass"];
+        assert_eq!(p["bytes_read"], 250);
+        assert!(
+            p["bytes_per_second"].as_f64().is_some_and(|r| r > 0.0),
+            "{v}"
+        );
+        assert!(p["seconds_left"].as_f64().is_some_and(|s| s > 0.0), "{v}");
+        // The items' counters are not the pass's.
+        assert_eq!(
+            (v["bytes_done"].clone(), v["bytes_total"].clone()),
+            (0.into(), 0.into())
+        );
     }
 
     #[test]

@@ -11,11 +11,14 @@
 //!   base image and every data item once planned; again, with the same
 //!   names, when the data step begins).
 //! - `item_started` → `item_progress`* → `item_done` | `item_failed`.
+//! - `pass_started` → `pass_progress`*: step 7's read of the image (when
+//!   it reads it), its bytes adding up to the total it announced.
 //! - `finished` ends the build: success (with the image) or the error.
 
 mod bars;
 mod console;
 mod file;
+mod meter;
 mod recorder;
 
 mod text;
@@ -24,6 +27,7 @@ mod time;
 pub use bars::Bars;
 pub use console::{Console, ConsoleOptions};
 pub use file::{ProgressFile, ProgressFileOptions, SCHEMA_VERSION};
+pub use meter::{human_duration, Meter};
 pub use recorder::{Event, Recorder};
 
 pub use text::{human_bytes, TextHistory};
@@ -76,6 +80,13 @@ pub trait Reporter: Send + Sync {
     /// An item's bytes came from the download cache (sent before its
     /// `item_done`).
     fn item_cached(&self, _name: &str) {}
+    /// Step 7's pass starts reading the image: `total_bytes`, holes
+    /// included (they are not read, but count as they go by). Not sent
+    /// when step 7 reads nothing (a raw OUTPUT with no hash, bmap or
+    /// torrent asked for, a device).
+    fn pass_started(&self, _total_bytes: u64) {}
+    /// Step 7's pass went `bytes_delta` further through the image.
+    fn pass_progress(&self, _bytes_delta: u64) {}
     /// The build ended; the current step ends with it.
     fn finished(&self, _how: &Finish) {}
 }
@@ -122,6 +133,12 @@ impl Reporter for Tee<'_> {
     fn item_cached(&self, name: &str) {
         self.0.iter().for_each(|r| r.item_cached(name));
     }
+    fn pass_started(&self, total_bytes: u64) {
+        self.0.iter().for_each(|r| r.pass_started(total_bytes));
+    }
+    fn pass_progress(&self, bytes_delta: u64) {
+        self.0.iter().for_each(|r| r.pass_progress(bytes_delta));
+    }
     fn finished(&self, how: &Finish) {
         self.0.iter().for_each(|r| r.finished(how));
     }
@@ -140,8 +157,10 @@ mod tests {
         tee.item_progress("x", 3);
         tee.item_done("x", 3, None);
         tee.warn("w");
+        tee.pass_started(9);
+        tee.pass_progress(9);
         tee.finished(&Finish::Checked);
         assert_eq!(a.events(), b.events());
-        assert_eq!(a.events().len(), 6);
+        assert_eq!(a.events().len(), 8);
     }
 }

@@ -52,6 +52,16 @@ pub enum Event {
     },
     /// [`Reporter::warn`].
     Warn(String),
+    /// [`Reporter::pass_started`].
+    PassStarted {
+        /// Bytes the pass goes through.
+        total: u64,
+    },
+    /// [`Reporter::pass_progress`].
+    PassProgress {
+        /// Bytes since the last event.
+        bytes: u64,
+    },
     /// [`Reporter::finished`].
     Finished(Finish),
 }
@@ -114,6 +124,12 @@ impl Reporter for Recorder {
             name: name.into(),
             error: error.into(),
         });
+    }
+    fn pass_started(&self, total_bytes: u64) {
+        self.push(Event::PassStarted { total: total_bytes });
+    }
+    fn pass_progress(&self, bytes_delta: u64) {
+        self.push(Event::PassProgress { bytes: bytes_delta });
     }
     fn finished(&self, how: &Finish) {
         self.push(Event::Finished(how.clone()));
