@@ -261,8 +261,16 @@ fn a_mounted_or_too_small_device_is_refused_and_untouched() {
     // Options for image files are refused for a device. (Unmounting may
     // change what the device reads: hash it again.)
     let before = digest("sha256sum", &lo.dev);
-    let (code, log) = build(&cfg, &lo.dev, &["--bmap"], &b);
-    assert_eq!(code, 3, "{log}");
+    for flags in [
+        &["--bmap"][..],
+        &["--torrent"],
+        &["--torrent", "--webseed", "http://m.example/o.img"],
+        &["--json"],
+    ] {
+        let (code, log) = build(&cfg, &lo.dev, flags, &b);
+        assert_eq!(code, 3, "{flags:?}: {log}");
+        assert!(log.contains("are for image files"), "{flags:?}: {log}");
+    }
     assert_eq!(
         digest("sha256sum", &lo.dev),
         before,

@@ -150,7 +150,7 @@ fn two_concurrent_builds_to_one_output() {
         ),
     );
     let out = outdir.join("out.img");
-    let mut a = spawn(&[cfg.as_os_str(), out.as_os_str()]);
+    let mut a = spawn(&[os("--json"), cfg.as_os_str(), out.as_os_str()]);
     assert!(
         wait_for(&lock_of(&out), &mut a, Duration::from_secs(30)),
         "build A never locked its output"
@@ -189,7 +189,7 @@ fn two_concurrent_builds_to_one_output() {
     assert_eq!(c.code, 3, "{}", c.log);
     assert!(c.log.contains("already exists"), "{}", c.log);
     let d = build(
-        &[os("-X"), cfg.as_os_str(), out.as_os_str()],
+        &[os("-X"), os("--json"), cfg.as_os_str(), out.as_os_str()],
         Duration::from_secs(120),
         "D",
     );
@@ -274,7 +274,13 @@ fn kill_9_loop_leaves_only_finished_outputs() {
     for i in 0..rounds {
         let cfg = if i % 2 == 0 { &local_cfg } else { &http_cfg };
         let out = outdir.join(format!("out{}.img", rand(2)));
-        let mut args = vec![os("--build-dir"), bd, cfg.as_os_str(), out.as_os_str()];
+        let mut args = vec![
+            os("--json"),
+            os("--build-dir"),
+            bd,
+            cfg.as_os_str(),
+            out.as_os_str(),
+        ];
         // -X whenever the output exists (else the build ends at once with
         // exit 3, and nothing is tested), and now and then when it does not.
         if out.exists() || rand(2) == 0 {
@@ -304,6 +310,7 @@ fn kill_9_loop_leaves_only_finished_outputs() {
     let last = outdir.join("last.img");
     let r = build(
         &[
+            os("--json"),
             os("--build-dir"),
             bd,
             local_cfg.as_os_str(),
@@ -314,7 +321,8 @@ fn kill_9_loop_leaves_only_finished_outputs() {
     );
     assert_eq!(r.code, 0, "{}", r.log);
     for n in names(&outdir) {
-        // A finished image comes with its OUTPUT.json (docs/spec.md §10).
+        // A finished image comes with its OUTPUT.json (--json; docs/spec.md
+        // §10).
         let image = n.strip_suffix(".json").unwrap_or(&n);
         assert!(
             image == "last.img" || image == "out0.img" || image == "out1.img",

@@ -165,7 +165,7 @@ fn compressed_outputs_decompress_to_the_raw_image() {
     let (base, rootfs) = make_base(d);
     let cfg = files_config(d, &base, rootfs, "  - to: /data/a.txt\n    content: a\n");
     let raw = d.join("out.img");
-    let (code, log) = build(&cfg, &raw, &[]);
+    let (code, log) = build(&cfg, &raw, &["--json"]);
     assert_eq!(code, 0, "{log}");
     let raw_bytes = std::fs::read(&raw).unwrap();
     let raw_sha = digest("sha256sum", &raw);
@@ -288,12 +288,12 @@ fn no_hash_builds_a_terabyte_image_sparse_and_stale_side_files_go() {
     let files = "files:\n  - to: /data/hello.txt\n    content: hello\n";
     let out = d.join("out.img");
     let small = write_config(d, &base, rootfs, files);
-    let (code, log) = build(&small, &out, &["--bmap"]);
+    let (code, log) = build(&small, &out, &["--bmap", "--json"]);
     assert_eq!(code, 0, "{log}");
     assert!(side(&out, ".json").exists() && side(&out, ".bmap").exists());
 
     // -X without --bmap: the old image's bmap goes.
-    let (code, log) = build(&small, &out, &["-X"]);
+    let (code, log) = build(&small, &out, &["-X", "--json"]);
     assert_eq!(code, 0, "{log}");
     assert!(side(&out, ".json").exists(), "{log}");
     assert!(!side(&out, ".bmap").exists(), "a stale bmap was left");
@@ -324,4 +324,48 @@ fn no_hash_builds_a_terabyte_image_sparse_and_stale_side_files_go() {
     let (code, log) = run(Command::new("debugfs").args(["-R", "cat /hello.txt", &fs]));
     assert_eq!(code, 0, "{log}");
     assert!(log.contains("hello"), "{log}");
+}
+
+/// Step 7 reads the image only for an output that needs it (docs/spec.md
+/// §10): a plain raw build reads nothing back (no `output_pass` in the
+/// progress file) and writes no OUTPUT.json (a stale one beside an absent
+/// OUTPUT goes); `--bmap` alone reads it for its range hashes but writes
+/// no json; `--torrent --no-hash` a torrent and no json; `--json` the
+/// json, whose sha256 is sha256sum's.
+#[test]
+fn the_image_is_read_only_for_an_output_that_needs_it() {
+    if !image::tools(&["sha256sum"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let (base, rootfs) = make_base(d);
+    let cfg = files_config(d, &base, rootfs, "  - to: /data/a.txt\n    content: a\n");
+    let progress = d.join("p.json");
+    let pf = progress.to_str().unwrap();
+    let out = d.join("out.img");
+    let pass_of = || json(&progress)["output_pass"].clone();
+    std::fs::write(side(&out, ".json"), "stale").unwrap();
+    let (code, log) = build(&cfg, &out, &["--progress-file", pf]);
+    assert_eq!(code, 0, "{log}");
+    assert!(pass_of().is_null(), "a plain raw build read the image");
+    assert!(!side(&out, ".json").exists(), "a json without --json");
+    let len = std::fs::metadata(&out).unwrap().len();
+
+    let (code, log) = build(&cfg, &out, &["-X", "--bmap", "--progress-file", pf]);
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(pass_of()["bytes_read"], len, "--bmap reads the image");
+    assert!(side(&out, ".bmap").exists() && !side(&out, ".json").exists());
+
+    let (code, log) = build(&cfg, &out, &["-X", "--torrent", "--no-hash"]);
+    assert_eq!(code, 0, "{log}");
+    assert!(side(&out, ".torrent").exists() && !side(&out, ".json").exists());
+    assert!(!side(&out, ".bmap").exists(), "a stale bmap was left");
+
+    let (code, log) = build(&cfg, &out, &["-X", "--json", "--progress-file", pf]);
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(pass_of()["bytes_read"], len);
+    let j = json(&side(&out, ".json"));
+    assert_eq!(j["extract_sha256"], digest("sha256sum", &out).as_str());
+    assert!(!side(&out, ".torrent").exists(), "a stale torrent was left");
 }

@@ -327,7 +327,7 @@ fn errors_have_the_right_codes_and_leave_nothing() {
     // -X replaces it.
     let json = format!("{o}.json");
     std::fs::write(&json, "stale").unwrap();
-    let (code, log) = image_creator(&[cfg.to_str().unwrap(), o]);
+    let (code, log) = image_creator(&["--json", cfg.to_str().unwrap(), o]);
     assert_eq!(code, 0, "{log}");
     let meta = std::fs::read_to_string(&json).unwrap();
     assert!(meta.contains("extract_sha256"), "{meta}");

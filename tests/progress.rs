@@ -416,3 +416,61 @@ fn recorded_events_are_in_order_and_bytes_add_up() {
         }
     }
 }
+
+/// Step 7's read of a sizeable image shows in the progress file while it
+/// runs: `output_pass.bytes_read` grows (with a rate and the time left)
+/// up to `bytes_total`, the image's size; the items' counters are left as
+/// they were. 4 GiB, sparse: `--json` hashes it all, holes included, so
+/// the pass outlasts several of the file's half-second writes. Not with
+/// `portable`, whose fallbacks write the image's zeros (as
+/// tests/output.rs's terabyte build).
+#[cfg(not(feature = "portable"))]
+#[test]
+fn step_seven_progress_grows_in_the_progress_file() {
+    if !tools() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, rootfs) = make_base(tmp.path());
+    let cfg = image::write_config(
+        tmp.path(),
+        &base,
+        rootfs,
+        "output:\n  size: 4GiB\nfiles:\n  - to: /data/hi.txt\n    content: hi\n",
+    );
+    let w = watch(tmp.path(), &cfg, &["--json"]);
+    assert_eq!(w.code, 0, "{}{}", w.stdout, w.stderr);
+    let total = 4u64 << 30;
+    let mut seen: Vec<u64> = Vec::new();
+    let mut mid_with_rate = false;
+    for r in &w.reads {
+        let p = &r["output_pass"];
+        if p.is_null() {
+            // Before step 7 starts reading.
+            assert!(seen.is_empty(), "output_pass went away: {r}");
+            continue;
+        }
+        assert_eq!(r["step"]["index"], 7, "{r}");
+        assert_eq!(p["bytes_total"], total, "{r}");
+        let read = p["bytes_read"].as_u64().unwrap();
+        assert!(seen.last().is_none_or(|&l| l <= read), "went back: {r}");
+        if read > 0 && read < total {
+            mid_with_rate |=
+                p["bytes_per_second"].as_f64().is_some() && p["seconds_left"].as_f64().is_some();
+        }
+        if seen.last() != Some(&read) {
+            seen.push(read);
+        }
+        // The items' bytes are the data written, not the pass's.
+        assert_eq!(r["bytes_done"], r["bytes_total"], "{r}");
+    }
+    assert_eq!(seen.last(), Some(&total), "{seen:?}");
+    assert!(
+        seen.iter().any(|&b| b > 0 && b < total),
+        "no snapshot while step 7 ran: {seen:?}"
+    );
+    assert!(mid_with_rate, "no rate or time left mid-way");
+    // The history has the pass's last line, the json its hashes.
+    assert!(w.stdout.contains("✓ image read  4.0 GiB"), "{}", w.stdout);
+    assert!(tmp.path().join("out.img.json").exists());
+}

@@ -116,12 +116,13 @@ fn static_binary_builds_the_demo_in_an_empty_root() {
     assert!(out.starts_with("image-creator "), "{out}");
 
     let started = std::time::Instant::now();
-    let (code, log) = in_root(&["/demo.yaml", "/out/demo.img"]);
+    let (code, log) = in_root(&["--json", "/demo.yaml", "/out/demo.img"]);
     let took = started.elapsed();
     assert_eq!(code, 0, "demo build in the empty root:\n{log}");
     eprintln!("demo build in the empty root: {took:?}");
 
-    // Nothing but the image and its OUTPUT.json was added to the root.
+    // Nothing but the image and its OUTPUT.json (--json) was added to the
+    // root.
     let mut want = before.clone();
     want.push("out/demo.img".into());
     want.push("out/demo.img.json".into());
