@@ -71,6 +71,9 @@ status=0
 for f in raw.img raw.img.json demo.img z.img.zst z.img.zst.bmap z.img.zst.json warm.img device.img; do
   if [ ! -e "$work/a/$f" ] && [ ! -e "$work/b/$f" ]; then
     echo "$f: not built (needs root and loop devices)"
+  elif [ ! -e "$work/a/$f" ] || [ ! -e "$work/b/$f" ]; then
+    # A raw build without flags writes no OUTPUT.json since issue 24.
+    echo "$f: only in $([ -e "$work/a/$f" ] && echo A || echo B)"; status=1
   elif cmp -s "$work/a/$f" "$work/b/$f"; then
     echo "$f: identical ($(stat -c %s "$work/a/$f") bytes)"
   else
