@@ -2,7 +2,7 @@
 # Benchmark (issue 13, the output stage): one config with CONTENT_MIB MiB of
 # content (half random bytes, as incompressible as ZIMs; half base64 text),
 # built on the fixture base, and, in one run:
-#   (a) raw:   a build into OUT.img (step 7 = the hash pass);
+#   (a) raw:   a build into OUT.img with --json (step 7 = the hash pass);
 #   (b) zst:   the same build into OUT.img.zst; its step 7 (the one pass that
 #              hashes and compresses) against
 #   (c) zstd:  `zstd -T2 -3` of the raw image of (a), to a file;
@@ -59,7 +59,7 @@ step7() { sed -n 's/^✓ \[7\/7\] .*(\([0-9.]*\)s)$/\1/p' "$1"; }
 ratio() { python3 -c "print(f'{$1 / $2:.3f}')"; }
 
 drop
-t0=$(now); "$ic" "$work/image.yaml" "$work/raw.img" >"$work/raw.log"; t1=$(now)
+t0=$(now); "$ic" --json "$work/image.yaml" "$work/raw.img" >"$work/raw.log"; t1=$(now)
 raw_total=$(python3 -c "print(f'{$t1 - $t0:.2f}')")
 raw_step7=$(step7 "$work/raw.log")
 size=$(stat -c %s "$work/raw.img")
