@@ -274,13 +274,8 @@ fn kill_9_loop_leaves_only_finished_outputs() {
     for i in 0..rounds {
         let cfg = if i % 2 == 0 { &local_cfg } else { &http_cfg };
         let out = outdir.join(format!("out{}.img", rand(2)));
-        let mut args = vec![
-            os("--json"),
-            os("--build-dir"),
-            bd,
-            cfg.as_os_str(),
-            out.as_os_str(),
-        ];
+        let mut args = vec![os("--build-dir"), bd, cfg.as_os_str(), out.as_os_str()];
+        args.insert(0, os("--json"));
         // -X whenever the output exists (else the build ends at once with
         // exit 3, and nothing is tested), and now and then when it does not.
         if out.exists() || rand(2) == 0 {
