@@ -181,6 +181,16 @@ pub struct BuildArgs {
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub compress: Option<CompressArg>,
 
+    /// Upload the finished image (the compressed OUTPUT when compressing)
+    /// and its side files to an object store: `s3://bucket/prefix/`,
+    /// `gs://`, `az://`, credentials and endpoint from the environment
+    /// (`AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`, ...). Fed by step 7's pass
+    /// (no second read); OUTPUT.json (always written) goes up last. An
+    /// existing object needs -X; a failed upload leaves nothing at the key
+    /// and keeps OUTPUT.
+    #[arg(long, value_name = "URL", conflicts_with = "no_hash")]
+    pub publish: Option<String>,
+
     /// OUTPUT may be a fixed (non-removable) disk. Removable disks, SD
     /// cards (mmcblk) and loop devices need no --force.
     #[arg(long)]
@@ -375,11 +385,13 @@ impl BuildArgs {
             allow_local_files: self.allow_local_files,
             output_options: OutputOptions {
                 bmap: self.bmap,
-                hash: !self.no_hash,
+                // The published set includes OUTPUT.json.
+                hash: !self.no_hash || self.publish.is_some(),
                 compress: self.compress.map(Into::into),
                 threads: 0,
                 force: self.force,
                 grow: self.grow,
+                publish: self.publish.clone(),
             },
         })
     }
@@ -540,6 +552,19 @@ mod tests {
         assert_eq!(opts.fetch.connect_timeout, Duration::from_secs(7));
         assert_eq!(opts.fetch.idle_timeout, Duration::from_secs(9));
         assert_eq!(opts.fetch.max_attempts, 1, "--attempts 0 still tries once");
+    }
+
+    #[test]
+    fn publish_takes_a_url_and_needs_the_hashes() {
+        let (config, output, flags) = build(&["--publish", "s3://b/p/", "c.yaml", "o.img"]);
+        let opts = flags
+            .options(config, output)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(opts.output_options.publish.as_deref(), Some("s3://b/p/"));
+        assert!(opts.output_options.hash, "OUTPUT.json is published");
+        let e = usage_error(&["--publish", "s3://b/p/", "--no-hash", "c", "o"]);
+        assert_eq!(e.kind(), ErrorKind::ArgumentConflict);
+        assert_eq!(e.exit_code(), 2);
     }
 
     #[test]

@@ -63,16 +63,24 @@ pub struct PassResult {
     pub ranges: Vec<BmapRange>,
 }
 
-/// Counts and hashes what goes through to `inner`.
-struct HashWriter<W: Write> {
+/// Where the download file's bytes go too, in order, with their offset
+/// (`--publish`'s upload).
+pub type Tee<'t> = &'t mut dyn FnMut(u64, &[u8]) -> std::io::Result<()>;
+
+/// Counts and hashes what goes through to `inner` (and to `tee`).
+struct HashWriter<'t, W: Write> {
     inner: W,
     sha: Sha256,
     n: u64,
+    tee: Option<Tee<'t>>,
 }
 
-impl<W: Write> Write for HashWriter<W> {
+impl<W: Write> Write for HashWriter<'_, W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let k = self.inner.write(buf)?;
+        if let Some(t) = self.tee.as_mut() {
+            t(self.n, &buf[..k])?;
+        }
         self.sha.update(&buf[..k]);
         self.n += k as u64;
         Ok(k)
@@ -136,8 +144,11 @@ impl Hashes {
 /// `extract_sha256` and `download_sha256` are empty), hash each range of
 /// `map` (byte ranges, cut to whole 4 KiB blocks and the image's end), and
 /// write it compressed to `out` when asked, with `threads` encoder
-/// threads. `progress` gets the bytes of each chunk read. With nothing to
-/// hash and nothing to compress, nothing is read.
+/// threads. `progress` gets the bytes of each chunk read. `tee` gets the
+/// download file's bytes in order (the compressed stream as it is written,
+/// else the raw image's chunks). With nothing to hash, compress or tee,
+/// nothing is read.
+#[allow(clippy::too_many_arguments)] // the fan-out of sinks replaces this list
 pub fn run_pass(
     src: &File,
     len: u64,
@@ -146,8 +157,9 @@ pub fn run_pass(
     threads: u32,
     hash: bool,
     progress: &dyn Fn(u64),
+    tee: Option<Tee<'_>>,
 ) -> std::io::Result<PassResult> {
-    if !hash && map.is_none() && out.is_none() {
+    if !hash && map.is_none() && out.is_none() && tee.is_none() {
         return Ok(PassResult {
             extract_size: len,
             extract_sha256: String::new(),
@@ -182,13 +194,17 @@ pub fn run_pass(
             }
             h
         });
-        let mut encoder = match out {
-            None => None,
-            Some((file, how)) => Some(encoder(file, how, len, threads)?),
+        // The download file's bytes: the encoder's output, else the chunks.
+        let (mut encoder, mut raw_tee) = match out {
+            None => (None, tee),
+            Some((file, how)) => (Some(encoder(file, how, len, threads, tee)?), None),
         };
         let mut send = |c: Chunk| -> std::io::Result<()> {
             if let Some(e) = encoder.as_mut() {
                 e.write_all(&c.data[..c.len])?;
+            }
+            if let Some(t) = raw_tee.as_mut() {
+                t(c.offset, &c.data[..c.len])?;
             }
             progress(c.len as u64);
             tx.send(c)
@@ -256,12 +272,12 @@ pub fn run_pass(
 }
 
 /// A compressing writer into `file`, finished into (bytes written, sha256).
-enum Encoder<'a> {
-    Zstd(zstd::stream::write::Encoder<'static, HashWriter<std::io::BufWriter<&'a File>>>),
-    Xz(liblzma::write::XzEncoder<HashWriter<std::io::BufWriter<&'a File>>>),
+enum Encoder<'a, 't> {
+    Zstd(zstd::stream::write::Encoder<'static, HashWriter<'t, std::io::BufWriter<&'a File>>>),
+    Xz(liblzma::write::XzEncoder<HashWriter<'t, std::io::BufWriter<&'a File>>>),
 }
 
-impl Encoder<'_> {
+impl Encoder<'_, '_> {
     fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
         match self {
             Self::Zstd(e) => e.write_all(buf),
@@ -279,11 +295,18 @@ impl Encoder<'_> {
     }
 }
 
-fn encoder(file: &File, how: Compression, len: u64, threads: u32) -> std::io::Result<Encoder<'_>> {
+fn encoder<'a, 't>(
+    file: &'a File,
+    how: Compression,
+    len: u64,
+    threads: u32,
+    tee: Option<Tee<'t>>,
+) -> std::io::Result<Encoder<'a, 't>> {
     let sink = HashWriter {
         inner: std::io::BufWriter::with_capacity(CHUNK, file),
         sha: Sha256::new(),
         n: 0,
+        tee,
     };
     let threads = threads.max(1);
     Ok(match how {

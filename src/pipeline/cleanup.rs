@@ -179,7 +179,7 @@ fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
 }
 
 /// The side files a build may write beside OUTPUT (docs/spec.md §10).
-const SIDE_SUFFIXES: [&str; 2] = [".json", ".bmap"];
+pub const SIDE_SUFFIXES: [&str; 2] = [".json", ".bmap"];
 
 /// The image being written.
 pub struct PendingOutput {

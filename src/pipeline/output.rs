@@ -16,7 +16,8 @@ use std::sync::Arc;
 use super::error::BuildError;
 use super::unnamed;
 use crate::config::ImageConfig;
-use crate::output::{map_image, run_pass, Bmap, Compression};
+use crate::output::pass::Tee;
+use crate::output::{map_image, run_pass, Bmap, Compression, ImageUpload};
 
 /// zstd level of compressed outputs (zstd's default).
 pub const ZSTD_LEVEL: i32 = 3;
@@ -111,6 +112,9 @@ impl RawImage {
 pub struct SideFiles {
     /// `OUTPUT.bmap` (with `--bmap`) and `OUTPUT.json`.
     pub files: Vec<(PathBuf, String)>,
+    /// `--publish`: the download file's upload, fed by the pass, completed
+    /// (with the side files) once OUTPUT is published.
+    pub upload: Option<ImageUpload>,
 }
 
 /// What step 7 makes.
@@ -136,8 +140,9 @@ pub struct Finish<'a> {
     pub sync_raw: bool,
 }
 
-/// Step 7: the pass, then the side files under temporary names.
-pub fn finish(f: &Finish<'_>) -> Result<SideFiles, BuildError> {
+/// Step 7: the pass (the download file's bytes also to `tee`), then the
+/// side files under temporary names.
+pub fn finish(f: &Finish<'_>, tee: Option<Tee<'_>>) -> Result<SideFiles, BuildError> {
     let io = |source: std::io::Error| BuildError::OutputPass {
         path: f.output.to_path_buf(),
         source,
@@ -161,6 +166,7 @@ pub fn finish(f: &Finish<'_>) -> Result<SideFiles, BuildError> {
             f.threads,
             f.hash,
             &progress,
+            tee,
         );
         if let Some(h) = sync {
             h.join()
@@ -185,5 +191,8 @@ pub fn finish(f: &Finish<'_>) -> Result<SideFiles, BuildError> {
         let json = crate::output::meta::OsListEntry::from(&pass).to_json();
         files.push((side_path(f.output, ".json"), json));
     }
-    Ok(SideFiles { files })
+    Ok(SideFiles {
+        files,
+        upload: None,
+    })
 }

@@ -21,9 +21,11 @@ use super::output::{self, RawImage, SideFiles};
 use super::planning::Planned;
 use super::BuildOptions;
 use crate::config::{ImageConfig, OutputSize};
-use crate::output::Compression;
+use crate::output::pass::Tee;
+use crate::output::{Compression, Publisher};
 use crate::partition::WriteLog;
 use crate::plan::{BaseInfo, Plan};
+use crate::progress::Reporter;
 
 /// What OUTPUT is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,12 +62,7 @@ impl Target {
         let o = &opts.output_options;
         let on_device = device::is_block_device(&opts.output);
         let target = if on_device {
-            if o.bmap || o.compress.is_some() {
-                return Err(BuildError::Usage(format!(
-                    "{} is a block device: --bmap and --compress are for image files",
-                    opts.output.display()
-                )));
-            }
+            refuse_on_device(o, &opts.output)?;
             Self::Device
         } else {
             match output::resolve_compression(o.compress, &opts.output, config)? {
@@ -299,8 +296,15 @@ impl Opened {
     }
 
     /// Step 7: the output pass and the side files (files), or the device's
-    /// zeros and partition table.
-    pub fn finish(&self, opts: &BuildOptions, plan: &Plan) -> Result<SideFiles, BuildError> {
+    /// zeros and partition table. With `publisher`, the download file's
+    /// upload is fed by the pass (and aborted if the pass fails).
+    pub fn finish(
+        &self,
+        opts: &BuildOptions,
+        plan: &Plan,
+        publisher: Option<&Publisher>,
+        reporter: &dyn Reporter,
+    ) -> Result<SideFiles, BuildError> {
         let o = &opts.output_options;
         let threads = match o.threads {
             0 => std::thread::available_parallelism()
@@ -317,26 +321,63 @@ impl Opened {
                 (raw.file(), raw.reopen_path(), Some((out.file(), *how)))
             }
         };
-        output::finish(&output::Finish {
-            raw,
-            raw_name,
-            len: plan.image_size,
-            output: &opts.output,
-            compressed,
-            sync_raw: compressed.is_none(),
-            bmap: o.bmap,
-            hash: o.hash,
-            threads,
-        })
+        let mut upload = publisher
+            .map(|p| p.start(plan.image_size, &opts.output, reporter))
+            .transpose()?;
+        let mut feed = |offset: u64, data: &[u8]| {
+            if let Some(u) = upload.as_mut() {
+                u.write(offset, data, reporter);
+            }
+            Ok(())
+        };
+        let tee: Option<Tee<'_>> = publisher.is_some().then_some(&mut feed);
+        let finished = output::finish(
+            &output::Finish {
+                raw,
+                raw_name,
+                len: plan.image_size,
+                output: &opts.output,
+                compressed,
+                sync_raw: compressed.is_none(),
+                bmap: o.bmap,
+                hash: o.hash,
+                threads,
+            },
+            tee,
+        );
+        match finished {
+            Ok(sides) => Ok(SideFiles { upload, ..sides }),
+            Err(e) => {
+                if let Some(u) = upload {
+                    u.abort(reporter);
+                }
+                Err(e)
+            }
+        }
     }
 
-    /// Publish OUTPUT and its side files. A device has nothing to
-    /// publish; its lock is released.
-    pub fn publish(self, sides: &SideFiles) -> Result<(), BuildError> {
-        match self {
+    /// Publish OUTPUT and its side files, then (`--publish`) complete
+    /// their upload. A device has nothing to publish; its lock is
+    /// released.
+    pub fn publish(self, sides: SideFiles, reporter: &dyn Reporter) -> Result<(), BuildError> {
+        let local = match self {
             Self::Device { .. } => Ok(()),
             Self::File { out } | Self::Compressed { out, .. } => out.commit_with(&sides.files),
+        };
+        let Some(upload) = sides.upload else {
+            return local;
+        };
+        if let Err(e) = local {
+            upload.abort(reporter);
+            return Err(e);
         }
+        let files: Vec<(PathBuf, Vec<u8>)> = sides
+            .files
+            .into_iter()
+            .map(|(p, text)| (p, text.into_bytes()))
+            .collect();
+        upload.complete(&files, &cleanup::SIDE_SUFFIXES, reporter)?;
+        Ok(())
     }
 
     /// A failed build: remove OUTPUT (unless `--keep`: see
@@ -348,6 +389,30 @@ impl Opened {
             Self::File { out } | Self::Compressed { out, .. } => out.abandon(),
         }
     }
+}
+
+/// What a block device can't take: a bmap and compression are for image
+/// files; `--publish` uploads a file (and a device is written in place,
+/// with no pass over the image to feed an upload).
+fn refuse_on_device(o: &super::OutputOptions, output: &Path) -> Result<(), BuildError> {
+    let mut refused = Vec::new();
+    if o.bmap {
+        refused.push("--bmap");
+    }
+    if o.compress.is_some() {
+        refused.push("--compress");
+    }
+    if o.publish.is_some() {
+        refused.push("--publish");
+    }
+    if refused.is_empty() {
+        return Ok(());
+    }
+    Err(BuildError::Usage(format!(
+        "{} is a block device: {} (for image files only)",
+        output.display(),
+        refused.join(", ")
+    )))
 }
 
 /// OUTPUT may be written: it does not exist (or `-X`), its directory
