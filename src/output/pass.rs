@@ -160,13 +160,7 @@ pub fn run_pass(
     tee: Option<Tee<'_>>,
 ) -> std::io::Result<PassResult> {
     if !hash && map.is_none() && out.is_none() && tee.is_none() {
-        return Ok(PassResult {
-            extract_size: len,
-            extract_sha256: String::new(),
-            download_size: len,
-            download_sha256: String::new(),
-            ranges: Vec::new(),
-        });
+        return Ok(unread(len));
     }
     let ranges: Vec<(u64, u64)> = map
         .map(|m| m.to_blocks(BLOCK, len).iter().collect())
@@ -269,6 +263,17 @@ pub fn run_pass(
             ranges: h.done,
         })
     })
+}
+
+/// The result of a pass with nothing to do: sizes, no hashes.
+fn unread(len: u64) -> PassResult {
+    PassResult {
+        extract_size: len,
+        extract_sha256: String::new(),
+        download_size: len,
+        download_sha256: String::new(),
+        ranges: Vec::new(),
+    }
 }
 
 /// A compressing writer into `file`, finished into (bytes written, sha256).
