@@ -303,9 +303,9 @@ pub struct ImageUpload {
 
 impl ImageUpload {
     /// The next bytes of the download file, at `offset`. Never an error:
-    /// a failed upload has aborted itself, is reported (a warning now, the
-    /// error at [`ImageUpload::complete`]) and takes nothing more, so the
-    /// local build goes on.
+    /// a failed upload has aborted itself, is reported (the item failed
+    /// now, the error at [`ImageUpload::complete`]) and takes nothing
+    /// more, so the local build goes on.
     pub fn write(&mut self, offset: u64, data: &[u8], reporter: &dyn Reporter) {
         let Some(up) = self.upload.as_mut() else {
             return;
@@ -319,11 +319,8 @@ impl ImageUpload {
                 }
             }
             Err(e) => {
+                // Shown now; the build goes on and fails at the end.
                 reporter.item_failed(&self.url, &e.to_string());
-                reporter.warn(&format!(
-                    "{e}: not published; the build goes on, {} will be kept",
-                    self.output.display()
-                ));
                 self.upload = None;
                 self.failed = Some(e);
             }
@@ -353,12 +350,15 @@ impl ImageUpload {
         reporter: &dyn Reporter,
     ) -> Result<(), PublishError> {
         let mut put = Vec::new();
+        let failed_before = self.failed.is_some();
         let done = self.put_all(sides, stale, &mut put, reporter);
         let p = &self.publisher;
         let Err(e) = done else {
             return Ok(());
         };
-        reporter.item_failed(&self.url, &e.to_string());
+        if !failed_before {
+            reporter.item_failed(&self.url, &e.to_string());
+        }
         let cleanup = if put.is_empty() {
             "nothing was left at its keys".to_string()
         } else {
