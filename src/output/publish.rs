@@ -93,6 +93,17 @@ pub enum PublishError {
     /// The image's upload failed (and was aborted).
     #[error(transparent)]
     Upload(#[from] UploadError),
+    /// The upload took other bytes than the local file has (a bug: the
+    /// upload is aborted rather than completed).
+    #[error("{url}: {uploaded} bytes were uploaded, the file has {size}")]
+    SizeMismatch {
+        /// The object.
+        url: String,
+        /// Bytes the upload took.
+        uploaded: u64,
+        /// The local file's size.
+        size: u64,
+    },
     /// Publishing failed after the build: what was put is removed (or
     /// what could not be), the local OUTPUT is kept.
     #[error("{source}; not published ({cleanup}), {} is kept", output.display())]
@@ -115,7 +126,9 @@ impl PublishError {
         match self {
             Self::BadUrl { .. } | Self::BadName { .. } | Self::Exists { .. } => ExitKind::BadInput,
             Self::Store { .. } | Self::Runtime { .. } => ExitKind::Unreachable,
-            Self::Upload(_) | Self::NotPublished { .. } => ExitKind::Failure,
+            Self::Upload(_) | Self::SizeMismatch { .. } | Self::NotPublished { .. } => {
+                ExitKind::Failure
+            }
         }
     }
 }
@@ -338,20 +351,22 @@ impl ImageUpload {
         }
     }
 
-    /// After OUTPUT is published locally: complete the image's upload and
-    /// put the side files (`(local path, contents)`; each object is named
-    /// after its file), `.json` last; delete the objects of `stale`
-    /// suffixes (side files of an earlier image that this build does not
-    /// write). On failure, what this build put is deleted.
+    /// After OUTPUT (of `size` bytes) is published locally: complete the
+    /// image's upload and put the side files (`(local path, contents)`;
+    /// each object is named after its file), `.json` last; delete the
+    /// objects of `stale` suffixes (side files of an earlier image that
+    /// this build does not write). On failure, what this build put is
+    /// deleted.
     pub fn complete(
         mut self,
+        size: u64,
         sides: &[(PathBuf, Vec<u8>)],
         stale: &[&str],
         reporter: &dyn Reporter,
     ) -> Result<(), PublishError> {
         let mut put = Vec::new();
         let failed_before = self.failed.is_some();
-        let done = self.put_all(sides, stale, &mut put, reporter);
+        let done = self.put_all(size, sides, stale, &mut put, reporter);
         let p = &self.publisher;
         let Err(e) = done else {
             return Ok(());
@@ -360,7 +375,7 @@ impl ImageUpload {
             reporter.item_failed(&self.url, &e.to_string());
         }
         let cleanup = if put.is_empty() {
-            "nothing was left at its keys".to_string()
+            "nothing of this build is at its keys".to_string()
         } else {
             let left: Vec<String> = put
                 .iter()
@@ -383,6 +398,7 @@ impl ImageUpload {
     /// [`ImageUpload::complete`]'s steps, each name put recorded in `put`.
     fn put_all(
         &mut self,
+        size: u64,
         sides: &[(PathBuf, Vec<u8>)],
         stale: &[&str],
         put: &mut Vec<String>,
@@ -395,6 +411,15 @@ impl ImageUpload {
         let Some(up) = self.upload.take() else {
             return Ok(());
         };
+        if up.written() != size {
+            let uploaded = up.written();
+            let _ = up.abort();
+            return Err(PublishError::SizeMismatch {
+                url: self.url.clone(),
+                uploaded,
+                size,
+            });
+        }
         let json = format!("{}.json", p.name);
         // Until the new JSON is up, no set at these keys looks complete.
         if let Err(e) = p.delete(&json) {
@@ -582,7 +607,12 @@ mod tests {
         for (i, c) in image.chunks(1 << 20).enumerate() {
             up.write(u64::try_from(i << 20).unwrap_or(0), c, &r);
         }
-        up.complete(&sides(false), &[".json", ".bmap"], &r)?;
+        up.complete(
+            u64::try_from(image.len()).unwrap_or(0),
+            &sides(false),
+            &[".json", ".bmap"],
+            &r,
+        )?;
         let got = objects(&store);
         let keys: Vec<&str> = got.keys().map(String::as_str).collect();
         assert_eq!(keys, ["p/o.img", "p/o.img.json"], "the stale .bmap is gone");
@@ -624,7 +654,7 @@ mod tests {
         up.write(0, b"0123456789", &r);
         faulty.fail.store(true, Ordering::Relaxed);
         let e = up
-            .complete(&sides(true), &[".json", ".bmap"], &r)
+            .complete(10, &sides(true), &[".json", ".bmap"], &r)
             .err()
             .map(|e| (e.to_string(), e.exit_kind()));
         let Some((msg, kind)) = e else {
@@ -646,6 +676,24 @@ mod tests {
         let mut up = p.start(10, FsPath::new("/x/o.img"), &r)?;
         up.write(0, &vec![1u8; MIN + 1], &r);
         up.abort(&r);
+        assert!(objects(&store).is_empty());
+
+        // An upload that took other bytes than the file has is not
+        // completed.
+        faulty.fail.store(false, Ordering::Relaxed);
+        let mut up = p.start(10, FsPath::new("/x/o.img"), &r)?;
+        up.write(0, b"012345678", &r);
+        let e = up
+            .complete(10, &sides(false), &[], &r)
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some(
+                "mem://b/p/o.img: 9 bytes were uploaded, the file has 10; not published \
+                 (nothing of this build is at its keys), /x/o.img is kept"
+            )
+        );
         assert!(objects(&store).is_empty());
         Ok(())
     }

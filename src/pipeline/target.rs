@@ -360,23 +360,37 @@ impl Opened {
     /// their upload. A device has nothing to publish; its lock is
     /// released.
     pub fn publish(self, sides: SideFiles, reporter: &dyn Reporter) -> Result<(), BuildError> {
-        let local = match self {
-            Self::Device { .. } => Ok(()),
-            Self::File { out } | Self::Compressed { out, .. } => out.commit_with(&sides.files),
-        };
+        let (local, size) =
+            match self {
+                Self::Device { .. } => (Ok(()), Ok(0)),
+                Self::File { out } | Self::Compressed { out, .. } => {
+                    // The size of the file the upload was fed, for its check.
+                    let size = out.file().metadata().map(|m| m.len()).map_err(|source| {
+                        BuildError::OutputIo {
+                            path: out.reopen_path().to_path_buf(),
+                            what: "reading its size".into(),
+                            source,
+                        }
+                    });
+                    (out.commit_with(&sides.files), size)
+                }
+            };
         let Some(upload) = sides.upload else {
             return local;
         };
-        if let Err(e) = local {
-            upload.abort(reporter);
-            return Err(e);
-        }
+        let size = match local.and(size) {
+            Ok(n) => n,
+            Err(e) => {
+                upload.abort(reporter);
+                return Err(e);
+            }
+        };
         let files: Vec<(PathBuf, Vec<u8>)> = sides
             .files
             .into_iter()
             .map(|(p, text)| (p, text.into_bytes()))
             .collect();
-        upload.complete(&files, &cleanup::SIDE_SUFFIXES, reporter)?;
+        upload.complete(size, &files, &cleanup::SIDE_SUFFIXES, reporter)?;
         Ok(())
     }
 
