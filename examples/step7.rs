@@ -65,7 +65,7 @@ fn main() -> ExitCode {
         reporter: &Silent,
     };
     let t = Instant::now();
-    let sides = match finish(&f) {
+    let sides = match finish(&f, None) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("step 7: {e}");

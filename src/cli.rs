@@ -243,6 +243,16 @@ pub struct BuildArgs {
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub compress: Option<CompressArg>,
 
+    /// Upload the finished image (the compressed OUTPUT when compressing)
+    /// and its side files to an object store: `s3://bucket/prefix/`,
+    /// `gs://`, `az://`, credentials and endpoint from the environment
+    /// (`AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`, ...). Fed by step 7's pass
+    /// (no second read); OUTPUT.json (always written) goes up last. An
+    /// existing object needs -X; a failed upload leaves nothing at the key
+    /// and keeps OUTPUT.
+    #[arg(long, value_name = "URL", conflicts_with = "no_hash")]
+    pub publish: Option<String>,
+
     /// OUTPUT may be a fixed (non-removable) disk. Removable disks, SD
     /// cards (mmcblk) and loop devices need no --force.
     #[arg(long)]
@@ -438,7 +448,8 @@ impl BuildArgs {
             output_options: OutputOptions {
                 bmap: self.bmap,
                 hash: !self.no_hash,
-                json: self.json,
+                // The published set includes OUTPUT.json.
+                json: self.json || self.publish.is_some(),
                 torrent: self.torrent.then(|| TorrentOptions {
                     webseeds: self.webseed.clone(),
                     trackers: self.tracker.clone(),
@@ -448,6 +459,7 @@ impl BuildArgs {
                 threads: 0,
                 force: self.force,
                 grow: self.grow,
+                publish: self.publish.clone(),
             },
         })
     }
@@ -671,6 +683,22 @@ mod tests {
             .options("c".into(), "o".into());
         let o = bmap.map(|p| p.output_options).unwrap_or_default();
         assert!(!o.writes_json(false), "--bmap hashes its ranges only");
+    }
+
+    #[test]
+    fn publish_takes_a_url_and_needs_the_hashes() {
+        let (config, output, flags) = build(&["--publish", "s3://b/p/", "c.yaml", "o.img"]);
+        let opts = flags
+            .options(config, output)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(opts.output_options.publish.as_deref(), Some("s3://b/p/"));
+        assert!(
+            opts.output_options.writes_json(false),
+            "OUTPUT.json is published"
+        );
+        let e = usage_error(&["--publish", "s3://b/p/", "--no-hash", "c", "o"]);
+        assert_eq!(e.kind(), ErrorKind::ArgumentConflict);
+        assert_eq!(e.exit_code(), 2);
     }
 
     #[test]

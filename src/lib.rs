@@ -14,6 +14,8 @@
 //! - [`io`]: stream adapters (digests, sinks, the download → decoder
 //!   channel, decoders, sparse copies);
 //! - [`fetch`]: the HTTP client and its runtime ([`fetch::Net`]);
+//! - [`objstore`]: object storage clients, their runtime, the streaming
+//!   multipart upload;
 //! - [`expand`], [`oci`]: archives; registry pulls into docker-archives;
 //! - [`output`]: the block map, the hashing / compressing output pass,
 //!   `OUTPUT.json`;
@@ -30,6 +32,7 @@ pub mod expand;
 pub mod fetch;
 pub mod fs;
 pub mod io;
+pub mod objstore;
 pub mod oci;
 pub mod os;
 pub mod output;

@@ -271,6 +271,22 @@ fn a_mounted_or_too_small_device_is_refused_and_untouched() {
         assert_eq!(code, 3, "{flags:?}: {log}");
         assert!(log.contains("are for image files"), "{flags:?}: {log}");
     }
+    // --publish too, before anything is asked of the store (nothing
+    // listens at this endpoint) or written.
+    let dead = format!("http://127.0.0.1:{}", common::moto::free_port());
+    let (code, log) = image_creator_env(
+        &[
+            "--publish",
+            "s3://bucket/p/",
+            "--build-dir",
+            b.to_str().unwrap(),
+            cfg.to_str().unwrap(),
+            lo.dev.to_str().unwrap(),
+        ],
+        &[("AWS_ENDPOINT_URL", &dead), ("AWS_ALLOW_HTTP", "true")],
+    );
+    assert_eq!(code, 3, "{log}");
+    assert!(log.contains("is a block device: --publish"), "{log}");
     assert_eq!(
         digest("sha256sum", &lo.dev),
         before,

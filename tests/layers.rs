@@ -42,6 +42,7 @@ const LAYERS: &[Layer] = &[
     Layer::at("fs", 1),
     Layer::at("io", 2).with_peers(),
     Layer::at("fetch", 2).with_peers(),
+    Layer::at("objstore", 2).with_peers(),
     Layer::at("expand", 3),
     Layer::at("oci", 3),
     Layer::at("cache", 3),

@@ -2,8 +2,8 @@
 //! block map of what the card needs ([`map`], written as bmaptool's
 //! format by [`bmap`]), the one sequential pass over the finished image
 //! ([`pass`]) and what it feeds, `OUTPUT.json` ([`meta`]) and
-//! `OUTPUT.torrent` ([`torrent`]). [`ranges`] is the coalescing range set
-//! they share.
+//! `OUTPUT.torrent` ([`torrent`]); [`publish`] uploads them to an object
+//! store (`--publish`). [`ranges`] is the coalescing range set they share.
 //!
 //! The pass's parts, one per file: the hand-over of chunks to consumer
 //! threads ([`chunk`]); the consumer trait ([`sink`]: [`DownloadSink`],
@@ -22,6 +22,7 @@ pub mod map;
 pub mod meta;
 pub mod pass;
 pub mod pieces;
+pub mod publish;
 pub mod range_hash;
 pub mod ranges;
 pub mod sink;
@@ -34,6 +35,7 @@ pub use error::PassError;
 pub use map::{map_image, map_partitions, ImageMap};
 pub use pass::{run_pass, Compress, Pass, PassResult};
 pub use pieces::Pieces;
+pub use publish::{ImageUpload, PublishError, Publisher};
 pub use ranges::RangeSet;
 pub use sink::DownloadSink;
 pub use torrent::{piece_length, Torrent, TorrentError, TorrentOptions};

@@ -10,6 +10,7 @@ use crate::fs::ext4::Ext4Error;
 use crate::fs::fat::FatError;
 use crate::io::ChecksumMismatch;
 use crate::oci::OciError;
+use crate::output::PublishError;
 use crate::partition::MbrError;
 use crate::plan::PlanError;
 
@@ -201,6 +202,9 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
+    /// `--publish`: the store refused, or the upload failed.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
     /// The build's own I/O whose error already names its file (the
     /// stream adapters, the filesystem writers).
     #[error(transparent)]
@@ -249,6 +253,7 @@ impl BuildError {
             Self::Http(e) => e.exit_kind(),
             Self::Oci(e) => e.exit_kind(),
             Self::Expand(e) => e.exit_kind(),
+            Self::Publish(e) => e.exit_kind(),
             Self::ConfigRead { .. }
             | Self::SourceChanged { .. }
             | Self::Panicked(_)

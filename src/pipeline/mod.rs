@@ -17,7 +17,9 @@
 //!
 //! then [`cleanup`] publishes OUTPUT, or removes it on failure or signal
 //! ([`lock`]: the output lock and dead builds' leftovers; [`unnamed`]:
-//! files without a name until published); [`error`]: why a build failed.
+//! files without a name until published); [`publish`]: `--publish`,
+//! checked at planning, its upload fed by step 7 and completed once
+//! OUTPUT is published; [`error`]: why a build failed.
 
 pub mod base;
 pub mod boot;
@@ -30,6 +32,7 @@ pub mod load;
 pub mod lock;
 pub mod output;
 pub mod planning;
+pub mod publish;
 pub mod resize;
 pub mod table;
 pub mod target;
@@ -43,11 +46,13 @@ use std::path::{Path, PathBuf};
 
 use crate::config::ImageConfig;
 use crate::fetch::{FetchOptions, Net};
+use crate::output::Publisher;
 use crate::plan::Plan;
 use crate::progress::Reporter;
 use cache::BuildCache;
 use output::SideFiles;
 use planning::Planned;
+use publish::Checked;
 use target::Opened;
 
 /// What to build, from the command line.
@@ -105,6 +110,9 @@ pub struct OutputOptions {
     pub force: bool,
     /// `--grow`: on a device, p3 fills the device.
     pub grow: bool,
+    /// `--publish URL`: upload the download file and its side files to
+    /// an object store (`s3://bucket/prefix/`; needs `hash`).
+    pub publish: Option<String>,
 }
 
 impl OutputOptions {
@@ -121,8 +129,9 @@ impl OutputOptions {
 /// What a build produced.
 #[derive(Debug)]
 pub enum Outcome {
-    /// `--check`: the plan, nothing written.
-    Checked(Plan),
+    /// `--check`: the plan (and where `--publish` would put each file),
+    /// nothing written.
+    Checked(Checked),
     /// The image was written.
     Built {
         /// Output path.
@@ -189,6 +198,7 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
     let claim = target.claim(opts, &dirs)?;
 
     step(reporter, 2);
+    let publisher = publish::plan(opts)?;
     let cache = planning::open_cache(opts, reporter)?;
     let planned = planning::plan(opts, &config, &net, cache.as_ref(), reporter)?;
     let Some(claim) = claim else {
@@ -196,7 +206,8 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
         if let Some(c) = &cache {
             planning::report_eviction(c, reporter);
         }
-        return Ok(Outcome::Checked(planned.plan));
+        let checked = Checked::new(planned.plan, opts, publisher.as_ref());
+        return Ok(Outcome::Checked(checked));
     };
     target.check_room(opts, &dirs, &planned)?;
     planning::announce(&planned, reporter);
@@ -216,13 +227,13 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
         build_dir: &dirs.build,
     };
     let out = target.open(claim, opts, &dirs)?;
-    let written = write(&ctx, &out, planned);
+    let written = write(&ctx, &out, planned, publisher.as_ref());
     if let Some(c) = &build_cache {
         c.evict();
     }
     match written {
         Ok((sides, plan)) => {
-            out.publish(&sides)?;
+            out.publish(sides, reporter)?;
             Ok(Outcome::Built {
                 output: opts.output.clone(),
                 image_size: plan.image_size,
@@ -236,9 +247,14 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
     }
 }
 
-/// Steps 3 to 7 into the opened target: the side files to publish, and
-/// the plan carried out (its items consumed).
-fn write(ctx: &Ctx<'_>, out: &Opened, planned: Planned) -> Result<(SideFiles, Plan), BuildError> {
+/// Steps 3 to 7 into the opened target: the side files to publish (and
+/// the upload to complete), and the plan carried out (its items consumed).
+fn write(
+    ctx: &Ctx<'_>,
+    out: &Opened,
+    planned: Planned,
+    publisher: Option<&Publisher>,
+) -> Result<(SideFiles, Plan), BuildError> {
     let Planned {
         base,
         base_cache,
@@ -276,6 +292,6 @@ fn write(ctx: &Ctx<'_>, out: &Opened, planned: Planned) -> Result<(SideFiles, Pl
     out.write_table(ctx.opts, table::final_mbr(mbr, plan.fs_size)?)?;
 
     step(ctx.reporter, 7);
-    let sides = out.finish(ctx.opts, &plan, ctx.reporter)?;
+    let sides = out.finish(ctx.opts, &plan, publisher, ctx.reporter)?;
     Ok((sides, plan))
 }

@@ -19,8 +19,8 @@ use super::unnamed;
 use crate::config::ImageConfig;
 use crate::fs::ext4::Timestamp;
 use crate::output::{
-    map_image, piece_length, run_pass, Bmap, Compress, Compression, DownloadSink, Pass, Pieces,
-    Torrent, TorrentOptions,
+    map_image, piece_length, run_pass, Bmap, Compress, Compression, DownloadSink, ImageUpload,
+    Pass, Pieces, Torrent, TorrentOptions,
 };
 use crate::progress::Reporter;
 
@@ -117,6 +117,9 @@ impl RawImage {
 pub struct SideFiles {
     /// `OUTPUT.bmap`, `OUTPUT.torrent`, `OUTPUT.json`, those asked for.
     pub files: Vec<(PathBuf, Vec<u8>)>,
+    /// `--publish`: the download file's upload, fed by the pass, completed
+    /// (with the side files) once OUTPUT is published.
+    pub upload: Option<ImageUpload>,
 }
 
 /// What step 7 makes.
@@ -147,8 +150,9 @@ pub struct Finish<'a> {
     pub reporter: &'a dyn Reporter,
 }
 
-/// Step 7: the pass, then the side files under temporary names.
-pub fn finish(f: &Finish<'_>) -> Result<SideFiles, BuildError> {
+/// Step 7: the pass (the download file's bytes also to `upload`, with
+/// `--publish`), then the side files under temporary names.
+pub fn finish(f: &Finish<'_>, upload: Option<&mut ImageUpload>) -> Result<SideFiles, BuildError> {
     let io = |source: std::io::Error| BuildError::OutputPass {
         path: f.output.to_path_buf(),
         source,
@@ -166,9 +170,17 @@ pub fn finish(f: &Finish<'_>) -> Result<SideFiles, BuildError> {
         })),
         None => None,
     };
+    let uploads = upload.is_some();
+    let mut uploading = upload.map(|upload| Uploading {
+        upload,
+        reporter: f.reporter,
+    });
     let mut sinks: Vec<&mut dyn DownloadSink> = Vec::new();
     if let Some(p) = pieces.as_mut() {
         sinks.push(p);
+    }
+    if let Some(u) = uploading.as_mut() {
+        sinks.push(u);
     }
     let pass = Pass {
         raw: f.raw,
@@ -185,7 +197,7 @@ pub fn finish(f: &Finish<'_>) -> Result<SideFiles, BuildError> {
         download_sha256: f.json,
         sinks,
     };
-    let reads = f.json || f.bmap || f.compressed.is_some() || f.torrent.is_some();
+    let reads = f.json || f.bmap || f.compressed.is_some() || f.torrent.is_some() || uploads;
     if reads {
         f.reporter.pass_started(f.len);
     }
@@ -219,7 +231,35 @@ pub fn finish(f: &Finish<'_>) -> Result<SideFiles, BuildError> {
             files.push((side_path(f.output, ".json"), entry.to_json().into_bytes()));
         }
     }
-    Ok(SideFiles { files })
+    Ok(SideFiles {
+        files,
+        upload: None,
+    })
+}
+
+/// `--publish`'s upload as a consumer of the download file: fed in order
+/// on its own thread. A failed upload has aborted itself and is reported
+/// (it fails the build when completed), never the pass: the local OUTPUT
+/// is still made.
+struct Uploading<'a> {
+    upload: &'a mut ImageUpload,
+    reporter: &'a dyn Reporter,
+}
+
+impl DownloadSink for Uploading<'_> {
+    fn name(&self) -> String {
+        "the upload".into()
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.upload.write(offset, data, self.reporter);
+        Ok(())
+    }
+
+    fn finish(&mut self, _len: u64) -> std::io::Result<()> {
+        // Completed once OUTPUT is published (`Opened::publish`).
+        Ok(())
+    }
 }
 
 /// The size the piece length is chosen for: a raw OUTPUT's, or for a

@@ -21,7 +21,7 @@ use super::output::{self, RawImage, SideFiles};
 use super::planning::Planned;
 use super::BuildOptions;
 use crate::config::{ImageConfig, OutputSize};
-use crate::output::Compression;
+use crate::output::{Compression, Publisher};
 use crate::partition::WriteLog;
 use crate::plan::{BaseInfo, Plan};
 use crate::progress::Reporter;
@@ -61,12 +61,7 @@ impl Target {
         let o = &opts.output_options;
         let on_device = device::is_block_device(&opts.output);
         let target = if on_device {
-            if o.bmap || o.compress.is_some() || o.torrent.is_some() || o.json {
-                return Err(BuildError::Usage(format!(
-                    "{} is a block device: --bmap, --compress, --torrent and --json are for image files",
-                    opts.output.display()
-                )));
-            }
+            refuse_on_device(o, &opts.output)?;
             Self::Device
         } else {
             match output::resolve_compression(o.compress, &opts.output, config)? {
@@ -303,11 +298,13 @@ impl Opened {
     }
 
     /// Step 7: the output pass and the side files (files), or the device's
-    /// zeros and partition table.
+    /// zeros and partition table. With `publisher`, the download file's
+    /// upload is fed by the pass (and aborted if the pass fails).
     pub fn finish(
         &self,
         opts: &BuildOptions,
         plan: &Plan,
+        publisher: Option<&Publisher>,
         reporter: &dyn Reporter,
     ) -> Result<SideFiles, BuildError> {
         let o = &opts.output_options;
@@ -326,28 +323,67 @@ impl Opened {
                 (raw.file(), raw.reopen_path(), Some((out.file(), *how)))
             }
         };
-        output::finish(&output::Finish {
-            raw,
-            raw_name,
-            len: plan.image_size,
-            output: &opts.output,
-            compressed,
-            sync_raw: compressed.is_none(),
-            bmap: o.bmap,
-            json: o.writes_json(compressed.is_some()),
-            torrent: o.torrent.as_ref(),
-            threads,
-            reporter,
-        })
+        let mut upload = publisher
+            .map(|p| p.start(plan.image_size, &opts.output, reporter))
+            .transpose()?;
+        let finished = output::finish(
+            &output::Finish {
+                raw,
+                raw_name,
+                len: plan.image_size,
+                output: &opts.output,
+                compressed,
+                sync_raw: compressed.is_none(),
+                bmap: o.bmap,
+                json: o.writes_json(compressed.is_some()),
+                torrent: o.torrent.as_ref(),
+                threads,
+                reporter,
+            },
+            upload.as_mut(),
+        );
+        match finished {
+            Ok(sides) => Ok(SideFiles { upload, ..sides }),
+            Err(e) => {
+                if let Some(u) = upload {
+                    u.abort(reporter);
+                }
+                Err(e)
+            }
+        }
     }
 
-    /// Publish OUTPUT and its side files. A device has nothing to
-    /// publish; its lock is released.
-    pub fn publish(self, sides: &SideFiles) -> Result<(), BuildError> {
-        match self {
-            Self::Device { .. } => Ok(()),
-            Self::File { out } | Self::Compressed { out, .. } => out.commit_with(&sides.files),
-        }
+    /// Publish OUTPUT and its side files, then (`--publish`) complete
+    /// their upload. A device has nothing to publish; its lock is
+    /// released.
+    pub fn publish(self, sides: SideFiles, reporter: &dyn Reporter) -> Result<(), BuildError> {
+        let (local, size) =
+            match self {
+                Self::Device { .. } => (Ok(()), Ok(0)),
+                Self::File { out } | Self::Compressed { out, .. } => {
+                    // The size of the file the upload was fed, for its check.
+                    let size = out.file().metadata().map(|m| m.len()).map_err(|source| {
+                        BuildError::OutputIo {
+                            path: out.reopen_path().to_path_buf(),
+                            what: "reading its size".into(),
+                            source,
+                        }
+                    });
+                    (out.commit_with(&sides.files), size)
+                }
+            };
+        let Some(upload) = sides.upload else {
+            return local;
+        };
+        let size = match local.and(size) {
+            Ok(n) => n,
+            Err(e) => {
+                upload.abort(reporter);
+                return Err(e);
+            }
+        };
+        upload.complete(size, &sides.files, &cleanup::SIDE_SUFFIXES, reporter)?;
+        Ok(())
     }
 
     /// A failed build: remove OUTPUT (unless `--keep`: see
@@ -359,6 +395,37 @@ impl Opened {
             Self::File { out } | Self::Compressed { out, .. } => out.abandon(),
         }
     }
+}
+
+/// What a block device can't take: a bmap, compression, a torrent and
+/// `OUTPUT.json` are for image files; `--publish` uploads a file (and a device is written in place,
+/// with no pass over the image to feed an upload).
+fn refuse_on_device(o: &super::OutputOptions, output: &Path) -> Result<(), BuildError> {
+    let mut refused = Vec::new();
+    if o.bmap {
+        refused.push("--bmap");
+    }
+    if o.compress.is_some() {
+        refused.push("--compress");
+    }
+    if o.torrent.is_some() {
+        refused.push("--torrent");
+    }
+    // (`--publish` sets `json`: it publishes OUTPUT.json.)
+    if o.json && o.publish.is_none() {
+        refused.push("--json");
+    }
+    if o.publish.is_some() {
+        refused.push("--publish");
+    }
+    if refused.is_empty() {
+        return Ok(());
+    }
+    Err(BuildError::Usage(format!(
+        "{} is a block device: {} are for image files",
+        output.display(),
+        refused.join(", ")
+    )))
 }
 
 /// OUTPUT may be written: it does not exist (or `-X`), its directory

@@ -9,6 +9,7 @@ pub mod image;
 pub mod moto;
 pub mod netns;
 pub mod registry;
+pub mod s3proxy;
 pub mod servers;
 
 use std::fs::File;

@@ -133,6 +133,26 @@ impl Moto {
         ));
     }
 
+    /// Every object under `prefix` in `bucket`: key → its last-modified
+    /// time (Unix seconds, as the listing says).
+    pub fn last_modified(&self, bucket: &str, prefix: &str) -> BTreeMap<String, f64> {
+        let out = self.boto(&format!(
+            "import json\n\
+             out = {{o['Key']: o['LastModified'].timestamp() for o in \
+             s3.list_objects_v2(Bucket={bucket:?}, Prefix={prefix:?}).get('Contents', [])}}\n\
+             print(json.dumps(out))\n"
+        ));
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    }
+
+    /// The buckets.
+    pub fn buckets(&self) -> Vec<String> {
+        let out = self.boto(
+            "import json\nprint(json.dumps([b['Name'] for b in s3.list_buckets()['Buckets']]))\n",
+        );
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    }
+
     /// Unfinished multipart uploads in `bucket` (invisible to listings).
     pub fn multipart_uploads(&self, bucket: &str) -> usize {
         self.boto(&format!(

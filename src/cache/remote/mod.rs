@@ -32,16 +32,15 @@
 //! unreferenced blob, which `collect_garbage` removes once it is an hour
 //! old.
 //!
-//! The files, one concept each: `client.rs` opens the store from the URL
-//! and the environment; `runtime.rs` is the cache's own tokio runtime that
-//! runs every call; `store.rs` holds the entries, blobs and conditional
-//! puts; `pool.rs` streams a hit's blob through the build's range buffers;
-//! `upload.rs` is a fill's multipart upload. This file is the [`Backend`]
-//! over them, method for method beside `local.rs`.
+//! The files, one concept each: `store.rs` holds the entries, blobs and
+//! conditional puts; `pool.rs` streams a hit's blob through the build's
+//! range buffers; `upload.rs` is a fill's multipart upload (over
+//! `crate::objstore::Upload`). This file is the [`Backend`] over them,
+//! method for method beside `local.rs`. Opening the store from the URL and
+//! the environment, and the runtime every call runs on, are
+//! `crate::objstore`'s, shared with publishing.
 
-mod client;
 mod pool;
-mod runtime;
 mod store;
 mod upload;
 
@@ -49,6 +48,7 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use object_store::PutMode;
 
@@ -64,12 +64,24 @@ use super::hit::{Blob, Each, Stop};
 use super::key::Key;
 use super::options::CacheOptions;
 use super::policy::Policy;
+use crate::objstore::Patience;
 
-pub(crate) use self::client::is_url;
+pub(crate) use crate::objstore::is_url;
 
 /// An unreferenced blob younger than this may be a fill about to publish
 /// its entry: garbage collection leaves it.
 const ORPHAN_AGE: i64 = 3600;
+
+/// The cache's client: few retries and short timeouts, because an unusable
+/// store must cost a build seconds, not minutes (it goes on without the
+/// cache): 3 attempts within 10 s, 120 s a request.
+const PATIENCE: Patience = Patience {
+    attempts: 3,
+    backoff_initial: Duration::from_millis(100),
+    backoff_max: Duration::from_secs(15),
+    retry_within: Duration::from_secs(10),
+    request_timeout: Duration::from_secs(120),
+};
 
 /// The object-store cache of one URL.
 #[derive(Debug)]
@@ -97,10 +109,11 @@ impl Remote {
         // downloads, src/fetch/http.rs): ring, process-wide.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let url = dir.to_string_lossy().into_owned();
-        let (objects, prefix) = client::open(&url).map_err(|e| CacheError::BadUrl {
-            url: url.clone(),
-            source: Box::new(e),
-        })?;
+        let (objects, prefix) =
+            crate::objstore::open(&url, &PATIENCE).map_err(|e| CacheError::BadUrl {
+                url: url.clone(),
+                source: Box::new(e),
+            })?;
         let store = Store::new(url.clone(), objects, prefix, access);
         let shown_policy = PathBuf::from(format!("{}/policy.yaml", url.trim_end_matches('/')));
         let policy = match store.policy_text()? {

@@ -10,9 +10,9 @@ use futures_util::StreamExt;
 use object_store::path::Path;
 use object_store::ObjectStore;
 
-use super::runtime::runtime;
 use super::store::Store;
 use crate::cache::hit::{Each, Stop};
+use crate::objstore::runtime::runtime;
 
 /// Ranged GET size of a hit. Larger ranges cost s3s-fs less CPU per
 /// byte (bench-s3: 25 → 22 → 21 CPU s for 4 GiB at 8, 16, 32 MiB); a

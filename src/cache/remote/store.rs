@@ -15,11 +15,11 @@ use object_store::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::runtime::{self, RuntimeError};
 use crate::cache::backend::Access;
 use crate::cache::entry::{unix_now, Entry, FillMeta};
 use crate::cache::error::CacheError;
 use crate::cache::key::Key;
+use crate::objstore::runtime::{self, RuntimeError};
 
 /// An entry as stored: the shared [`Entry`] plus its blob's object name.
 #[derive(Debug, Clone, Serialize, Deserialize)]

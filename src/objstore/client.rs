@@ -1,17 +1,18 @@
-//! Opening an object store from `--cache-dir`'s URL: which scheme, the
-//! client's options (timeouts, retries, trust roots, resolver), and the
-//! standard environment's credentials and endpoint.
+//! Opening an object store from a URL (`--cache-dir`, `--publish`): which
+//! scheme, the client's options (timeouts, retries, trust roots,
+//! resolver), and the standard environment's credentials and endpoint.
 
 use std::path::Path as FsPath;
 use std::sync::Arc;
 use std::time::Duration;
 
 use object_store::path::Path;
-use object_store::{ClientOptions, ObjectStore, ObjectStoreScheme, RetryConfig};
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, ObjectStoreScheme, RetryConfig};
 
-/// Why a cache URL can't be opened: the user's mistake (exit 3).
+/// Why a store URL can't be opened: the user's mistake (exit 3). The
+/// caller names the URL and the flag.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ClientError {
+pub enum ClientError {
     /// Not a URL.
     #[error(transparent)]
     Parse(#[from] url::ParseError),
@@ -20,7 +21,7 @@ pub(crate) enum ClientError {
     #[error(transparent)]
     Scheme(Box<dyn std::error::Error + Send + Sync>),
     /// A scheme we don't open (`file://`, `memory://`, `http://`…).
-    #[error("unsupported cache URL scheme ({0:?}): use a directory, s3://, gs:// or az://")]
+    #[error("unsupported URL scheme ({0:?}): the object stores are s3://, gs:// and az://")]
     Unsupported(ObjectStoreScheme),
     /// The client refused the URL or the environment (a bad bucket name, a
     /// malformed `AWS_*` value…).
@@ -29,28 +30,53 @@ pub(crate) enum ClientError {
 }
 
 /// Whether `dir` names an object store (`scheme://…`) rather than a path.
-pub(crate) fn is_url(dir: &FsPath) -> bool {
+pub fn is_url(dir: &FsPath) -> bool {
     dir.to_str().is_some_and(|s| {
         s.split_once("://")
             .is_some_and(|(scheme, _)| !scheme.is_empty() && !scheme.contains('/'))
     })
 }
 
+/// How long a client waits and how often it tries: every request (a
+/// multipart part included) is retried by `object_store` on 5xx answers,
+/// connection errors and timeouts, with capped exponential backoff (and
+/// jitter), never on 4xx.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Patience {
+    /// Attempts per request, at least 1.
+    pub attempts: u32,
+    /// The first wait between attempts; each next one about doubles.
+    pub backoff_initial: Duration,
+    /// The longest wait between attempts.
+    pub backoff_max: Duration,
+    /// No new attempt this long after the first one began.
+    pub retry_within: Duration,
+    /// One request's timeout, its body included.
+    pub request_timeout: Duration,
+}
+
+/// Connecting takes at most this long (an unreachable endpoint must cost
+/// seconds, not minutes).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The store for `text` and the prefix under it: AWS, GCS or Azure from the
 /// standard environment (`AWS_*`: `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP` for
-/// a plain-http S3-compatible server; `GOOGLE_*`; `AZURE_*`). Few retries
-/// and short timeouts: an unusable store must cost a build seconds, not
-/// minutes.
-pub(crate) fn open(text: &str) -> Result<(Arc<dyn ObjectStore>, Path), ClientError> {
+/// a plain-http S3-compatible server; `GOOGLE_*`; `AZURE_*`), retrying and
+/// timing out as `patience` says.
+pub fn open(text: &str, patience: &Patience) -> Result<(Arc<dyn ObjectStore>, Path), ClientError> {
     let url = url::Url::parse(text)?;
     let (scheme, prefix) =
         ObjectStoreScheme::parse(&url).map_err(|e| ClientError::Scheme(Box::new(e)))?;
     let retry = RetryConfig {
-        max_retries: 2,
-        retry_timeout: Duration::from_secs(10),
-        ..RetryConfig::default()
+        max_retries: usize::try_from(patience.attempts.max(1) - 1).unwrap_or(usize::MAX),
+        retry_timeout: patience.retry_within,
+        backoff: BackoffConfig {
+            init_backoff: patience.backoff_initial,
+            max_backoff: patience.backoff_max,
+            base: 2.0,
+        },
     };
-    let client = client_options();
+    let client = client_options(patience.request_timeout);
     use object_store::ObjectStoreScheme as S;
     // Our client options and retries first, then the environment (as the
     // builders' `from_env` reads it: `AWS_ALLOW_HTTP` is a client option,
@@ -99,14 +125,14 @@ pub(crate) fn open(text: &str) -> Result<(Arc<dyn ObjectStore>, Path), ClientErr
     Ok((store, prefix))
 }
 
-/// Connect timeout 5 s, request timeout 120 s, the downloads' trust roots
-/// and resolver.
-fn client_options() -> ClientOptions {
+/// Connect timeout [`CONNECT_TIMEOUT`], request timeout `timeout`, the
+/// downloads' trust roots and resolver.
+fn client_options(timeout: Duration) -> ClientOptions {
     // The same trust roots as the downloads (the system's, else the
     // built-in set): reqwest has no platform verifier here to merge with.
     let mut client = ClientOptions::new()
-        .with_connect_timeout(Duration::from_secs(5))
-        .with_timeout(Duration::from_secs(120))
+        .with_connect_timeout(CONNECT_TIMEOUT)
+        .with_timeout(timeout)
         .with_no_system_certificates(true);
     // Names resolved as the downloads' are (hickory, /etc/resolv.conf): the
     // static binary has no NSS for getaddrinfo.
@@ -162,19 +188,27 @@ mod tests {
         }
     }
 
+    const PATIENT: Patience = Patience {
+        attempts: 1,
+        backoff_initial: Duration::from_millis(1),
+        backoff_max: Duration::from_millis(1),
+        retry_within: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(1),
+    };
+
     #[test]
     fn each_refusal_says_why() {
         assert!(matches!(
-            open("s3:/nothing"),
+            open("s3:/nothing", &PATIENT),
             Err(ClientError::Parse(_)) | Err(ClientError::Scheme(_))
         ));
-        assert!(matches!(open("ftp://h/x"), Err(ClientError::Scheme(_))));
-        match open("http://h/x") {
+        assert!(matches!(
+            open("ftp://h/x", &PATIENT),
+            Err(ClientError::Scheme(_))
+        ));
+        match open("http://h/x", &PATIENT) {
             Err(e @ ClientError::Unsupported(_)) => {
-                assert!(
-                    e.to_string().starts_with("unsupported cache URL scheme"),
-                    "{e}"
-                )
+                assert!(e.to_string().starts_with("unsupported URL scheme"), "{e}")
             }
             other => panic!("{:?}", other.map(|_| ())),
         }

@@ -1,16 +1,16 @@
-//! The tokio runtime of every object-store call: one per process, two
-//! worker threads, started on first use and never dropped (a runtime can't
-//! be dropped from async code, and a cache handle may be). The downloads'
-//! runtime is `fetch`'s; this one is the cache's own, so a store call can
-//! be made from any thread, also from a task of another runtime.
+//! The tokio runtime of every object-store call (the cache's, the
+//! publishing uploads): one per process, two worker threads, started on
+//! first use and never dropped (a runtime can't be dropped from async
+//! code, and a cache handle may be). The downloads' runtime is `fetch`'s;
+//! this one is the stores' own, so a store call can be made from any
+//! thread, also from a task of another runtime.
 
 use std::sync::mpsc::sync_channel;
 use std::sync::OnceLock;
 
-/// The runtime could not run a call. The caller names the store
-/// (`Store::run`).
+/// The runtime could not run a call. The caller names the store.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum RuntimeError {
+pub enum RuntimeError {
     /// Its threads could not be started.
     #[error("could not start the object store's threads")]
     Start,
@@ -22,7 +22,7 @@ pub(crate) enum RuntimeError {
 
 impl RuntimeError {
     /// What we were doing, for the error naming the store.
-    pub(crate) fn action(&self) -> &'static str {
+    pub fn action(&self) -> &'static str {
         match self {
             RuntimeError::Start => "starting its runtime",
             RuntimeError::Lost => "waiting for the object store",
@@ -31,12 +31,12 @@ impl RuntimeError {
 }
 
 /// The runtime, started the first time.
-pub(crate) fn runtime() -> Result<&'static tokio::runtime::Runtime, RuntimeError> {
+pub fn runtime() -> Result<&'static tokio::runtime::Runtime, RuntimeError> {
     static RT: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
     RT.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
-            .thread_name("cache-store")
+            .thread_name("object-store")
             .enable_all()
             .build()
             .ok()
@@ -48,7 +48,7 @@ pub(crate) fn runtime() -> Result<&'static tokio::runtime::Runtime, RuntimeError
 /// Run `f` on the runtime and wait for it, from any thread (also from a
 /// task of another runtime: we block on a channel, never enter a runtime
 /// here).
-pub(crate) fn run<F>(f: F) -> Result<F::Output, RuntimeError>
+pub fn run<F>(f: F) -> Result<F::Output, RuntimeError>
 where
     F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
