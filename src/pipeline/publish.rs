@@ -25,11 +25,15 @@ pub fn plan(opts: &BuildOptions) -> Result<Option<Publisher>, BuildError> {
 }
 
 /// The files a build publishes, in the order they go up (`.json` last):
-/// the image, `OUTPUT.bmap` with `--bmap`, `OUTPUT.json`.
-pub fn published_names(image: &str, bmap: bool) -> Vec<String> {
+/// the image, `OUTPUT.bmap` with `--bmap`, `OUTPUT.torrent` with
+/// `--torrent`, `OUTPUT.json`.
+pub fn published_names(image: &str, bmap: bool, torrent: bool) -> Vec<String> {
     let mut suffixes = Vec::new();
     if bmap {
         suffixes.push(".bmap");
+    }
+    if torrent {
+        suffixes.push(".torrent");
     }
     suffixes.push(".json");
     let mut names = vec![image.to_string()];
@@ -55,7 +59,8 @@ impl Checked {
     pub fn new(plan: Plan, opts: &BuildOptions, publisher: Option<&Publisher>) -> Self {
         let publish = publisher
             .map(|p| {
-                published_names(p.image_name(), opts.output_options.bmap)
+                let o = &opts.output_options;
+                published_names(p.image_name(), o.bmap, o.torrent.is_some())
                     .into_iter()
                     .map(|n| {
                         let url = p.object_url(&n);
@@ -88,12 +93,17 @@ mod tests {
     #[test]
     fn json_goes_last_and_bmap_only_when_asked() {
         assert_eq!(
-            published_names("o.img.zst", false),
+            published_names("o.img.zst", false, false),
             ["o.img.zst", "o.img.zst.json"]
         );
         assert_eq!(
-            published_names("o.img.zst", true),
-            ["o.img.zst", "o.img.zst.bmap", "o.img.zst.json"]
+            published_names("o.img.zst", true, true),
+            [
+                "o.img.zst",
+                "o.img.zst.bmap",
+                "o.img.zst.torrent",
+                "o.img.zst.json"
+            ]
         );
     }
 }
