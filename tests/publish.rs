@@ -162,18 +162,29 @@ fn publish_raw_and_zst_outputs() {
     );
 
     let zst = env.path("out.img.zst");
-    let (code, log) = build(&cfg, &zst, "s3://pub/z", &m.env(), &[]);
+    let (code, log) = build(&cfg, &zst, "s3://pub/z", &m.env(), &["--torrent"]);
     assert_eq!(code, 0, "{log}");
-    assert_published(&m, "z/", &zst, &[".json"]);
+    assert_published(&m, "z/", &zst, &[".torrent", ".json"]);
 
     let before = m.dump(BUCKET, "");
     let chk = env.path("chk.img");
-    let (code, out) = build(&cfg, &chk, "s3://pub/a/", &m.env(), &["--check", "--bmap"]);
+    let (code, out) = build(
+        &cfg,
+        &chk,
+        "s3://pub/a/",
+        &m.env(),
+        &["--check", "--bmap", "--torrent"],
+    );
     assert_eq!(code, 0, "{out}");
-    let urls: Vec<usize> = ["chk.img  to", "chk.img.bmap  to", "chk.img.json  to"]
-        .iter()
-        .map(|u| out.find(u).unwrap_or_else(|| panic!("{u}: {out}")))
-        .collect();
+    let urls: Vec<usize> = [
+        "chk.img  to",
+        "chk.img.bmap  to",
+        "chk.img.torrent  to",
+        "chk.img.json  to",
+    ]
+    .iter()
+    .map(|u| out.find(u).unwrap_or_else(|| panic!("{u}: {out}")))
+    .collect();
     assert!(urls.windows(2).all(|w| w[0] < w[1]), "JSON last: {out}");
     assert!(out.contains("s3://pub/a/chk.img.json"), "{out}");
     assert!(!chk.exists());
