@@ -9,6 +9,11 @@
 #   (b) build                            (the same without --publish)
 #   (c) boto3 upload_file OUTPUT         (the file (b) wrote)
 #   (d) sha256sum OUTPUT                 (a plain read of it, for scale)
+#   (e) build --torrent --webseed W --publish s3://bench/it/  (step 7: one
+#       pass, the image's sha256, the torrent's pieces and the upload)
+#   (f) mktorrent -w W of OUTPUT         (the torrent the standard way)
+# and the issue's target: (e)'s step 7 <= 0.6 x (d) + (f) + (c), the same
+# outputs made one after the other with standard tools.
 # and print wall seconds, step 7's seconds (from the history), our CPU
 # seconds (user + sys), peak RSS, and the moto_server process's CPU
 # seconds during each upload: moto parses every part in Python on the same
@@ -27,7 +32,7 @@ moto=${MOTO_SERVER:-$(command -v moto_server || true)}
 py="$(dirname "$moto")/python"
 [ -x "$py" ] || py=python3
 "$py" -c 'import boto3' || { echo "bench-upload: needs boto3 for $py" >&2; exit 2; }
-for t in curl python3 sha256sum sfdisk mkfs.vfat mkfs.ext4 mcopy /usr/bin/time; do
+for t in mktorrent curl python3 sha256sum sfdisk mkfs.vfat mkfs.ext4 mcopy /usr/bin/time; do
   command -v "$t" >/dev/null || [ -x "$t" ] || { echo "bench-upload: needs $t" >&2; exit 2; }
 done
 if [ -z "${IC_BIN:-}" ]; then cargo build --release >/dev/null 2>&1; fi
@@ -91,6 +96,13 @@ EOF
   results+=("$(measure "build:$out" "'$ic' -X '$work/c.yaml' '$o' && sync")")
   results+=("$(measure "boto3:$out" "'$py' -c \"import boto3; boto3.client('s3').upload_file('$o', 'bench', 'boto/$out')\"")")
   results+=("$(measure "sha256sum:$out" "sha256sum '$o' >/dev/null")")
+  seed="http://mirror.example/images/$out"
+  results+=("$(measure "pubtorrent:$out" "'$ic' -X --torrent --webseed '$seed' --publish s3://bench/it/ '$work/c.yaml' '$o' && sync")")
+  # mktorrent's piece length as ours (at most ~2,000 pieces).
+  lg=$(python3 -c "import sys; n=int(sys.argv[1]); l=14
+while l < 24 and n > 2000 << l: l += 1
+print(l)" "$(stat -c %s "$o")")
+  results+=("$(measure "mktorrent:$out" "rm -f '$work/m.torrent' && mktorrent -l $lg -w '$seed' -o '$work/m.torrent' '$o' >/dev/null")")
   echo "$out: $(stat -c %s "$o") bytes" >&2
 done
 
@@ -101,4 +113,10 @@ for r in "${results[@]}"; do
   printf '%-22s %8.2f %8s %10.2f %12.1f %10.2f\n' "$nm" "$t" "$s7" "$c" "$(awk "BEGIN{print $m/1024}")" "$mc"
 done
 echo "(boto3 and sha256sum: our_cpu_s is theirs. The upload's cost in a build is publish step 7 - build step 7; the standard way costs build step 7 + boto3.)"
+for out in out.img out.img.zst; do
+  get() { for r in "${results[@]}"; do read -r nm t _ _ s7 _ <<<"$r"; [ "$nm" = "$1:$out" ] && echo "${2:-$t}" "$s7"; done; }
+  read -r _ ours <<<"$(get pubtorrent)"
+  read -r sha _ <<<"$(get sha256sum)"; read -r mk _ <<<"$(get mktorrent)"; read -r up _ <<<"$(get boto3)"
+  awk -v o="$ours" -v a="$sha" -v b="$mk" -v c="$up" -v n="$out" 'BEGIN{printf "%s: --torrent --publish step 7 %.2fs vs sha256sum + mktorrent + boto3 %.2f+%.2f+%.2f = %.2fs: %.2fx (target <= 0.6x)\n", n, o, a, b, c, a+b+c, o/(a+b+c)}'
+done
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
