@@ -77,6 +77,8 @@ measure() {
   echo "$name $t $m $(awk "BEGIN{print $u+$s}") ${s7:--} $(awk "BEGIN{print $m1-$m0}")"
 }
 
+# (measure runs in a subshell: whether drop works is found out here.)
+drop
 results=()
 for out in out.img out.img.zst; do
   o="$work/$out"
