@@ -21,6 +21,10 @@
 #
 #   SIZE_MIB=1024 (default); BENCH_DIR=dir (default: a temp dir under
 #   /tmp, removed at the end); IC_BIN=path (default: cargo build --release)
+#   S3S_FS=path: s3s-fs instead of moto (a Rust S3 server storing objects
+#   in a directory, `cargo install s3s-fs@0.14.1 --features binary`;
+#   BUCKET_DIR=dir puts that directory elsewhere, e.g. /dev/shm, so the
+#   store's disk is not the image's); boto3 still comes from moto's venv
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,7 +32,8 @@ SIZE_MIB=${SIZE_MIB:-1024}
 work=${BENCH_DIR:-$(mktemp -d /tmp/bench-upload.XXXXXX)}
 mkdir -p "$work"
 moto=${MOTO_SERVER:-$(command -v moto_server || true)}
-[ -n "$moto" ] || { echo "bench-upload: needs moto_server (pip install 'moto[server]') or MOTO_SERVER" >&2; exit 2; }
+s3s=${S3S_FS:-}
+[ -n "$moto" ] || { echo "bench-upload: needs moto_server (pip install 'moto[server]') or MOTO_SERVER (its python has boto3)" >&2; exit 2; }
 py="$(dirname "$moto")/python"
 [ -x "$py" ] || py=python3
 "$py" -c 'import boto3' || { echo "bench-upload: needs boto3 for $py" >&2; exit 2; }
@@ -39,19 +44,27 @@ if [ -z "${IC_BIN:-}" ]; then cargo build --release >/dev/null 2>&1; fi
 ic=${IC_BIN:-$PWD/target/release/image-creator}
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-mkdir -p "$work/s3tmp"
-# Its own process group, stopped whole at the end; its spooled objects
-# under $work.
-TMPDIR="$work/s3tmp" setsid "$moto" -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
+if [ -n "${BUCKET_DIR:-}" ]; then s3dir=$(mktemp -d "$BUCKET_DIR/bench-upload.XXXXXX"); else s3dir="$work/s3tmp"; fi
+mkdir -p "$s3dir"
+# Its own process group, stopped whole at the end; its objects under
+# $s3dir.
+if [ -n "$s3s" ]; then
+  mkdir -p "$s3dir/bench"
+  setsid "$s3s" --host 127.0.0.1 --port "$port" --access-key bench --secret-key bench \
+    "$s3dir" >"$work/moto.log" 2>&1 &
+else
+  TMPDIR="$s3dir" setsid "$moto" -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
+fi
 motopid=$!
 cleanup() {
   kill -TERM -- "-$motopid" 2>/dev/null || true; sleep 0.5; kill -KILL -- "-$motopid" 2>/dev/null || true
   wait "$motopid" 2>/dev/null || true
   [ -n "${BENCH_DIR:-}" ] || rm -rf "$work"
+  [ -z "${BUCKET_DIR:-}" ] || rm -rf "$s3dir"
 }
 trap cleanup EXIT
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
-curl -sf -X PUT "http://127.0.0.1:$port/bench" >/dev/null
+[ -n "$s3s" ] || curl -sf -X PUT "http://127.0.0.1:$port/bench" >/dev/null
 export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_ALLOW_HTTP=true AWS_REGION=us-east-1 \
   AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench
 
@@ -109,7 +122,7 @@ print(l)" "$(stat -c %s "$o")")
 done
 
 printf '%-22s %8s %8s %10s %12s %10s   (SIZE_MIB=%s, page cache dropped: %s)\n' \
-  what wall_s step7_s our_cpu_s peak_RSS_MiB moto_cpu_s "$SIZE_MIB" "$dropped"
+  what wall_s step7_s our_cpu_s peak_RSS_MiB store_cpu_s "$SIZE_MIB" "$dropped"
 for r in "${results[@]}"; do
   read -r nm t m c s7 mc <<<"$r"
   printf '%-22s %8.2f %8s %10.2f %12.1f %10.2f\n' "$nm" "$t" "$s7" "$c" "$(awk "BEGIN{print $m/1024}")" "$mc"
