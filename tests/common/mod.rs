@@ -66,9 +66,11 @@ pub enum Capability {
     NetNamespaces,
     /// Unprivileged-style user namespaces: `unshare -Urm true` works.
     UserNamespaces,
-    /// Containers: root, and the namespaces a container with
-    /// `--network none` is made of can be made (`unshare --mount --pid
-    /// --ipc --uts --net --fork true`).
+    /// Containers: podman runs one. Not probed: only the test itself can
+    /// show it (seen here: every namespace a container is made of can be
+    /// made, yet runc is refused setting the container's rlimits inside
+    /// this sandbox), so its skip stays a SKIP under CI, counted in the
+    /// total `.ci/run` prints.
     Containers,
 }
 
@@ -102,12 +104,10 @@ impl Capability {
             }
             Self::NetNamespaces => unshare(&["-n", "true"]),
             Self::UserNamespaces => unshare(&["-Urm", "true"]),
-            Self::Containers => {
-                let (ok, seen) = unshare(&[
-                    "--mount", "--pid", "--ipc", "--uts", "--net", "--fork", "true",
-                ]);
-                (root && ok, format!("root: {root}; {seen}"))
-            }
+            Self::Containers => (
+                false,
+                "not probed: only running a container shows it".to_string(),
+            ),
         }
     }
 }
