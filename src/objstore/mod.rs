@@ -1,6 +1,6 @@
 //! Object storage (`s3://`, `gs://`, `az://`) for the layers above: the
-//! download cache on a bucket (`crate::cache`) and publishing a build
-//! (`crate::output::publish`). One client setup ([`open`]: the URL's
+//! download cache on a bucket (the `cache` module) and publishing a build
+//! (`output::publish`). One client setup ([`open`]: the URL's
 //! scheme, credentials and endpoint from the standard environment, our
 //! timeouts, retries, trust roots and resolver), one runtime every store
 //! call runs on ([`runtime`]), and one streaming multipart upload

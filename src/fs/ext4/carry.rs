@@ -160,7 +160,7 @@ pub enum OldPath {
 
 /// Paths looked up in an old data partition, without reading its tree:
 /// planning checks the destinations of a config against what the build
-/// will carry over (`crate::plan::dest`).
+/// will carry over (`plan::dest`, a layer above).
 pub struct OldNames(Ext4);
 
 impl OldNames {
