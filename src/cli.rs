@@ -108,6 +108,7 @@ impl From<CompressArg> for crate::output::Compression {
     disable_help_subcommand = true,
     override_usage = "image-creator [OPTIONS] <CONFIG_SRC> <OUTPUT>\n       \
                       image-creator --show-cache [--json] --cache-dir <DIR>\n       \
+                      image-creator flash [OPTIONS] <SOURCE> <DEVICE>...\n       \
                       image-creator <COMMAND>"
 )]
 pub struct Cli {
@@ -304,6 +305,20 @@ pub enum Command {
     /// with its size and checksum, offspot.yaml in the boot partition, the
     /// OCI archives). Prints what differs and exits 1, or exits 0.
     Verify(VerifyArgs),
+    /// Write an image onto one or more devices at once, and read each back.
+    ///
+    /// SOURCE is a raw image, a `.zst`/`.xz` image or an http(s) URL of
+    /// one; it is read and decoded once for all DEVICEs. Every DEVICE
+    /// first passes the refusals of a build onto a device (a partition,
+    /// mounted, swap, held, too small, a fixed disk without --force): one
+    /// refusal refuses the run before anything is written. A bmap is
+    /// --bmap, else SOURCE.bmap beside it when there is one; then only
+    /// its ranges are written. Each device's partition table area is
+    /// zeroed first and written last; then each is read back past the
+    /// page cache and checked. A device that fails is dropped, the others
+    /// go on; the exit status is 0 only when every device was written
+    /// and verified.
+    Flash(FlashArgs),
     /// Print shell completions for image-creator.
     ///
     /// bash: `image-creator completions bash > ~/.local/share/bash-completion/completions/image-creator`;
@@ -350,6 +365,86 @@ pub struct VerifyArgs {
     /// Image, compressed image or block device.
     #[arg(value_name = "TARGET")]
     pub target: PathBuf,
+}
+
+/// `flash`'s arguments.
+#[derive(Debug, Clone, Args)]
+pub struct FlashArgs {
+    /// bmaptool block map of SOURCE (default: SOURCE.bmap, or for
+    /// `X.zst`/`X.xz` also X.bmap, beside it when present).
+    #[arg(long, value_name = "FILE")]
+    pub bmap: Option<PathBuf>,
+
+    /// Don't read the devices back after writing them.
+    #[arg(long)]
+    pub no_verify: bool,
+
+    /// DEVICEs may be fixed (non-removable) disks. Removable disks, SD
+    /// cards (mmcblk) and loop devices need no --force.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Seconds to wait for a connection (an http(s) SOURCE).
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub connect_timeout: u64,
+
+    /// Seconds without data before the download is retried.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub idle_timeout: u64,
+
+    /// Attempts per request.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub attempts: u32,
+
+    /// Where requests may go (as for a build).
+    #[arg(long, value_enum, value_name = "POLICY", default_value = "private")]
+    pub network: Network,
+
+    /// Answer HOST with ADDRESS instead of asking DNS (as for a build).
+    #[arg(long, value_name = "HOST:ADDRESS")]
+    pub resolve: Vec<ResolveOverride>,
+
+    /// Keep a JSON snapshot of the progress in PATH (docs/progress.md:
+    /// one item per device).
+    #[arg(long, value_name = "PATH")]
+    pub progress_file: Option<PathBuf>,
+
+    /// No live bars and no history; warnings, errors and the summary only.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+
+    /// Verbose, timestamped logs on stderr.
+    #[arg(short = 'D', long)]
+    pub debug: bool,
+
+    /// The image: a path or an http(s) URL; raw, zstd or xz.
+    #[arg(value_name = "SOURCE")]
+    pub source: String,
+
+    /// The devices to write (whole disks: /dev/sdX, /dev/mmcblkN, /dev/loopN).
+    #[arg(value_name = "DEVICE", required = true, num_args = 1..)]
+    pub devices: Vec<PathBuf>,
+}
+
+impl FlashArgs {
+    /// The run's options.
+    pub fn options(&self) -> crate::flash::FlashOptions {
+        crate::flash::FlashOptions {
+            source: self.source.clone(),
+            devices: self.devices.clone(),
+            bmap: self.bmap.clone(),
+            verify: !self.no_verify,
+            force: self.force,
+            fetch: FetchOptions {
+                connect_timeout: Duration::from_secs(self.connect_timeout),
+                idle_timeout: Duration::from_secs(self.idle_timeout),
+                max_attempts: self.attempts.max(1),
+                network: self.network.into(),
+                resolve: self.resolve.clone(),
+                ..FetchOptions::default()
+            },
+        }
+    }
 }
 
 /// `completions`' argument.
@@ -800,8 +895,32 @@ mod tests {
             })))
         ));
         assert!(matches!(parse(&["man"]), Ok(Action::Command(Command::Man))));
+        match parse(&[
+            "flash",
+            "img.zst",
+            "/dev/loop1",
+            "--no-verify",
+            "/dev/loop2",
+            "--bmap",
+            "b.bmap",
+        ]) {
+            Ok(Action::Command(Command::Flash(f))) => {
+                let o = f.options();
+                assert_eq!(o.source, "img.zst");
+                assert_eq!(
+                    o.devices,
+                    [PathBuf::from("/dev/loop1"), PathBuf::from("/dev/loop2")]
+                );
+                assert_eq!(o.bmap, Some(PathBuf::from("b.bmap")));
+                assert!(!o.verify && !o.force);
+                assert_eq!(o.fetch.network, NetworkPolicy::Private);
+            }
+            other => panic!("{other:?}"),
+        }
         for bad in [
-            &["verify"][..],
+            &["flash"][..],
+            &["flash", "img.zst"],
+            &["verify"],
             &["completions", "tcsh"],
             &["oci-sizes"],
             &["man", "x"],
@@ -834,6 +953,7 @@ mod tests {
             (&["-V"], ErrorKind::DisplayVersion),
             (&["verify", "--help"], ErrorKind::DisplayHelp),
             (&["oci-sizes", "--version"], ErrorKind::DisplayVersion),
+            (&["flash", "--help"], ErrorKind::DisplayHelp),
         ] {
             let e = usage_error(args);
             assert_eq!((e.kind(), e.exit_code()), (kind, 0), "{args:?}");

@@ -22,6 +22,7 @@
 //! - [`plan`]: config + probes → items and sizes;
 //! - [`pipeline`]: the run, one file per step, in order, with cleanup;
 //! - [`verify`]: `image-creator verify`: an image or a card read back;
+//! - [`flash`]: `image-creator flash`: one image onto many cards at once;
 //! - [`cli`]: the command line.
 
 pub mod cache;
@@ -30,6 +31,7 @@ pub mod config;
 pub mod error;
 pub mod expand;
 pub mod fetch;
+pub mod flash;
 pub mod fs;
 pub mod io;
 pub mod objstore;

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use clap::Parser;
-use image_creator::cli::{self, Action, BuildArgs, Cli, Command, OciSizesArgs, VerifyArgs};
+use image_creator::cli::{
+    self, Action, BuildArgs, Cli, Command, FlashArgs, OciSizesArgs, VerifyArgs,
+};
 use image_creator::error::ExitKind;
 use image_creator::pipeline::{self, Outcome};
 use image_creator::progress::{
@@ -34,6 +36,7 @@ fn main() {
         }
         Action::Command(Command::OciSizes(a)) => oci_sizes(&a),
         Action::Command(Command::Verify(a)) => verify(&a),
+        Action::Command(Command::Flash(a)) => flash(&a),
         Action::Command(Command::Completions(a)) => {
             match cli::write_completions(a.shell, &mut std::io::stdout()) {
                 Ok(()) => 0,
@@ -213,6 +216,58 @@ fn verify(args: &VerifyArgs) -> i32 {
         }
         Err(e) => fail(format_args!("{e}"), e.exit_kind()),
     }
+}
+
+/// `flash SOURCE DEVICE...`: the summary on stdout; 0 only when every
+/// device was written and verified.
+fn flash(args: &FlashArgs) -> i32 {
+    let console = Console::terminal(ConsoleOptions {
+        quiet: args.quiet,
+        debug: args.debug,
+    });
+    let mut reporters: Vec<&dyn Reporter> = vec![&console];
+    if let Some(path) = &args.progress_file {
+        match ProgressFile::create(path, ProgressFileOptions::default()) {
+            Ok(pf) => {
+                let _ = PROGRESS.set(pf);
+                if let Some(pf) = PROGRESS.get() {
+                    reporters.push(pf);
+                }
+            }
+            Err(e) => {
+                let what = format_args!("--progress-file {}: {e}", path.display());
+                return fail(what, ExitKind::BadInput);
+            }
+        }
+    }
+    let reporter = Tee(reporters);
+    let code = match image_creator::flash::run(&args.options(), &reporter) {
+        Ok(report) => {
+            let good = report.cards.iter().filter(|c| c.ok(report.verify)).count();
+            reporter.finished(&Finish::Flashed {
+                source: report.source.clone(),
+                image_bytes: report.image_size,
+                devices: report.cards.len(),
+                succeeded: good,
+            });
+            print!("{}", report.render());
+            if report.all_ok() {
+                0
+            } else {
+                ExitKind::Failure.code()
+            }
+        }
+        Err(e) => {
+            reporter.finished(&Finish::Failed {
+                message: e.to_string(),
+            });
+            fail(format_args!("{e}"), e.exit_kind())
+        }
+    };
+    if let Some(e) = PROGRESS.get().and_then(ProgressFile::error) {
+        eprintln!("warning: progress file: {e}");
+    }
+    code
 }
 
 /// `--show-cache [--json]`: the cache's entries, read-only.

@@ -68,3 +68,9 @@ pub(super) fn will_need(_file: &File, _offset: u64, _len: u64) -> bool {
 pub(super) fn drop_cache(file: &File) -> bool {
     rustix::fs::fcntl_nocache(file, true).is_ok()
 }
+
+/// macOS has no `O_DIRECT` (its `F_NOCACHE` is [`drop_cache`]; raw disks
+/// are `/dev/rdiskN`): the caller uses a plain descriptor.
+pub(super) fn open_direct(_path: &std::path::Path, _write: bool) -> Option<File> {
+    None
+}

@@ -68,3 +68,16 @@ pub(super) fn will_need(file: &File, offset: u64, len: u64) -> bool {
 pub(super) fn drop_cache(file: &File) -> bool {
     fadvise(file, 0, None, Advice::DontNeed).is_ok()
 }
+
+/// `open(O_DIRECT)`; `None` when refused (a filesystem without direct
+/// I/O answers `EINVAL`).
+pub(super) fn open_direct(path: &std::path::Path, write: bool) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let direct = i32::try_from(rustix::fs::OFlags::DIRECT.bits()).ok()?;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(direct)
+        .open(path)
+        .ok()
+}

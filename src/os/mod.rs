@@ -10,10 +10,14 @@
 //! | [`drop_cache`] | `posix_fadvise(DONTNEED)` | `fcntl(F_NOCACHE)` | nothing |
 //! | [`will_need`] | `posix_fadvise(WILLNEED)` | nothing (the kernel's own readahead) | nothing |
 //! | [`raw_device_path`] | the path | `/dev/diskN` → `/dev/rdiskN` | the path |
+//! | [`blockdev::open_direct`] | `open(O_DIRECT)` | none | none: the caller uses a plain descriptor |
 //!
+//! [`blockdev`] holds what a whole-disk device needs before it is written
+//! (the refusals, read from `/proc` and `/sys`, which elsewhere find
+//! nothing; the exclusive open; aligned buffers for direct I/O).
 //! Not here: `O_TMPFILE` (the output's creation in `build`), `statvfs`
 //! (POSIX, the same call everywhere through rustix). There are no
-//! block-device ioctls and no `/proc` or `/sys` reads in the crate.
+//! block-device ioctls in the crate.
 //!
 //! **Feature `portable`** compiles every fallback in place of the Linux
 //! calls, so the code a platform without them runs is built and tested
@@ -51,6 +55,7 @@ use portable as native;
 ))]
 mod seek;
 
+pub mod blockdev;
 mod device;
 mod regions;
 

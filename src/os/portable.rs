@@ -136,3 +136,8 @@ mod tests {
         assert_eq!(data_regions(&f, 9).expect("regions"), vec![(0, 9)]);
     }
 }
+
+/// No direct I/O: the caller uses a plain descriptor.
+pub(super) fn open_direct(_path: &std::path::Path, _write: bool) -> Option<File> {
+    None
+}

@@ -10,13 +10,15 @@
 //! where an upload plugs in); the consumers: sha256 of a stream
 //! ([`digest`]), the bmap's range hashes ([`range_hash`]), the encoder
 //! ([`encode`]), the compressed file ([`file_out`]), the torrent's pieces
-//! ([`pieces`]); its errors ([`error`]).
+//! ([`pieces`]); its errors ([`error`]). [`feed`] is the producing end of
+//! one stream and the fan-out around it, which `flash` uses too.
 
 pub mod bmap;
 mod chunk;
 pub mod digest;
 pub mod encode;
 pub mod error;
+pub mod feed;
 pub mod file_out;
 pub mod map;
 pub mod meta;
@@ -32,6 +34,7 @@ pub use bmap::{Bmap, BmapError, BmapErrorKind, BmapRange};
 pub use digest::Sha256Sink;
 pub use encode::Compression;
 pub use error::PassError;
+pub use feed::{fan_out, Feed};
 pub use map::{map_image, map_partitions, ImageMap};
 pub use pass::{run_pass, Compress, Pass, PassResult};
 pub use pieces::Pieces;

@@ -18,11 +18,11 @@
 //! per stream, whatever the image size ([`super::chunk`]).
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::bmap::BmapRange;
-use super::chunk::{first_cause, join_all, Fanout, Pool, Wired, CHUNK};
+use super::chunk::{first_cause, join_all, Fanout, Wired};
+use super::feed::Feed;
 use super::digest::Sha256Sink;
 use super::encode::{Compression, EncoderSink};
 use super::error::PassError;
@@ -241,36 +241,9 @@ fn read_all(
     fan: Fanout,
     progress: &dyn Fn(u64),
 ) -> Result<(), PassError> {
-    let pool = Pool::new();
-    let mut at = 0u64;
-    let zeros_to = |at: &mut u64, to: u64| -> Result<(), PassError> {
-        while *at < to {
-            let n = usize::try_from((to - *at).min(CHUNK as u64)).unwrap_or(CHUNK);
-            fan.send(&pool.zeros(*at, n))?;
-            progress(n as u64);
-            *at += n as u64;
-        }
-        Ok(())
-    };
-    for &(rs, re) in regions {
-        let (rs, re) = (rs.max(at).min(len), re.min(len));
-        zeros_to(&mut at, rs)?;
-        while at < re {
-            let n = usize::try_from((re - at).min(CHUNK as u64)).unwrap_or(CHUNK);
-            let mut buf = pool.take();
-            raw.read_exact_at(&mut buf[..n], at)
-                .map_err(|source| PassError::Read {
-                    path: path.to_path_buf(),
-                    offset: at,
-                    source,
-                })?;
-            fan.send(&pool.chunk(at, buf, n))?;
-            progress(n as u64);
-            at += n as u64;
-        }
-    }
-    zeros_to(&mut at, len)?;
-    fan.end(len)
+    let mut feed = Feed::new(fan, progress);
+    feed.copy_regions(raw, path, len, regions)?;
+    feed.end().map(|_| ())
 }
 
 #[cfg(test)]

@@ -9,8 +9,10 @@ use super::sink::{out_of_order, DownloadSink};
 
 /// The hashes of the map's ranges, in order.
 pub struct RangeHashes {
-    /// Byte ranges, whole 4 KiB blocks cut at the image's end.
+    /// Byte ranges, whole blocks cut at the image's end.
     ranges: Vec<(u64, u64)>,
+    /// The block size the results are counted in.
+    block: u64,
     next: usize,
     current: Sha256,
     at: u64,
@@ -23,6 +25,21 @@ impl RangeHashes {
     pub fn new(map: &RangeSet, len: u64) -> Self {
         Self {
             ranges: map.to_blocks(BLOCK, len).iter().collect(),
+            block: BLOCK,
+            next: 0,
+            current: Sha256::new(),
+            at: 0,
+            done: Vec::new(),
+        }
+    }
+
+    /// Hash exactly `ranges` (byte ranges, ascending and disjoint, each
+    /// starting on a `block` boundary: a bmap's, whose adjacent ranges
+    /// keep their own hashes), numbered in blocks of `block` bytes.
+    pub fn exact(ranges: Vec<(u64, u64)>, block: u64) -> Self {
+        Self {
+            ranges,
+            block: block.max(1),
             next: 0,
             current: Sha256::new(),
             at: 0,
@@ -63,8 +80,8 @@ impl DownloadSink for RangeHashes {
             }
             let sum = std::mem::take(&mut self.current).finalize();
             self.done.push(BmapRange {
-                first: rs / BLOCK,
-                last: re.div_ceil(BLOCK) - 1,
+                first: rs / self.block,
+                last: re.div_ceil(self.block) - 1,
                 sha256: crate::io::hex(&sum),
             });
             self.next += 1;

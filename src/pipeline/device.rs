@@ -1,15 +1,12 @@
 //! OUTPUT as a block device (`/dev/sdX`, `/dev/mmcblkN`, `/dev/loopN`),
 //! Linux only.
 //!
-//! Refused (exit 3, before anything is written), naming the reason: a
-//! partition rather than a whole disk; a disk with a mounted filesystem
-//! (its own or a partition's major:minor in `/proc/self/mountinfo`), used
-//! as swap (`/proc/swaps`) or held by another device (device mapper, md:
-//! `/sys/dev/block/M:m/holders`); a fixed disk without `--force` (allowed
-//! without it: `removable` in sysfs, SD cards `mmcblk*`, loop devices,
-//! which are files); a disk smaller than the image. It is then opened
-//! `O_EXCL`, so the kernel refuses it while anything else has it open
-//! exclusively (a mount, another build).
+//! Refused (exit 3, before anything is written), naming the reason, as
+//! [`crate::os::blockdev::check_usable`] says (a partition, mounted, swap,
+//! held, a fixed disk without `--force`; `flash` applies the same), or
+//! smaller than the image. It is then opened `O_EXCL`, so the kernel
+//! refuses it while anything else has it open exclusively (a mount,
+//! another build).
 //!
 //! Nothing on a device reads as zeros unless written. The build streams
 //! onto the device as into a file, with two differences:
@@ -33,19 +30,19 @@
 //! valid partition table.
 
 use std::fs::File;
-use std::io::{Seek, SeekFrom};
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use std::sync::{Arc, Mutex};
 
 use super::error::BuildError;
+use crate::os::blockdev;
 use crate::output::RangeSet;
 use crate::partition::{Mbr, WriteLog, SECTOR};
 
 /// True when `path` is a block device.
 pub fn is_block_device(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device())
+    blockdev::is_block_device(path)
 }
 
 fn refused(path: &Path, why: impl Into<String>) -> BuildError {
@@ -55,137 +52,19 @@ fn refused(path: &Path, why: impl Into<String>) -> BuildError {
     }
 }
 
-/// `major:minor` of a device number.
-fn dev_name(rdev: u64) -> String {
-    format!("{}:{}", rustix::fs::major(rdev), rustix::fs::minor(rdev))
-}
-
-/// The sysfs directory of `rdev` (`/sys/dev/block/M:m`, resolved).
-fn sysfs(rdev: u64) -> PathBuf {
-    let p = PathBuf::from(format!("/sys/dev/block/{}", dev_name(rdev)));
-    std::fs::canonicalize(&p).unwrap_or(p)
-}
-
-fn read_trim(p: &Path) -> Option<String> {
-    std::fs::read_to_string(p)
-        .ok()
-        .map(|s| s.trim().to_string())
-}
-
-/// The disk's partitions: (name, `major:minor`).
-fn partitions(sys: &Path) -> Vec<(String, String)> {
-    let Ok(entries) = std::fs::read_dir(sys) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter(|e| e.path().join("partition").exists())
-        .filter_map(|e| {
-            let dev = read_trim(&e.path().join("dev"))?;
-            Some((e.file_name().to_string_lossy().into_owned(), dev))
-        })
-        .collect()
-}
-
-/// What uses the disk `sys` (`major:minor` `own`) or its partitions.
-fn users(sys: &Path, disk: &str, own: &str) -> Vec<String> {
-    let mut devs = vec![(disk.to_string(), own.to_string(), sys.to_path_buf())];
-    for (name, dev) in partitions(sys) {
-        let dir = sys.join(&name);
-        devs.push((name, dev, dir));
-    }
-    let mut found = Vec::new();
-    if let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") {
-        for line in info.lines() {
-            let f: Vec<&str> = line.split(' ').collect();
-            let (Some(majmin), Some(mnt)) = (f.get(2), f.get(4)) else {
-                continue;
-            };
-            if let Some((name, _, _)) = devs.iter().find(|(_, d, _)| d == majmin) {
-                found.push(format!(
-                    "{name} is mounted on {}",
-                    mnt.replace("\\040", " ")
-                ));
-            }
-        }
-    }
-    if let Ok(swaps) = std::fs::read_to_string("/proc/swaps") {
-        for line in swaps.lines().skip(1) {
-            let Some(p) = line.split_whitespace().next() else {
-                continue;
-            };
-            let p = p.replace("\\040", " ");
-            let Ok(m) = std::fs::metadata(&p) else {
-                continue;
-            };
-            if !m.file_type().is_block_device() {
-                continue;
-            }
-            let d = dev_name(m.rdev());
-            if let Some((name, _, _)) = devs.iter().find(|(_, x, _)| *x == d) {
-                found.push(format!("{name} is used as swap ({p})"));
-            }
-        }
-    }
-    for (name, _, dir) in &devs {
-        if let Ok(h) = std::fs::read_dir(dir.join("holders")) {
-            let held: Vec<String> = h
-                .filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect();
-            if !held.is_empty() {
-                found.push(format!("{name} is held by {}", held.join(", ")));
-            }
-        }
-    }
-    found
-}
-
-/// Refuse a device that must not be written (see the module's doc).
+/// Refuse a device that must not be written ([`blockdev::check_usable`]).
 pub fn check_usable(path: &Path, force: bool) -> Result<(), BuildError> {
-    let m = std::fs::metadata(path).map_err(|e| refused(path, e.to_string()))?;
-    let rdev = m.rdev();
-    let sys = sysfs(rdev);
-    let name = sys
-        .file_name()
-        .map_or_else(|| dev_name(rdev), |n| n.to_string_lossy().into_owned());
-    if sys.join("partition").exists() {
-        return Err(refused(
-            path,
-            format!("{name} is a partition; give the whole disk"),
-        ));
-    }
-    let found = users(&sys, &name, &dev_name(rdev));
-    if !found.is_empty() {
-        return Err(refused(path, format!("in use: {}", found.join("; "))));
-    }
-    let removable = read_trim(&sys.join("removable")).as_deref() == Some("1")
-        || name.starts_with("loop")
-        || name.starts_with("mmcblk");
-    if !removable && !force {
-        return Err(refused(
-            path,
-            format!("{name} is not a removable disk (use --force to write it anyway)"),
-        ));
-    }
-    Ok(())
+    blockdev::check_usable(path, force).map_err(|why| refused(path, why))
 }
 
 /// The device's size in bytes.
 pub fn size(path: &Path) -> Result<u64, BuildError> {
-    let mut f = File::open(path).map_err(|e| refused(path, e.to_string()))?;
-    f.seek(SeekFrom::End(0))
-        .map_err(|e| refused(path, format!("reading its size: {e}")))
+    blockdev::size(path).map_err(|e| refused(path, format!("reading its size: {e}")))
 }
 
 /// Open the device for writing, exclusively.
 pub fn open_exclusive(path: &Path) -> Result<File, BuildError> {
-    let excl = i32::try_from(rustix::fs::OFlags::EXCL.bits()).unwrap_or(0);
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(excl)
-        .open(path)
+    blockdev::open_exclusive(path)
         .map_err(|e| refused(path, format!("opening it exclusively (O_EXCL): {e}")))
 }
 

@@ -118,6 +118,22 @@ impl Reporter for Bars {
         self.remove(name);
     }
 
+    /// The device's bar starts over for its read-back.
+    fn item_verifying(&self, name: &str, total_bytes: u64) {
+        if let Some(pb) = self.items.lock().ok().and_then(|m| m.get(name).cloned()) {
+            pb.set_length(total_bytes);
+            pb.set_position(0);
+            pb.reset_eta();
+            pb.set_message(format!("{name} (reading back)"));
+        }
+    }
+
+    fn item_verified(&self, name: &str, bytes_delta: u64) {
+        if let Some(pb) = self.items.lock().ok().and_then(|m| m.get(name).cloned()) {
+            pb.inc(bytes_delta);
+        }
+    }
+
     fn item_failed(&self, name: &str, _error: &str) {
         self.remove(name);
     }

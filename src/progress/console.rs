@@ -118,6 +118,18 @@ impl<O: Write + Send, E: Write + Send> Reporter for Console<O, E> {
         }
         self.print(|| self.history.item_done(name, bytes, digest));
     }
+    fn item_verifying(&self, name: &str, total_bytes: u64) {
+        self.debug(format_args!("read back {name} ({total_bytes} bytes)"));
+        if let Some(b) = &self.bars {
+            b.item_verifying(name, total_bytes);
+        }
+        self.print(|| self.history.item_verifying(name, total_bytes));
+    }
+    fn item_verified(&self, name: &str, bytes_delta: u64) {
+        if let Some(b) = &self.bars {
+            b.item_verified(name, bytes_delta);
+        }
+    }
     fn item_cached(&self, name: &str) {
         self.debug(format_args!("{name}: from the download cache"));
         self.history.item_cached(name);

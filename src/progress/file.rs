@@ -60,6 +60,11 @@ struct ItemInfo {
     error: Option<String>,
     /// The bytes came from the download cache.
     from_cache: bool,
+    /// `flash`: bytes of the device read back and checked so far; null
+    /// before its read-back starts.
+    bytes_verified: Option<u64>,
+    /// `flash`: bytes its read-back checks; null before it starts.
+    bytes_to_verify: Option<u64>,
 }
 
 /// Step 7's read of the image.
@@ -139,6 +144,8 @@ impl State {
                     digest: None,
                     error: None,
                     from_cache: false,
+                    bytes_verified: None,
+                    bytes_to_verify: None,
                 });
                 let i = self.snap.items.len() - 1;
                 self.index.insert(name.to_string(), i);
@@ -393,6 +400,23 @@ impl Reporter for ProgressFile {
         self.update(|st| st.item(name).from_cache = true);
     }
 
+    fn item_verifying(&self, name: &str, total_bytes: u64) {
+        self.update(|st| {
+            let it = st.item(name);
+            it.state = "verifying";
+            it.bytes_verified = Some(0);
+            it.bytes_to_verify = Some(total_bytes);
+        });
+        self.inner.write_now();
+    }
+
+    fn item_verified(&self, name: &str, bytes_delta: u64) {
+        self.update(|st| {
+            let it = st.item(name);
+            it.bytes_verified = Some(it.bytes_verified.unwrap_or(0) + bytes_delta);
+        });
+    }
+
     fn item_failed(&self, name: &str, error: &str) {
         self.update(|st| {
             let it = st.item(name);
@@ -435,12 +459,24 @@ impl Reporter for ProgressFile {
                 });
             }
             Finish::Checked => st.snap.status = "succeeded",
+            Finish::Flashed {
+                devices, succeeded, ..
+            } if succeeded == devices => st.snap.status = "succeeded",
+            Finish::Flashed {
+                devices, succeeded, ..
+            } => {
+                st.snap.status = "failed";
+                st.snap.error = Some(format!(
+                    "{} of {devices} device(s) failed",
+                    devices - succeeded
+                ));
+            }
             Finish::Failed { message } => {
                 st.snap.status = "failed";
                 st.snap.error = Some(message.clone());
                 let mut failed = 0;
                 for it in &mut st.snap.items {
-                    if it.state == "running" {
+                    if it.state == "running" || it.state == "verifying" {
                         it.state = "failed";
                         failed += 1;
                     }

@@ -49,6 +49,18 @@ pub enum Finish {
     },
     /// `--check`: planned only.
     Checked,
+    /// `flash` ended: `succeeded` of `devices` were written (and
+    /// verified unless `--no-verify`); the others failed.
+    Flashed {
+        /// The image flashed (path or URL).
+        source: String,
+        /// Its size.
+        image_bytes: u64,
+        /// Devices given.
+        devices: usize,
+        /// Devices written (and verified).
+        succeeded: usize,
+    },
     /// The build failed with this message.
     Failed {
         /// The error, as shown to the user.
@@ -80,6 +92,12 @@ pub trait Reporter: Send + Sync {
     /// An item's bytes came from the download cache (sent before its
     /// `item_done`).
     fn item_cached(&self, _name: &str) {}
+    /// A device's write is done and its read-back starts (`flash`):
+    /// `total_bytes` to read and check. The item stays running until its
+    /// `item_done` or `item_failed`.
+    fn item_verifying(&self, _name: &str, _total_bytes: u64) {}
+    /// `bytes_delta` more bytes of a device were read back and hashed.
+    fn item_verified(&self, _name: &str, _bytes_delta: u64) {}
     /// Step 7's pass starts reading the image: `total_bytes`, holes
     /// included (they are not read, but count as they go by). Not sent
     /// when step 7 reads nothing (a raw OUTPUT with no hash, bmap or
@@ -132,6 +150,16 @@ impl Reporter for Tee<'_> {
     }
     fn item_cached(&self, name: &str) {
         self.0.iter().for_each(|r| r.item_cached(name));
+    }
+    fn item_verifying(&self, name: &str, total_bytes: u64) {
+        self.0
+            .iter()
+            .for_each(|r| r.item_verifying(name, total_bytes));
+    }
+    fn item_verified(&self, name: &str, bytes_delta: u64) {
+        self.0
+            .iter()
+            .for_each(|r| r.item_verified(name, bytes_delta));
     }
     fn pass_started(&self, total_bytes: u64) {
         self.0.iter().for_each(|r| r.pass_started(total_bytes));

@@ -50,6 +50,20 @@ pub enum Event {
         /// Error message.
         error: String,
     },
+    /// [`Reporter::item_verifying`].
+    ItemVerifying {
+        /// Item name.
+        name: String,
+        /// Bytes to read back.
+        total: u64,
+    },
+    /// [`Reporter::item_verified`].
+    ItemVerified {
+        /// Item name.
+        name: String,
+        /// Bytes read back since the last event.
+        bytes: u64,
+    },
     /// [`Reporter::warn`].
     Warn(String),
     /// [`Reporter::pass_started`].
@@ -103,6 +117,18 @@ impl Reporter for Recorder {
     }
     fn item_cached(&self, name: &str) {
         self.push(Event::ItemCached(name.into()));
+    }
+    fn item_verifying(&self, name: &str, total_bytes: u64) {
+        self.push(Event::ItemVerifying {
+            name: name.into(),
+            total: total_bytes,
+        });
+    }
+    fn item_verified(&self, name: &str, bytes_delta: u64) {
+        self.push(Event::ItemVerified {
+            name: name.into(),
+            bytes: bytes_delta,
+        });
     }
     fn items_planned(&self, items: &[(String, u64)]) {
         self.push(Event::ItemsPlanned(items.to_vec()));

@@ -192,6 +192,22 @@ impl<W: Write + Send> Reporter for TextHistory<W> {
         });
     }
 
+    /// A line for the device's write, and its clock restarted for the
+    /// read-back (whose `item_done` line follows).
+    fn item_verifying(&self, name: &str, total_bytes: u64) {
+        self.with(|st| {
+            let started = st.items.insert(name.to_string(), Instant::now());
+            if self.quiet {
+                return Ok(());
+            }
+            write!(st.out, "    ✓ {name} written  {}", human_bytes(total_bytes))?;
+            if let Some(r) = started.and_then(|t| rate(total_bytes, t.elapsed())) {
+                write!(st.out, "  {r}")?;
+            }
+            writeln!(st.out, "; reading it back")
+        });
+    }
+
     fn item_cached(&self, name: &str) {
         self.with(|st| {
             st.cached.insert(name.to_string());
@@ -223,7 +239,14 @@ impl<W: Write + Send> Reporter for TextHistory<W> {
 
     fn finished(&self, how: &Finish) {
         self.with(|st| {
-            self.end_step(st, !matches!(how, Finish::Failed { .. }))?;
+            let ok = match how {
+                Finish::Failed { .. } => false,
+                Finish::Flashed {
+                    devices, succeeded, ..
+                } => succeeded == devices,
+                _ => true,
+            };
+            self.end_step(st, ok)?;
             if let Finish::Succeeded {
                 image,
                 image_bytes,
@@ -243,6 +266,21 @@ impl<W: Write + Send> Reporter for TextHistory<W> {
                     write!(st.out, " ({r})")?;
                 }
                 writeln!(st.out)?;
+            }
+            if let Finish::Flashed {
+                source,
+                image_bytes,
+                devices,
+                succeeded,
+            } = how
+            {
+                let mark = if succeeded == devices { '✓' } else { '✗' };
+                writeln!(
+                    st.out,
+                    "{mark} {source} ({}): {succeeded} of {devices} device(s) done, in {:.1}s",
+                    human_bytes(*image_bytes),
+                    st.start.elapsed().as_secs_f64()
+                )?;
             }
             Ok(())
         });
