@@ -30,13 +30,18 @@ fn probes_say_what_they_saw() {
         Capability::NetNamespaces,
         Capability::UserNamespaces,
         Capability::Containers,
+        Capability::Zram,
     ] {
         let (present, seen) = cap.probe();
         eprintln!("{cap:?}: {present} ({seen})");
         assert!(!seen.is_empty());
         let needs_root = matches!(
             cap,
-            Capability::Root | Capability::LoopDevices | Capability::Mount | Capability::Containers
+            Capability::Root
+                | Capability::LoopDevices
+                | Capability::Mount
+                | Capability::Containers
+                | Capability::Zram
         );
         if needs_root && !is_root() {
             assert!(!present, "{cap:?} without root");

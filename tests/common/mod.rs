@@ -64,6 +64,10 @@ pub enum Capability {
     Mount,
     /// Network namespaces: `unshare -n true` works.
     NetNamespaces,
+    /// A zram disk can be set up (`zramctl --find`: root, the zram module
+    /// loaded or loadable): a fixed (non-removable) disk that is safe to
+    /// hand to refusal tests.
+    Zram,
     /// Unprivileged-style user namespaces: `unshare -Urm true` works.
     UserNamespaces,
     /// Containers: podman runs one. Not probed: only the test itself can
@@ -103,6 +107,13 @@ impl Capability {
                 (root && ok, format!("root: {root}; {seen}"))
             }
             Self::NetNamespaces => unshare(&["-n", "true"]),
+            Self::Zram => {
+                let (code, out) = run(Command::new("zramctl").args(["--find", "--size", "1M"]));
+                if code == 0 {
+                    let _ = Command::new("zramctl").arg("--reset").arg(out.trim()).status();
+                }
+                (root && code == 0, format!("root: {root}; `zramctl --find`: exit {code} {out}"))
+            }
             Self::UserNamespaces => unshare(&["-Urm", "true"]),
             Self::Containers => (
                 false,
