@@ -133,7 +133,14 @@ fn bmap_ranges(bmap: &Path, len: usize) -> Vec<(usize, usize)> {
         .lines()
         .filter(|l| l.trim_start().starts_with("<Range"))
         .map(|l| {
-            let span = l.split('>').nth(1).unwrap().split('<').next().unwrap().trim();
+            let span = l
+                .split('>')
+                .nth(1)
+                .unwrap()
+                .split('<')
+                .next()
+                .unwrap()
+                .trim();
             let (a, z) = span.split_once('-').unwrap_or((span, span));
             let (a, z): (usize, usize) = (a.parse().unwrap(), z.parse().unwrap());
             (a * 4096, ((z + 1) * 4096).min(len))
@@ -172,7 +179,12 @@ fn check_card(d: &Path, dev: &Path, raw: &[u8], bmap: &Path) {
     std::fs::remove_file(&card).unwrap();
     std::fs::remove_file(&p1).unwrap();
     let (code, log) = image_creator_env(
-        &["verify", "--bmap", bmap.to_str().unwrap(), dev.to_str().unwrap()],
+        &[
+            "verify",
+            "--bmap",
+            bmap.to_str().unwrap(),
+            dev.to_str().unwrap(),
+        ],
         &[],
     );
     assert_eq!(code, 0, "verify --bmap {}: {log}", dev.display());
@@ -208,7 +220,10 @@ fn four_cards_full_of_old_data_get_the_image_and_are_verified() {
     // The bmap is found beside the source (image.img.zst.bmap).
     let (code, log) = flash(&args);
     assert_eq!(code, 0, "{log}");
-    assert!(log.contains("4 of 4 device(s) written and verified"), "{log}");
+    assert!(
+        log.contains("4 of 4 device(s) written and verified"),
+        "{log}"
+    );
     assert!(log.contains("image.img.zst.bmap"), "{log}");
     for l in &loops {
         check_card(d, &l.dev, &raw, &bmap);
@@ -278,7 +293,10 @@ fn a_card_that_fails_midway_is_dropped_and_the_others_are_verified() {
         .find(|l| l.starts_with(&format!("{}: ", failing.dev.display())))
         .unwrap_or_else(|| panic!("no summary line for the failing card: {log}"));
     assert!(failed_line.contains("FAILED writing"), "{log}");
-    assert!(log.contains("3 of 4 device(s) written and verified"), "{log}");
+    assert!(
+        log.contains("3 of 4 device(s) written and verified"),
+        "{log}"
+    );
     for l in &good {
         let line = log
             .lines()
@@ -344,21 +362,24 @@ fn a_mounted_a_too_small_or_a_fixed_device_refuses_the_run_before_any_write() {
     ) else {
         return;
     };
-    let (code, log) = run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&mounted.dev));
+    let (code, log) = run(Command::new("mkfs.ext4")
+        .args(["-q", "-F"])
+        .arg(&mounted.dev));
     assert_eq!(code, 0, "{log}");
     let mnt = d.join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    let (code, log) = run(Command::new("mount").args(["-o", "ro"]).arg(&mounted.dev).arg(&mnt));
+    let (code, log) = run(Command::new("mount")
+        .args(["-o", "ro"])
+        .arg(&mounted.dev)
+        .arg(&mnt));
     if code != 0 {
         skip_machine(Capability::Mount, &format!("mount: {log}"));
         return;
     }
     let _guard = Mounted(mnt.clone());
     let zram = zram();
-    let mut cases: Vec<(&Path, &str)> = vec![
-        (&mounted.dev, "mounted on"),
-        (&small.dev, "too small"),
-    ];
+    let mut cases: Vec<(&Path, &str)> =
+        vec![(&mounted.dev, "mounted on"), (&small.dev, "too small")];
     if let Some(z) = &zram {
         cases.push((&z.0, "not a removable disk (use --force"));
     }
@@ -404,13 +425,12 @@ fn a_source_served_by_nginx_is_flashed_with_the_bmap_beside_it() {
         return;
     };
     let url = nginx.url("image.img.zst");
-    let (code, log) = flash(&[
-        &url,
-        a.dev.to_str().unwrap(),
-        b.dev.to_str().unwrap(),
-    ]);
+    let (code, log) = flash(&[&url, a.dev.to_str().unwrap(), b.dev.to_str().unwrap()]);
     assert_eq!(code, 0, "{log}");
-    assert!(log.contains("2 of 2 device(s) written and verified"), "{log}");
+    assert!(
+        log.contains("2 of 2 device(s) written and verified"),
+        "{log}"
+    );
     assert!(log.contains(&format!("bmap {url}.bmap")), "{log}");
     for l in [&a, &b] {
         check_card(d, &l.dev, &raw, &bmap);

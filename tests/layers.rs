@@ -50,7 +50,8 @@ const LAYERS: &[Layer] = &[
     Layer::at("plan", 4),
     Layer::at("pipeline", 5),
     Layer::at("verify", 6),
-    Layer::at("cli", 6),
+    Layer::at("flash", 6),
+    Layer::at("cli", 7),
 ];
 
 /// The crate root files: they wire the modules together and sit above all.

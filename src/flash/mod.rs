@@ -159,7 +159,11 @@ impl FlashReport {
             out,
             "{good} of {} device(s) {} with {} ({} of {} bytes mapped{})",
             self.cards.len(),
-            if self.verify { "written and verified" } else { "written" },
+            if self.verify {
+                "written and verified"
+            } else {
+                "written"
+            },
             self.source,
             self.mapped,
             self.image_size,
@@ -177,7 +181,11 @@ fn speed(bytes: u64, took: Duration) -> String {
     if s <= 0.0 {
         return "-".into();
     }
-    #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss
+    )]
     // display only; a rate is positive
     let r = (bytes as f64 / s) as u64;
     format!("{}/s", human_bytes(r))
@@ -233,7 +241,10 @@ pub fn run(opts: &FlashOptions, reporter: &dyn Reporter) -> Result<FlashReport, 
     }
     for r in &reports {
         let n = r.path.display().to_string();
-        match (&r.written.error, r.read_back.as_ref().and_then(|b| b.error.as_ref())) {
+        match (
+            &r.written.error,
+            r.read_back.as_ref().and_then(|b| b.error.as_ref()),
+        ) {
             (Some(_), _) => {} // reported when it failed
             (None, Some(e)) => reporter.item_failed(&n, &format!("read back: {e}")),
             (None, None) => {
@@ -356,7 +367,10 @@ fn open_cards(opts: &FlashOptions, size: u64) -> Result<Vec<Card>, FlashError> {
         if let Some((_, first)) = seen.iter().find(|(m, _)| *m == n) {
             return Err(refused(
                 d,
-                format!("the same device as {}: name each device once", first.display()),
+                format!(
+                    "the same device as {}: name each device once",
+                    first.display()
+                ),
             ));
         }
         seen.push((n, d));
@@ -420,7 +434,12 @@ fn write_all(
         Some((path, b)) => {
             // The source against its bmap: a wrong source fails every card
             // here, even with --no-verify (bmaptool checks it too).
-            if let Some((r, g)) = b.ranges.iter().zip(&got).find(|(r, g)| r.sha256 != g.sha256) {
+            if let Some((r, g)) = b
+                .ranges
+                .iter()
+                .zip(&got)
+                .find(|(r, g)| r.sha256 != g.sha256)
+            {
                 let why = format!(
                     "{} differs from its bmap {} at blocks {}-{} (sha256 {}, expected {})",
                     plan.source.location.name(),

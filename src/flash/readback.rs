@@ -157,11 +157,18 @@ mod tests {
 
     #[test]
     fn unaligned_ranges_are_read_in_blocks_and_hashed_exactly() {
-        let data: Vec<u8> = (0..3 * READ_BUF + 999).map(|i| (i % 241) as u8).collect();
+        let data: Vec<u8> = (0..3 * READ_BUF + 999)
+            .map(|i| u8::try_from(i % 241).unwrap_or(0))
+            .collect();
         let f = tempfile::NamedTempFile::new().expect("tmp");
         f.as_file().write_all_at(&data, 0).expect("write");
         let mut buf = AlignedBuf::new(READ_BUF);
-        for (s, e) in [(0, 10), (4096, 8192), (5000, 3 * READ_BUF + 999), (100, 2 * READ_BUF + 7)] {
+        for (s, e) in [
+            (0, 10),
+            (4096, 8192),
+            (5000, 3 * READ_BUF + 999),
+            (100, 2 * READ_BUF + 7),
+        ] {
             let ex = Expected {
                 start: s as u64,
                 end: e as u64,

@@ -106,7 +106,7 @@ pub fn inspect(location: Location, net: Option<&Net>) -> Result<Source, FlashErr
         Location::Local(path) => {
             let f = File::open(path).map_err(|e| source_err(&name, e))?;
             let len = f.metadata().map_err(|e| source_err(&name, e))?.len();
-            let mut prefix = vec![0u8; SNIFF];
+            let mut prefix = [0u8; SNIFF];
             let mut n = 0;
             while n < SNIFF {
                 match (&f).read(&mut prefix[n..]) {
@@ -116,7 +116,14 @@ pub fn inspect(location: Location, net: Option<&Net>) -> Result<Source, FlashErr
                 }
             }
             let (coding, size) = sniff(&prefix[..n]);
-            (coding, if coding == Coding::Raw { Some(len) } else { size })
+            (
+                coding,
+                if coding == Coding::Raw {
+                    Some(len)
+                } else {
+                    size
+                },
+            )
         }
         Location::Http(url) => {
             let net = net.ok_or_else(|| FlashError::Internal("no network client".into()))?;
@@ -229,7 +236,8 @@ pub fn produce(
         Location::Local(p) => {
             let f = File::open(p).map_err(|e| read_err(&path, 0, e))?;
             if src.coding == Coding::Raw {
-                let regions = crate::os::data_regions(&f, size).map_err(|e| read_err(&path, 0, e))?;
+                let regions =
+                    crate::os::data_regions(&f, size).map_err(|e| read_err(&path, 0, e))?;
                 return feed.copy_regions(&f, &path, size, &regions);
             }
             decode(src.coding, f, &path, size, feed)
@@ -245,9 +253,9 @@ pub fn produce(
                 let decoded = decode(src.coding, &mut rx, &path, size, feed);
                 // The rest unread, so the download never waits on us.
                 let _ = drain(&mut rx);
-                let fetched = download
-                    .join()
-                    .map_err(|_| read_err(&path, 0, std::io::Error::other("the download panicked")))?;
+                let fetched = download.join().map_err(|_| {
+                    read_err(&path, 0, std::io::Error::other("the download panicked"))
+                })?;
                 match (fetched, decoded) {
                     // The download's own error first: a decoder that saw
                     // its stream end early is its consequence.

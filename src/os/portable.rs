@@ -104,6 +104,11 @@ pub(super) fn short_source(offset: u64) -> Error {
     )
 }
 
+/// No direct I/O: the caller uses a plain descriptor.
+pub(super) fn open_direct(_path: &std::path::Path, _write: bool) -> Option<File> {
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,9 +140,4 @@ mod tests {
         assert_eq!(data_regions(&f, 0).expect("regions"), vec![]);
         assert_eq!(data_regions(&f, 9).expect("regions"), vec![(0, 9)]);
     }
-}
-
-/// No direct I/O: the caller uses a plain descriptor.
-pub(super) fn open_direct(_path: &std::path::Path, _write: bool) -> Option<File> {
-    None
 }

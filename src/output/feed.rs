@@ -67,7 +67,12 @@ impl<'p> Feed<'p> {
 
     /// Everything `r` gives until its end, at most `limit` bytes; an error
     /// of `r` names `what` and the offset.
-    pub fn read_from(&mut self, r: &mut dyn Read, what: &Path, limit: u64) -> Result<(), PassError> {
+    pub fn read_from(
+        &mut self,
+        r: &mut dyn Read,
+        what: &Path,
+        limit: u64,
+    ) -> Result<(), PassError> {
         loop {
             let room = limit.saturating_sub(self.at).min(CHUNK as u64);
             let room = usize::try_from(room).unwrap_or(CHUNK);
@@ -193,7 +198,9 @@ mod tests {
 
     #[test]
     fn a_read_stream_reaches_every_sink_in_order() {
-        let data: Vec<u8> = (0..3 * CHUNK + 77).map(|i| (i % 253) as u8).collect();
+        let data: Vec<u8> = (0..3 * CHUNK + 77)
+            .map(|i| u8::try_from(i % 253).unwrap_or(0))
+            .collect();
         let (mut a, mut b) = (Collect::default(), Collect::default());
         let seen = std::sync::atomic::AtomicU64::new(0);
         let len = fan_out(
@@ -234,10 +241,7 @@ mod tests {
             feed.read_from(&mut broken, Path::new("the source"), u64::MAX)
         })
         .expect_err("the read failed");
-        assert!(
-            matches!(&e, PassError::Read { offset: 12, .. }),
-            "{e}"
-        );
+        assert!(matches!(&e, PassError::Read { offset: 12, .. }), "{e}");
         assert!(b.aborted && b.end.is_none());
     }
 

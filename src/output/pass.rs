@@ -22,10 +22,10 @@ use std::path::Path;
 
 use super::bmap::BmapRange;
 use super::chunk::{first_cause, join_all, Fanout, Wired};
-use super::feed::Feed;
 use super::digest::Sha256Sink;
 use super::encode::{Compression, EncoderSink};
 use super::error::PassError;
+use super::feed::Feed;
 use super::file_out::FileOut;
 use super::range_hash::RangeHashes;
 use super::ranges::RangeSet;
@@ -250,9 +250,11 @@ fn read_all(
 #[allow(clippy::cast_possible_truncation)] // test patterns of small numbers
 mod tests {
     use super::*;
+    use crate::output::chunk::CHUNK;
     use crate::output::pieces::Pieces;
     use sha1::Digest as _;
     use sha2::Sha256;
+    use std::os::unix::fs::FileExt;
 
     /// A sparse file: data at 0, a hole, data across a chunk boundary,
     /// a hole at the end.

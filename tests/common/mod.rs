@@ -110,9 +110,15 @@ impl Capability {
             Self::Zram => {
                 let (code, out) = run(Command::new("zramctl").args(["--find", "--size", "1M"]));
                 if code == 0 {
-                    let _ = Command::new("zramctl").arg("--reset").arg(out.trim()).status();
+                    let _ = Command::new("zramctl")
+                        .arg("--reset")
+                        .arg(out.trim())
+                        .status();
                 }
-                (root && code == 0, format!("root: {root}; `zramctl --find`: exit {code} {out}"))
+                (
+                    root && code == 0,
+                    format!("root: {root}; `zramctl --find`: exit {code} {out}"),
+                )
             }
             Self::UserNamespaces => unshare(&["-Urm", "true"]),
             Self::Containers => (
