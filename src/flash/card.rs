@@ -95,9 +95,16 @@ impl Card {
                 && (data.as_ptr() as usize).is_multiple_of(blockdev::DIRECT_ALIGN)
                 && aligned_len > 0
             {
-                d.write_all_at(&data[..aligned_len], at)?;
-                let rest = &data[aligned_len..];
-                return self.plain.write_all_at(rest, at + aligned_len as u64);
+                match d.write_all_at(&data[..aligned_len], at) {
+                    Ok(()) => {
+                        let rest = &data[aligned_len..];
+                        return self.plain.write_all_at(rest, at + aligned_len as u64);
+                    }
+                    // EINVAL: the device wants another alignment (a
+                    // logical block over 4 KiB): plain I/O for this one.
+                    Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         self.plain.write_all_at(data, at)
