@@ -42,7 +42,7 @@ use std::time::Duration;
 
 use card::{Card, CardSink, Written};
 pub use error::FlashError;
-use readback::{read_back, Expected, ReadBack};
+use readback::{read_back_all, Expected, ReadBack};
 use source::{Location, Source};
 
 use crate::fetch::{FetchOptions, Net};
@@ -482,29 +482,24 @@ fn write_all(
     Ok((written, expected))
 }
 
-/// Step 3: every card written read back, each on its own thread.
+/// Step 3: every card written read back (together: one hash for all).
 fn verify_all(
     cards: &[Card],
     expected: &[Expected],
     reports: &mut [CardReport],
     reporter: &dyn Reporter,
 ) {
-    std::thread::scope(|s| {
-        let threads: Vec<_> = cards
-            .iter()
-            .zip(reports.iter())
-            .map(|(c, r)| {
-                let go = r.written.complete && r.written.error.is_none();
-                go.then(|| s.spawn(move || read_back(c, expected, reporter)))
-            })
-            .collect();
-        for (t, r) in threads.into_iter().zip(reports.iter_mut()) {
-            if let Some(t) = t {
-                r.read_back = Some(t.join().unwrap_or_else(|_| ReadBack {
-                    error: Some("the read-back thread panicked".into()),
-                    ..ReadBack::default()
-                }));
-            }
-        }
-    });
+    let written: Vec<usize> = reports
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.written.complete && r.written.error.is_none())
+        .map(|(i, _)| i)
+        .collect();
+    let chosen: Vec<&Card> = written.iter().map(|&i| &cards[i]).collect();
+    for (i, result) in written
+        .into_iter()
+        .zip(read_back_all(&chosen, expected, reporter))
+    {
+        reports[i].read_back = Some(result);
+    }
 }
