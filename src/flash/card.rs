@@ -2,9 +2,11 @@
 //! tables zeroed) and [`CardSink`], the consumer of the decoded image
 //! that writes the mapped ranges onto it.
 //!
-//! - **Large aligned writes.** Mapped bytes are gathered in a 4 MiB
-//!   buffer aligned for direct I/O and written when it is full or the
-//!   next mapped byte is not contiguous; each write goes through an
+//! - **Large aligned writes.** A mapped piece of a chunk of 256 KiB or
+//!   more is written straight from the chunk (its buffer is aligned for
+//!   direct I/O: no copy); smaller pieces are gathered in a 4 MiB aligned
+//!   buffer written when it is full or the next mapped byte is not
+//!   contiguous. Each write goes through an
 //!   `O_DIRECT` descriptor when the device has one and the write is
 //!   aligned (a map's ranges are whole 4 KiB blocks; only an image whose
 //!   size is not a multiple of 4 KiB ends unaligned), else through the
@@ -38,9 +40,16 @@ pub const HEAD: u64 = 1 << 20;
 /// The end of the device zeroed with the head: 64 KiB (a GPT's backup
 /// header is its last sector, its backup table the 32 sectors before).
 const TAIL: u64 = 64 << 10;
-/// Bytes per write: 4 MiB (an SD card's erase block is 4 MiB or less,
-/// and larger writes gain nothing measurable on loop devices here).
+/// Bytes per gathered write: 4 MiB (an SD card's erase block is 4 MiB
+/// or less, and larger writes gain nothing measurable on loop devices
+/// here).
 pub const WRITE_BUF: usize = 4 << 20;
+/// Least piece of a chunk written straight from it: 256 KiB. A chunk is
+/// 1 MiB (bmaptool writes 1 MiB at a time too); most of an image's mapped
+/// bytes come in whole chunks, written with no copy (a copy per card per
+/// byte was a third of the CPU of flashing four cards, scripts/
+/// bench-flash.sh); smaller pieces are gathered into larger writes.
+const DIRECT_MIN: usize = 256 << 10;
 
 /// A device opened for flashing.
 pub struct Card {
@@ -210,8 +219,23 @@ impl<'a> CardSink<'a> {
         Ok(())
     }
 
-    /// `data`, the image's bytes at `at`, into the buffer (or the head).
+    /// `data`, the image's bytes at `at`: into the head below 1 MiB;
+    /// written as it is when it is a large aligned piece of a chunk (the
+    /// pass's chunks are aligned buffers: no copy); else gathered.
     fn stage(&mut self, mut at: u64, mut data: &[u8]) -> std::io::Result<()> {
+        if at >= HEAD
+            && data.len() >= DIRECT_MIN
+            && blockdev::direct_aligned(at, data.len())
+            && (data.as_ptr() as usize).is_multiple_of(blockdev::DIRECT_ALIGN)
+        {
+            self.flush()?;
+            self.card
+                .write_at(data, at)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("writing at byte {at}: {e}")))?;
+            self.written.bytes += data.len() as u64;
+            self.reporter.item_progress(&self.name, data.len() as u64);
+            return Ok(());
+        }
         if at < HEAD {
             let n = usize::try_from((HEAD - at).min(data.len() as u64)).unwrap_or(0);
             let from = usize::try_from(at).unwrap_or(0);

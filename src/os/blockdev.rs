@@ -223,6 +223,30 @@ impl AlignedBuf {
     }
 }
 
+impl Default for AlignedBuf {
+    /// An empty buffer (what a buffer handed on leaves behind).
+    fn default() -> Self {
+        Self {
+            raw: Vec::new(),
+            start: 0,
+            len: 0,
+        }
+    }
+}
+
+impl std::ops::Deref for AlignedBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl std::ops::DerefMut for AlignedBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        self.as_mut_slice()
+    }
+}
+
 /// True when `offset` and `len` suit direct I/O ([`DIRECT_ALIGN`]).
 pub fn direct_aligned(offset: u64, len: usize) -> bool {
     offset.is_multiple_of(DIRECT_ALIGN as u64) && len.is_multiple_of(DIRECT_ALIGN)

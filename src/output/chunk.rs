@@ -3,7 +3,9 @@
 //! consumer on its own thread behind a bounded channel ([`Fanout`],
 //! [`spawn`]). A buffer goes back to its producer's [`Pool`] when the last
 //! consumer drops it, so a pass allocates a few chunks, not one per MiB
-//! read. Memory: at most [`DEPTH`] chunks queued before the slowest
+//! read. Buffers are aligned for direct I/O ([`AlignedBuf`]), so a
+//! consumer writing to a device (`flash`) writes a chunk as it is, with
+//! no copy. Memory: at most [`DEPTH`] chunks queued before the slowest
 //! consumer, one in each consumer's hands and one being filled, per
 //! stream, whatever the image size.
 
@@ -13,6 +15,7 @@ use std::thread::{Scope, ScopedJoinHandle};
 
 use super::error::{ConsumerGone, PassError};
 use super::sink::DownloadSink;
+use crate::os::blockdev::AlignedBuf;
 
 /// Chunk size: 1 MiB, the size of the pass's reads (large sequential
 /// reads; as `crate::io::COPY_BUF`).
@@ -24,8 +27,8 @@ pub const DEPTH: usize = 8;
 
 /// A buffer that returns to its pool when dropped.
 struct Buf {
-    data: Vec<u8>,
-    home: Option<SyncSender<Vec<u8>>>,
+    data: AlignedBuf,
+    home: Option<SyncSender<AlignedBuf>>,
 }
 
 impl Drop for Buf {
@@ -55,8 +58,8 @@ impl Chunk {
 
 /// The buffers of one producer.
 pub struct Pool {
-    home: SyncSender<Vec<u8>>,
-    back: Receiver<Vec<u8>>,
+    home: SyncSender<AlignedBuf>,
+    back: Receiver<AlignedBuf>,
     zeros: Arc<Buf>,
 }
 
@@ -68,24 +71,24 @@ impl Pool {
             home,
             back,
             zeros: Arc::new(Buf {
-                data: vec![0; CHUNK],
+                data: AlignedBuf::new(CHUNK),
                 home: None,
             }),
         }
     }
 
     /// A buffer of [`CHUNK`] bytes to fill (its old contents, or zeros).
-    pub fn take(&self) -> Vec<u8> {
+    pub fn take(&self) -> AlignedBuf {
         self.back
             .try_recv()
             .ok()
             .filter(|b| b.len() == CHUNK)
-            .unwrap_or_else(|| vec![0; CHUNK])
+            .unwrap_or_else(|| AlignedBuf::new(CHUNK))
     }
 
     /// `data[..len]` as a chunk at `offset`; `data` comes back here once
     /// every consumer is done with it.
-    pub fn chunk(&self, offset: u64, data: Vec<u8>, len: usize) -> Chunk {
+    pub fn chunk(&self, offset: u64, data: AlignedBuf, len: usize) -> Chunk {
         Chunk {
             offset,
             len,

@@ -9,6 +9,7 @@ use std::io::Write;
 use super::chunk::{Fanout, Pool, CHUNK};
 use super::error::{ConsumerGone, PassError};
 use super::sink::DownloadSink;
+use crate::os::blockdev::AlignedBuf;
 
 /// A compressed output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +48,7 @@ impl Compression {
 struct StreamOut {
     fan: Fanout,
     pool: Pool,
-    buf: Vec<u8>,
+    buf: AlignedBuf,
     filled: usize,
     /// Offset of `buf` in the compressed stream.
     at: u64,

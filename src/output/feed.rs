@@ -13,6 +13,7 @@ use std::path::Path;
 use super::chunk::{first_cause, join_all, Fanout, Pool, CHUNK};
 use super::error::PassError;
 use super::sink::DownloadSink;
+use crate::os::blockdev::AlignedBuf;
 
 /// The producing end of a stream: chunks go out in order, each to every
 /// consumer; `progress` hears of every byte sent.
@@ -47,7 +48,7 @@ impl<'p> Feed<'p> {
     }
 
     /// `n` (at most [`CHUNK`]) bytes of `buf` (from [`Feed::buffer`]).
-    fn send(&mut self, buf: Vec<u8>, n: usize) -> Result<(), PassError> {
+    fn send(&mut self, buf: AlignedBuf, n: usize) -> Result<(), PassError> {
         self.fan.send(&self.pool.chunk(self.at, buf, n))?;
         (self.progress)(n as u64);
         self.at += n as u64;
