@@ -241,6 +241,19 @@ fn flash(args: &FlashArgs) -> i32 {
         }
     }
     let reporter = Tee(reporters);
+    // SIGINT/SIGTERM: the cards keep their zeroed partition tables (the
+    // image's goes last); the progress file says so; exit 130.
+    if let Err(e) = ctrlc::set_handler(|| {
+        if let Some(pf) = PROGRESS.get() {
+            pf.finished(&Finish::Failed {
+                message: "interrupted".into(),
+            });
+        }
+        eprintln!("interrupted");
+        std::process::exit(130);
+    }) {
+        reporter.warn(&format!("could not install the signal handler: {e}"));
+    }
     let code = match image_creator::flash::run(&args.options(), &reporter) {
         Ok(report) => {
             let good = report.cards.iter().filter(|c| c.ok(report.verify)).count();
