@@ -404,6 +404,12 @@ pub struct FlashArgs {
     #[arg(long, value_name = "HOST:ADDRESS")]
     pub resolve: Vec<ResolveOverride>,
 
+    /// The download cache (as for a build) for an http(s) SOURCE: a hit
+    /// is flashed from its blob, a miss is downloaded once into the
+    /// devices and the cache.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
     /// Keep a JSON snapshot of the progress in PATH (docs/progress.md:
     /// one item per device).
     #[arg(long, value_name = "PATH")]
@@ -435,6 +441,7 @@ impl FlashArgs {
             bmap: self.bmap.clone(),
             verify: !self.no_verify,
             force: self.force,
+            cache_dir: self.cache_dir.clone(),
             fetch: FetchOptions {
                 connect_timeout: Duration::from_secs(self.connect_timeout),
                 idle_timeout: Duration::from_secs(self.idle_timeout),

@@ -445,4 +445,47 @@ fn a_source_served_by_nginx_is_flashed_with_the_bmap_beside_it() {
         "{log}"
     );
     check_card(d, &a.dev, &raw, &bmap);
+
+    // --cache-dir: the first run downloads into the cards and the cache;
+    // with nginx gone, the second flashes from the cache.
+    let cache = d.join("cache");
+    let cache_arg = cache.to_str().unwrap();
+    let (code, log) = flash(&["--cache-dir", cache_arg, &url, b.dev.to_str().unwrap()]);
+    assert_eq!(code, 0, "{log}");
+    let entries = walk_files(&cache.join("v1/entries"));
+    assert_eq!(
+        entries.len(),
+        1,
+        "one entry for the image: {entries:?}\n{log}"
+    );
+    drop(nginx);
+    let (code, log) = flash(&[
+        "--cache-dir",
+        cache_arg,
+        "--attempts",
+        "1",
+        &url,
+        a.dev.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        log.contains("1 of 1 device(s) written and verified"),
+        "{log}"
+    );
+    check_card(d, &a.dev, &raw, &bmap);
+}
+
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk_files(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
 }

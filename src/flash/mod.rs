@@ -30,6 +30,7 @@
 //! gap; an image it can't read is mapped whole), or a compressed or
 //! remote image whole.
 
+pub mod cached;
 pub mod card;
 pub mod error;
 pub mod readback;
@@ -45,6 +46,7 @@ pub use error::FlashError;
 use readback::{read_back_all, Expected, ReadBack};
 use source::{Location, Source};
 
+use crate::cache::FillSink;
 use crate::fetch::{FetchOptions, Net};
 use crate::os::blockdev;
 use crate::output::bmap::BLOCK;
@@ -67,6 +69,8 @@ pub struct FlashOptions {
     pub force: bool,
     /// The HTTP client's options (network policy, timeouts).
     pub fetch: FetchOptions,
+    /// The download cache, for an http(s) SOURCE.
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// How one card ended.
@@ -212,7 +216,20 @@ pub fn run(opts: &FlashOptions, reporter: &dyn Reporter) -> Result<FlashReport, 
         Location::Http(_) => Some(Net::new(opts.fetch.clone())?),
         Location::Local(_) => None,
     };
-    let plan = plan(location, opts, net.as_ref())?;
+    let cache = match (&opts.cache_dir, &location) {
+        (Some(dir), Location::Http(_)) => cached::open(dir, reporter)?,
+        _ => None,
+    };
+    let side = match (&cache, &location, &net) {
+        (Some(c), Location::Http(url), Some(n)) => cached::prepare(c, url, n, reporter),
+        _ => cached::Side::Plain,
+    };
+    let (blob, mut fill) = match side {
+        cached::Side::Plain => (None, None),
+        cached::Side::Hit(f) => (Some(Arc::new(f)), None),
+        cached::Side::Fill(f, v) => (None, Some((f, v))),
+    };
+    let plan = plan(location, opts, net.as_ref(), blob, reporter)?;
     let cards = open_cards(opts, plan.size)?;
 
     let name = plan.source.location.name();
@@ -224,7 +241,18 @@ pub fn run(opts: &FlashOptions, reporter: &dyn Reporter) -> Result<FlashReport, 
         .map(|c| (c.path.display().to_string(), mapped))
         .collect();
     reporter.items_planned(&names);
-    let (written, expected) = write_all(&plan, &cards, net.as_ref(), reporter)?;
+    let mut tap = FillSink::new(fill.as_ref().map(|(f, _)| f));
+    let streamed = write_all(&plan, &cards, net.as_ref(), &mut tap, reporter);
+    if let Some(c) = &cache {
+        // A fill is published only when the whole download arrived.
+        let end = (streamed.is_ok() && tap.failed.is_none() && tap.end > 0).then_some(tap.end);
+        if let Some(e) = tap.failed.take() {
+            reporter.warn(&format!("download cache: {e}"));
+        }
+        drop(tap);
+        cached::settle(c, fill.take(), end, &plan.source.location.name(), reporter);
+    }
+    let (written, expected) = streamed?;
 
     let mut reports: Vec<CardReport> = cards
         .iter()
@@ -264,10 +292,24 @@ pub fn run(opts: &FlashOptions, reporter: &dyn Reporter) -> Result<FlashReport, 
 }
 
 /// Step 1's source half: its coding, size, bmap and map.
-fn plan(location: Location, opts: &FlashOptions, net: Option<&Net>) -> Result<Plan, FlashError> {
+fn plan(
+    location: Location,
+    opts: &FlashOptions,
+    net: Option<&Net>,
+    blob: Option<Arc<std::fs::File>>,
+    reporter: &dyn Reporter,
+) -> Result<Plan, FlashError> {
     let name = location.name();
-    let source = source::inspect(location, net)?;
-    let bmap = source::find_bmap(&source, opts.bmap.as_deref(), net)?;
+    let source = source::inspect(location, net, blob)?;
+    let bmap = match source::find_bmap(&source, opts.bmap.as_deref(), net) {
+        // Flashing from the cache needs no server: without one to ask for
+        // the bmap, the image is written whole.
+        Err(FlashError::Http(e)) if source.blob.is_some() => {
+            reporter.warn(&format!("{e}: no bmap; the cached image is written whole"));
+            None
+        }
+        found => found?,
+    };
     let size = match (&bmap, source.size) {
         (Some((p, b)), Some(s)) if b.image_size != s => {
             return Err(FlashError::BadMap {
@@ -330,17 +372,20 @@ fn range_bytes(r: &BmapRange, b: &Bmap) -> (u64, u64) {
 /// filesystems need as zeros; anything else whole.
 fn whole_map(src: &Source, size: u64) -> Result<Vec<(u64, u64)>, FlashError> {
     let mut set = RangeSet::new();
-    match (source::local_regions(src)?, &src.location) {
-        (Some(regions), Location::Local(path)) => {
+    let local = |e| FlashError::Source {
+        source_name: src.location.name(),
+        source: e,
+    };
+    match (
+        source::local_regions(src)?,
+        src.local_file().map_err(local)?,
+    ) {
+        (Some(regions), Some((f, path))) => {
             for (s, e) in regions {
                 set.insert(s, e);
             }
-            let f = std::fs::File::open(path).map_err(|e| FlashError::Source {
-                source_name: src.location.name(),
-                source: e,
-            })?;
             // An image too short to hold a partition table has none.
-            if let Ok(m) = crate::output::map_image(&Arc::new(f), path, size) {
+            if let Ok(m) = crate::output::map_image(&f, &path, size) {
                 set.extend(&m.ranges);
             }
         }
@@ -395,6 +440,7 @@ fn write_all(
     plan: &Plan,
     cards: &[Card],
     net: Option<&Net>,
+    tap: &mut FillSink<'_>,
     reporter: &dyn Reporter,
 ) -> Result<(Vec<Written>, Vec<Expected>), FlashError> {
     let mut sinks: Vec<CardSink<'_>> = cards
@@ -417,7 +463,7 @@ fn write_all(
         }
         consumers.push(&mut hashes);
         fan_out(consumers, &progress, |feed| {
-            source::produce(&plan.source, net, plan.size, feed)
+            source::produce(&plan.source, net, plan.size, feed, tap)
         })
     };
     if let Err(e) = streamed {

@@ -5,11 +5,14 @@
 
 use std::fs::File;
 use std::io::{BufReader, Read};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::error::FlashError;
+use crate::cache::FillSink;
 use crate::fetch::{redact, HttpError, Net};
-use crate::io::{channel, drain};
+use crate::io::{channel, drain, Tee};
 use crate::output::{Bmap, Feed, PassError};
 
 /// Where the image is.
@@ -42,6 +45,21 @@ pub struct Source {
     /// Its decoded size, when known before reading: a raw file's or
     /// URL's length, a zstd frame header's content size.
     pub size: Option<u64>,
+    /// A URL's copy from the download cache (a verified blob): read
+    /// instead of the network.
+    pub blob: Option<Arc<File>>,
+}
+
+impl Source {
+    /// The local file to read (a path's, or a cached URL's blob) and the
+    /// name for its errors; `None` for a URL read from the network.
+    pub fn local_file(&self) -> std::io::Result<Option<(Arc<File>, PathBuf)>> {
+        match (&self.blob, &self.location) {
+            (Some(b), _) => Ok(Some((b.clone(), self.location.path()))),
+            (None, Location::Local(p)) => Ok(Some((Arc::new(File::open(p)?), p.clone()))),
+            (None, Location::Http(_)) => Ok(None),
+        }
+    }
 }
 
 /// Bytes of a source read to tell its coding: a zstd frame header is at
@@ -99,17 +117,28 @@ fn source_err(name: &str, source: std::io::Error) -> FlashError {
 
 /// Open `location` far enough to know its coding and, when it can be
 /// known, its decoded size. A URL is asked for its first bytes (and a
-/// raw one for its length).
-pub fn inspect(location: Location, net: Option<&Net>) -> Result<Source, FlashError> {
+/// raw one for its length), unless `blob` (its cached copy) is read
+/// instead.
+pub fn inspect(
+    location: Location,
+    net: Option<&Net>,
+    blob: Option<Arc<File>>,
+) -> Result<Source, FlashError> {
     let name = location.name();
-    let (coding, size) = match &location {
-        Location::Local(path) => {
-            let f = File::open(path).map_err(|e| source_err(&name, e))?;
+    let local = match (&blob, &location) {
+        (Some(b), _) => Some(b.clone()),
+        (None, Location::Local(path)) => Some(Arc::new(
+            File::open(path).map_err(|e| source_err(&name, e))?,
+        )),
+        (None, Location::Http(_)) => None,
+    };
+    let (coding, size) = match (&local, &location) {
+        (Some(f), _) => {
             let len = f.metadata().map_err(|e| source_err(&name, e))?.len();
             let mut prefix = [0u8; SNIFF];
             let mut n = 0;
             while n < SNIFF {
-                match (&f).read(&mut prefix[n..]) {
+                match f.read_at(&mut prefix[n..], n as u64) {
                     Ok(0) => break,
                     Ok(k) => n += k,
                     Err(e) => return Err(source_err(&name, e)),
@@ -125,7 +154,7 @@ pub fn inspect(location: Location, net: Option<&Net>) -> Result<Source, FlashErr
                 },
             )
         }
-        Location::Http(url) => {
+        (None, Location::Http(url)) => {
             let net = net.ok_or_else(|| FlashError::Internal("no network client".into()))?;
             let prefix = net.block_on(net.http.get_prefix(url, SNIFF))?;
             let (coding, size) = sniff(&prefix);
@@ -135,11 +164,13 @@ pub fn inspect(location: Location, net: Option<&Net>) -> Result<Source, FlashErr
             };
             (coding, size)
         }
+        (None, Location::Local(_)) => return Err(FlashError::Internal("unopened source".into())),
     };
     Ok(Source {
         location,
         coding,
         size,
+        blob,
     })
 }
 
@@ -207,66 +238,71 @@ pub fn find_bmap(
     }
 }
 
-/// The data regions of a local raw source (`None` for any other): its
-/// holes are not read, and without a bmap not written.
+/// The data regions of a local raw source (a file, or a cached URL's
+/// blob; `None` for any other): its holes are not read, and without a
+/// bmap not written.
 pub fn local_regions(src: &Source) -> Result<Option<Vec<(u64, u64)>>, FlashError> {
-    let (Location::Local(path), Coding::Raw, Some(len)) = (&src.location, src.coding, src.size)
-    else {
+    let (Coding::Raw, Some(len)) = (src.coding, src.size) else {
         return Ok(None);
     };
     let name = src.location.name();
-    let f = File::open(path).map_err(|e| source_err(&name, e))?;
+    let Some((f, _)) = src.local_file().map_err(|e| source_err(&name, e))? else {
+        return Ok(None);
+    };
     crate::os::data_regions(&f, len)
         .map(Some)
         .map_err(|e| source_err(&name, e))
 }
 
 /// Decode `src` once into `feed`: exactly `size` bytes (a source that
-/// decodes to fewer is found short by the consumers; one that decodes to
-/// more is an error here, before the stream ends, so no card gets its
-/// partition table).
+/// decodes to fewer or more is an error here, before the stream ends, so
+/// no card gets its partition table). A download also goes to `tap` (the
+/// cache's side of it, or a no-op).
 pub fn produce(
     src: &Source,
     net: Option<&Net>,
     size: u64,
     feed: &mut Feed<'_>,
+    tap: &mut FillSink<'_>,
 ) -> Result<(), PassError> {
     let path = src.location.path();
-    match &src.location {
-        Location::Local(p) => {
-            let f = File::open(p).map_err(|e| read_err(&path, 0, e))?;
-            if src.coding == Coding::Raw {
-                let regions =
-                    crate::os::data_regions(&f, size).map_err(|e| read_err(&path, 0, e))?;
-                return feed.copy_regions(&f, &path, size, &regions);
-            }
-            decode(src.coding, f, &path, size, feed)
+    if let Some((f, _)) = src.local_file().map_err(|e| read_err(&path, 0, e))? {
+        if src.coding == Coding::Raw {
+            let regions = crate::os::data_regions(&f, size).map_err(|e| read_err(&path, 0, e))?;
+            return feed.copy_regions(&f, &path, size, &regions);
         }
-        Location::Http(url) => {
-            let net = net.ok_or_else(|| read_err(&path, 0, std::io::Error::other("no network")))?;
-            let (tx, mut rx) = channel("the decoder of the image");
-            std::thread::scope(|s| {
-                let download = s.spawn(move || {
-                    let mut tx = tx;
-                    net.block_on(net.http.download(url, None, None, &mut tx))
-                });
-                let decoded = decode(src.coding, &mut rx, &path, size, feed);
-                // The rest unread, so the download never waits on us.
-                let _ = drain(&mut rx);
-                let fetched = download.join().map_err(|_| {
-                    read_err(&path, 0, std::io::Error::other("the download panicked"))
-                })?;
-                match (fetched, decoded) {
-                    // The download's own error first: a decoder that saw
-                    // its stream end early is its consequence.
-                    (Err(e), _) if !crate::io::ReaderStopped::is_cause_of(&e) => {
-                        Err(read_err(&path, feed.position(), std::io::Error::other(e)))
-                    }
-                    (_, d) => d,
-                }
-            })
-        }
+        // From its start (a cached blob is handed over rewound).
+        return decode(src.coding, &*f, &path, size, feed);
     }
+    let Location::Http(url) = &src.location else {
+        return Err(read_err(&path, 0, std::io::Error::other("no source")));
+    };
+    let net = net.ok_or_else(|| read_err(&path, 0, std::io::Error::other("no network")))?;
+    let (tx, mut rx) = channel("the decoder of the image");
+    std::thread::scope(|s| {
+        let download = s.spawn(move || {
+            let mut sink = Tee {
+                first: tx,
+                second: tap,
+            };
+            net.block_on(net.http.download(url, None, None, &mut sink))
+        });
+        let decoded = decode(src.coding, &mut rx, &path, size, feed);
+        // The rest unread, so the download never waits on us (and the
+        // cache gets the whole payload).
+        let _ = drain(&mut rx);
+        let fetched = download
+            .join()
+            .map_err(|_| read_err(&path, 0, std::io::Error::other("the download panicked")))?;
+        match (fetched, decoded) {
+            // The download's own error first: a decoder that saw its
+            // stream end early is its consequence.
+            (Err(e), _) if !crate::io::ReaderStopped::is_cause_of(&e) => {
+                Err(read_err(&path, feed.position(), std::io::Error::other(e)))
+            }
+            (_, d) => d,
+        }
+    })
 }
 
 fn read_err(path: &Path, offset: u64, source: std::io::Error) -> PassError {
