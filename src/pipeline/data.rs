@@ -469,7 +469,8 @@ fn pull_images(
 }
 
 /// Expand every archive item, in plan order (src/expand). A remote
-/// archive in the cache is expanded from its blob (checked whole first);
+/// archive its pre-scan spooled is expanded from the spool; one in the
+/// cache is expanded from its blob (checked whole first);
 /// a miss the policy caches is downloaded into the expansion and the cache
 /// at once. They run one at a time, after every download: waiting for a
 /// key here holds no other.
@@ -491,6 +492,11 @@ fn expand_all(
             plan,
             dir_meta,
         };
+        if let Some(file) = &item.spool {
+            // Downloaded whole by the pre-scan (no cache keeps it).
+            expand_spooled(ctx, builder, &job, file)?;
+            continue;
+        }
         let mut claimed = ctx.cache.and_then(|c| match c.planned(item.cache) {
             Planned::Plain => None,
             Planned::Hit(hit) => Some(Claimed::Hit(hit)),
@@ -562,6 +568,38 @@ fn expand_cached(
     ctx.reporter.item_cached(&name);
     ctx.reporter.item_done(&name, bytes, digest.as_deref());
     Ok(None)
+}
+
+/// Expand a remote archive from the spool its pre-scan downloaded into
+/// (src/plan/spool.rs), verifying its checksum again as it is read.
+fn expand_spooled(
+    ctx: &DataCtx<'_>,
+    builder: &mut Ext4Builder,
+    job: &Expansion<'_>,
+    file: &std::fs::File,
+) -> Result<(), BuildError> {
+    let (url, checksum) = match job.source {
+        ArchiveSource::Http { url, checksum } => (redact(url), checksum),
+        _ => (data_path(job.dest), None),
+    };
+    let spooled = Expansion {
+        source: ArchiveSource::Open {
+            file,
+            name: &url,
+            checksum,
+        },
+        ..*job
+    };
+    let (bytes, digest) = expand_archive(
+        builder,
+        &spooled,
+        ctx.net,
+        ctx.build_dir,
+        &mut FillSink::new(None),
+    )?;
+    ctx.reporter
+        .item_done(&data_path(job.dest), bytes, digest.as_deref());
+    Ok(())
 }
 
 /// Expand an archive from its source, filling the cache on the way when

@@ -15,6 +15,7 @@ pub mod error;
 pub mod item;
 pub mod items;
 pub mod size;
+pub mod spool;
 
 pub use base::{
     cache_base, inspect_base, locate_base, BaseInfo, BaseLocation, BaseSpec, DEFAULT_BASE_URL,
@@ -75,6 +76,9 @@ pub struct PlanOptions<'a> {
     /// `--check`: download nothing (remote archives are estimated, not
     /// pre-scanned).
     pub check: bool,
+    /// The build directory, where a remote archive's pre-scan keeps it for
+    /// the build when the cache does not (src/plan/spool.rs).
+    pub spool_dir: Option<&'a std::path::Path>,
 }
 
 /// Make the plan: the config's items (probed, measured), then their sizes
@@ -87,6 +91,7 @@ pub fn make_plan(
 ) -> Result<Plan, PlanError> {
     let mut planner = Planner::new(opts.cache);
     planner.prescan = !opts.check;
+    planner.spool_dir = opts.spool_dir.map(std::path::Path::to_path_buf);
     let (items, oci_free) = items::plan_items(config, net, &mut planner)?;
     dest::check_items(&items)?;
     let found = Found {
