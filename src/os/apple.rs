@@ -10,7 +10,10 @@ use super::portable::copy_by_buffer;
 pub(super) const NAME: &str = "macos";
 pub(super) const RAW_DISKS: bool = true;
 
-pub(super) use super::seek::data_regions;
+pub(super) use super::seek::{data_bytes, data_regions};
+
+/// Whether a file written here can keep holes ([`super::KEEPS_HOLES`]).
+pub(super) const KEEPS_HOLES: bool = true;
 
 /// `fcntl(F_PUNCHHOLE)` (macOS 10.12+). It needs a range aligned to the
 /// filesystem's block size (fcntl(2)); other ranges are "can't".

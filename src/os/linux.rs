@@ -10,7 +10,10 @@ use super::portable::{copy_by_buffer, offsets, short_source};
 pub(super) const NAME: &str = "linux";
 pub(super) const RAW_DISKS: bool = false;
 
-pub(super) use super::seek::data_regions;
+pub(super) use super::seek::{data_bytes, data_regions};
+
+/// Whether a file written here can keep holes ([`super::KEEPS_HOLES`]).
+pub(super) const KEEPS_HOLES: bool = true;
 
 /// `fallocate(PUNCH_HOLE | KEEP_SIZE)` (fallocate(2)); any failure
 /// (no support in the filesystem, a kernel older than 2.6.38) is "can't".

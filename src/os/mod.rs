@@ -4,7 +4,8 @@
 //! | function | Linux | macOS | fallback |
 //! |---|---|---|---|
 //! | [`punch_hole`] | `fallocate(PUNCH_HOLE \| KEEP_SIZE)` | `fcntl(F_PUNCHHOLE)`, block-aligned ranges | none: the caller writes zeros |
-//! | [`data_regions`] | `lseek(SEEK_DATA / SEEK_HOLE)` | the same | the whole file is data |
+//! | [`data_regions`], [`data_bytes`] | `lseek(SEEK_DATA / SEEK_HOLE)` | the same | the whole file is data |
+//! | [`KEEPS_HOLES`] | true | true | false: every byte of a file may be allocated |
 //! | [`copy_range`] | `copy_file_range(2)` (in-kernel, reflinks or server-side copies where the filesystem can) | positional read/write | positional read/write |
 //! | [`reflink`] | `ioctl(FICLONE)` | none (`clonefile(2)` works on paths only) | none: the caller copies |
 //! | [`drop_cache`] | `posix_fadvise(DONTNEED)` | `fcntl(F_NOCACHE)` | nothing |
@@ -77,6 +78,20 @@ pub fn punch_hole(file: &File, offset: u64, len: u64) -> bool {
 pub fn data_regions(file: &File, len: u64) -> std::io::Result<Vec<(u64, u64)>> {
     native::data_regions(file, len)
 }
+
+/// Bytes in the data regions of `file` up to `len`: what copying it by
+/// its regions writes (and what it occupies, give or take the
+/// filesystem's block rounding). Holds no list of regions. Where the
+/// platform can't tell, `len`.
+pub fn data_bytes(file: &File, len: u64) -> std::io::Result<u64> {
+    native::data_bytes(file, len)
+}
+
+/// Whether files this build writes keep their holes: false with the
+/// portable fallbacks (no hole punching, no `SEEK_DATA`), where an image
+/// must be counted at its apparent size, every byte of it possibly
+/// allocated.
+pub const KEEPS_HOLES: bool = native::KEEPS_HOLES;
 
 /// Copy `len` bytes of `src` at `src_offset` to `dst` at `dst_offset`
 /// (positional: neither file's cursor is used), in the kernel where the

@@ -37,6 +37,15 @@ pub(super) fn data_regions(_file: &File, len: u64) -> std::io::Result<Vec<(u64, 
     Ok(if len == 0 { Vec::new() } else { vec![(0, len)] })
 }
 
+/// Every byte is data: the apparent size.
+pub(super) fn data_bytes(_file: &File, len: u64) -> std::io::Result<u64> {
+    Ok(len)
+}
+
+/// Whether a file written here can keep holes ([`super::KEEPS_HOLES`]):
+/// no (no hole punching, no `SEEK_DATA`), so sizes are apparent sizes.
+pub(super) const KEEPS_HOLES: bool = false;
+
 pub(super) fn copy_range(
     src: &File,
     src_offset: u64,

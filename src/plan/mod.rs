@@ -11,6 +11,7 @@
 pub mod base;
 pub mod cached;
 pub mod dest;
+pub mod disk;
 pub mod error;
 pub mod item;
 pub mod items;
@@ -62,6 +63,10 @@ pub struct Plan {
     pub inodes_expected: u64,
     /// Bytes of content to write (items + carried over + temporary copies).
     pub content_bytes: u64,
+    /// What the build allocates on disk: holes counted as holes where the
+    /// platform keeps them (src/plan/disk.rs). The free-space check's
+    /// figure.
+    pub disk: disk::DiskUse,
     /// Non-fatal remarks.
     pub warnings: Vec<String>,
 }
@@ -171,6 +176,7 @@ fn size_plan(
         .map(|i| i.size + i.archive.as_ref().map_or(0, |a| a.temp_bytes()))
         .sum::<u64>()
         + old.bytes;
+    let disk = disk::disk_use(base, p3.offset(), &items, old.bytes, sizes.image_size);
     Ok(Plan {
         items,
         oci_free,
@@ -180,6 +186,7 @@ fn size_plan(
         min_image_size: sizes.min_image_size,
         inodes_expected: sizes.inodes_expected,
         content_bytes,
+        disk,
         warnings,
     })
 }
@@ -219,6 +226,19 @@ impl std::fmt::Display for Plan {
             f,
             "  image size: {} bytes (smallest that fits: {})",
             self.image_size, self.min_image_size
-        )
+        )?;
+        if self.disk.holes {
+            writeln!(
+                f,
+                "  allocates: about {} bytes on disk (holes, of sparse local files too, stay holes)",
+                self.disk.bytes
+            )
+        } else {
+            writeln!(
+                f,
+                "  allocates: up to {} bytes on disk (the image's whole size: this build can't keep holes)",
+                self.disk.bytes
+            )
+        }
     }
 }
