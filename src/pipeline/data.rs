@@ -17,9 +17,9 @@ use super::cache::{
 };
 use super::error::BuildError;
 use crate::cache::Hit;
+use crate::cache::{FillMeta, Filler, Validators};
 use crate::expand::{expand_archive, ArchiveSource, ExpandError, Expansion};
-use crate::fetch::redact;
-use crate::fetch::Net;
+use crate::fetch::{redact, Continue, HttpError, Net};
 use crate::fs::ext4::{Ext4Builder, Ext4Params, FileWriter, InodeMeta, OldTree, Timestamp};
 use crate::io::{ProgressSink, StreamVerifier, Tee, WriterSink, COPY_BUF};
 use crate::oci::{ArchiveSink, PullJob, Registry};
@@ -347,16 +347,45 @@ async fn fetch_one(
             Err(_) => {}
         }
     }
+    let from = match (ctx.cache, fill.as_mut()) {
+        (Some(cache), Some((filler, validators))) => tokio::task::block_in_place(|| {
+            let part = Part {
+                url: &url,
+                size,
+                checksum: &checksum,
+                w: &w,
+                name: &name,
+            };
+            continue_partial(cache, filler, validators, &part, reporter)
+        }),
+        _ => None,
+    };
+    let resumed = from.as_ref().map_or(0, |f| f.offset);
     let tee = Tee {
-        first: WriterSink(w),
+        first: WriterSink(w.clone()),
         second: FillSink::new(fill.as_ref().map(|(f, _)| f)),
     };
-    let mut sink = ProgressSink::new(tee, reporter, &name);
-    let result = ctx
-        .net
-        .http
-        .download(&url, Some(size), checksum, &mut sink)
-        .await;
+    let mut sink = ProgressSink::new(tee, reporter, &name).starting_at(resumed);
+    let http = &ctx.net.http;
+    let mut result = match from {
+        Some(from) => {
+            http.download_from(&url, size, checksum.clone(), from, &mut sink)
+                .await
+        }
+        None => {
+            http.download(&url, Some(size), checksum.clone(), &mut sink)
+                .await
+        }
+    };
+    if resumed > 0 && matches!(result, Err(HttpError::Checksum(_))) {
+        // The kept bytes were not the payload's after all (a partial the
+        // server's validators could not tell apart): once more, whole.
+        reporter.warn(&format!(
+            "{name}: the download continued from {resumed} bytes kept in the cache failed its checksum; downloading it whole"
+        ));
+        crate::io::ChunkSink::restart(&mut sink);
+        result = http.download(&url, Some(size), checksum, &mut sink).await;
+    }
     let failed = sink.into_inner().second.failed;
     match result {
         Ok(digest) => {
@@ -375,6 +404,62 @@ async fn fetch_one(
             Err(e.into())
         }
     }
+}
+
+/// A download that may continue a partial one.
+struct Part<'a> {
+    url: &'a str,
+    size: u64,
+    checksum: &'a Expected,
+    w: &'a FileWriter,
+    name: &'a str,
+}
+
+/// Make `filler` keep a partial download if this one stops early; when a
+/// stopped build left the same payload, copy what it kept into the image,
+/// reading it once (the fill's sha256, the config's digest and the image's
+/// bytes on the way), and say where the download continues.
+fn continue_partial(
+    cache: &BuildCache<'_>,
+    filler: &mut Filler,
+    validators: &Validators,
+    part: &Part<'_>,
+    reporter: &dyn Reporter,
+) -> Option<Continue> {
+    let meta = FillMeta {
+        validators: validators.clone(),
+        source: part.url.to_string(),
+    };
+    let offset = match filler.keep_partial(&meta, part.size) {
+        Ok(offset) => offset,
+        Err(e) => {
+            cache.warn(&e);
+            return None;
+        }
+    };
+    let if_range = validators.if_range().filter(|_| offset > 0)?;
+    let mut verifier = part
+        .checksum
+        .as_ref()
+        .map(|(a, v)| StreamVerifier::new(*a, v, &redact(part.url)));
+    let read = filler.read_prefix(offset, &mut |at, chunk| {
+        part.w.write_at(at, chunk).map_err(std::io::Error::other)?;
+        if let Some(v) = verifier.as_mut() {
+            v.update(chunk);
+        }
+        reporter.item_progress(part.name, chunk.len() as u64);
+        Ok(())
+    });
+    if let Err(e) = read {
+        cache.warn(&e);
+        filler.restart();
+        return None;
+    }
+    Some(Continue {
+        offset,
+        if_range,
+        verifier,
+    })
 }
 
 /// A container image into its reservation.
