@@ -412,7 +412,7 @@ fn recorded_events_are_in_order_and_bytes_add_up() {
             Event::ItemFailed { .. } | Event::Finished(_) => panic!("{e:?}"),
             Event::Warn(_) => {}
             // No cache in this build.
-            Event::ItemCached(_) => panic!("{e:?}"),
+            Event::ItemCached(_) | Event::ItemCloned(..) => panic!("{e:?}"),
         }
     }
     assert_eq!((planned, done.len()), (2, 4));

@@ -43,6 +43,12 @@ pub(crate) trait Fill: std::fmt::Debug + Send + Sync {
 
     /// The payload starts over at 0 (the server sent all of it again).
     fn restart(&self) {}
+
+    /// The local file the payload is written to (a directory cache), for
+    /// a reader or a clone of its blocks; `None` in an object store.
+    fn file(&self) -> Option<&std::fs::File> {
+        None
+    }
 }
 
 /// An in-flight cache fill. Dropping it abandons the fill (the temp file is
@@ -91,6 +97,13 @@ impl Filler {
         each: &mut dyn FnMut(u64, &[u8]) -> std::io::Result<()>,
     ) -> Result<(), CacheError> {
         self.fill.read_prefix(upto, each)
+    }
+
+    /// The local file the payload is being written to, in a directory
+    /// cache (an object store's fill has none): what is written so far can
+    /// be read, or its blocks cloned into the image.
+    pub fn file(&self) -> Option<&std::fs::File> {
+        self.fill.file()
     }
 
     /// The payload starts over at 0: what was written is dropped.

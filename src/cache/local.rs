@@ -723,6 +723,10 @@ impl Fill for LocalFill {
         Ok(())
     }
 
+    fn file(&self) -> Option<&File> {
+        Some(self.store.file())
+    }
+
     fn restart(&self) {
         let mut p = self.progress.lock().unwrap_or_else(PoisonError::into_inner);
         *p = Progress::default();

@@ -177,6 +177,11 @@ impl Cache {
         self.backend.shown()
     }
 
+    /// The cache directory, when it is one (not an object store).
+    pub fn local_dir(&self) -> Option<&Path> {
+        Some(self.dir()).filter(|d| !remote::is_url(d))
+    }
+
     /// The policy in force.
     pub fn policy(&self) -> &Policy {
         self.backend.policy()

@@ -57,6 +57,17 @@ pub(super) fn copy_range(
     copy_by_buffer(src, src_offset, dst, dst_offset, len)
 }
 
+/// No range clones here: the caller copies.
+pub(super) fn clone_range(
+    _src: &File,
+    _src_offset: u64,
+    _dst: &File,
+    _dst_offset: u64,
+    _len: u64,
+) -> std::io::Result<bool> {
+    Ok(false)
+}
+
 /// `clonefile(2)` needs paths, not open files: "can't".
 pub(super) fn reflink(_src: &File, _dst: &File) -> bool {
     false

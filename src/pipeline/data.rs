@@ -17,7 +17,7 @@ use super::cache::{
 };
 use super::error::BuildError;
 use crate::cache::Hit;
-use crate::cache::{FillMeta, Filler, Validators};
+use crate::cache::{CacheError, FillMeta, Filler, Validators};
 use crate::expand::{expand_archive, ArchiveSource, ExpandError, Expansion};
 use crate::fetch::{redact, Continue, HttpError, Net};
 use crate::fs::ext4::{Ext4Builder, Ext4Params, FileWriter, InodeMeta, OldTree, Timestamp};
@@ -297,8 +297,11 @@ fn copy_hits(
     let mut again = Vec::new();
     for (d, copied) in done.into_inner().unwrap_or_default() {
         match cache.settle(copied?) {
-            Ok((_, digest)) => {
+            Ok((_, digest, shared)) => {
                 reporter.item_cached(&d.name);
+                if shared > 0 {
+                    reporter.item_cloned(&d.name, shared);
+                }
                 reporter.item_done(&d.name, d.size, digest.as_deref());
             }
             Err(spec) => again.push((d, Some(*spec))),
@@ -316,29 +319,13 @@ async fn fetch_one(
     spec: Option<ClaimSpec>,
 ) -> Result<(), BuildError> {
     let reporter = ctx.reporter;
-    let Download {
-        name,
-        size,
-        url,
-        checksum,
-        w,
-        ..
-    } = d;
-    reporter.item_started(&name, Some(size));
+    reporter.item_started(&d.name, Some(d.size));
     let mut fill = None;
     if let (Some(cache), Some(spec)) = (ctx.cache, spec) {
         let c = cache.cache().clone();
         match tokio::task::spawn_blocking(move || claim(&c, spec)).await {
             Ok(Claimed::Hit(hit)) => {
-                let (w2, ck, n2) = (w.clone(), checksum.clone(), name.clone());
-                let copied =
-                    tokio::task::spawn_blocking(move || copy_blob(hit, &w2, &ck, &n2, |_| {}))
-                        .await
-                        .map_err(|_| BuildError::Panicked("a cache copy"))?;
-                if let Ok((_, digest)) = cache.settle(copied?) {
-                    reporter.item_progress(&name, size);
-                    reporter.item_cached(&name);
-                    reporter.item_done(&name, size, digest.as_deref());
+                if copy_claimed(cache, &d, hit, reporter).await? {
                     return Ok(());
                 }
             }
@@ -347,14 +334,94 @@ async fn fetch_one(
             Err(_) => {}
         }
     }
-    let from = match (ctx.cache, fill.as_mut()) {
+    // The cache and the image on one filesystem with reflinks (XFS,
+    // btrfs): the download goes to the cache only, and the image's blocks
+    // are cloned from it once it is complete and verified.
+    let clone = match (ctx.cache, &fill) {
+        (Some(cache), Some((f, _))) => f.file().is_some_and(|_| cache.clones_into(ctx.image)),
+        _ => false,
+    };
+    let (result, failed) = download(ctx, &d, fill.as_mut(), clone).await;
+    let digest = match result {
+        Ok(digest) => digest,
+        Err(e) => {
+            reporter.item_failed(&d.name, &e.to_string());
+            return Err(e.into());
+        }
+    };
+    if let (Some(cache), Some((filler, validators))) = (ctx.cache, fill) {
+        match failed {
+            Some(e) => {
+                cache.warn(&e);
+                if clone {
+                    // Only the cache's copy had the bytes, and it failed:
+                    // into the image, once more.
+                    let redo = download(ctx, &d, None, false).await.0;
+                    redo.inspect_err(|e| reporter.item_failed(&d.name, &e.to_string()))?;
+                }
+            }
+            None => {
+                if clone {
+                    let shared = tokio::task::block_in_place(|| {
+                        let blob = filler.file().ok_or(BuildError::Panicked("a cache fill"))?;
+                        d.w.copy_file_from(blob, d.size).map_err(BuildError::from)
+                    })?;
+                    if shared > 0 {
+                        reporter.item_cloned(&d.name, shared);
+                    }
+                }
+                cache.commit_async(filler, d.size, validators, &d.url).await;
+            }
+        }
+    }
+    // Reported as each finishes, so the history is live.
+    reporter.item_done(&d.name, d.size, digest.as_deref());
+    Ok(())
+}
+
+/// Copy a hit another build published while we waited for its key;
+/// `false` when its blob was unusable (then download).
+async fn copy_claimed(
+    cache: &BuildCache<'_>,
+    d: &Download,
+    hit: Hit,
+    reporter: &dyn Reporter,
+) -> Result<bool, BuildError> {
+    let (w2, ck, n2) = (d.w.clone(), d.checksum.clone(), d.name.clone());
+    let copied = tokio::task::spawn_blocking(move || copy_blob(hit, &w2, &ck, &n2, |_| {}))
+        .await
+        .map_err(|_| BuildError::Panicked("a cache copy"))?;
+    let Ok((_, digest, shared)) = cache.settle(copied?) else {
+        return Ok(false);
+    };
+    reporter.item_progress(&d.name, d.size);
+    reporter.item_cached(&d.name);
+    if shared > 0 {
+        reporter.item_cloned(&d.name, shared);
+    }
+    reporter.item_done(&d.name, d.size, digest.as_deref());
+    Ok(true)
+}
+
+/// Download `d` into the image (unless `clone`: the cache's copy only)
+/// and into `fill`, continuing the partial download the cache kept when
+/// there is one. Returns the download's outcome and the fill's first
+/// error.
+async fn download(
+    ctx: &DataCtx<'_>,
+    d: &Download,
+    mut fill: Option<&mut (Filler, Validators)>,
+    clone: bool,
+) -> (Result<Option<String>, HttpError>, Option<CacheError>) {
+    let reporter = ctx.reporter;
+    let from = match (ctx.cache, fill.as_deref_mut()) {
         (Some(cache), Some((filler, validators))) => tokio::task::block_in_place(|| {
             let part = Part {
-                url: &url,
-                size,
-                checksum: &checksum,
-                w: &w,
-                name: &name,
+                url: &d.url,
+                size: d.size,
+                checksum: &d.checksum,
+                w: (!clone).then_some(&d.w),
+                name: &d.name,
             };
             continue_partial(cache, filler, validators, &part, reporter)
         }),
@@ -362,18 +429,19 @@ async fn fetch_one(
     };
     let resumed = from.as_ref().map_or(0, |f| f.offset);
     let tee = Tee {
-        first: WriterSink(w.clone()),
-        second: FillSink::new(fill.as_ref().map(|(f, _)| f)),
+        first: ImageSink((!clone).then(|| WriterSink(d.w.clone()))),
+        second: FillSink::new(fill.as_deref().map(|(f, _)| f)),
     };
-    let mut sink = ProgressSink::new(tee, reporter, &name).starting_at(resumed);
+    let mut sink = ProgressSink::new(tee, reporter, &d.name).starting_at(resumed);
     let http = &ctx.net.http;
+    let (url, size, checksum) = (&d.url, d.size, &d.checksum);
     let mut result = match from {
         Some(from) => {
-            http.download_from(&url, size, checksum.clone(), from, &mut sink)
+            http.download_from(url, size, checksum.clone(), from, &mut sink)
                 .await
         }
         None => {
-            http.download(&url, Some(size), checksum.clone(), &mut sink)
+            http.download(url, Some(size), checksum.clone(), &mut sink)
                 .await
         }
     };
@@ -381,28 +449,30 @@ async fn fetch_one(
         // The kept bytes were not the payload's after all (a partial the
         // server's validators could not tell apart): once more, whole.
         reporter.warn(&format!(
-            "{name}: the download continued from {resumed} bytes kept in the cache failed its checksum; downloading it whole"
+            "{}: the download continued from {resumed} bytes kept in the cache failed its checksum; downloading it whole",
+            d.name
         ));
         crate::io::ChunkSink::restart(&mut sink);
-        result = http.download(&url, Some(size), checksum, &mut sink).await;
+        result = http
+            .download(url, Some(size), checksum.clone(), &mut sink)
+            .await;
     }
-    let failed = sink.into_inner().second.failed;
-    match result {
-        Ok(digest) => {
-            if let (Some(cache), Some((filler, validators))) = (ctx.cache, fill) {
-                match failed {
-                    Some(e) => cache.warn(&e),
-                    None => cache.commit_async(filler, size, validators, &url).await,
-                }
-            }
-            // Reported as each finishes, so the history is live.
-            reporter.item_done(&name, size, digest.as_deref());
-            Ok(())
+    (result, sink.into_inner().second.failed)
+}
+
+/// The image's side of a download: its reservation, or nothing when the
+/// image's blocks are cloned from the cache's copy afterwards.
+struct ImageSink(Option<WriterSink>);
+
+impl crate::io::ChunkSink for ImageSink {
+    fn write(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        match &mut self.0 {
+            Some(w) => w.write(offset, data),
+            None => Ok(()),
         }
-        Err(e) => {
-            reporter.item_failed(&name, &e.to_string());
-            Err(e.into())
-        }
+    }
+    fn restart(&mut self) -> bool {
+        self.0.as_mut().is_none_or(crate::io::ChunkSink::restart)
     }
 }
 
@@ -411,7 +481,9 @@ struct Part<'a> {
     url: &'a str,
     size: u64,
     checksum: &'a Expected,
-    w: &'a FileWriter,
+    /// The image's reservation; `None` when it is cloned from the cache's
+    /// copy at the end.
+    w: Option<&'a FileWriter>,
     name: &'a str,
 }
 
@@ -443,7 +515,9 @@ fn continue_partial(
         .as_ref()
         .map(|(a, v)| StreamVerifier::new(*a, v, &redact(part.url)));
     let read = filler.read_prefix(offset, &mut |at, chunk| {
-        part.w.write_at(at, chunk).map_err(std::io::Error::other)?;
+        if let Some(w) = part.w {
+            w.write_at(at, chunk).map_err(std::io::Error::other)?;
+        }
         if let Some(v) = verifier.as_mut() {
             v.update(chunk);
         }
@@ -508,7 +582,7 @@ fn pull_images(
                     let copied = copy_blob(hit, &w, &None, &name, |n| {
                         reporter.item_progress(&name, n as u64);
                     })?;
-                    if let Ok((entry, _)) = cache.settle(copied) {
+                    if let Ok((entry, _, _)) = cache.settle(copied) {
                         builder.set_len(w.ino(), entry.size)?;
                         reporter.item_cached(&name);
                         reporter.item_done(&name, entry.size, entry.validators.digest.as_deref());

@@ -212,7 +212,12 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
         if let Some(c) = &cache {
             planning::report_eviction(c, reporter);
         }
-        let checked = Checked::new(planned.plan, opts, publisher.as_ref());
+        let mut checked = Checked::new(planned.plan, opts, publisher.as_ref());
+        checked.clones = cache
+            .as_ref()
+            .and_then(crate::cache::Cache::local_dir)
+            .filter(|c| will_clone(c, &dirs.lock))
+            .map(Path::to_path_buf);
         return Ok(Outcome::Checked(checked));
     };
     target.check_room(opts, &dirs, &planned)?;
@@ -245,6 +250,13 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
             Err(e)
         }
     }
+}
+
+/// For `--check`: whether the cache directory `cache` and the directory
+/// the image goes to share blocks (`os::can_clone`, with unnamed files
+/// that never appear).
+fn will_clone(cache: &Path, image_dir: &Path) -> bool {
+    std::fs::File::open(image_dir).is_ok_and(|d| crate::os::can_clone(&cache.join("v1/tmp"), &d))
 }
 
 /// The build dir, created when `--build-dir` names one that is missing.

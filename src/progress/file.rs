@@ -60,6 +60,9 @@ struct ItemInfo {
     error: Option<String>,
     /// The bytes came from the download cache.
     from_cache: bool,
+    /// Bytes that share their blocks with the download cache's copy
+    /// (cloned on XFS or btrfs, not written).
+    cloned_bytes: u64,
 }
 
 /// Step 7's read of the image.
@@ -139,6 +142,7 @@ impl State {
                     digest: None,
                     error: None,
                     from_cache: false,
+                    cloned_bytes: 0,
                 });
                 let i = self.snap.items.len() - 1;
                 self.index.insert(name.to_string(), i);
@@ -391,6 +395,10 @@ impl Reporter for ProgressFile {
 
     fn item_cached(&self, name: &str) {
         self.update(|st| st.item(name).from_cache = true);
+    }
+
+    fn item_cloned(&self, name: &str, bytes: u64) {
+        self.update(|st| st.item(name).cloned_bytes = bytes);
     }
 
     fn item_failed(&self, name: &str, error: &str) {
