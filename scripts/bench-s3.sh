@@ -10,9 +10,18 @@
 #   (d) warm-local: the same build again from the local cache (nginx
 #                   stopped),
 #   (e) warm-s3:    the same build from the bucket (nginx stopped),
+#   (f) boto3-up:   boto3's `upload_file` of the same files to a new
+#                   prefix (the reference client, issue 25),
+#   (g) boto3-down: boto3's `download_file` of the bucket's blobs (the
+#                   same bytes the warm build reads) to the same disk,
 # each the best of RUNS, page cache dropped first (when root), followed by
 # sync. Prints wall time and peak RSS of each, and the targets' ratios:
-# warm-s3/warm-local <= 1.25, cold-s3/nocache <= 1.2.
+# warm-s3/warm-local <= 1.25, cold-s3/nocache <= 1.2 (issue 17); against
+# the reference client, warm-s3/boto3-down <= 1.2 and
+# cold-s3/(nocache + boto3-up) <= 0.8 (issue 25: both sides pay the same
+# server, so the ratio is ours). boto3 comes from BOTO3_PYTHON (default
+# moto's venv, /opt/moto/bin/python), default transfer settings (8 MiB
+# parts, 10 threads per file), one file after another.
 #
 # moto keeps objects in Python (spooled to temporary files past a few MB)
 # and serves a ranged GET by reading the whole object: its throughput, not
@@ -181,13 +190,42 @@ r_d=$(measure warm-local nothing "$local_c")
 m2=$(motocpu)
 r_e=$(measure warm-s3 nothing "$s3_c")
 m3=$(motocpu)
+# The reference client (skipped when BOTO3_PYTHON has no boto3).
+py=${BOTO3_PYTHON:-/opt/moto/bin/python}
+r_f="" r_g=""
+if "$py" -c 'import boto3' 2>/dev/null; then
+  export AWS_REQUEST_CHECKSUM_CALCULATION=when_required AWS_RESPONSE_CHECKSUM_VALIDATION=when_required
+  cat >"$work/boto.py" <<'EOF'
+import os, sys
+import boto3
+s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+how, bucket, prefix, local = sys.argv[1:5]
+if how == "up":
+    for name in sorted(os.listdir(local)):
+        if name.endswith(".bin"):
+            s3.upload_file(os.path.join(local, name), bucket, f"{prefix}/{name}")
+else:
+    os.makedirs(local, exist_ok=True)
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/v1/blobs/")
+    keys = [o["Key"] for p in pages for o in p.get("Contents", [])]
+    assert keys, "no blobs"
+    for i, key in enumerate(keys):
+        s3.download_file(bucket, key, os.path.join(local, f"b{i}"))
+EOF
+  up_prefix() { n=$(($(cat "$work/s3n") + 1)); echo "$n" >"$work/s3n"; echo "up$n" >"$work/upprefix"; }
+  clear_down() { rm -rf "$work/down"; }
+  blobs=$(cut -d/ -f4- "$work/s3url")
+  r_f=$(measure boto3-up up_prefix "'$py' '$work/boto.py' up bench \$(cat '$work/upprefix') '$work/www'")
+  r_g=$(measure boto3-down clear_down "'$py' '$work/boto.py' down bench '$blobs' '$work/down' && rm -rf '$work/down'")
+fi
 # The bucket holds every file once.
 entries=$("$ic" --show-cache --json --cache-dir "$(cat "$work/s3url")" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["entries"]))')
 [ "$entries" = "$N_FILES" ] || { echo "bench-s3: $entries entries in the bucket, expected $N_FILES" >&2; exit 1; }
 
 printf '%-10s %8s %12s %10s %10s   (%s x %s MiB = %s MiB, RUNS=%s)\n' \
   what seconds "peak RSS MiB" "MiB/s" "our CPU s" "$N_FILES" "$FILE_MIB" "$total_mib" "$RUNS"
-for r in "$r_a" "$r_b" "$r_c" "$r_d" "$r_e"; do
+for r in "$r_a" "$r_b" "$r_c" "$r_d" "$r_e" "$r_f" "$r_g"; do
+  [ -n "$r" ] || continue
   read -r nm t m c <<<"$r"
   printf '%-10s %8.2f %12.1f %10.0f %10.2f\n' "$nm" "$t" "$(awk "BEGIN{print $m/1024}")" "$(awk "BEGIN{print $total_mib/$t}")" "$c"
 done
@@ -196,3 +234,8 @@ echo "S3 server ($([ -n "$s3s" ] && echo s3s-fs || echo moto_server)) CPU second
 read -r _ ta _ <<<"$r_a"; read -r _ tb _ <<<"$r_b"; read -r _ td _ <<<"$r_d"; read -r _ te _ <<<"$r_e"
 awk "BEGIN{r=$te/$td; printf \"warm-s3/warm-local: %.2fx (target <= 1.25x) %s\n\", r, (r<=1.25?\"ok\":\"MISSED\")}"
 awk "BEGIN{r=$tb/$ta; printf \"cold-s3/nocache: %.2fx (target <= 1.2x) %s\n\", r, (r<=1.2?\"ok\":\"MISSED\")}"
+if [ -n "$r_f" ]; then
+  read -r _ tf _ <<<"$r_f"; read -r _ tg _ <<<"$r_g"
+  awk "BEGIN{r=$te/$tg; printf \"warm-s3/boto3-down: %.2fx (target <= 1.2x) %s\n\", r, (r<=1.2?\"ok\":\"MISSED\")}"
+  awk "BEGIN{r=$tb/($ta+$tf); printf \"cold-s3/(nocache + boto3-up): %.2fx (target <= 0.8x) %s\n\", r, (r<=0.8?\"ok\":\"MISSED\")}"
+fi

@@ -865,9 +865,12 @@ fn check_image(env: &Env, out: &Path, set: &[&str], data: &BTreeMap<&str, Vec<u8
 }
 
 /// `kill -9` of a build in the middle of a cached download (a slow server;
-/// killed once its progress file shows bytes): nothing is published, the
-/// next run removes the orphaned temp file from `v1/tmp`, and its image is
-/// correct (and the cache then holds the file).
+/// killed once its progress file shows bytes): nothing is published, and
+/// as this server sends neither `ETag` nor `Last-Modified` (nothing an
+/// `If-Range` could check) the fill was a temp file, not a partial
+/// download to continue (tests/resume.rs has those): the next run removes
+/// the orphan from `v1/tmp`, and its image is correct (and the cache then
+/// holds the file).
 #[test]
 fn kill_9_during_a_cached_download_then_a_rebuild() {
     if !tools() {
@@ -924,6 +927,11 @@ fn kill_9_during_a_cached_download_then_a_rebuild() {
     child.wait().unwrap();
     let tmp_left = std::fs::read_dir(cache.join("v1/tmp")).unwrap().count();
     assert!(tmp_left >= 1, "the fill was in v1/tmp when killed");
+    assert_eq!(
+        std::fs::read_dir(cache.join("v1/partial")).unwrap().count(),
+        0,
+        "no validators: nothing to continue"
+    );
     assert!(
         entries(&cache).is_empty(),
         "nothing published by a killed fill"
@@ -937,6 +945,7 @@ fn kill_9_during_a_cached_download_then_a_rebuild() {
     let es = assert_consistent(&cache);
     assert_eq!(es.len(), 1, "{es:?}");
     assert_eq!(es[0]["sha256"].as_str().unwrap(), sha256_hex(&body));
+    assert_eq!(std::fs::read_dir(cache.join("v1/tmp")).unwrap().count(), 0);
 }
 
 /// A build waiting for a key that another build is filling (here the test

@@ -408,3 +408,83 @@ fn remote_archive_without_a_length_is_refused_at_planning() {
         &["a.tgz", "no Content-Length"],
     );
 }
+
+/// GETs of `/name` in nginx's access log.
+fn gets(d: &Path, name: &str) -> usize {
+    std::fs::read_to_string(d.join("nginx-access.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&format!("\"GET /{name} ")))
+        .count()
+}
+
+/// Without the download cache, a remote tar is downloaded once: its
+/// pre-scan at planning keeps it in the build dir (an unnamed file, gone
+/// afterwards) and the build expands it from there. nginx's access log
+/// shows one GET. When the build dir has no room for it (a tmpfs of
+/// 4 MiB, below the archive plus the spool's 64 MiB margin), a warning
+/// says so and the build downloads it again, correctly.
+#[test]
+fn a_remote_tar_without_a_cache_is_downloaded_once() {
+    if !tools() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let Some(ng) = Nginx::start(d) else { return };
+    let (base, rootfs) = make_base(d);
+    let src = make_tree(d);
+    pack("gztar", &src, &ng.root.join("a.tgz"));
+    let files = format!(
+        "  - to: /data/t\n    url: {}\n    via: gztar\n",
+        ng.url("a.tgz")
+    );
+    let cfg = files_config(d, &base, rootfs, &files);
+    let build_dir = d.join("bd");
+    let out = d.join("out.img");
+    let (code, log) = image_creator_env(
+        &[
+            "--build-dir",
+            build_dir.to_str().unwrap(),
+            cfg.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{log}");
+    assert!(!log.contains("downloaded again"), "{log}");
+    let got = check_and_dump(&out, &d.join("dump"));
+    assert_same_tree(&src, &got.join("t"), 0o777, "remote gztar");
+    assert_eq!(gets(d, "a.tgz"), 1, "one GET of the archive");
+    assert_eq!(
+        std::fs::read_dir(&build_dir).unwrap().count(),
+        0,
+        "the spool is gone"
+    );
+
+    // No room in the build dir: downloaded twice, with a warning.
+    let Some(small) = common::mounts::Mounted::tmpfs(&d.join("small"), "4m") else {
+        return;
+    };
+    let out2 = d.join("out2.img");
+    let (code, log) = image_creator_env(
+        &[
+            "--build-dir",
+            small.dir.to_str().unwrap(),
+            cfg.to_str().unwrap(),
+            out2.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        log.contains("a.tgz: not kept for the build")
+            && log.contains("bytes free")
+            && log.contains("downloaded again"),
+        "{log}"
+    );
+    assert_eq!(gets(d, "a.tgz"), 3, "two more GETs");
+    let got = check_and_dump(&out2, &d.join("dump2"));
+    assert_same_tree(&src, &got.join("t"), 0o777, "remote gztar, no spool");
+    assert_eq!(std::fs::read_dir(&small.dir).unwrap().count(), 0);
+}

@@ -412,9 +412,10 @@ fn recorded_events_are_in_order_and_bytes_add_up() {
             Event::ItemFailed { .. } | Event::Finished(_) => panic!("{e:?}"),
             Event::Warn(_) => {}
             // No cache in this build, and no device read back.
-            Event::ItemCached(_) | Event::ItemVerifying { .. } | Event::ItemVerified { .. } => {
-                panic!("{e:?}")
-            }
+            Event::ItemCached(_)
+            | Event::ItemCloned(..)
+            | Event::ItemVerifying { .. }
+            | Event::ItemVerified { .. } => panic!("{e:?}"),
         }
     }
     assert_eq!((planned, done.len()), (2, 4));

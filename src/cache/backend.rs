@@ -63,6 +63,10 @@ pub(crate) trait Backend: std::fmt::Debug + Send + Sync {
     /// dropped, unless read-only).
     fn entries(&self) -> Result<Vec<Entry>, CacheError>;
 
+    /// Every partial download (`Entry::partial` set, `size` the bytes it
+    /// holds), in no particular order. An object store keeps none.
+    fn partials(&self) -> Result<Vec<Entry>, CacheError>;
+
     /// Apply the policy at `now`; entries another build holds are skipped.
     fn evict(&self, now: u64) -> Result<EvictReport, CacheError>;
 

@@ -71,6 +71,16 @@ impl Validators {
         }
     }
 
+    /// What a resumed GET sends as `If-Range` (RFC 9110 §13.1.5): a
+    /// strong ETag, else `Last-Modified`. `None`: nothing the server could
+    /// check, so a partial can't be continued safely.
+    pub fn if_range(&self) -> Option<String> {
+        self.etag
+            .clone()
+            .filter(|e| !e.starts_with("W/"))
+            .or_else(|| self.last_modified.clone())
+    }
+
     /// Headers for a conditional GET/HEAD: `If-None-Match` from the ETag,
     /// else `If-Modified-Since` from `Last-Modified`. A `304 Not Modified`
     /// answer means [`Freshness::Fresh`].
@@ -121,6 +131,11 @@ pub struct Entry {
     pub last_used: u64,
     /// Builds that used it.
     pub use_count: u64,
+    /// Set on a partial download (`v1/partial/`, never in `v1/entries/`):
+    /// the payload's full size; `size` is then the bytes it holds so far
+    /// and `sha256` is empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<u64>,
 }
 
 impl Entry {
@@ -146,7 +161,27 @@ impl Entry {
             checked: now,
             last_used: now,
             use_count: 0,
+            partial: None,
         }
+    }
+
+    /// The partial download of `key` (a payload of `total` bytes) started
+    /// at `now`, holding nothing yet.
+    pub(crate) fn partial(key: &Key, total: u64, meta: FillMeta, now: u64) -> Entry {
+        Entry {
+            size: 0,
+            partial: Some(total),
+            ..Entry::published(key, 0, String::new(), meta, now)
+        }
+    }
+
+    /// For a partial download: how much of it arrived, in percent (0-100,
+    /// rounded down).
+    pub fn percent(&self) -> Option<u64> {
+        self.partial.map(|total| {
+            let pct = u128::from(self.size) * 100 / u128::from(total.max(1));
+            u64::try_from(pct.min(100)).unwrap_or(100)
+        })
     }
 
     /// Its key.

@@ -1,4 +1,7 @@
-//! Eviction planning: a pure function of (policy, entries, now).
+//! Eviction planning: a pure function of (policy, entries, now). Partial
+//! downloads (`Entry::partial`) are planned with the entries: they count
+//! toward `max_size` (by the bytes they hold) and age like entries, but not
+//! toward `max_num` nor as versions.
 //!
 //! In order:
 //! 1. entries the policy no longer caches (sub-policy disabled, `ignore`);
@@ -145,7 +148,9 @@ pub fn plan(policy: &Policy, entries: &[Entry], now: u64) -> Vec<Planned> {
             .collect();
         let order = policy.eviction_of(scope);
         members.sort_by(|&a, &b| eviction_order(order, &entries[a], &entries[b]));
-        let mut count = u64::try_from(members.len()).unwrap_or(u64::MAX);
+        // Partial downloads count toward the size, not the number.
+        let complete = members.iter().filter(|&&i| entries[i].partial.is_none());
+        let mut count = u64::try_from(complete.count()).unwrap_or(u64::MAX);
         let mut total: u64 = members.iter().map(|&i| entries[i].size).sum();
         for i in members {
             let reason = if max_num.is_some_and(|m| count > m) {
@@ -156,7 +161,9 @@ pub fn plan(policy: &Policy, entries: &[Entry], now: u64) -> Vec<Planned> {
                 break;
             };
             evict(i, reason, &mut gone);
-            count -= 1;
+            if entries[i].partial.is_none() {
+                count = count.saturating_sub(1);
+            }
             total -= entries[i].size;
         }
     }
@@ -166,7 +173,9 @@ pub fn plan(policy: &Policy, entries: &[Entry], now: u64) -> Vec<Planned> {
 fn groups_into_vec(entries: &[Entry], gone: &[bool]) -> Vec<(String, Vec<usize>)> {
     let mut map: HashMap<String, Vec<usize>> = HashMap::new();
     for (i, e) in entries.iter().enumerate() {
-        if gone[i] {
+        // A partial download is no version to keep (nor one that makes an
+        // older, complete one go).
+        if gone[i] || e.partial.is_some() {
             continue;
         }
         if let Some(id) = e.key().identity() {
@@ -215,6 +224,7 @@ mod tests {
             checked: added,
             last_used,
             use_count: 0,
+            partial: None,
         }
     }
 
@@ -383,5 +393,33 @@ mod tests {
         let mut got = got;
         got.sort();
         assert_eq!(got, ["kiwix-serve:1.2", "kiwix-serve:1.9"]);
+    }
+
+    #[test]
+    fn partials_count_by_size_not_by_number_nor_as_versions() {
+        let partial = |name: &str, size: u64, added: u64| Entry {
+            partial: Some(1000),
+            sha256: String::new(),
+            ..file(name, size, added, added)
+        };
+        let mut entries = four();
+        entries.push(partial("p", 50, 500));
+        // Five rows, but four entries: max_num 4 keeps them all.
+        assert!(evicted(&policy("max_num: 4\n"), &entries, 1000).is_empty());
+        // 150 bytes held with the partial's 50; 110 allowed: lru removes
+        // the partial (last written at 500, before d's use at 600).
+        assert_eq!(evicted(&policy("max_size: 110\n"), &entries, 1000), ["p"]);
+        // Newest first, a partial is a row like the others.
+        assert_eq!(
+            evicted(&policy("max_size: 60\neviction: newest\n"), &entries, 1000),
+            ["p", "d"]
+        );
+        // A partial newer version does not make the complete one go.
+        let versions = vec![
+            file("wikipedia_en_all_2023-10.zim", 1, 1, 1),
+            partial("wikipedia_en_all_2024-01.zim", 1, 2),
+        ];
+        let keep_one = policy("keep_identified_versions: 1\n");
+        assert!(evicted(&keep_one, &versions, 10).is_empty());
     }
 }

@@ -16,6 +16,39 @@ pub(crate) trait Fill: std::fmt::Debug + Send + Sync {
 
     /// Publish the payload, `size` bytes, as `key`'s entry.
     fn commit(self: Box<Self>, key: &Key, size: u64, meta: FillMeta) -> Result<Entry, CacheError>;
+
+    /// Keep what this fill writes as a partial download if it stops
+    /// early, continuing the one a stopped fill of `key` left when it is
+    /// the same payload (`meta`'s validators, `size` bytes). Called before
+    /// the first write. Returns the offset the payload continues at (0:
+    /// from its start). A backend that keeps no partials returns 0.
+    fn keep_partial(
+        &mut self,
+        _key: &Key,
+        _meta: &FillMeta,
+        _size: u64,
+    ) -> Result<u64, CacheError> {
+        Ok(0)
+    }
+
+    /// Read back `[0, upto)` of a continued partial, in order, restoring
+    /// the fill's digest, each chunk handed to `each` with its offset.
+    fn read_prefix(
+        &self,
+        _upto: u64,
+        _each: &mut dyn FnMut(u64, &[u8]) -> std::io::Result<()>,
+    ) -> Result<(), CacheError> {
+        Ok(())
+    }
+
+    /// The payload starts over at 0 (the server sent all of it again).
+    fn restart(&self) {}
+
+    /// The local file the payload is written to (a directory cache), for
+    /// a reader or a clone of its blocks; `None` in an object store.
+    fn file(&self) -> Option<&std::fs::File> {
+        None
+    }
 }
 
 /// An in-flight cache fill. Dropping it abandons the fill (the temp file is
@@ -43,6 +76,39 @@ impl Filler {
             return Ok(());
         }
         self.fill.write_at(&self.key, offset, data)
+    }
+
+    /// Keep this fill as a partial download if it stops early (a
+    /// directory cache; an object store keeps none), continuing the one a
+    /// stopped fill left when it is the same payload: `meta`'s validators,
+    /// `size` bytes. Call before the first write. Returns the offset the
+    /// payload continues at: `[0, offset)` is then read back once with
+    /// [`Filler::read_prefix`] and the download asked from there.
+    pub fn keep_partial(&mut self, meta: &FillMeta, size: u64) -> Result<u64, CacheError> {
+        self.fill.keep_partial(&self.key, meta, size)
+    }
+
+    /// Read back `[0, upto)` of a continued partial download, in order:
+    /// the fill's sha256 is restored, and each chunk handed to `each`
+    /// (the image's copy, the config's checksum) with its offset.
+    pub fn read_prefix(
+        &self,
+        upto: u64,
+        each: &mut dyn FnMut(u64, &[u8]) -> std::io::Result<()>,
+    ) -> Result<(), CacheError> {
+        self.fill.read_prefix(upto, each)
+    }
+
+    /// The local file the payload is being written to, in a directory
+    /// cache (an object store's fill has none): what is written so far can
+    /// be read, or its blocks cloned into the image.
+    pub fn file(&self) -> Option<&std::fs::File> {
+        self.fill.file()
+    }
+
+    /// The payload starts over at 0: what was written is dropped.
+    pub fn restart(&self) {
+        self.fill.restart();
     }
 
     /// Publish the payload as the entry of the key, `size` bytes long.
@@ -79,6 +145,15 @@ impl<'f> FillSink<'f> {
 }
 
 impl crate::io::ChunkSink for FillSink<'_> {
+    /// The server sent the whole payload again: the fill starts over.
+    fn restart(&mut self) -> bool {
+        if let Some(f) = self.filler {
+            f.restart();
+        }
+        self.end = 0;
+        true
+    }
+
     fn write(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
         self.end = self
             .end

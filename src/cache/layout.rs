@@ -11,6 +11,9 @@
 //!   v1/locks/<h>.meta                   entry JSON read-modify-write (held briefly)
 //!   v1/locks/sha256-<hex>.lock          blob publish vs blob removal
 //!   v1/tmp/…                            in-flight files, each flock'ed by its owner
+//!   v1/partial/<h>  <h>.json            a download that stopped early (its entry
+//!                                       JSON with `partial`), continued by the next
+//!                                       fill of the key; its writer holds <h>.lock
 //! ```
 
 use std::fs::{File, TryLockError};
@@ -67,6 +70,16 @@ impl Layout {
         self.v1().join("blobs/sha256")
     }
 
+    pub(crate) fn partial_dir(&self) -> PathBuf {
+        self.v1().join("partial")
+    }
+
+    /// A partial download's data and its metadata (an entry JSON).
+    pub(crate) fn partial(&self, key_hash: &str) -> (PathBuf, PathBuf) {
+        let dir = self.partial_dir();
+        (dir.join(key_hash), dir.join(format!("{key_hash}.json")))
+    }
+
     pub(crate) fn locks_dir(&self) -> PathBuf {
         self.v1().join("locks")
     }
@@ -102,6 +115,7 @@ impl Layout {
             self.entries_dir(),
             self.locks_dir(),
             self.tmp_dir(),
+            self.partial_dir(),
         ] {
             fs_err::create_dir_all(&d).map_err(CacheError::io(&d, "creating directory"))?;
         }

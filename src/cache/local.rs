@@ -47,6 +47,7 @@ use super::key::Key;
 use super::layout::{self, Layout, Read};
 use super::lock::{LockFile, Mode};
 use super::options::{CacheOptions, COPY_BUFFER};
+use super::partial::{self, PartialFile, NOTE_EVERY};
 use super::policy::Policy;
 use crate::io::hex;
 
@@ -86,6 +87,7 @@ impl Local {
                     options.global_lock_timeout,
                 )?;
                 layout.remove_orphans()?;
+                partial::sweep(&layout)?;
                 Some(global)
             }
         };
@@ -220,13 +222,19 @@ impl Backend for Local {
         Ok(out)
     }
 
+    fn partials(&self) -> Result<Vec<Entry>, CacheError> {
+        partial::list(&self.layout)
+    }
+
     /// For each planned entry: skip it if another build holds its key,
     /// else read it again under the key lock (a build may have replaced
     /// it) and remove it if it still names the planned blob; then the
-    /// released blobs no entry references, in one scan.
+    /// released blobs no entry references, in one scan. Partial downloads
+    /// are planned with the entries and removed unless being written.
     fn evict(&self, now: u64) -> Result<EvictReport, CacheError> {
         self.writable("evicting")?;
-        let entries = self.entries()?;
+        let mut entries = self.entries()?;
+        entries.extend(self.partials()?);
         let mut report = EvictReport::default();
         let mut released = Vec::new();
         for p in plan(&self.policy, &entries, now) {
@@ -234,6 +242,14 @@ impl Backend for Local {
                 continue;
             };
             let h = planned.key().hash();
+            if planned.partial.is_some() {
+                if partial::remove(&self.layout, &h)? {
+                    report.evicted.push((planned.clone(), p.reason));
+                } else {
+                    report.busy.push(planned.clone());
+                }
+                continue;
+            }
             let Some(_lock) = LockFile::try_acquire(&self.layout.key_lock(&h), Mode::Exclusive)?
             else {
                 report.busy.push(planned.clone());
@@ -304,7 +320,7 @@ impl Local {
         let fill = LocalFill {
             local: self,
             key_lock,
-            tmp,
+            store: Store::Tmp(tmp),
             progress: Mutex::new(Progress::default()),
         };
         Ok(Filler::new(key.clone(), Box::new(fill)))
@@ -331,7 +347,7 @@ impl Local {
     fn publish(
         &self,
         key: &Key,
-        tmp: NamedTempFile,
+        tmp: Store,
         size: u64,
         sha256: String,
         meta: FillMeta,
@@ -350,8 +366,7 @@ impl Local {
                 fs_err::create_dir_all(parent)
                     .map_err(CacheError::io(parent, "creating directory"))?;
             }
-            tmp.persist(&blob_path)
-                .map_err(|e| CacheError::io(&blob_path, "renaming into place")(e.error))?;
+            tmp.persist(&blob_path)?;
             let _meta = self.meta_lock(&h)?;
             layout::write_entry(&self.layout, &entry_path, &entry)?;
         }
@@ -547,6 +562,8 @@ struct Progress {
     rehash: bool,
     /// Written ranges, sorted, merged, half-open.
     ranges: Vec<(u64, u64)>,
+    /// The byte count a partial's JSON last recorded.
+    noted: u64,
 }
 
 impl Progress {
@@ -565,12 +582,48 @@ impl Progress {
     }
 }
 
-/// A fill: a temp file in `v1/tmp`, under the key's lock.
+/// Where a fill's bytes go: a temp file in `v1/tmp` (removed if the fill
+/// is abandoned), or a partial download kept if it is (`partial.rs`).
+#[derive(Debug)]
+enum Store {
+    Tmp(NamedTempFile),
+    Partial(Box<PartialFile>),
+}
+
+impl Store {
+    fn file(&self) -> &File {
+        match self {
+            Store::Tmp(t) => t.as_file(),
+            Store::Partial(p) => p.file(),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        match self {
+            Store::Tmp(t) => t.path(),
+            Store::Partial(p) => p.path(),
+        }
+    }
+
+    /// Rename into `dest` (a blob).
+    fn persist(self, dest: &Path) -> Result<(), CacheError> {
+        match self {
+            Store::Tmp(t) => t
+                .persist(dest)
+                .map(drop)
+                .map_err(|e| CacheError::io(dest, "renaming into place")(e.error)),
+            Store::Partial(p) => p.publish(dest),
+        }
+    }
+}
+
+/// A fill: a temp file in `v1/tmp`, or a partial download, under the
+/// key's lock.
 #[derive(Debug)]
 struct LocalFill {
     local: Arc<Local>,
     key_lock: LockFile,
-    tmp: NamedTempFile,
+    store: Store,
     progress: Mutex<Progress>,
 }
 
@@ -583,13 +636,25 @@ impl Fill for LocalFill {
                 key: key.to_string(),
                 reason: format!("write at offset {offset} overflows"),
             })?;
-        self.tmp
-            .as_file()
-            .write_all_at(data, offset)
-            .map_err(CacheError::io(self.tmp.path(), "writing"))?;
         // A poisoned lock only means another writer panicked; the state is
         // still coherent (every field is updated by whole assignments).
         let mut p = self.progress.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Store::Partial(partial) = &self.store {
+            // Kept only while written in order: its length is then what
+            // arrived. Told before the write, so no moment shows a gap.
+            let in_order = match p.ranges.as_slice() {
+                [] => offset == 0,
+                [(0, e)] => offset == *e,
+                _ => false,
+            };
+            if !in_order {
+                partial.forget();
+            }
+        }
+        self.store
+            .file()
+            .write_all_at(data, offset)
+            .map_err(CacheError::io(self.store.path(), "writing"))?;
         if offset < p.hashed {
             p.rehash = true;
         } else if offset == p.hashed && !p.rehash {
@@ -597,7 +662,79 @@ impl Fill for LocalFill {
             p.hashed = end;
         }
         p.add_range(offset, end);
+        if let Store::Partial(partial) = &self.store {
+            if end >= p.noted.saturating_add(NOTE_EVERY) {
+                p.noted = end;
+                partial.note(end)?;
+            }
+        }
         Ok(())
+    }
+
+    /// A partial download of `key` continued when a stopped fill left the
+    /// same payload, else started; only when the payload's validators
+    /// give `If-Range` something to check (else it stays a temp file).
+    fn keep_partial(&mut self, key: &Key, meta: &FillMeta, size: u64) -> Result<u64, CacheError> {
+        if meta.validators.if_range().is_none() || size == 0 {
+            return Ok(0);
+        }
+        let (partial, offset) = PartialFile::open(&self.local.layout, key, meta, size)?;
+        // Nothing was written to the temp file yet; it goes.
+        self.store = Store::Partial(Box::new(partial));
+        let mut p = self.progress.lock().unwrap_or_else(PoisonError::into_inner);
+        *p = Progress {
+            noted: offset,
+            ..Progress::default()
+        };
+        Ok(offset)
+    }
+
+    fn read_prefix(
+        &self,
+        upto: u64,
+        each: &mut dyn FnMut(u64, &[u8]) -> std::io::Result<()>,
+    ) -> Result<(), CacheError> {
+        let mut p = self.progress.lock().unwrap_or_else(PoisonError::into_inner);
+        let file = self.store.file();
+        let mut buf = vec![0u8; COPY_BUFFER];
+        let mut at = 0u64;
+        while at < upto {
+            let want = usize::try_from(upto - at).map_or(buf.len(), |n| n.min(buf.len()));
+            let n = file
+                .read_at(&mut buf[..want], at)
+                .map_err(CacheError::io(self.store.path(), "reading back"))?;
+            if n == 0 {
+                return Err(CacheError::IncompleteFill {
+                    key: self.store.path().display().to_string(),
+                    reason: format!("partial download ends at {at} of {upto}"),
+                });
+            }
+            let chunk = &buf[..n];
+            each(at, chunk).map_err(CacheError::io(self.store.path(), "copying"))?;
+            p.hasher.update(chunk);
+            at += u64::try_from(n).unwrap_or(u64::MAX);
+        }
+        p.hashed = upto;
+        p.ranges = if upto > 0 {
+            vec![(0, upto)]
+        } else {
+            Vec::new()
+        };
+        Ok(())
+    }
+
+    fn file(&self) -> Option<&File> {
+        Some(self.store.file())
+    }
+
+    fn restart(&self) {
+        let mut p = self.progress.lock().unwrap_or_else(PoisonError::into_inner);
+        *p = Progress::default();
+        // Another payload: the old bytes can't be continued.
+        if let Store::Partial(partial) = &self.store {
+            partial.forget();
+        }
+        let _ = self.store.file().set_len(0);
     }
 
     /// Checks that exactly `[0, size)` was written, computes the sha256 of
@@ -607,7 +744,7 @@ impl Fill for LocalFill {
         let LocalFill {
             local,
             key_lock,
-            tmp,
+            store: tmp,
             progress,
         } = *self;
         let mut p = progress
@@ -628,7 +765,7 @@ impl Fill for LocalFill {
                 p.ranges
             )));
         }
-        let file = tmp.as_file();
+        let file = tmp.file();
         let on_disk = file
             .metadata()
             .map_err(CacheError::io(tmp.path(), "stat"))?

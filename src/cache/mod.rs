@@ -82,6 +82,7 @@ mod local;
 mod locate;
 mod lock;
 mod options;
+mod partial;
 mod policy;
 mod remote;
 mod show;
@@ -174,6 +175,11 @@ impl Cache {
     /// The cache directory (or URL).
     pub fn dir(&self) -> &Path {
         self.backend.shown()
+    }
+
+    /// The cache directory, when it is one (not an object store).
+    pub fn local_dir(&self) -> Option<&Path> {
+        Some(self.dir()).filter(|d| !remote::is_url(d))
     }
 
     /// The policy in force.
@@ -272,6 +278,13 @@ impl Cache {
         self.backend.remove(key)
     }
 
+    /// Every partial download left by a fill that stopped early
+    /// (`Entry::partial` is the payload's size, `size` the bytes it holds),
+    /// in no particular order; none in an object store.
+    pub fn partials(&self) -> Result<Vec<Entry>, CacheError> {
+        self.backend.partials()
+    }
+
     /// Every readable entry, in no particular order. Corrupt entry files are
     /// removed and skipped.
     pub fn entries(&self) -> Result<Vec<Entry>, CacheError> {
@@ -280,7 +293,8 @@ impl Cache {
 
     /// What [`Cache::evict`] would remove at `now`, and why (for `--check`).
     pub fn plan_eviction(&self, now: u64) -> Result<Vec<(Entry, EvictReason)>, CacheError> {
-        let entries = self.entries()?;
+        let mut entries = self.entries()?;
+        entries.extend(self.backend.partials()?);
         let planned = plan(self.policy(), &entries, now);
         Ok(planned
             .into_iter()
@@ -297,7 +311,8 @@ impl Cache {
     /// The data of `--show-cache`: every entry sorted by added date, with
     /// what the policy would evict.
     pub fn report(&self, now: u64) -> Result<Report, CacheError> {
-        let entries = self.entries()?;
+        let mut entries = self.entries()?;
+        entries.extend(self.backend.partials()?);
         Ok(Report::new(self.policy(), entries, now))
     }
 

@@ -1,6 +1,7 @@
 //! `--show-cache`: the old tool's two tables (a summary: Size, Entries,
 //! Oldest, Newest; one row per entry: Size, Added On, Nb. Used, Last Used,
 //! Source), sorted by added date, with what the policy would evict marked;
+//! partial downloads are rows too, their Source followed by `(partial, N%)`;
 //! `Cache is empty.` for an empty cache. [`Report`] serialises to the JSON
 //! form of the same data (`--show-cache --json`).
 
@@ -45,6 +46,10 @@ pub struct ReportEntry {
     pub last_used: String,
     /// Why the policy would evict it, if it would.
     pub evict: Option<String>,
+    /// A partial download: the percentage of it that arrived (`size` is
+    /// the bytes it holds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partial_percent: Option<u64>,
 }
 
 /// `--show-cache` data.
@@ -75,7 +80,8 @@ impl Report {
         let entries = entries
             .into_iter()
             .zip(evict)
-            .map(|(e, evict)| ReportEntry {
+            .map(|(e, evict)| (e.percent(), e, evict))
+            .map(|(partial_percent, e, evict)| ReportEntry {
                 source: if e.source.is_empty() {
                     e.key.clone()
                 } else {
@@ -89,6 +95,7 @@ impl Report {
                 nb_used: e.use_count,
                 last_used: rfc3339(e.last_used),
                 evict,
+                partial_percent,
             })
             .collect();
         Report { summary, entries }
@@ -129,6 +136,9 @@ impl Report {
                 let mut source = e.source.clone();
                 if let Some(p) = &e.platform {
                     source.push_str(&format!(" ({p})"));
+                }
+                if let Some(pct) = e.partial_percent {
+                    source.push_str(&format!(" (partial, {pct}%)"));
                 }
                 let mut row = vec![
                     human_size(e.size),

@@ -2,9 +2,10 @@
 //! partition. Local archives are measured exactly by a dry run (which also
 //! refuses bad archives before anything is written). Remote tar-family
 //! archives are pre-scanned: streamed once through the same dry run at
-//! planning, nothing stored (see [`measure_remote`]), so an archive of a
-//! million tiny files gets a million inodes. Remote zips are estimated
-//! (see [`estimate`]).
+//! planning (see [`measure_remote`]), so an archive of a million tiny
+//! files gets a million inodes; the caller keeps the bytes for the build
+//! (the download cache, or a spool in the build dir: src/plan/spool.rs).
+//! Remote zips are estimated (see [`estimate`]).
 
 use super::count::{Counter, Needs};
 use super::error::ExpandError;
@@ -62,13 +63,13 @@ const PRESCAN: &str = "the archive pre-scan";
 /// of an ext4 filesystem is fixed when it is laid out, and no estimate from
 /// an archive's size is both cheap and safe (a gzip of empty files holds a
 /// member per ~20 compressed bytes). So a remote tar is read twice: once
-/// here, once when it is expanded; the cost is one extra download, the
-/// gain that it never runs out of inodes, is refused as a bomb before
-/// anything is written, and sizes `output.size: auto` exactly. Zips are
-/// not pre-scanned: their members are only readable from a seekable copy,
-/// and the build spools one anyway; they use [`estimate`]. The downloaded
-/// bytes also go to `tap` (the download cache fills from the pre-scan, so
-/// the build reads the archive from the cache instead of a second download).
+/// here, once when it is expanded; the gain is that it never runs out of
+/// inodes, is refused as a bomb before anything is written, and sizes
+/// `output.size: auto` exactly. Zips are not pre-scanned: their members
+/// are only readable from a seekable copy, and the build spools one
+/// anyway; they use [`estimate`]. The downloaded bytes also go to `tap`,
+/// which keeps them (the download cache's fill, or the planner's spool in
+/// the build dir), so the build reads the archive from there: one download.
 pub fn measure_remote(
     format: Format,
     url: &str,

@@ -551,6 +551,27 @@ impl Http {
         self.download_auth(url, None, expected, verify, sink).await
     }
 
+    /// [`Http::download`] of a payload whose first bytes the sink already
+    /// has (a partial download kept by the cache, `from`): asked from
+    /// `from.offset` with `Range`, guarded by `If-Range`; a server that
+    /// sends the whole payload instead (it changed, or ignores `Range`)
+    /// makes the sink [`ChunkSink::restart`] and the digest start over.
+    /// `from.verifier` has hashed the first bytes already.
+    pub async fn download_from(
+        &self,
+        url: &str,
+        expected: u64,
+        verify: Option<(HashAlgo, String)>,
+        from: Continue,
+        sink: &mut dyn ChunkSink,
+    ) -> Result<Option<String>, HttpError> {
+        let mut t = Transfer::new(url, Some(expected), verify);
+        t.offset = from.offset;
+        t.validator = Some(from.if_range);
+        t.verifier = BackgroundVerifier::new(from.verifier, BATCH);
+        self.transfer(url, None, t, sink).await
+    }
+
     /// [`Http::download`] with an `Authorization` header value (a registry
     /// bearer token) sent on every request; reqwest drops it on redirects
     /// to another host (blob storage).
@@ -562,7 +583,19 @@ impl Http {
         verify: Option<(HashAlgo, String)>,
         sink: &mut dyn ChunkSink,
     ) -> Result<Option<String>, HttpError> {
-        let mut t = Transfer::new(url, expected, verify);
+        let t = Transfer::new(url, expected, verify);
+        self.transfer(url, auth, t, sink).await
+    }
+
+    /// Run `t` to its end: its requests, retried with backoff, each from
+    /// where the payload stopped.
+    async fn transfer(
+        &self,
+        url: &str,
+        auth: Option<&str>,
+        mut t: Transfer,
+        sink: &mut dyn ChunkSink,
+    ) -> Result<Option<String>, HttpError> {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -636,6 +669,18 @@ impl Http {
         t.flush(sink).await?;
         Ok(failure)
     }
+}
+
+/// Where [`Http::download_from`] continues a payload.
+#[derive(Debug)]
+pub struct Continue {
+    /// Bytes the sink already has: `[0, offset)`.
+    pub offset: u64,
+    /// `If-Range`'s value: the strong ETag or `Last-Modified` those bytes
+    /// came with.
+    pub if_range: String,
+    /// The config's digest, fed `[0, offset)` already.
+    pub verifier: Option<StreamVerifier>,
 }
 
 /// The state of one download across its attempts.

@@ -19,6 +19,14 @@ impl<'a, S> ProgressSink<'a, S> {
         self.inner
     }
 
+    /// Count from `high`: the payload's first `high` bytes were reported
+    /// already (a download continued from a partial one).
+    #[must_use]
+    pub fn starting_at(mut self, high: u64) -> Self {
+        self.high = high;
+        self
+    }
+
     /// Wrap `inner`, reporting to `reporter` under `name`.
     pub fn new(inner: S, reporter: &'a dyn Reporter, name: &'a str) -> Self {
         Self {

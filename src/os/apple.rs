@@ -10,7 +10,10 @@ use super::portable::copy_by_buffer;
 pub(super) const NAME: &str = "macos";
 pub(super) const RAW_DISKS: bool = true;
 
-pub(super) use super::seek::data_regions;
+pub(super) use super::seek::{data_bytes, data_regions};
+
+/// Whether a file written here can keep holes ([`super::KEEPS_HOLES`]).
+pub(super) const KEEPS_HOLES: bool = true;
 
 /// `fcntl(F_PUNCHHOLE)` (macOS 10.12+). It needs a range aligned to the
 /// filesystem's block size (fcntl(2)); other ranges are "can't".
@@ -52,6 +55,17 @@ pub(super) fn copy_range(
     len: u64,
 ) -> std::io::Result<()> {
     copy_by_buffer(src, src_offset, dst, dst_offset, len)
+}
+
+/// No range clones here: the caller copies.
+pub(super) fn clone_range(
+    _src: &File,
+    _src_offset: u64,
+    _dst: &File,
+    _dst_offset: u64,
+    _len: u64,
+) -> std::io::Result<bool> {
+    Ok(false)
 }
 
 /// `clonefile(2)` needs paths, not open files: "can't".

@@ -10,7 +10,10 @@ use super::portable::{copy_by_buffer, offsets, short_source};
 pub(super) const NAME: &str = "linux";
 pub(super) const RAW_DISKS: bool = false;
 
-pub(super) use super::seek::data_regions;
+pub(super) use super::seek::{data_bytes, data_regions};
+
+/// Whether a file written here can keep holes ([`super::KEEPS_HOLES`]).
+pub(super) const KEEPS_HOLES: bool = true;
 
 /// `fallocate(PUNCH_HOLE | KEEP_SIZE)` (fallocate(2)); any failure
 /// (no support in the filesystem, a kernel older than 2.6.38) is "can't".
@@ -56,6 +59,71 @@ pub(super) fn copy_range(
 /// `ioctl(dst, FICLONE, src)` (ioctl_ficlone(2): btrfs, XFS, bcachefs...).
 pub(super) fn reflink(src: &File, dst: &File) -> bool {
     ioctl_ficlone(dst, src).is_ok()
+}
+
+/// `struct file_clone_range` (include/uapi/linux/fs.h), FICLONERANGE's
+/// argument: 32 bytes, `#[repr(C)]` as the kernel lays it out.
+#[repr(C)]
+#[derive(Debug)]
+struct FileCloneRange {
+    src_fd: i64,
+    src_offset: u64,
+    src_length: u64,
+    dest_offset: u64,
+}
+
+/// `FICLONERANGE` = `_IOW(0x94, 13, struct file_clone_range)`
+/// (ioctl_ficlonerange(2)).
+const FICLONERANGE: rustix::ioctl::Opcode =
+    rustix::ioctl::opcode::write::<FileCloneRange>(0x94, 13);
+
+/// `ioctl(dst, FICLONERANGE, {src, src_offset, len, dst_offset})`
+/// (ioctl_ficlonerange(2): XFS, btrfs, bcachefs...): `dst`'s range shares
+/// `src`'s blocks. `Ok(false)` when this pair can't (another filesystem,
+/// none with reflinks, a range the filesystem won't take: offsets and
+/// length must be multiples of its block size); other errors are I/O
+/// errors. A zero `len` is refused here (the ioctl reads it as "to the
+/// end of `src`").
+#[allow(unsafe_code)]
+pub(super) fn clone_range(
+    src: &File,
+    src_offset: u64,
+    dst: &File,
+    dst_offset: u64,
+    len: u64,
+) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    if len == 0 {
+        return Ok(false);
+    }
+    let arg = FileCloneRange {
+        src_fd: i64::from(src.as_raw_fd()),
+        src_offset,
+        src_length: len,
+        dest_offset: dst_offset,
+    };
+    // SAFETY: FICLONERANGE is `_IOW(0x94, 13, struct file_clone_range)`,
+    // built above from that very struct, so the opcode encodes the right
+    // direction (the kernel only reads the argument) and size (32 bytes).
+    // `FileCloneRange` is `#[repr(C)]` with the kernel's four fields in
+    // its order and widths (s64, u64, u64, u64: no padding), fully
+    // initialised, and `Setter` owns it for the whole call. `src_fd` is
+    // borrowed from `src` and `dst` from `dst`, both open until we return;
+    // the ioctl keeps no reference to either after it returns.
+    let ioctl = unsafe { rustix::ioctl::Setter::<FICLONERANGE, FileCloneRange>::new(arg) };
+    // SAFETY: see above; `dst` is a regular file's descriptor.
+    match unsafe { rustix::ioctl::ioctl(dst, ioctl) } {
+        Ok(()) => Ok(true),
+        Err(
+            Errno::XDEV
+            | Errno::OPNOTSUPP
+            | Errno::INVAL
+            | Errno::NOSYS
+            | Errno::NOTTY
+            | Errno::BADF,
+        ) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `posix_fadvise(offset, len, WILLNEED)`.

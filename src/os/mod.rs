@@ -4,9 +4,11 @@
 //! | function | Linux | macOS | fallback |
 //! |---|---|---|---|
 //! | [`punch_hole`] | `fallocate(PUNCH_HOLE \| KEEP_SIZE)` | `fcntl(F_PUNCHHOLE)`, block-aligned ranges | none: the caller writes zeros |
-//! | [`data_regions`] | `lseek(SEEK_DATA / SEEK_HOLE)` | the same | the whole file is data |
+//! | [`data_regions`], [`data_bytes`] | `lseek(SEEK_DATA / SEEK_HOLE)` | the same | the whole file is data |
+//! | [`KEEPS_HOLES`] | true | true | false: every byte of a file may be allocated |
 //! | [`copy_range`] | `copy_file_range(2)` (in-kernel, reflinks or server-side copies where the filesystem can) | positional read/write | positional read/write |
 //! | [`reflink`] | `ioctl(FICLONE)` | none (`clonefile(2)` works on paths only) | none: the caller copies |
+//! | [`clone_range`], [`clone_or_copy`] | `ioctl(FICLONERANGE)` (XFS, btrfs: the ranges share blocks) | none | none: [`clone_or_copy`] copies ([`copy_range`]) |
 //! | [`drop_cache`] | `posix_fadvise(DONTNEED)` | `fcntl(F_NOCACHE)` | nothing |
 //! | [`will_need`] | `posix_fadvise(WILLNEED)` | nothing (the kernel's own readahead) | nothing |
 //! | [`raw_device_path`] | the path | `/dev/diskN` → `/dev/rdiskN` | the path |
@@ -83,6 +85,20 @@ pub fn data_regions(file: &File, len: u64) -> std::io::Result<Vec<(u64, u64)>> {
     native::data_regions(file, len)
 }
 
+/// Bytes in the data regions of `file` up to `len`: what copying it by
+/// its regions writes (and what it occupies, give or take the
+/// filesystem's block rounding). Holds no list of regions. Where the
+/// platform can't tell, `len`.
+pub fn data_bytes(file: &File, len: u64) -> std::io::Result<u64> {
+    native::data_bytes(file, len)
+}
+
+/// Whether files this build writes keep their holes: false with the
+/// portable fallbacks (no hole punching, no `SEEK_DATA`), where an image
+/// must be counted at its apparent size, every byte of it possibly
+/// allocated.
+pub const KEEPS_HOLES: bool = native::KEEPS_HOLES;
+
 /// Copy `len` bytes of `src` at `src_offset` to `dst` at `dst_offset`
 /// (positional: neither file's cursor is used), in the kernel where the
 /// platform can. A source shorter than `src_offset + len` is an
@@ -95,6 +111,98 @@ pub fn copy_range(
     len: u64,
 ) -> std::io::Result<()> {
     native::copy_range(src, src_offset, dst, dst_offset, len)
+}
+
+/// Make `len` bytes of `dst` at `dst_offset` share the blocks of `src` at
+/// `src_offset` (copy-on-write, nothing written): `Ok(false)` when this
+/// platform, filesystem or pair of files can't, or the range is not
+/// aligned to the filesystem's blocks as it requires.
+pub fn clone_range(
+    src: &File,
+    src_offset: u64,
+    dst: &File,
+    dst_offset: u64,
+    len: u64,
+) -> std::io::Result<bool> {
+    native::clone_range(src, src_offset, dst, dst_offset, len)
+}
+
+/// [`copy_range`] that shares blocks where it can: the part of the range
+/// aligned to `block` bytes on both sides is cloned ([`clone_range`]);
+/// an unaligned head and tail, and everything when the filesystem can't
+/// clone or the two offsets are not aligned alike, are copied. Returns the
+/// bytes cloned (0 everywhere reflinks don't exist: then it is exactly
+/// [`copy_range`]).
+pub fn clone_or_copy(
+    src: &File,
+    src_offset: u64,
+    dst: &File,
+    dst_offset: u64,
+    len: u64,
+    block: u64,
+) -> std::io::Result<u64> {
+    let Some((head, body)) = clone_split(src_offset, dst_offset, len, block) else {
+        copy_range(src, src_offset, dst, dst_offset, len)?;
+        return Ok(0);
+    };
+    let (s, d) = (
+        src_offset.saturating_add(head),
+        dst_offset.saturating_add(head),
+    );
+    if !clone_range(src, s, dst, d, body)? {
+        copy_range(src, src_offset, dst, dst_offset, len)?;
+        return Ok(0);
+    }
+    copy_range(src, src_offset, dst, dst_offset, head)?;
+    let (after, rest) = (
+        head.saturating_add(body),
+        len.saturating_sub(head.saturating_add(body)),
+    );
+    copy_range(
+        src,
+        src_offset.saturating_add(after),
+        dst,
+        dst_offset.saturating_add(after),
+        rest,
+    )?;
+    Ok(body)
+}
+
+/// Whether files in `dir` can share blocks with `other` ([`clone_range`]
+/// between them works): `other` is on the same filesystem as `dir` (the
+/// same device), and two unnamed files made in `dir` (gone at once, never
+/// visible) clone a block. Asked once per build, before deciding whether a
+/// download is written once and cloned (XFS with reflinks, btrfs) or
+/// written twice (anywhere else).
+pub fn can_clone(dir: &Path, other: &File) -> bool {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let (Ok(d), Ok(o)) = (std::fs::metadata(dir), other.metadata()) else {
+        return false;
+    };
+    if d.dev() != o.dev() {
+        return false;
+    }
+    let (Ok(a), Ok(b)) = (tempfile::tempfile_in(dir), tempfile::tempfile_in(dir)) else {
+        return false;
+    };
+    let data = vec![1u8; portable::PROBE_BLOCK];
+    let block = u64::try_from(data.len()).unwrap_or(0);
+    a.write_all_at(&data, 0).is_ok()
+        && b.set_len(block).is_ok()
+        && clone_range(&a, 0, &b, 0, block).unwrap_or(false)
+}
+
+/// For [`clone_or_copy`]: the bytes to copy before the clonable body and
+/// the body's length, a positive multiple of `block`; `None` when nothing
+/// can be cloned (offsets aligned differently, a range shorter than a
+/// block, no block size).
+fn clone_split(src_offset: u64, dst_offset: u64, len: u64, block: u64) -> Option<(u64, u64)> {
+    if block == 0 || src_offset % block != dst_offset % block {
+        return None;
+    }
+    let head = (block - src_offset % block) % block;
+    let body = len.checked_sub(head)? / block * block;
+    (body > 0).then_some((head, body))
 }
 
 /// Make `dst` share `src`'s blocks (copy-on-write), replacing its
@@ -183,6 +291,31 @@ fn aligned(offset: u64, len: u64, block: u64) -> bool {
 mod tests {
     use super::*;
     use std::os::unix::fs::FileExt;
+
+    #[test]
+    fn clone_split_takes_the_aligned_body() {
+        let b = 4096;
+        // Aligned alike: the head up to the next block, whole blocks, a tail.
+        assert_eq!(clone_split(0, 8192, 10_000, b), Some((0, 8192)));
+        assert_eq!(clone_split(100, 4196, 20_000, b), Some((3996, 12_288)));
+        assert_eq!(clone_split(0, 100, 1 << 20, b), None, "aligned differently");
+        assert_eq!(clone_split(0, 0, 4095, b), None, "shorter than a block");
+        assert_eq!(clone_split(0, 0, 1 << 20, 0), None);
+    }
+
+    #[test]
+    fn clone_or_copy_gives_the_bytes_wherever_it_runs() {
+        let data: Vec<u8> = (0..100_000u32)
+            .map(|i| u8::try_from(i % 253).unwrap_or(0))
+            .collect();
+        let src = file_with(&[(0, &data)], data.len() as u64);
+        let dst = file_with(&[], 200_000);
+        let cloned = clone_or_copy(&src, 0, &dst, 8192, data.len() as u64, 4096).expect("copy");
+        assert!(cloned <= 98_304, "{cloned}");
+        let back = read_all(&dst, 200_000);
+        assert_eq!(&back[8192..8192 + data.len()], &data[..]);
+        assert!(back[..8192].iter().all(|&b| b == 0));
+    }
 
     #[test]
     fn alignment_rule() {

@@ -24,6 +24,11 @@ pub(super) const NAME: &str = "portable";
 /// Whether `/dev/rdiskN` devices exist ([`super::raw_device_path`]).
 pub(super) const RAW_DISKS: bool = false;
 
+/// The block [`super::can_clone`] clones to find out: 64 KiB, a multiple
+/// of every block size XFS and btrfs use (4 KiB; 64 KiB pages on some
+/// arm64 kernels).
+pub(super) const PROBE_BLOCK: usize = 64 << 10;
+
 /// Buffer of [`copy_by_buffer`]: 1 MiB, the size of the download path's
 /// batches (`fetch::BATCH`), so a copy holds no more memory than a
 /// download does, whatever the range's length.
@@ -37,6 +42,15 @@ pub(super) fn data_regions(_file: &File, len: u64) -> std::io::Result<Vec<(u64, 
     Ok(if len == 0 { Vec::new() } else { vec![(0, len)] })
 }
 
+/// Every byte is data: the apparent size.
+pub(super) fn data_bytes(_file: &File, len: u64) -> std::io::Result<u64> {
+    Ok(len)
+}
+
+/// Whether a file written here can keep holes ([`super::KEEPS_HOLES`]):
+/// no (no hole punching, no `SEEK_DATA`), so sizes are apparent sizes.
+pub(super) const KEEPS_HOLES: bool = false;
+
 pub(super) fn copy_range(
     src: &File,
     src_offset: u64,
@@ -45,6 +59,17 @@ pub(super) fn copy_range(
     len: u64,
 ) -> std::io::Result<()> {
     copy_by_buffer(src, src_offset, dst, dst_offset, len)
+}
+
+/// No range clones here: the caller copies.
+pub(super) fn clone_range(
+    _src: &File,
+    _src_offset: u64,
+    _dst: &File,
+    _dst_offset: u64,
+    _len: u64,
+) -> std::io::Result<bool> {
+    Ok(false)
 }
 
 pub(super) fn reflink(_src: &File, _dst: &File) -> bool {

@@ -12,26 +12,42 @@
 
 use std::io::ErrorKind;
 
-/// The `[start, end)` data regions of a file of `len` bytes.
+/// The `[start, end)` data regions of a file of `len` bytes, in order
+/// ([`walk_each`]; collected, for the tests).
+#[cfg(test)]
+fn walk(
+    len: u64,
+    next_data: impl FnMut(u64) -> std::io::Result<Option<u64>>,
+    next_hole: impl FnMut(u64) -> std::io::Result<u64>,
+) -> std::io::Result<Vec<(u64, u64)>> {
+    let mut out = Vec::new();
+    walk_each(len, next_data, next_hole, |a, b| out.push((a, b)))?;
+    Ok(out)
+}
+
+/// Call `each(start, end)` for the data regions of a file of `len`
+/// bytes, in order, holding nothing (a file of a million regions costs
+/// no memory).
 ///
 /// - `next_data(pos)`: the first data byte at or after `pos`; `Ok(None)`
 ///   when there is none (`ENXIO`); an `Unsupported` error when the
-///   filesystem can't tell, which makes the whole file one region.
+///   filesystem can't tell, which makes the rest of the file one region.
 /// - `next_hole(pos)`: the first hole byte at or after `pos` (the end of
 ///   the file counts as a hole).
-pub(super) fn walk(
+pub(super) fn walk_each(
     len: u64,
     mut next_data: impl FnMut(u64) -> std::io::Result<Option<u64>>,
     mut next_hole: impl FnMut(u64) -> std::io::Result<u64>,
-) -> std::io::Result<Vec<(u64, u64)>> {
-    let mut out = Vec::new();
+    mut each: impl FnMut(u64, u64),
+) -> std::io::Result<()> {
     let mut pos = 0u64;
     while pos < len {
         let data = match next_data(pos) {
             Ok(Some(d)) => d,
             Ok(None) => break,
             Err(e) if e.kind() == ErrorKind::Unsupported => {
-                return Ok(vec![(0, len)]);
+                each(pos, len);
+                break;
             }
             Err(e) => return Err(e),
         };
@@ -43,13 +59,13 @@ pub(super) fn walk(
             // A hole can't start before the data it follows: the file
             // changed under us or the filesystem lies. Take the rest as
             // data rather than loop.
-            out.push((data, len));
+            each(data, len);
             break;
         }
-        out.push((data, hole));
+        each(data, hole);
         pos = hole;
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -9,7 +9,22 @@ use rustix::io::Errno;
 
 /// The data regions of `file` up to `len` ([`super::regions::walk`]).
 pub(super) fn data_regions(file: &File, len: u64) -> std::io::Result<Vec<(u64, u64)>> {
-    super::regions::walk(
+    let mut out = Vec::new();
+    for_each_region(file, len, |a, b| out.push((a, b)))?;
+    Ok(out)
+}
+
+/// Bytes of `file`'s data regions up to `len`.
+pub(super) fn data_bytes(file: &File, len: u64) -> std::io::Result<u64> {
+    let mut sum = 0u64;
+    for_each_region(file, len, |a, b| sum = sum.saturating_add(b - a))?;
+    Ok(sum)
+}
+
+/// `each(start, end)` for the data regions of `file` up to `len`
+/// ([`super::regions::walk_each`]).
+fn for_each_region(file: &File, len: u64, each: impl FnMut(u64, u64)) -> std::io::Result<()> {
+    super::regions::walk_each(
         len,
         |pos| match seek(file, SeekFrom::Data(pos)) {
             Ok(d) => Ok(Some(d)),
@@ -23,5 +38,6 @@ pub(super) fn data_regions(file: &File, len: u64) -> std::io::Result<Vec<(u64, u
             Err(e) => Err(e.into()),
         },
         |pos| seek(file, SeekFrom::Hole(pos)).map_err(Error::from),
+        each,
     )
 }

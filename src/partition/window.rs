@@ -176,19 +176,24 @@ impl PartitionWindow {
     }
 
     /// Copy `len` bytes of `src` at `src_offset` to `offset` (relative to
-    /// the window), in the kernel where the platform can (`os::copy_range`).
+    /// the window), sharing blocks where the filesystem can (XFS, btrfs:
+    /// `os::clone_or_copy`, its blocks those of the image file), in the
+    /// kernel where the platform can (`os::copy_range`). Returns the bytes
+    /// shared, not written.
     pub fn copy_from(
         &self,
         src: &File,
         src_offset: u64,
         offset: u64,
         len: u64,
-    ) -> Result<(), WindowError> {
+    ) -> Result<u64, WindowError> {
+        use std::os::unix::fs::MetadataExt;
         let abs = self.check(offset, len)?;
-        crate::os::copy_range(src, src_offset, &self.file, abs, len)
+        let block = self.file.metadata().map_or(0, |m| m.blksize());
+        let shared = crate::os::clone_or_copy(src, src_offset, &self.file, abs, len, block)
             .map_err(|e| self.io(abs, e))?;
         self.record(abs, len);
-        Ok(())
+        Ok(shared)
     }
 
     /// Fill all of `buf` from `offset` (relative to the window).

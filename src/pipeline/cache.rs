@@ -25,6 +25,8 @@ pub struct BuildCache<'a> {
     cache: &'a Cache,
     reporter: &'a dyn Reporter,
     warned: AtomicBool,
+    /// Whether the cache's files and the image share blocks (asked once).
+    clones: std::sync::OnceLock<bool>,
 }
 
 /// What the plan says the cache does for one item, at build time.
@@ -61,8 +63,9 @@ pub enum Claimed {
 
 /// The outcome of copying a blob into a reservation.
 pub enum Copied {
-    /// Done: the entry, and the config's digest if it declares one.
-    Done(Entry, Option<String>),
+    /// Done: the entry, the config's digest if it declares one, and the
+    /// bytes that share their blocks with the blob (cloned).
+    Done(Entry, Option<String>, u64),
     /// The blob is corrupt (its entry is dropped), or does not match the
     /// config's checksum: download instead, filling the cache again with
     /// these validators.
@@ -76,7 +79,21 @@ impl<'a> BuildCache<'a> {
             cache,
             reporter,
             warned: AtomicBool::new(false),
+            clones: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Whether a download's blocks can be cloned between the cache and
+    /// `image` (a directory cache on the image's filesystem, XFS with
+    /// reflinks or btrfs: `os::can_clone`), asked once per build. Then a
+    /// download is written once, into the cache, and the image's blocks
+    /// cloned from it.
+    pub fn clones_into(&self, image: &std::fs::File) -> bool {
+        *self.clones.get_or_init(|| {
+            self.cache
+                .local_dir()
+                .is_some_and(|d| crate::os::can_clone(&d.join("v1/tmp"), image))
+        })
     }
 
     /// The cache.
@@ -113,13 +130,13 @@ impl<'a> BuildCache<'a> {
 
     /// Record a copy's outcome (use count, dropped entries, the warning);
     /// `Some` when the item is done.
-    pub fn settle(&self, copied: Copied) -> Result<(Entry, Option<String>), Box<ClaimSpec>> {
+    pub fn settle(&self, copied: Copied) -> Result<(Entry, Option<String>, u64), Box<ClaimSpec>> {
         match copied {
-            Copied::Done(entry, digest) => {
+            Copied::Done(entry, digest, shared) => {
                 if let Err(e) = self.cache.touch(&entry.key(), unix_now()) {
                     self.warn(&e);
                 }
-                Ok((entry, digest))
+                Ok((entry, digest, shared))
             }
             Copied::Unusable(spec, e) => {
                 match e {
@@ -236,12 +253,18 @@ pub fn copy_blob(
     let mut verifier = checksum
         .as_ref()
         .map(|(a, v)| StreamVerifier::new(*a, v, name));
-    // A kernel copy into the reservation, then the hash read back from the
-    // page cache: one disk read, no copy through user space.
+    // A kernel copy into the reservation (its blocks shared with the blob
+    // on XFS and btrfs: FICLONERANGE), then the hash read back from the
+    // page cache: one disk read, no copy through user space. Every hit is
+    // still checked against the blob's sha256.
     let len = hit.size();
+    let mut shared = 0;
     let copied = if hit.is_local() {
         hit.copy_then_verify(
-            |blob| w.copy_file_from(blob, len).map_err(std::io::Error::other),
+            |blob| {
+                shared = w.copy_file_from(blob, len).map_err(std::io::Error::other)?;
+                Ok(())
+            },
             |b| {
                 if let Some(v) = verifier.as_mut() {
                     v.update(b);
@@ -267,7 +290,7 @@ pub fn copy_blob(
         Err(CopyError::Sink { source, .. }) => return Err(source),
     };
     match verifier.map(StreamVerifier::finish).transpose() {
-        Ok(digest) => Ok(Copied::Done(entry, digest)),
+        Ok(digest) => Ok(Copied::Done(entry, digest, shared)),
         Err(_) => Ok(Copied::Unusable(spec, None)),
     }
 }

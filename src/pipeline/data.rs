@@ -17,9 +17,9 @@ use super::cache::{
 };
 use super::error::BuildError;
 use crate::cache::Hit;
+use crate::cache::{CacheError, FillMeta, Filler, Validators};
 use crate::expand::{expand_archive, ArchiveSource, ExpandError, Expansion};
-use crate::fetch::redact;
-use crate::fetch::Net;
+use crate::fetch::{redact, Continue, HttpError, Net};
 use crate::fs::ext4::{Ext4Builder, Ext4Params, FileWriter, InodeMeta, OldTree, Timestamp};
 use crate::io::{ProgressSink, StreamVerifier, Tee, WriterSink, COPY_BUF};
 use crate::oci::{ArchiveSink, PullJob, Registry};
@@ -297,8 +297,11 @@ fn copy_hits(
     let mut again = Vec::new();
     for (d, copied) in done.into_inner().unwrap_or_default() {
         match cache.settle(copied?) {
-            Ok((_, digest)) => {
+            Ok((_, digest, shared)) => {
                 reporter.item_cached(&d.name);
+                if shared > 0 {
+                    reporter.item_cloned(&d.name, shared);
+                }
                 reporter.item_done(&d.name, d.size, digest.as_deref());
             }
             Err(spec) => again.push((d, Some(*spec))),
@@ -316,29 +319,13 @@ async fn fetch_one(
     spec: Option<ClaimSpec>,
 ) -> Result<(), BuildError> {
     let reporter = ctx.reporter;
-    let Download {
-        name,
-        size,
-        url,
-        checksum,
-        w,
-        ..
-    } = d;
-    reporter.item_started(&name, Some(size));
+    reporter.item_started(&d.name, Some(d.size));
     let mut fill = None;
     if let (Some(cache), Some(spec)) = (ctx.cache, spec) {
         let c = cache.cache().clone();
         match tokio::task::spawn_blocking(move || claim(&c, spec)).await {
             Ok(Claimed::Hit(hit)) => {
-                let (w2, ck, n2) = (w.clone(), checksum.clone(), name.clone());
-                let copied =
-                    tokio::task::spawn_blocking(move || copy_blob(hit, &w2, &ck, &n2, |_| {}))
-                        .await
-                        .map_err(|_| BuildError::Panicked("a cache copy"))?;
-                if let Ok((_, digest)) = cache.settle(copied?) {
-                    reporter.item_progress(&name, size);
-                    reporter.item_cached(&name);
-                    reporter.item_done(&name, size, digest.as_deref());
+                if copy_claimed(cache, &d, hit, reporter).await? {
                     return Ok(());
                 }
             }
@@ -347,34 +334,206 @@ async fn fetch_one(
             Err(_) => {}
         }
     }
-    let tee = Tee {
-        first: WriterSink(w),
-        second: FillSink::new(fill.as_ref().map(|(f, _)| f)),
+    // The cache and the image on one filesystem with reflinks (XFS,
+    // btrfs): the download goes to the cache only, and the image's blocks
+    // are cloned from it once it is complete and verified.
+    let clone = match (ctx.cache, &fill) {
+        (Some(cache), Some((f, _))) => f.file().is_some_and(|_| cache.clones_into(ctx.image)),
+        _ => false,
     };
-    let mut sink = ProgressSink::new(tee, reporter, &name);
-    let result = ctx
-        .net
-        .http
-        .download(&url, Some(size), checksum, &mut sink)
-        .await;
-    let failed = sink.into_inner().second.failed;
-    match result {
-        Ok(digest) => {
-            if let (Some(cache), Some((filler, validators))) = (ctx.cache, fill) {
-                match failed {
-                    Some(e) => cache.warn(&e),
-                    None => cache.commit_async(filler, size, validators, &url).await,
+    let (result, failed) = download(ctx, &d, fill.as_mut(), clone).await;
+    let digest = match result {
+        Ok(digest) => digest,
+        Err(e) => {
+            reporter.item_failed(&d.name, &e.to_string());
+            return Err(e.into());
+        }
+    };
+    if let (Some(cache), Some((filler, validators))) = (ctx.cache, fill) {
+        match failed {
+            Some(e) => {
+                cache.warn(&e);
+                if clone {
+                    // Only the cache's copy had the bytes, and it failed:
+                    // into the image, once more.
+                    let redo = download(ctx, &d, None, false).await.0;
+                    redo.inspect_err(|e| reporter.item_failed(&d.name, &e.to_string()))?;
                 }
             }
-            // Reported as each finishes, so the history is live.
-            reporter.item_done(&name, size, digest.as_deref());
-            Ok(())
-        }
-        Err(e) => {
-            reporter.item_failed(&name, &e.to_string());
-            Err(e.into())
+            None => {
+                if clone {
+                    let shared = tokio::task::block_in_place(|| {
+                        let blob = filler.file().ok_or(BuildError::Panicked("a cache fill"))?;
+                        d.w.copy_file_from(blob, d.size).map_err(BuildError::from)
+                    })?;
+                    if shared > 0 {
+                        reporter.item_cloned(&d.name, shared);
+                    }
+                }
+                cache.commit_async(filler, d.size, validators, &d.url).await;
+            }
         }
     }
+    // Reported as each finishes, so the history is live.
+    reporter.item_done(&d.name, d.size, digest.as_deref());
+    Ok(())
+}
+
+/// Copy a hit another build published while we waited for its key;
+/// `false` when its blob was unusable (then download).
+async fn copy_claimed(
+    cache: &BuildCache<'_>,
+    d: &Download,
+    hit: Hit,
+    reporter: &dyn Reporter,
+) -> Result<bool, BuildError> {
+    let (w2, ck, n2) = (d.w.clone(), d.checksum.clone(), d.name.clone());
+    let copied = tokio::task::spawn_blocking(move || copy_blob(hit, &w2, &ck, &n2, |_| {}))
+        .await
+        .map_err(|_| BuildError::Panicked("a cache copy"))?;
+    let Ok((_, digest, shared)) = cache.settle(copied?) else {
+        return Ok(false);
+    };
+    reporter.item_progress(&d.name, d.size);
+    reporter.item_cached(&d.name);
+    if shared > 0 {
+        reporter.item_cloned(&d.name, shared);
+    }
+    reporter.item_done(&d.name, d.size, digest.as_deref());
+    Ok(true)
+}
+
+/// Download `d` into the image (unless `clone`: the cache's copy only)
+/// and into `fill`, continuing the partial download the cache kept when
+/// there is one. Returns the download's outcome and the fill's first
+/// error.
+async fn download(
+    ctx: &DataCtx<'_>,
+    d: &Download,
+    mut fill: Option<&mut (Filler, Validators)>,
+    clone: bool,
+) -> (Result<Option<String>, HttpError>, Option<CacheError>) {
+    let reporter = ctx.reporter;
+    let from = match (ctx.cache, fill.as_deref_mut()) {
+        (Some(cache), Some((filler, validators))) => tokio::task::block_in_place(|| {
+            let part = Part {
+                url: &d.url,
+                size: d.size,
+                checksum: &d.checksum,
+                w: (!clone).then_some(&d.w),
+                name: &d.name,
+            };
+            continue_partial(cache, filler, validators, &part, reporter)
+        }),
+        _ => None,
+    };
+    let resumed = from.as_ref().map_or(0, |f| f.offset);
+    let tee = Tee {
+        first: ImageSink((!clone).then(|| WriterSink(d.w.clone()))),
+        second: FillSink::new(fill.as_deref().map(|(f, _)| f)),
+    };
+    let mut sink = ProgressSink::new(tee, reporter, &d.name).starting_at(resumed);
+    let http = &ctx.net.http;
+    let (url, size, checksum) = (&d.url, d.size, &d.checksum);
+    let mut result = match from {
+        Some(from) => {
+            http.download_from(url, size, checksum.clone(), from, &mut sink)
+                .await
+        }
+        None => {
+            http.download(url, Some(size), checksum.clone(), &mut sink)
+                .await
+        }
+    };
+    if resumed > 0 && matches!(result, Err(HttpError::Checksum(_))) {
+        // The kept bytes were not the payload's after all (a partial the
+        // server's validators could not tell apart): once more, whole.
+        reporter.warn(&format!(
+            "{}: the download continued from {resumed} bytes kept in the cache failed its checksum; downloading it whole",
+            d.name
+        ));
+        crate::io::ChunkSink::restart(&mut sink);
+        result = http
+            .download(url, Some(size), checksum.clone(), &mut sink)
+            .await;
+    }
+    (result, sink.into_inner().second.failed)
+}
+
+/// The image's side of a download: its reservation, or nothing when the
+/// image's blocks are cloned from the cache's copy afterwards.
+struct ImageSink(Option<WriterSink>);
+
+impl crate::io::ChunkSink for ImageSink {
+    fn write(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        match &mut self.0 {
+            Some(w) => w.write(offset, data),
+            None => Ok(()),
+        }
+    }
+    fn restart(&mut self) -> bool {
+        self.0.as_mut().is_none_or(crate::io::ChunkSink::restart)
+    }
+}
+
+/// A download that may continue a partial one.
+struct Part<'a> {
+    url: &'a str,
+    size: u64,
+    checksum: &'a Expected,
+    /// The image's reservation; `None` when it is cloned from the cache's
+    /// copy at the end.
+    w: Option<&'a FileWriter>,
+    name: &'a str,
+}
+
+/// Make `filler` keep a partial download if this one stops early; when a
+/// stopped build left the same payload, copy what it kept into the image,
+/// reading it once (the fill's sha256, the config's digest and the image's
+/// bytes on the way), and say where the download continues.
+fn continue_partial(
+    cache: &BuildCache<'_>,
+    filler: &mut Filler,
+    validators: &Validators,
+    part: &Part<'_>,
+    reporter: &dyn Reporter,
+) -> Option<Continue> {
+    let meta = FillMeta {
+        validators: validators.clone(),
+        source: part.url.to_string(),
+    };
+    let offset = match filler.keep_partial(&meta, part.size) {
+        Ok(offset) => offset,
+        Err(e) => {
+            cache.warn(&e);
+            return None;
+        }
+    };
+    let if_range = validators.if_range().filter(|_| offset > 0)?;
+    let mut verifier = part
+        .checksum
+        .as_ref()
+        .map(|(a, v)| StreamVerifier::new(*a, v, &redact(part.url)));
+    let read = filler.read_prefix(offset, &mut |at, chunk| {
+        if let Some(w) = part.w {
+            w.write_at(at, chunk).map_err(std::io::Error::other)?;
+        }
+        if let Some(v) = verifier.as_mut() {
+            v.update(chunk);
+        }
+        reporter.item_progress(part.name, chunk.len() as u64);
+        Ok(())
+    });
+    if let Err(e) = read {
+        cache.warn(&e);
+        filler.restart();
+        return None;
+    }
+    Some(Continue {
+        offset,
+        if_range,
+        verifier,
+    })
 }
 
 /// A container image into its reservation.
@@ -423,7 +582,7 @@ fn pull_images(
                     let copied = copy_blob(hit, &w, &None, &name, |n| {
                         reporter.item_progress(&name, n as u64);
                     })?;
-                    if let Ok((entry, _)) = cache.settle(copied) {
+                    if let Ok((entry, _, _)) = cache.settle(copied) {
                         builder.set_len(w.ino(), entry.size)?;
                         reporter.item_cached(&name);
                         reporter.item_done(&name, entry.size, entry.validators.digest.as_deref());
@@ -469,7 +628,8 @@ fn pull_images(
 }
 
 /// Expand every archive item, in plan order (src/expand). A remote
-/// archive in the cache is expanded from its blob (checked whole first);
+/// archive its pre-scan spooled is expanded from the spool; one in the
+/// cache is expanded from its blob (checked whole first);
 /// a miss the policy caches is downloaded into the expansion and the cache
 /// at once. They run one at a time, after every download: waiting for a
 /// key here holds no other.
@@ -491,6 +651,11 @@ fn expand_all(
             plan,
             dir_meta,
         };
+        if let Some(file) = &item.spool {
+            // Downloaded whole by the pre-scan (no cache keeps it).
+            expand_spooled(ctx, builder, &job, file)?;
+            continue;
+        }
         let mut claimed = ctx.cache.and_then(|c| match c.planned(item.cache) {
             Planned::Plain => None,
             Planned::Hit(hit) => Some(Claimed::Hit(hit)),
@@ -562,6 +727,38 @@ fn expand_cached(
     ctx.reporter.item_cached(&name);
     ctx.reporter.item_done(&name, bytes, digest.as_deref());
     Ok(None)
+}
+
+/// Expand a remote archive from the spool its pre-scan downloaded into
+/// (src/plan/spool.rs), verifying its checksum again as it is read.
+fn expand_spooled(
+    ctx: &DataCtx<'_>,
+    builder: &mut Ext4Builder,
+    job: &Expansion<'_>,
+    file: &std::fs::File,
+) -> Result<(), BuildError> {
+    let (url, checksum) = match job.source {
+        ArchiveSource::Http { url, checksum } => (redact(url), checksum),
+        _ => (data_path(job.dest), None),
+    };
+    let spooled = Expansion {
+        source: ArchiveSource::Open {
+            file,
+            name: &url,
+            checksum,
+        },
+        ..*job
+    };
+    let (bytes, digest) = expand_archive(
+        builder,
+        &spooled,
+        ctx.net,
+        ctx.build_dir,
+        &mut FillSink::new(None),
+    )?;
+    ctx.reporter
+        .item_done(&data_path(job.dest), bytes, digest.as_deref());
+    Ok(())
 }
 
 /// Expand an archive from its source, filling the cache on the way when

@@ -99,7 +99,7 @@ pub enum BuildError {
         source: std::io::Error,
     },
     /// Not enough free space for the image.
-    #[error("{} has {free} bytes free; the image needs about {needed}", dir.display())]
+    #[error("{} has {free} bytes free; the image needs about {needed} on disk ({})", dir.display(), space_why(*image_size, *holes))]
     NoSpace {
         /// The output's directory.
         dir: PathBuf,
@@ -107,6 +107,10 @@ pub enum BuildError {
         free: u64,
         /// Bytes needed.
         needed: u64,
+        /// The image's apparent size.
+        image_size: u64,
+        /// `needed` counts holes as holes.
+        holes: bool,
     },
     /// The base image's bytes are not what its partition table says.
     #[error("{0}")]
@@ -218,6 +222,15 @@ fn local_list(sources: &[(String, PathBuf)]) -> String {
         .map(|(k, p)| format!("{k}: {}", p.display()))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// How [`BuildError::NoSpace`] counted.
+fn space_why(image_size: u64, holes: bool) -> String {
+    if holes {
+        format!("its holes excluded; its size is {image_size} bytes")
+    } else {
+        format!("its size, {image_size} bytes: this build can't keep holes")
+    }
 }
 
 impl BuildError {

@@ -53,7 +53,7 @@ use cache::BuildCache;
 use output::SideFiles;
 use planning::Planned;
 use publish::Checked;
-use target::Opened;
+use target::{Dirs, Opened};
 
 /// What to build, from the command line.
 #[derive(Debug, Clone)]
@@ -200,23 +200,28 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
     step(reporter, 2);
     let publisher = publish::plan(opts)?;
     let cache = planning::open_cache(opts, reporter)?;
-    let planned = planning::plan(opts, &config, &net, cache.as_ref(), reporter)?;
+    // A build (not `--check`) may keep a remote archive's pre-scan in the
+    // build dir (src/plan/spool.rs): it exists from planning on.
+    let build_dir = match &claim {
+        Some(_) => Some(make_build_dir(opts, &dirs)?),
+        None => None,
+    };
+    let planned = planning::plan(opts, &config, &net, (cache.as_ref(), build_dir), reporter)?;
     let Some(claim) = claim else {
         // `--check`: the plan, and nothing written.
         if let Some(c) = &cache {
             planning::report_eviction(c, reporter);
         }
-        let checked = Checked::new(planned.plan, opts, publisher.as_ref());
+        let mut checked = Checked::new(planned.plan, opts, publisher.as_ref());
+        checked.clones = cache
+            .as_ref()
+            .and_then(crate::cache::Cache::local_dir)
+            .filter(|c| will_clone(c, &dirs.lock))
+            .map(Path::to_path_buf);
         return Ok(Outcome::Checked(checked));
     };
     target.check_room(opts, &dirs, &planned)?;
     planning::announce(&planned, reporter);
-    if let Some(d) = &opts.build_dir {
-        std::fs::create_dir_all(d).map_err(|source| BuildError::BuildDir {
-            path: d.clone(),
-            source,
-        })?;
-    }
     let build_cache = cache.as_ref().map(|c| BuildCache::new(c, reporter));
     let ctx = Ctx {
         opts,
@@ -245,6 +250,24 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
             Err(e)
         }
     }
+}
+
+/// For `--check`: whether the cache directory `cache` and the directory
+/// the image goes to share blocks (`os::can_clone`, with unnamed files
+/// that never appear).
+fn will_clone(cache: &Path, image_dir: &Path) -> bool {
+    std::fs::File::open(image_dir).is_ok_and(|d| crate::os::can_clone(&cache.join("v1/tmp"), &d))
+}
+
+/// The build dir, created when `--build-dir` names one that is missing.
+fn make_build_dir<'d>(opts: &BuildOptions, dirs: &'d Dirs) -> Result<&'d Path, BuildError> {
+    if let Some(d) = &opts.build_dir {
+        std::fs::create_dir_all(d).map_err(|source| BuildError::BuildDir {
+            path: d.clone(),
+            source,
+        })?;
+    }
+    Ok(&dirs.build)
 }
 
 /// Steps 3 to 7 into the opened target: the side files to publish (and

@@ -4,6 +4,8 @@
 //! writing steps need, the cache's pinned hits included, as data they
 //! consume.
 
+use std::path::Path;
+
 use super::error::BuildError;
 use super::BuildOptions;
 use crate::cache::Cache;
@@ -24,12 +26,13 @@ pub struct Planned {
 }
 
 /// Locate and inspect the base, then plan the config's items on it.
-/// Warnings go to `reporter`.
+/// Warnings go to `reporter`. A remote archive's pre-scan is kept in
+/// `build_dir` for the build (None: `--check`, which downloads nothing).
 pub fn plan(
     opts: &BuildOptions,
     config: &ImageConfig,
     net: &Net,
-    cache: Option<&Cache>,
+    (cache, build_dir): (Option<&Cache>, Option<&Path>),
     reporter: &dyn Reporter,
 ) -> Result<Planned, BuildError> {
     let mut spec = plan::locate_base(config, &opts.base_url, net)?;
@@ -43,6 +46,7 @@ pub fn plan(
         max_size: opts.max_size,
         cache,
         check: opts.check,
+        spool_dir: build_dir,
     };
     let the_plan = plan::make_plan(config, &base, net, &plan_opts)?;
     for w in &the_plan.warnings {

@@ -52,6 +52,9 @@ pub struct Checked {
     pub plan: Plan,
     /// `(file, object URL)`, in upload order.
     pub publish: Vec<(String, String)>,
+    /// The download cache (a directory) and OUTPUT's directory are one
+    /// filesystem with reflinks: content will be cloned between them.
+    pub clones: Option<std::path::PathBuf>,
 }
 
 impl Checked {
@@ -69,13 +72,24 @@ impl Checked {
                     .collect()
             })
             .unwrap_or_default();
-        Self { plan, publish }
+        Self {
+            plan,
+            publish,
+            clones: None,
+        }
     }
 }
 
 impl std::fmt::Display for Checked {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.plan)?;
+        if let Some(cache) = &self.clones {
+            writeln!(
+                f,
+                "  cloned: the download cache {} and the image share a filesystem with reflinks: downloads and cache hits share their blocks (cloned), not written twice",
+                cache.display()
+            )?;
+        }
         if !self.publish.is_empty() {
             writeln!(f, "publish (in this order):")?;
             for (name, url) in &self.publish {

@@ -119,7 +119,7 @@ impl Target {
         dirs: &Dirs,
         planned: &Planned,
     ) -> Result<(), BuildError> {
-        let (base, plan) = (&planned.base, &planned.plan);
+        let plan = &planned.plan;
         if self == Self::Device {
             let have = device::size(&opts.output)?;
             if have < plan.image_size {
@@ -132,11 +132,11 @@ impl Target {
                 });
             }
         }
-        check_free_space(&dirs.lock, base, plan)?;
+        check_free_space(&dirs.lock, plan)?;
         if let Self::Compressed(_) = self {
             // The raw image in the build dir, and the compressed one beside
             // OUTPUT (at worst as large).
-            check_free_space(&dirs.build, base, plan)?;
+            check_free_space(&dirs.build, plan)?;
         }
         Ok(())
     }
@@ -448,9 +448,10 @@ fn check_output(opts: &BuildOptions) -> Result<PathBuf, BuildError> {
     Ok(out_dir)
 }
 
-/// The image needs the base's first partitions plus the content.
-fn check_free_space(dir: &Path, base: &BaseInfo, plan: &Plan) -> Result<(), BuildError> {
-    let needed = base.size.min(plan.p3_start) + plan.content_bytes;
+/// The image needs what planning counted it allocates (the base's first
+/// partitions and the content, holes as holes: src/plan/disk.rs).
+fn check_free_space(dir: &Path, plan: &Plan) -> Result<(), BuildError> {
+    let needed = plan.disk.bytes;
     if let Ok(st) = rustix::fs::statvfs(dir) {
         let free = st.f_bavail.saturating_mul(st.f_frsize);
         if free < needed {
@@ -458,6 +459,8 @@ fn check_free_space(dir: &Path, base: &BaseInfo, plan: &Plan) -> Result<(), Buil
                 dir: dir.to_path_buf(),
                 free,
                 needed,
+                image_size: plan.image_size,
+                holes: plan.disk.holes,
             });
         }
     }

@@ -12,6 +12,8 @@ use crate::cache::{
 use crate::fetch::{Net, RemoteValidators};
 use crate::io::ChunkSink;
 
+use super::spool::Spool;
+
 /// The cache's part in one item.
 // One per item, moved a handful of times: the size gap (a hit is a pointer,
 // a fill carries its key and validators) costs nothing worth a box.
@@ -53,6 +55,10 @@ pub struct Planner<'a> {
     /// Remote archives may be pre-scanned (downloaded once at planning);
     /// false for `--check`, which downloads nothing.
     pub prescan: bool,
+    /// Where a pre-scan without the cache keeps the archive for the
+    /// build (the build directory; `None`: nowhere, it is downloaded
+    /// again).
+    pub spool_dir: Option<std::path::PathBuf>,
     seen: HashSet<String>,
     now: u64,
     /// Remarks for the plan's warnings.
@@ -88,6 +94,7 @@ impl<'a> Planner<'a> {
         Self {
             cache,
             prescan: true,
+            spool_dir: None,
             seen: HashSet::new(),
             now: unix_now(),
             warnings: Vec::new(),
@@ -203,14 +210,25 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// Where a pre-scan of an archive of `size` bytes keeps it for the
+    /// build when the cache does not ([`Spool`]).
+    pub fn spool(&self, size: Option<u64>) -> Spool {
+        match (&self.spool_dir, size) {
+            (Some(dir), Some(size)) => Spool::new(dir, size),
+            _ => Spool::none(),
+        }
+    }
+
     /// Run `download` (a pre-scan of a remote archive) with the cache's
     /// filler of `use_` as its tap, and publish what it downloaded when it
     /// succeeds: the item is then a hit (the build reads the blob, no
     /// second download). Planning holds no key while it waits for this one.
+    /// When the key can't be claimed, the download goes to `spare` instead.
     pub fn prescan_filling<T, E>(
         &mut self,
         use_: CacheUse,
         url: &str,
+        spare: &mut dyn ChunkSink,
         download: impl FnOnce(&mut dyn ChunkSink) -> Result<T, E>,
     ) -> (Result<T, E>, Option<CacheUse>) {
         let (
@@ -222,7 +240,7 @@ impl<'a> Planner<'a> {
             },
         ) = (self.cache, &use_)
         else {
-            return (download(&mut FillSink::new(None)), Some(use_));
+            return (download(spare), Some(use_));
         };
         let claimed = match replaces {
             Some(old) => cache.claim_replacing(key, old, self.now),
@@ -237,7 +255,7 @@ impl<'a> Planner<'a> {
             Err(e) => {
                 self.warnings
                     .push(format!("download cache: {e}; {url} is downloaded"));
-                return (download(&mut FillSink::new(None)), None);
+                return (download(spare), None);
             }
         };
         let mut tap = FillSink::new(Some(&filler));

@@ -174,6 +174,7 @@ mod tests {
             source: ItemSource::Bytes(vec![b'x']),
             archive: None,
             cache: None,
+            spool: None,
         }
     }
 

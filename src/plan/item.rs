@@ -110,6 +110,11 @@ pub struct Item {
     pub archive: Option<ArchivePlan>,
     /// What the download cache does for it (http(s) sources only).
     pub cache: Option<CacheUse>,
+    /// A remote archive downloaded whole at planning (its pre-scan) into
+    /// an unnamed file of the build directory, when the cache does not
+    /// keep it: the build expands it from there, not from a second
+    /// download (src/plan/spool.rs).
+    pub spool: Option<std::fs::File>,
 }
 
 impl Item {

@@ -9,6 +9,7 @@ use super::cached::CacheUse;
 use super::cached::{validators, Lookup, Planner};
 use super::error::PlanError;
 use super::item::{data_path, Item, ItemSource, OciPull};
+use super::spool::Spool;
 use crate::cache::{Key, Validators};
 use crate::config::{FileEntry, ImageConfig, OciEntry, Payload, Source};
 use crate::expand::{self, ArchivePlan, ArchiveSource, Format, Limits, Needs};
@@ -45,6 +46,7 @@ pub fn plan_items(
             source: ItemSource::Bytes(config.raw_text.clone().into_bytes()),
             archive: None,
             cache: None,
+            spool: None,
         });
     }
     Ok((items, oci_free))
@@ -145,6 +147,7 @@ fn oci_items(
             source,
             archive: None,
             cache: cached,
+            spool: None,
         });
     }
     Ok((items, extra_free))
@@ -278,6 +281,7 @@ fn file_item(
         source,
         archive: None,
         cache: cached,
+        spool: None,
     })
 }
 
@@ -357,6 +361,7 @@ fn archive_item(
     unreachable: &mut Unreachable,
 ) -> Result<Item, PlanError> {
     let mut cached = None;
+    let mut spool = None;
     let (archive_size, name) = match &source {
         ItemSource::Bytes(b) => (Some(b.len() as u64), format!("{key}.content")),
         ItemSource::Local { path, .. } => (
@@ -410,7 +415,7 @@ fn archive_item(
                 name: &name,
                 limits: &limits,
             };
-            remote_needs(&remote, &mut cached, net, cache)?
+            remote_needs(&remote, &mut cached, &mut spool, net, cache)?
         }
         Some(a) if unreachable.is_empty() || !a.is_remote() => {
             expand::measure(format, a, &name, &limits)?
@@ -430,6 +435,7 @@ fn archive_item(
             exact,
         }),
         cache: cached,
+        spool,
     })
 }
 
@@ -462,16 +468,20 @@ struct Remote<'a> {
 
 /// What a remote archive needs: measured from its cached blob (no network,
 /// the same exact needs as a cold pre-scan), pre-scanned while filling the
-/// cache (one download in all), pre-scanned, or estimated (`--check`, zips).
+/// cache (one download in all), pre-scanned into a spool of the build
+/// directory (`spooled`: one download in all, without the cache), or
+/// estimated (`--check`, zips).
 fn remote_needs(
     r: &Remote<'_>,
     cached: &mut Option<CacheUse>,
+    spooled: &mut Option<std::fs::File>,
     net: &Net,
     cache: &mut Planner<'_>,
 ) -> Result<Needs, PlanError> {
     let prescan = |tap: &mut dyn crate::io::ChunkSink| {
         expand::measure_remote(r.format, r.url, r.checksum, r.size, r.limits, net, tap)
     };
+    let prescanned = cache.prescan && r.format != Format::Zip;
     Ok(match cached.take() {
         // Measured from the cached blob: no network, and the same
         // needs as the cold build's pre-scan.
@@ -494,19 +504,36 @@ fn remote_needs(
         }
         // A miss the policy caches: the pre-scan fills the cache, and
         // the build expands from it (one download in all).
-        Some(fill @ CacheUse::Fill { .. }) if cache.prescan && r.format != Format::Zip => {
-            let (measured, use_) = cache.prescan_filling(fill, r.url, prescan);
+        Some(fill @ CacheUse::Fill { .. }) if prescanned => {
+            let mut spool = cache.spool(r.size);
+            let (measured, use_) = cache.prescan_filling(fill, r.url, &mut spool, prescan);
             *cached = use_;
+            *spooled = finish_spool(spool, r, cache);
             measured?
         }
+        other if prescanned => {
+            *cached = other;
+            let mut spool = cache.spool(r.size);
+            let needs = prescan(&mut spool)?;
+            *spooled = finish_spool(spool, r, cache);
+            needs
+        }
+        // --check downloads nothing: an upper bound.
         other => {
             *cached = other;
-            if cache.prescan {
-                prescan(&mut crate::cache::FillSink::new(None))?
-            } else {
-                // --check downloads nothing: an upper bound.
-                expand::estimate(r.limits)
-            }
+            expand::estimate(r.limits)
         }
     })
+}
+
+/// The spooled archive when the pre-scan filled it whole; why not, as a
+/// warning, when a write to it was refused (no room, an I/O error).
+fn finish_spool(spool: Spool, r: &Remote<'_>, cache: &mut Planner<'_>) -> Option<std::fs::File> {
+    if let Some(why) = spool.dropped() {
+        cache.warnings.push(format!(
+            "{}: not kept for the build ({why}); it is downloaded again",
+            r.name
+        ));
+    }
+    spool.finish(r.size.unwrap_or(0))
 }

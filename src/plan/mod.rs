@@ -11,10 +11,12 @@
 pub mod base;
 pub mod cached;
 pub mod dest;
+pub mod disk;
 pub mod error;
 pub mod item;
 pub mod items;
 pub mod size;
+pub mod spool;
 
 pub use base::{
     cache_base, inspect_base, locate_base, BaseInfo, BaseLocation, BaseSpec, DEFAULT_BASE_URL,
@@ -61,6 +63,10 @@ pub struct Plan {
     pub inodes_expected: u64,
     /// Bytes of content to write (items + carried over + temporary copies).
     pub content_bytes: u64,
+    /// What the build allocates on disk: holes counted as holes where the
+    /// platform keeps them (src/plan/disk.rs). The free-space check's
+    /// figure.
+    pub disk: disk::DiskUse,
     /// Non-fatal remarks.
     pub warnings: Vec<String>,
 }
@@ -75,6 +81,9 @@ pub struct PlanOptions<'a> {
     /// `--check`: download nothing (remote archives are estimated, not
     /// pre-scanned).
     pub check: bool,
+    /// The build directory, where a remote archive's pre-scan keeps it for
+    /// the build when the cache does not (src/plan/spool.rs).
+    pub spool_dir: Option<&'a std::path::Path>,
 }
 
 /// Make the plan: the config's items (probed, measured), then their sizes
@@ -87,6 +96,7 @@ pub fn make_plan(
 ) -> Result<Plan, PlanError> {
     let mut planner = Planner::new(opts.cache);
     planner.prescan = !opts.check;
+    planner.spool_dir = opts.spool_dir.map(std::path::Path::to_path_buf);
     let (items, oci_free) = items::plan_items(config, net, &mut planner)?;
     dest::check_items(&items)?;
     let found = Found {
@@ -166,6 +176,7 @@ fn size_plan(
         .map(|i| i.size + i.archive.as_ref().map_or(0, |a| a.temp_bytes()))
         .sum::<u64>()
         + old.bytes;
+    let disk = disk::disk_use(base, p3.offset(), &items, old.bytes, sizes.image_size);
     Ok(Plan {
         items,
         oci_free,
@@ -175,6 +186,7 @@ fn size_plan(
         min_image_size: sizes.min_image_size,
         inodes_expected: sizes.inodes_expected,
         content_bytes,
+        disk,
         warnings,
     })
 }
@@ -214,6 +226,19 @@ impl std::fmt::Display for Plan {
             f,
             "  image size: {} bytes (smallest that fits: {})",
             self.image_size, self.min_image_size
-        )
+        )?;
+        if self.disk.holes {
+            writeln!(
+                f,
+                "  allocates: about {} bytes on disk (holes, of sparse local files too, stay holes)",
+                self.disk.bytes
+            )
+        } else {
+            writeln!(
+                f,
+                "  allocates: up to {} bytes on disk (the image's whole size: this build can't keep holes)",
+                self.disk.bytes
+            )
+        }
     }
 }

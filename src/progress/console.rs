@@ -134,6 +134,12 @@ impl<O: Write + Send, E: Write + Send> Reporter for Console<O, E> {
         self.debug(format_args!("{name}: from the download cache"));
         self.history.item_cached(name);
     }
+    fn item_cloned(&self, name: &str, bytes: u64) {
+        self.debug(format_args!(
+            "{name}: {bytes} bytes share their blocks with the download cache (cloned)"
+        ));
+        self.history.item_cloned(name, bytes);
+    }
     fn item_failed(&self, name: &str, error: &str) {
         self.debug(format_args!("failed {name}: {error}"));
         if let Some(b) = &self.bars {

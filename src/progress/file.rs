@@ -65,6 +65,9 @@ struct ItemInfo {
     bytes_verified: Option<u64>,
     /// `flash`: bytes its read-back checks; null before it starts.
     bytes_to_verify: Option<u64>,
+    /// Bytes that share their blocks with the download cache's copy
+    /// (cloned on XFS or btrfs, not written).
+    cloned_bytes: u64,
 }
 
 /// Step 7's read of the image.
@@ -146,6 +149,7 @@ impl State {
                     from_cache: false,
                     bytes_verified: None,
                     bytes_to_verify: None,
+                    cloned_bytes: 0,
                 });
                 let i = self.snap.items.len() - 1;
                 self.index.insert(name.to_string(), i);
@@ -415,6 +419,10 @@ impl Reporter for ProgressFile {
             let it = st.item(name);
             it.bytes_verified = Some(it.bytes_verified.unwrap_or(0) + bytes_delta);
         });
+    }
+
+    fn item_cloned(&self, name: &str, bytes: u64) {
+        self.update(|st| st.item(name).cloned_bytes = bytes);
     }
 
     fn item_failed(&self, name: &str, error: &str) {

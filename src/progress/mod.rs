@@ -98,6 +98,10 @@ pub trait Reporter: Send + Sync {
     fn item_verifying(&self, _name: &str, _total_bytes: u64) {}
     /// `bytes_delta` more bytes of a device were read back and hashed.
     fn item_verified(&self, _name: &str, _bytes_delta: u64) {}
+    /// `bytes` of an item share their blocks with the download cache's
+    /// copy (cloned on XFS or btrfs, not written; sent before its
+    /// `item_done`).
+    fn item_cloned(&self, _name: &str, _bytes: u64) {}
     /// Step 7's pass starts reading the image: `total_bytes`, holes
     /// included (they are not read, but count as they go by). Not sent
     /// when step 7 reads nothing (a raw OUTPUT with no hash, bmap or
@@ -160,6 +164,9 @@ impl Reporter for Tee<'_> {
         self.0
             .iter()
             .for_each(|r| r.item_verified(name, bytes_delta));
+    }
+    fn item_cloned(&self, name: &str, bytes: u64) {
+        self.0.iter().for_each(|r| r.item_cloned(name, bytes));
     }
     fn pass_started(&self, total_bytes: u64) {
         self.0.iter().for_each(|r| r.pass_started(total_bytes));

@@ -34,6 +34,8 @@ pub enum Event {
     },
     /// [`Reporter::item_cached`].
     ItemCached(String),
+    /// [`Reporter::item_cloned`]: the item and its bytes shared.
+    ItemCloned(String, u64),
     /// [`Reporter::item_done`].
     ItemDone {
         /// Item name.
@@ -129,6 +131,9 @@ impl Reporter for Recorder {
             name: name.into(),
             bytes: bytes_delta,
         });
+    }
+    fn item_cloned(&self, name: &str, bytes: u64) {
+        self.push(Event::ItemCloned(name.into(), bytes));
     }
     fn items_planned(&self, items: &[(String, u64)]) {
         self.push(Event::ItemsPlanned(items.to_vec()));

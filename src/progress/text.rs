@@ -45,6 +45,8 @@ struct State<W> {
     items: HashMap<String, Instant>,
     /// Items whose bytes came from the download cache.
     cached: std::collections::HashSet<String>,
+    /// Items' bytes shared with the download cache (cloned).
+    cloned: HashMap<String, u64>,
     start: Instant,
     /// Step 7's pass, and when its last line was written.
     pass: Option<(Meter, Instant)>,
@@ -66,6 +68,7 @@ impl<W: Write + Send> TextHistory<W> {
                 step: None,
                 items: HashMap::new(),
                 cached: std::collections::HashSet::new(),
+                cloned: HashMap::new(),
                 start: Instant::now(),
                 pass: None,
             }),
@@ -188,6 +191,13 @@ impl<W: Write + Send> Reporter for TextHistory<W> {
             if st.cached.remove(name) {
                 write!(st.out, "  (from the cache)")?;
             }
+            if let Some(n) = st.cloned.remove(name) {
+                write!(
+                    st.out,
+                    "  ({} cloned, shared with the cache)",
+                    human_bytes(n)
+                )?;
+            }
             writeln!(st.out)
         });
     }
@@ -205,6 +215,13 @@ impl<W: Write + Send> Reporter for TextHistory<W> {
                 write!(st.out, "  {r}")?;
             }
             writeln!(st.out, "; reading it back")
+        });
+    }
+
+    fn item_cloned(&self, name: &str, bytes: u64) {
+        self.with(|st| {
+            st.cloned.insert(name.to_string(), bytes);
+            Ok(())
         });
     }
 

@@ -7,6 +7,7 @@ pub mod canned;
 pub mod env;
 pub mod image;
 pub mod moto;
+pub mod mounts;
 pub mod netns;
 pub mod registry;
 pub mod s3proxy;

@@ -28,6 +28,12 @@ impl Nginx {
     /// nginx is not installed, after [`super::skip`] (SKIP locally, a panic
     /// under `CI=true`).
     pub fn start(dir: &Path) -> Option<Self> {
+        Self::start_with(dir, "")
+    }
+
+    /// [`Nginx::start`] with `extra` directives in the server block
+    /// (`limit_rate 32m;`).
+    pub fn start_with(dir: &Path, extra: &str) -> Option<Self> {
         let Some(bin) = nginx_binary() else {
             super::skip("nginx is not installed (CI installs nginx-light; see .ci/run)");
             return None;
@@ -50,7 +56,7 @@ impl Nginx {
              events {{ worker_connections 64; }}\n\
              http {{\n  access_log {d}/nginx-access.log;\n  default_type application/octet-stream;\n\
                client_body_temp_path {d}/t1; proxy_temp_path {d}/t2; fastcgi_temp_path {d}/t3; uwsgi_temp_path {d}/t4; scgi_temp_path {d}/t5;\n\
-               server {{ listen 127.0.0.1:{port}; root {root}; }}\n}}\n",
+               server {{ listen 127.0.0.1:{port}; root {root}; {extra} }}\n}}\n",
             root = root.display()
         );
         let conf_path = dir.join("nginx.conf");

@@ -221,6 +221,13 @@ impl Backend for Remote {
     /// and its blob left to garbage collection; content is never wrong),
     /// then its blob. A reader streaming that blob meanwhile finds it gone
     /// and downloads from the network.
+    /// None: a fill that stops early aborts its multipart upload (a
+    /// worker killed mid-upload leaves one for the bucket's lifecycle
+    /// rule), so nothing is continued.
+    fn partials(&self) -> Result<Vec<Entry>, CacheError> {
+        Ok(Vec::new())
+    }
+
     fn evict(&self, now: u64) -> Result<EvictReport, CacheError> {
         self.store.writable("evicting")?;
         let stored = self.store.list()?;

@@ -177,11 +177,13 @@ impl FileWriter {
     }
 
     /// Copy the first `len` bytes of the file `src` to the start of this
-    /// one, run by run, in the kernel where the platform can (no trip
-    /// through user space; a cached download is copied this way, and
-    /// hashed from the page cache afterwards). `len` may not exceed the
-    /// file's size.
-    pub fn copy_file_from(&self, src: &std::fs::File, len: u64) -> Result<(), Ext4Error> {
+    /// one, run by run, sharing the blocks where the filesystem can
+    /// (FICLONERANGE on XFS and btrfs: nothing written but the unaligned
+    /// tail) and in the kernel where the platform can (no trip through
+    /// user space; a cached download is copied this way, and hashed from
+    /// the page cache afterwards). `len` may not exceed the file's size.
+    /// Returns the bytes shared with `src`.
+    pub fn copy_file_from(&self, src: &std::fs::File, len: u64) -> Result<u64, Ext4Error> {
         if len > self.size() {
             return Err(Ext4Error::WritePastEnd {
                 path: self.path.to_string(),
@@ -194,13 +196,14 @@ impl FileWriter {
         let overflow =
             |at: u64| Ext4Error::Internal(format!("{}: offset past 2^64 near {at}", self.path));
         let mut pos = 0u64; // file offset copied so far
+        let mut shared = 0u64;
         for run in self.runs.iter() {
             if pos >= size {
                 break;
             }
             let n = run.len.bytes()?.min(size.saturating_sub(pos));
             let at = run.start.byte_offset()?;
-            self.window.copy_from(src, pos, at, n)?;
+            shared = shared.saturating_add(self.window.copy_from(src, pos, at, n)?);
             pos = pos.checked_add(n).ok_or_else(|| overflow(pos))?;
         }
         if pos < size {
@@ -209,7 +212,7 @@ impl FileWriter {
                 self.path
             )));
         }
-        Ok(())
+        Ok(shared)
     }
 
     /// Copy exactly [`FileWriter::size`] bytes of `src` into the file, from
