@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::config::{parse_size, ParseError};
 use crate::fetch::{FetchOptions, NetworkPolicy, ResolveOverride};
 use crate::output::TorrentOptions;
-use crate::pipeline::{BuildOptions, OutputOptions};
+use crate::pipeline::{BuildOptions, OutputOptions, TrustOptions};
 
 /// `--webseed`: an http(s) URL, kept as written (a final `/` means a
 /// directory to BEP 19 clients, so it is not normalised).
@@ -253,6 +253,22 @@ pub struct BuildArgs {
     #[arg(long, value_name = "URL", conflicts_with = "no_hash")]
     pub publish: Option<String>,
 
+    /// After a successful build, write every input as resolved to FILE
+    /// (JSON, docs/lock.md): the base, each file and archive (URL, URL
+    /// after redirects, size, sha256, ETag, Last-Modified), each image
+    /// (index, manifest and layer digests), the config's sha256, the
+    /// tool's version and SOURCE_DATE_EPOCH.
+    #[arg(long, value_name = "FILE")]
+    pub lock: Option<PathBuf>,
+
+    /// Build exactly the inputs of the lock in FILE: images pulled by
+    /// the locked manifest digest, every source checked against its
+    /// locked sha256 (a cached copy with it is used without asking the
+    /// server), a config with another sha256 refused. A mismatch is
+    /// exit 3, naming the item; nothing is left behind.
+    #[arg(long, value_name = "FILE")]
+    pub locked: Option<PathBuf>,
+
     /// OUTPUT may be a fixed (non-removable) disk. Removable disks, SD
     /// cards (mmcblk) and loop devices need no --force.
     #[arg(long)]
@@ -460,6 +476,10 @@ impl BuildArgs {
                 force: self.force,
                 grow: self.grow,
                 publish: self.publish.clone(),
+            },
+            trust: TrustOptions {
+                lock: self.lock.clone(),
+                locked: self.locked.clone(),
             },
         })
     }

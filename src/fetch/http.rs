@@ -20,9 +20,8 @@ use super::guard::{redirect_policy, ResolveOverride};
 use super::overlap::BackgroundVerifier;
 use super::policy::NetworkPolicy;
 use super::redact::redact;
-use crate::config::HashAlgo;
 use crate::error::ExitKind;
-use crate::io::{ChecksumMismatch, ChunkSink, StreamVerifier};
+use crate::io::{Check, ChecksumMismatch, ChunkSink};
 
 /// Download batch: bytes are handed to the sink 1 MiB at a time (a multiple
 /// of the 4 KiB block, large enough that per-write overhead is negligible).
@@ -292,6 +291,20 @@ pub struct Probe {
     pub last_modified: Option<String>,
 }
 
+/// What a download learnt besides its bytes (a recorded build's lock).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fetched {
+    /// The digest its check computed ([`Check::verifier`]): the sha256
+    /// when it was asked for, else the declared algorithm's.
+    pub digest: Option<String>,
+    /// The URL the bytes came from, after redirects (credentials removed).
+    pub final_url: String,
+    /// The last response's `ETag`.
+    pub etag: Option<String>,
+    /// The last response's `Last-Modified`.
+    pub last_modified: Option<String>,
+}
+
 /// Retryable statuses: 408 Request Timeout, 429 Too Many Requests, 5xx.
 fn retryable(status: StatusCode) -> bool {
     status == StatusCode::REQUEST_TIMEOUT
@@ -545,10 +558,22 @@ impl Http {
         &self,
         url: &str,
         expected: Option<u64>,
-        verify: Option<(HashAlgo, String)>,
+        verify: Check,
         sink: &mut dyn ChunkSink,
     ) -> Result<Option<String>, HttpError> {
         self.download_auth(url, None, expected, verify, sink).await
+    }
+
+    /// [`Http::download`], with what the responses said: the URL after
+    /// redirects and the validators.
+    pub async fn download_fetched(
+        &self,
+        url: &str,
+        expected: Option<u64>,
+        verify: Check,
+        sink: &mut dyn ChunkSink,
+    ) -> Result<Fetched, HttpError> {
+        self.fetch(url, None, expected, verify, sink).await
     }
 
     /// [`Http::download`] with an `Authorization` header value (a registry
@@ -559,9 +584,22 @@ impl Http {
         url: &str,
         auth: Option<&str>,
         expected: Option<u64>,
-        verify: Option<(HashAlgo, String)>,
+        verify: Check,
         sink: &mut dyn ChunkSink,
     ) -> Result<Option<String>, HttpError> {
+        let fetched = self.fetch(url, auth, expected, verify, sink).await?;
+        Ok(fetched.digest)
+    }
+
+    /// The transfer behind every download, its attempts and resumes.
+    async fn fetch(
+        &self,
+        url: &str,
+        auth: Option<&str>,
+        expected: Option<u64>,
+        verify: Check,
+        sink: &mut dyn ChunkSink,
+    ) -> Result<Fetched, HttpError> {
         let mut t = Transfer::new(url, expected, verify);
         let mut attempt = 0u32;
         loop {
@@ -570,7 +608,9 @@ impl Http {
             t.accept(&resp, sink)?;
             let failure = self.receive(resp, &mut t, sink).await?;
             if Some(t.offset) == t.expected {
-                return Ok(t.verifier.finish().await?);
+                let mut fetched = std::mem::take(&mut t.fetched);
+                fetched.digest = t.verifier.finish().await?;
+                return Ok(fetched);
             }
             if attempt >= self.opts.max_attempts {
                 return Err(t.gave_up(failure, attempt));
@@ -642,7 +682,7 @@ impl Http {
 struct Transfer {
     /// The URL, redacted.
     name: String,
-    verify: Option<(HashAlgo, String)>,
+    verify: Check,
     verifier: BackgroundVerifier,
     /// Declared size, else the first response's Content-Length.
     expected: Option<u64>,
@@ -652,12 +692,14 @@ struct Transfer {
     validator: Option<String>,
     /// The batch being received.
     buf: Vec<u8>,
+    /// What the last response said (its URL, validators).
+    fetched: Fetched,
 }
 
 impl Transfer {
-    fn new(url: &str, expected: Option<u64>, verify: Option<(HashAlgo, String)>) -> Self {
+    fn new(url: &str, expected: Option<u64>, verify: Check) -> Self {
         let name = redact(url);
-        let verifier = BackgroundVerifier::new(new_verifier(verify.as_ref(), &name), BATCH);
+        let verifier = BackgroundVerifier::new(verify.verifier(&name), BATCH);
         Self {
             name,
             verify,
@@ -666,6 +708,7 @@ impl Transfer {
             offset: 0,
             validator: None,
             buf: Vec::with_capacity(BATCH),
+            fetched: Fetched::default(),
         }
     }
 
@@ -678,6 +721,12 @@ impl Transfer {
         sink: &mut dyn ChunkSink,
     ) -> Result<(), HttpError> {
         let headers = resp.headers();
+        self.fetched = Fetched {
+            digest: None,
+            final_url: redact(resp.url().as_str()),
+            etag: header(headers, ETAG),
+            last_modified: header(headers, LAST_MODIFIED),
+        };
         let resume = self.offset > 0;
         if resume && resp.status() == StatusCode::PARTIAL_CONTENT {
             let start = header(headers, CONTENT_RANGE).and_then(|v| {
@@ -707,8 +756,7 @@ impl Transfer {
                 });
             }
             self.offset = 0;
-            self.verifier =
-                BackgroundVerifier::new(new_verifier(self.verify.as_ref(), &self.name), BATCH);
+            self.verifier = BackgroundVerifier::new(self.verify.verifier(&self.name), BATCH);
         }
         match (self.expected, content_length(headers)) {
             (Some(d), Some(s)) if d != s => {
@@ -767,10 +815,6 @@ impl Transfer {
             },
         }
     }
-}
-
-fn new_verifier(verify: Option<&(HashAlgo, String)>, name: &str) -> Option<StreamVerifier> {
-    verify.map(|(a, v)| StreamVerifier::new(*a, v, name))
 }
 
 /// An error and its sources, `: `-separated (reqwest hides the cause in them).

@@ -19,7 +19,7 @@ pub use guard::{
     MAX_REDIRECTS,
 };
 pub use http::{
-    check_headers, error_chain, first_token, FetchOptions, Http, HttpError, Probe, BATCH,
+    check_headers, error_chain, first_token, FetchOptions, Fetched, Http, HttpError, Probe, BATCH,
     MAX_HEADERS, MAX_HEAD_BYTES,
 };
 pub use net::Net;

@@ -11,6 +11,7 @@ use crate::config::ImageConfig;
 use crate::fetch::Net;
 use crate::plan::{self, BaseInfo, CacheUse, Plan};
 use crate::progress::Reporter;
+use crate::trust::Lock;
 
 /// What planning decided.
 #[derive(Debug)]
@@ -31,9 +32,15 @@ pub fn plan(
     net: &Net,
     cache: Option<&Cache>,
     reporter: &dyn Reporter,
+    locked: Option<&Lock>,
 ) -> Result<Planned, BuildError> {
-    let mut spec = plan::locate_base(config, &opts.base_url, net)?;
+    let record = opts.trust.records();
+    let pin = locked.and_then(|l| l.base.sha256.as_deref());
+    let mut spec = plan::locate_base(config, &opts.base_url, net, record, pin)?;
     let mut base_cache = plan::Planner::new(cache);
+    if let Some(l) = locked {
+        base_cache.pin_to(l);
+    }
     plan::cache_base(&mut spec, &mut base_cache, net);
     for w in &base_cache.warnings {
         reporter.warn(w);
@@ -43,6 +50,8 @@ pub fn plan(
         max_size: opts.max_size,
         cache,
         check: opts.check,
+        record,
+        locked,
     };
     let the_plan = plan::make_plan(config, &base, net, &plan_opts)?;
     for w in &the_plan.warnings {

@@ -75,6 +75,11 @@ pub struct PlanOptions<'a> {
     /// `--check`: download nothing (remote archives are estimated, not
     /// pre-scanned).
     pub check: bool,
+    /// Learn every source's sha256 while it is written (`--lock`,
+    /// `--sbom`, `--provenance`).
+    pub record: bool,
+    /// `--locked`: build exactly the lock's inputs.
+    pub locked: Option<&'a crate::trust::Lock>,
 }
 
 /// Make the plan: the config's items (probed, measured), then their sizes
@@ -87,6 +92,10 @@ pub fn make_plan(
 ) -> Result<Plan, PlanError> {
     let mut planner = Planner::new(opts.cache);
     planner.prescan = !opts.check;
+    planner.record = opts.record || opts.locked.is_some();
+    if let Some(lock) = opts.locked {
+        planner.pin_to(lock);
+    }
     let (items, oci_free) = items::plan_items(config, net, &mut planner)?;
     dest::check_items(&items)?;
     let found = Found {

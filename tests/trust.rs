@@ -1,0 +1,311 @@
+//! Trust, end to end with the real binary (docs/spec.md §13): `--lock`
+//! and `--locked` against a real nginx and Debian's `docker-registry` on
+//! loopback, the images read back with debugfs and e2fsck.
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::env::sha256_hex;
+use common::image::{self, assert_nothing_left, fsck_p3, make_base, read_p3, BIN};
+use common::registry::{umoci_image, DockerRegistry};
+use common::run;
+use common::servers::Nginx;
+
+const EPOCH: &str = "1700000000";
+
+fn tools() -> bool {
+    image::tools(&["e2fsck", "debugfs"])
+}
+
+/// The binary with `SOURCE_DATE_EPOCH` fixed and `args`.
+fn build(args: &[&dyn AsRef<std::ffi::OsStr>]) -> (i32, String) {
+    let mut c = Command::new(BIN);
+    c.env("SOURCE_DATE_EPOCH", EPOCH);
+    for a in args {
+        c.arg(a);
+    }
+    run(&mut c)
+}
+
+fn lock_of(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// The lock's item of config key `key`.
+fn item<'a>(lock: &'a serde_json::Value, key: &str) -> &'a serde_json::Value {
+    lock["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["key"] == key)
+        .unwrap_or_else(|| panic!("no {key} in {lock}"))
+}
+
+/// A tar of one file `name` with `data`, made by tar(1).
+fn make_tar(dir: &Path, name: &str, data: &[u8], to: &Path) {
+    let src = dir.join("tar-src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join(name), data).unwrap();
+    let (code, out) = run(Command::new("tar")
+        .arg("-cf")
+        .arg(to)
+        .arg("-C")
+        .arg(&src)
+        .arg(name));
+    assert_eq!(code, 0, "tar: {out}");
+}
+
+struct Site {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    nginx: Option<Nginx>,
+    cfg: PathBuf,
+    cache: PathBuf,
+    a: Vec<u8>,
+    local: PathBuf,
+}
+
+/// nginx serving `a.bin` (3 MiB) and `t.tar`; a config with them, a
+/// local file and inline content.
+fn site() -> Option<Site> {
+    if !tools() {
+        return None;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let nginx = Nginx::start(&dir)?;
+    let a: Vec<u8> = (0..3 << 20).map(|i: u32| (i * 31 % 253) as u8).collect();
+    std::fs::write(nginx.root.join("a.bin"), &a).unwrap();
+    make_tar(
+        &dir,
+        "inner.txt",
+        b"inside the tar\n",
+        &nginx.root.join("t.tar"),
+    );
+    let local = dir.join("local.bin");
+    std::fs::write(&local, b"a local file\n").unwrap();
+    let (base, rootfs) = make_base(&dir);
+    let cfg = image::files_config(
+        &dir,
+        &base,
+        rootfs,
+        &format!(
+            "  - {{to: /data/a.bin, url: '{}'}}\n  - {{to: /data/t, url: '{}', via: tar}}\n  - {{to: /data/local.bin, url: 'file://{}'}}\n  - {{to: /data/note.txt, content: hello}}\n",
+            nginx.url("a.bin"),
+            nginx.url("t.tar"),
+            local.display()
+        ),
+    );
+    let cache = dir.join("cache");
+    Some(Site {
+        _tmp: tmp,
+        dir,
+        nginx: Some(nginx),
+        cfg,
+        cache,
+        a,
+        local,
+    })
+}
+
+#[test]
+fn a_locked_build_with_the_origin_stopped_and_the_cache_warm_is_byte_identical() {
+    let Some(mut s) = site() else { return };
+    let (out1, lock1) = (s.dir.join("one.img"), s.dir.join("one.lock"));
+    let (code, log) = build(&[&"--cache-dir", &s.cache, &"--lock", &lock1, &s.cfg, &out1]);
+    assert_eq!(code, 0, "{log}");
+    fsck_p3(&out1);
+
+    // The lock names every input with the bytes the oracles see.
+    let lock = lock_of(&lock1);
+    assert_eq!(lock["lock_version"], 1);
+    assert_eq!(lock["source_date_epoch"], 1_700_000_000);
+    assert!(lock["tool"].as_str().unwrap().starts_with("image-creator "));
+    let cfg_text = std::fs::read(&s.cfg).unwrap();
+    assert_eq!(lock["config"]["sha256"], sha256_hex(&cfg_text));
+    let base_bytes = std::fs::read(s.dir.join("base.img")).unwrap();
+    assert_eq!(lock["base"]["sha256"], sha256_hex(&base_bytes), "{lock}");
+    assert_eq!(lock["base"]["size"], base_bytes.len() as u64);
+    let a = item(&lock, "files[0].to");
+    assert_eq!(a["kind"], "file");
+    assert_eq!(a["sha256"], sha256_hex(&s.a));
+    assert_eq!(a["size"], s.a.len() as u64);
+    assert!(
+        a["etag"].is_string() && a["last_modified"].is_string(),
+        "{a}"
+    );
+    let tar = std::fs::read(s.nginx.as_ref().unwrap().root.join("t.tar")).unwrap();
+    let t = item(&lock, "files[1].to");
+    assert_eq!(t["kind"], "archive");
+    assert_eq!(t["sha256"], sha256_hex(&tar));
+    assert_eq!(t["size"], tar.len() as u64);
+    let l = item(&lock, "files[2].to");
+    assert_eq!(l["path"], s.local.display().to_string());
+    assert_eq!(l["sha256"], sha256_hex(b"a local file\n"));
+    assert_eq!(item(&lock, "files[3].to")["sha256"], sha256_hex(b"hello"));
+    // The image has those bytes.
+    let got = read_p3(&out1, "/a.bin", &s.dir.join("a.back"));
+    assert_eq!(sha256_hex(&got), a["sha256"].as_str().unwrap());
+
+    // The origin goes away; the lock and the warm cache are enough.
+    drop(s.nginx.take());
+    let (out2, lock2) = (s.dir.join("two.img"), s.dir.join("two.lock"));
+    let (code, log) = build(&[
+        &"--cache-dir",
+        &s.cache,
+        &"--locked",
+        &lock1,
+        &"--lock",
+        &lock2,
+        &s.cfg,
+        &out2,
+    ]);
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        std::fs::read(&out1).unwrap() == std::fs::read(&out2).unwrap(),
+        "the locked build differs from the first"
+    );
+    assert_eq!(
+        lock_of(&lock2),
+        lock,
+        "the locked build records the same inputs"
+    );
+
+    // A config with another sha256 is refused before anything is written.
+    let mut text = cfg_text.clone();
+    text.extend_from_slice(b"write_config: true\n");
+    let other = s.dir.join("other.yaml");
+    std::fs::write(&other, text).unwrap();
+    let out3 = s.dir.join("three.img");
+    let (code, log) = build(&[&"--cache-dir", &s.cache, &"--locked", &lock1, &other, &out3]);
+    assert_eq!(code, 3, "{log}");
+    assert!(log.contains("sha256") && log.contains("one.lock"), "{log}");
+    assert_nothing_left(&s.dir, &out3);
+
+    // Not a lock: exit 3 naming the file.
+    std::fs::write(s.dir.join("bad.lock"), b"{\"lock_version\": 1").unwrap();
+    let (code, log) = build(&[&"--locked", &s.dir.join("bad.lock"), &s.cfg, &out3]);
+    assert_eq!(code, 3, "{log}");
+    assert!(log.contains("bad.lock"), "{log}");
+    assert_nothing_left(&s.dir, &out3);
+}
+
+#[test]
+fn a_locked_build_of_a_changed_source_fails_naming_it_and_leaves_nothing() {
+    let Some(s) = site() else { return };
+    let lock = s.dir.join("l.lock");
+    let out = s.dir.join("o.img");
+    let (code, log) = build(&[&"--cache-dir", &s.cache, &"--lock", &lock, &s.cfg, &out]);
+    assert_eq!(code, 0, "{log}");
+    let www = &s.nginx.as_ref().unwrap().root;
+    let url = s.nginx.as_ref().unwrap().url("a.bin");
+
+    // The same size, other bytes; the cache cleared: the download is the
+    // new file, and its sha256 is not the lock's.
+    let mut changed = s.a.clone();
+    changed[12_345] ^= 1;
+    std::fs::write(www.join("a.bin"), &changed).unwrap();
+    std::fs::remove_dir_all(&s.cache).unwrap();
+    let out2 = s.dir.join("o2.img");
+    let (code, log) = build(&[&"--cache-dir", &s.cache, &"--locked", &lock, &s.cfg, &out2]);
+    assert_eq!(code, 3, "{log}");
+    assert!(log.contains(&url) && log.contains("l.lock"), "{log}");
+    assert_nothing_left(&s.dir, &out2);
+    // Without the cache too.
+    let (code, log) = build(&[&"--locked", &lock, &s.cfg, &out2]);
+    assert_eq!(code, 3, "{log}");
+    assert!(log.contains(&url), "{log}");
+    assert_nothing_left(&s.dir, &out2);
+
+    // Another size: refused at planning, naming the key and the URL.
+    std::fs::write(www.join("a.bin"), &changed[..1000]).unwrap();
+    let (code, log) = build(&[&"--locked", &lock, &s.cfg, &out2]);
+    assert_eq!(code, 3, "{log}");
+    assert!(log.contains("files[0].to") && log.contains(&url), "{log}");
+    assert_nothing_left(&s.dir, &out2);
+
+    // A changed archive and a changed local file are named the same way.
+    std::fs::write(www.join("a.bin"), &s.a).unwrap();
+    let tar = std::fs::read(www.join("t.tar")).unwrap();
+    make_tar(&s.dir, "inner.txt", b"inside the taR\n", &www.join("t.tar"));
+    let (code, log) = build(&[&"--locked", &lock, &s.cfg, &out2]);
+    assert_eq!(code, 3, "{log}");
+    assert!(log.contains("t.tar"), "{log}");
+    assert_nothing_left(&s.dir, &out2);
+    std::fs::write(www.join("t.tar"), &tar).unwrap();
+    std::fs::write(&s.local, b"a local filE\n").unwrap();
+    let (code, log) = build(&[&"--locked", &lock, &s.cfg, &out2]);
+    assert_eq!(code, 3, "{log}");
+    assert!(log.contains("local.bin"), "{log}");
+    assert_nothing_left(&s.dir, &out2);
+    // Put back: the locked build works again, without the cache.
+    std::fs::write(&s.local, b"a local file\n").unwrap();
+    let (code, log) = build(&[&"--locked", &lock, &s.cfg, &out2]);
+    assert_eq!(code, 0, "{log}");
+    assert!(std::fs::read(&out).unwrap() == std::fs::read(&out2).unwrap());
+}
+
+#[test]
+fn a_locked_build_pulls_the_locked_digest_after_the_tag_moved() {
+    if !tools() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let Some(reg) = DockerRegistry::start(dir) else {
+        common::skip("docker-registry, umoci or skopeo is missing (see .ci/run)");
+        return;
+    };
+    let layout = umoci_image(dir, "one", "arm64", &[("/etc/v", b"one\n")]);
+    umoci_image(dir, "two", "arm64", &[("/etc/v", b"two, longer\n")]);
+    reg.push(&layout, "one", "test/app:stable", &[]);
+    let (base, rootfs) = make_base(dir);
+    let host = reg.host();
+    let cfg = image::write_config(
+        dir,
+        &base,
+        rootfs,
+        &format!("oci_images:\n  - {{ident: '{host}/test/app:stable', filesize: 20000, fullsize: 100}}\n"),
+    );
+    let name = format!("{}_test_app_stable_linuxarm64v8.tar", host.replace(':', ""));
+    let tar_of = |img: &Path, tag: &str| read_p3(img, &format!("/images/{name}"), &dir.join(tag));
+
+    let (out1, lock) = (dir.join("one.img"), dir.join("one.lock"));
+    let (code, log) = build(&[&"--lock", &lock, &cfg, &out1]);
+    assert_eq!(code, 0, "{log}");
+    let locked = lock_of(&lock);
+    let img = &item(&locked, "oci_images[0].ident")["image"];
+    assert_eq!(img["registry"], host);
+    assert_eq!(img["repository"], "test/app");
+    assert_eq!(img["tag"], "stable");
+    let manifest = img["manifest_digest"].as_str().unwrap().to_string();
+    assert!(manifest.starts_with("sha256:"), "{img}");
+    assert_eq!(img["layers"].as_array().unwrap().len(), 1, "{img}");
+    let first = tar_of(&out1, "first.tar");
+
+    // The tag moves to another image.
+    reg.push(&layout, "two", "test/app:stable", &[]);
+    let (out2, out3) = (dir.join("two.img"), dir.join("three.img"));
+    let (code, log) = build(&[&"--locked", &lock, &cfg, &out2]);
+    assert_eq!(code, 0, "{log}");
+    fsck_p3(&out2);
+    assert!(
+        tar_of(&out2, "locked.tar") == first,
+        "--locked pulled another image"
+    );
+    assert!(std::fs::read(&out1).unwrap() == std::fs::read(&out2).unwrap());
+    let (code, log) = build(&[&"--lock", &dir.join("three.lock"), &cfg, &out3]);
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        tar_of(&out3, "moved.tar") != first,
+        "without the lock the tag's new image comes"
+    );
+    let moved = lock_of(&dir.join("three.lock"));
+    assert_ne!(
+        item(&moved, "oci_images[0].ident")["image"]["manifest_digest"],
+        manifest.as_str()
+    );
+}
