@@ -269,6 +269,15 @@ pub struct BuildArgs {
     #[arg(long, value_name = "FILE")]
     pub locked: Option<PathBuf>,
 
+    /// Sign what the build wrote with the minisign secret key KEY
+    /// (unencrypted, or its password in IMAGE_CREATOR_SIGN_PASSWORD):
+    /// OUTPUT.SHA256SUMS lists OUTPUT and every side file with its sha256,
+    /// OUTPUT.SHA256SUMS.minisig signs it (`minisign -V` checks it, as
+    /// does `verify --pubkey`). Hashes the image in step 7 (writes
+    /// OUTPUT.json too).
+    #[arg(long, value_name = "KEY", conflicts_with = "no_hash")]
+    pub sign: Option<PathBuf>,
+
     /// OUTPUT may be a fixed (non-removable) disk. Removable disks, SD
     /// cards (mmcblk) and loop devices need no --force.
     #[arg(long)]
@@ -362,6 +371,12 @@ pub struct VerifyArgs {
     /// The image's config (path or http(s) URL).
     #[arg(long, value_name = "CONFIG")]
     pub config: Option<String>,
+
+    /// A minisign public key (a `.pub` file or its base64 line): check
+    /// that TARGET.SHA256SUMS.minisig is its signature of
+    /// TARGET.SHA256SUMS and that every file listed there has its sha256.
+    #[arg(long, value_name = "KEY")]
+    pub pubkey: Option<PathBuf>,
 
     /// Image, compressed image or block device.
     #[arg(value_name = "TARGET")]
@@ -464,8 +479,9 @@ impl BuildArgs {
             output_options: OutputOptions {
                 bmap: self.bmap,
                 hash: !self.no_hash,
-                // The published set includes OUTPUT.json.
-                json: self.json || self.publish.is_some(),
+                // The published set includes OUTPUT.json; a signed list
+                // needs the image's sha256 (and has OUTPUT.json in it).
+                json: self.json || self.publish.is_some() || self.sign.is_some(),
                 torrent: self.torrent.then(|| TorrentOptions {
                     webseeds: self.webseed.clone(),
                     trackers: self.tracker.clone(),
@@ -480,6 +496,7 @@ impl BuildArgs {
             trust: TrustOptions {
                 lock: self.lock.clone(),
                 locked: self.locked.clone(),
+                sign: self.sign.clone(),
             },
         })
     }

@@ -193,6 +193,7 @@ fn verify(args: &VerifyArgs) -> i32 {
         target: args.target.clone(),
         bmap: args.bmap.clone(),
         config: args.config.clone(),
+        pubkey: args.pubkey.clone(),
     };
     let target = args.target.display();
     match verify(&opts) {

@@ -10,6 +10,10 @@
 //!   `offspot`; every OCI image's archive is in `images/`. A compressed
 //!   TARGET is first decoded into an unnamed temporary file.
 //!
+//! - With a public key (`--pubkey`): `TARGET.SHA256SUMS.minisig` is a
+//!   minisign signature of `TARGET.SHA256SUMS` by that key, and every file
+//!   the list names (beside it) has its sha256.
+//!
 //! Memory does not grow with file sizes: everything is streamed in 1 MiB
 //! chunks.
 
@@ -40,6 +44,8 @@ pub struct VerifyOptions {
     pub bmap: Option<PathBuf>,
     /// A config (path or URL).
     pub config: Option<String>,
+    /// A minisign public key: check `TARGET.SHA256SUMS` and its signature.
+    pub pubkey: Option<PathBuf>,
 }
 
 /// What was found.
@@ -84,13 +90,18 @@ fn open_err(path: &Path, source: std::io::Error) -> BuildError {
 
 /// Run the checks.
 pub fn verify(opts: &VerifyOptions) -> Result<VerifyReport, BuildError> {
-    if opts.bmap.is_none() && opts.config.is_none() {
+    if opts.bmap.is_none() && opts.config.is_none() && opts.pubkey.is_none() {
         return Err(BuildError::Usage(
-            "verify: give --bmap FILE, --config CONFIG or both".into(),
+            "verify: give --bmap FILE, --config CONFIG, --pubkey KEY or several".into(),
         ));
     }
     let mut report = VerifyReport::default();
     let target = &opts.target;
+    if let Some(key) = &opts.pubkey {
+        let pk = crate::trust::sums::PublicKey::load(key)
+            .map_err(|e| BuildError::Usage(format!("--pubkey {e}")))?;
+        check_signed(target, &pk, &mut report)?;
+    }
     let f = File::open(target).map_err(|e| open_err(target, e))?;
     let kind = compression(&f);
     if let Some(b) = &opts.bmap {
@@ -366,4 +377,98 @@ fn check_config(
         }
     }
     Ok(())
+}
+
+/// `TARGET.SHA256SUMS`, its signature by `pk`, and every file it lists
+/// (beside it) with its sha256. A missing list or signature, a signature
+/// that does not hold, a file missing or with other bytes: a difference.
+fn check_signed(
+    target: &Path,
+    pk: &crate::trust::sums::PublicKey,
+    report: &mut VerifyReport,
+) -> Result<(), BuildError> {
+    use crate::pipeline::output::side_path;
+    use crate::pipeline::sign::{MINISIG, SUMS};
+    let sums_path = side_path(target, SUMS);
+    let sig_path = side_path(target, MINISIG);
+    let read = |p: &Path, max: u64| -> Result<Vec<u8>, String> {
+        let f = File::open(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        let mut bytes = Vec::new();
+        f.take(max + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+        if bytes.len() as u64 > max {
+            return Err(format!("{}: larger than {max} bytes", p.display()));
+        }
+        Ok(bytes)
+    };
+    let (list, sig) = match (read(&sums_path, 16 << 20), read(&sig_path, 64 << 10)) {
+        (Ok(l), Ok(s)) => (l, s),
+        (l, s) => {
+            report.differences.extend(l.err());
+            report.differences.extend(s.err());
+            return Ok(());
+        }
+    };
+    let sig = String::from_utf8_lossy(&sig);
+    match crate::trust::sums::check_signature(pk, &list, &sig, &sig_path) {
+        Ok(()) => report
+            .checked
+            .push(format!("{}: signed by the key", sums_path.display())),
+        Err(e) => {
+            report.differences.push(format!(
+                "{}: the signature does not hold: {e}",
+                sums_path.display()
+            ));
+            // The list is not to be trusted: its files are not checked.
+            return Ok(());
+        }
+    }
+    let text = String::from_utf8_lossy(&list);
+    let entries = match crate::trust::sums::parse(&text, &sums_path) {
+        Ok(e) => e,
+        Err(e) => {
+            report.differences.push(e);
+            return Ok(());
+        }
+    };
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let target_name = target.file_name().map(|n| n.to_string_lossy().into_owned());
+    if !entries.iter().any(|(n, _)| Some(n) == target_name.as_ref()) {
+        report.differences.push(format!(
+            "{}: not listed in {}",
+            target.display(),
+            sums_path.display()
+        ));
+    }
+    for (name, sha) in entries {
+        let path = dir.join(&name);
+        match sha256_of(&path) {
+            Ok(got) if got == sha => report.checked.push(format!("{}: sha256", path.display())),
+            Ok(got) => report.differences.push(format!(
+                "{}: sha256 {got}, the signed list says {sha}",
+                path.display()
+            )),
+            Err(e) => report.differences.push(format!("{}: {e}", path.display())),
+        }
+    }
+    Ok(())
+}
+
+/// The sha256 of a file, streamed.
+fn sha256_of(path: &Path) -> std::io::Result<String> {
+    let mut f = File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(crate::io::hex(&h.finalize()))
 }

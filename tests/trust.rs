@@ -309,3 +309,278 @@ fn a_locked_build_pulls_the_locked_digest_after_the_tag_moved() {
         manifest.as_str()
     );
 }
+
+/// `minisign -G` into `dir`: an unencrypted key pair (`u.key`, `u.pub`)
+/// and one encrypted with the password `pw` (`e.key`, `e.pub`).
+fn minisign_keys(dir: &Path) -> bool {
+    if !common::have("minisign") {
+        common::skip("minisign is not installed (CI installs it; see .ci/run)");
+        return false;
+    }
+    let (code, out) = run(Command::new("minisign")
+        .args(["-G", "-W", "-p"])
+        .arg(dir.join("u.pub"))
+        .arg("-s")
+        .arg(dir.join("u.key")));
+    assert_eq!(code, 0, "minisign -G -W: {out}");
+    // minisign reads the password (twice) from a standard input that is
+    // not a terminal.
+    let mut c = Command::new("minisign");
+    c.args(["-G", "-p"])
+        .arg(dir.join("e.pub"))
+        .arg("-s")
+        .arg(dir.join("e.key"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"pw\npw\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "minisign -G: {out:?}");
+    true
+}
+
+/// `verify TARGET --pubkey KEY`.
+fn verify_signed(target: &Path, key: &Path) -> (i32, String) {
+    run(Command::new(BIN)
+        .arg("verify")
+        .arg(target)
+        .arg("--pubkey")
+        .arg(key))
+}
+
+/// Flip one bit of byte `at` of `path`.
+fn flip(path: &Path, at: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, at).unwrap();
+    b[0] ^= 0x10;
+    f.write_all_at(&b, at).unwrap();
+}
+
+#[test]
+fn signed_outputs_are_checked_by_minisign_sha256sum_and_verify() {
+    let Some(s) = site() else { return };
+    if !minisign_keys(&s.dir) {
+        return;
+    }
+    let out = s.dir.join("o.img");
+    let lock = s.dir.join("o.img.lock");
+    let key = s.dir.join("u.key");
+    let (code, log) = build(&[&"--sign", &key, &"--bmap", &"--lock", &lock, &s.cfg, &out]);
+    assert_eq!(code, 0, "{log}");
+    let sums = s.dir.join("o.img.SHA256SUMS");
+    let text = std::fs::read_to_string(&sums).unwrap();
+    let names: Vec<&str> = text.lines().map(|l| &l[66..]).collect();
+    assert_eq!(
+        names,
+        ["o.img", "o.img.bmap", "o.img.json", "o.img.lock"],
+        "{text}"
+    );
+
+    // The oracles: minisign checks the signature, sha256sum the list.
+    let pubkey = s.dir.join("u.pub");
+    let (code, o) = run(Command::new("minisign")
+        .arg("-V")
+        .arg("-p")
+        .arg(&pubkey)
+        .arg("-m")
+        .arg(&sums));
+    assert_eq!(code, 0, "minisign -V: {o}");
+    let (code, o) = run(Command::new("sha256sum")
+        .arg("-c")
+        .arg("o.img.SHA256SUMS")
+        .current_dir(&s.dir));
+    assert_eq!(code, 0, "sha256sum -c: {o}");
+
+    let (code, o) = verify_signed(&out, &pubkey);
+    assert_eq!(code, 0, "{o}");
+    // One byte of a listed file, of the image, then the wrong key.
+    for (file, at) in [(s.dir.join("o.img.bmap"), 100), (out.clone(), 5 << 20)] {
+        flip(&file, at);
+        let (code, o) = verify_signed(&out, &pubkey);
+        assert_eq!(code, 1, "{o}");
+        let name = file.display().to_string();
+        assert!(
+            o.lines()
+                .any(|l| l.starts_with("differs:") && l.contains(&name)),
+            "{o}"
+        );
+        flip(&file, at);
+    }
+    let (code, o) = verify_signed(&out, &s.dir.join("e.pub"));
+    assert_eq!(code, 1, "{o}");
+    assert!(
+        o.contains("o.img.SHA256SUMS: the signature does not hold"),
+        "{o}"
+    );
+    // A tampered list: minisign refuses it, and so do we.
+    let mut tampered = text.clone().into_bytes();
+    tampered[3] = if tampered[3] == b'0' { b'1' } else { b'0' };
+    std::fs::write(&sums, &tampered).unwrap();
+    let (code, _) = run(Command::new("minisign")
+        .arg("-V")
+        .arg("-p")
+        .arg(&pubkey)
+        .arg("-m")
+        .arg(&sums));
+    assert_ne!(code, 0, "minisign accepted a tampered list");
+    let (code, o) = verify_signed(&out, &pubkey);
+    assert_eq!(code, 1, "{o}");
+    assert!(
+        o.contains("o.img.SHA256SUMS: the signature does not hold"),
+        "{o}"
+    );
+    std::fs::write(&sums, &text).unwrap();
+    assert_eq!(verify_signed(&out, &pubkey).0, 0);
+    // A key that is no key: exit 3 naming it.
+    let (code, o) = verify_signed(&out, &s.cfg);
+    assert_eq!(code, 3, "{o}");
+    assert!(o.contains("image.yaml"), "{o}");
+
+    // An encrypted key: its password from the environment; without it
+    // (or with a wrong one) exit 3 naming the key, nothing written.
+    let enc = s.dir.join("e.key");
+    let out2 = s.dir.join("e.img");
+    let signed = |pw: Option<&str>| {
+        let mut c = Command::new(BIN);
+        c.env("SOURCE_DATE_EPOCH", EPOCH)
+            .env_remove("IMAGE_CREATOR_SIGN_PASSWORD")
+            .arg("--sign")
+            .arg(&enc)
+            .arg(&s.cfg)
+            .arg(&out2);
+        if let Some(p) = pw {
+            c.env("IMAGE_CREATOR_SIGN_PASSWORD", p);
+        }
+        run(&mut c)
+    };
+    for pw in [None, Some("wrong")] {
+        let (code, o) = signed(pw);
+        assert_eq!(code, 3, "{o}");
+        assert!(o.contains("e.key"), "{o}");
+        assert_nothing_left(&s.dir, &out2);
+        assert!(!s.dir.join("e.img.SHA256SUMS").exists());
+    }
+    let (code, o) = signed(Some("pw"));
+    assert_eq!(code, 0, "{o}");
+    let (code, o) = run(Command::new("minisign")
+        .arg("-V")
+        .arg("-p")
+        .arg(s.dir.join("e.pub"))
+        .arg("-m")
+        .arg(s.dir.join("e.img.SHA256SUMS")));
+    assert_eq!(code, 0, "minisign -V: {o}");
+    assert_eq!(verify_signed(&out2, &s.dir.join("e.pub")).0, 0);
+
+    // `--sign` needs the image's hash: with --no-hash it is a usage error.
+    let (code, o) = build(&[&"--sign", &key, &"--no-hash", &s.cfg, &s.dir.join("n.img")]);
+    assert_eq!(code, 2, "{o}");
+}
+
+/// `--sign` with `--publish`: the list and its signature go up with the
+/// other side files, before `OUTPUT.json`, byte for byte the local ones;
+/// `--check` lists them as side files and in the upload order.
+#[test]
+fn signed_sets_are_published_before_the_json_and_listed_by_check() {
+    let Some(s) = site() else { return };
+    if !minisign_keys(&s.dir) {
+        return;
+    }
+    let Some(m) = common::moto::Moto::start(&s.dir, &[]) else {
+        return;
+    };
+    m.create_bucket("pub");
+    let out = s.dir.join("o.img");
+    let key = s.dir.join("u.key");
+    let run_with = |extra: &[&str]| {
+        let mut c = Command::new(BIN);
+        c.env("SOURCE_DATE_EPOCH", EPOCH)
+            .args(["--publish", "s3://pub/p/", "--sign"])
+            .arg(&key)
+            .args(extra)
+            .arg(&s.cfg)
+            .arg(&out);
+        for (k, v) in m.env() {
+            c.env(k, v);
+        }
+        run(&mut c)
+    };
+    let (code, o) = run_with(&["--check", "--bmap"]);
+    assert_eq!(code, 0, "{o}");
+    let order = [
+        "o.img.bmap  to",
+        "o.img.SHA256SUMS  to",
+        "o.img.SHA256SUMS.minisig  to",
+        "o.img.json  to",
+    ];
+    let at: Vec<usize> = order
+        .iter()
+        .map(|u| o.find(u).unwrap_or_else(|| panic!("{u}: {o}")))
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{o}");
+    assert!(
+        o.contains("side files:") && o.contains("o.img.SHA256SUMS.minisig\n"),
+        "{o}"
+    );
+    assert!(!out.exists());
+
+    let (code, o) = run_with(&[]);
+    assert_eq!(code, 0, "{o}");
+    let got = m.dump("pub", "p/");
+    let keys: Vec<&str> = got.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "p/o.img",
+            "p/o.img.SHA256SUMS",
+            "p/o.img.SHA256SUMS.minisig",
+            "p/o.img.json"
+        ]
+    );
+    for (k, v) in &got {
+        let local = s.dir.join(k.trim_start_matches("p/"));
+        assert_eq!(v.sha256, sha256_hex(&std::fs::read(&local).unwrap()), "{k}");
+    }
+    let t = m.last_modified("pub", "p/");
+    for k in [
+        "p/o.img",
+        "p/o.img.SHA256SUMS",
+        "p/o.img.SHA256SUMS.minisig",
+    ] {
+        assert!(
+            t["p/o.img.json"] >= t[k],
+            "the JSON went up before {k}: {t:?}"
+        );
+    }
+    // What went up verifies with minisign, as downloaded.
+    let dl = s.dir.join("dl");
+    std::fs::create_dir(&dl).unwrap();
+    for k in got.keys() {
+        std::fs::copy(
+            s.dir.join(k.trim_start_matches("p/")),
+            dl.join(k.trim_start_matches("p/")),
+        )
+        .unwrap();
+    }
+    let (code, o) = verify_signed(&dl.join("o.img"), &s.dir.join("u.pub"));
+    assert_eq!(code, 0, "{o}");
+    // A later build without --sign leaves no stale signature beside OUTPUT.
+    let mut c = Command::new(BIN);
+    c.env("SOURCE_DATE_EPOCH", EPOCH)
+        .arg("-X")
+        .arg(&s.cfg)
+        .arg(&out);
+    assert_eq!(run(&mut c).0, 0);
+    assert!(!s.dir.join("o.img.SHA256SUMS").exists());
+    assert!(!s.dir.join("o.img.SHA256SUMS.minisig").exists());
+}

@@ -131,6 +131,9 @@ pub enum BuildError {
     /// A worker thread panicked (a bug).
     #[error("{0} thread panicked")]
     Panicked(&'static str),
+    /// `--sign`: the key can't be used, or signing failed.
+    #[error("--sign: {0}")]
+    Sign(#[from] crate::trust::sums::SignError),
     /// `--locked`: an input is not what the lock says (the config, a
     /// size, a digest), or the lock can't be used.
     #[error("--locked: {0}")]
@@ -295,6 +298,7 @@ impl BuildError {
             Self::Oci(e) => e.exit_kind(),
             Self::Expand(e) => e.exit_kind(),
             Self::Publish(e) => e.exit_kind(),
+            Self::Sign(e) => e.exit_kind(),
             Self::ConfigRead { .. }
             | Self::SourceChanged { .. }
             | Self::Panicked(_)

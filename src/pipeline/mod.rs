@@ -20,7 +20,8 @@
 //! files without a name until published); [`publish`]: `--publish`,
 //! checked at planning, its upload fed by step 7 and completed once
 //! OUTPUT is published; [`record`]: the record of the inputs (`--lock`,
-//! `--locked`); [`error`]: why a build failed.
+//! `--locked`); [`sign`]: the signed list of what a build wrote
+//! (`--sign`); [`error`]: why a build failed.
 
 pub mod base;
 pub mod boot;
@@ -36,6 +37,7 @@ pub mod planning;
 pub mod publish;
 pub mod record;
 pub mod resize;
+pub mod sign;
 pub mod table;
 pub mod target;
 pub mod unnamed;
@@ -101,6 +103,10 @@ pub struct TrustOptions {
     pub lock: Option<PathBuf>,
     /// `--locked FILE`: build exactly the inputs of the lock in FILE.
     pub locked: Option<PathBuf>,
+    /// `--sign KEY`: a minisign secret key; `OUTPUT.SHA256SUMS` and its
+    /// signature are written (the image's sha256 is needed: set
+    /// `OutputOptions::json` too).
+    pub sign: Option<PathBuf>,
 }
 
 impl TrustOptions {
@@ -231,6 +237,7 @@ fn run_steps(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Bu
         }
         None => None,
     };
+    let signer = sign::load_signer(opts)?;
     let (target, dirs) = Target::decide(opts, &mut config)?;
     let claim = target.claim(opts, &dirs)?;
 
@@ -257,7 +264,7 @@ fn run_steps(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Bu
         if let Some(c) = &cache {
             planning::report_eviction(c, reporter);
         }
-        let checked = Checked::new(planned.plan, opts, publisher.as_ref());
+        let checked = Checked::new(planned.plan, opts, target, publisher.as_ref());
         return Ok(Outcome::Checked(checked));
     };
     target.check_room(opts, &dirs, &planned)?;
@@ -284,10 +291,17 @@ fn run_steps(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Bu
         c.evict();
     }
     match written {
-        Ok((sides, plan, base_sha256)) => {
+        Ok((mut sides, plan, base_sha256)) => {
+            let lock = frame.map(|f| recorder.complete(f, base_sha256));
+            if let Some(signer) = &signer {
+                if let Err(e) = sign::sign_sides(opts, signer, &mut sides, lock.as_ref()) {
+                    out.abandon();
+                    return Err(e);
+                }
+            }
             out.publish(sides, reporter)?;
-            if let (Some(path), Some(frame)) = (&opts.trust.lock, frame) {
-                record::write_lock(path, &recorder.complete(frame, base_sha256))?;
+            if let (Some(path), Some(lock)) = (&opts.trust.lock, &lock) {
+                record::write_lock(path, lock)?;
             }
             Ok(Outcome::Built {
                 output: opts.output.clone(),
