@@ -278,6 +278,13 @@ pub struct BuildArgs {
     #[arg(long, value_name = "KEY", conflicts_with = "no_hash")]
     pub sign: Option<PathBuf>,
 
+    /// Also write OUTPUT.spdx.json, an SPDX 2.3 SBOM: the image as the
+    /// described package, containing the base, every file, archive and
+    /// container image with its SHA-256, download location and (images)
+    /// purl. Hashes the image in step 7 (writes OUTPUT.json too).
+    #[arg(long, conflicts_with = "no_hash")]
+    pub sbom: bool,
+
     /// OUTPUT may be a fixed (non-removable) disk. Removable disks, SD
     /// cards (mmcblk) and loop devices need no --force.
     #[arg(long)]
@@ -481,7 +488,7 @@ impl BuildArgs {
                 hash: !self.no_hash,
                 // The published set includes OUTPUT.json; a signed list
                 // needs the image's sha256 (and has OUTPUT.json in it).
-                json: self.json || self.publish.is_some() || self.sign.is_some(),
+                json: self.json || self.publish.is_some() || self.sign.is_some() || self.sbom,
                 torrent: self.torrent.then(|| TorrentOptions {
                     webseeds: self.webseed.clone(),
                     trackers: self.tracker.clone(),
@@ -497,6 +504,7 @@ impl BuildArgs {
                 lock: self.lock.clone(),
                 locked: self.locked.clone(),
                 sign: self.sign.clone(),
+                sbom: self.sbom,
             },
         })
     }

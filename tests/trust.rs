@@ -274,7 +274,7 @@ fn a_locked_build_pulls_the_locked_digest_after_the_tag_moved() {
     let tar_of = |img: &Path, tag: &str| read_p3(img, &format!("/images/{name}"), &dir.join(tag));
 
     let (out1, lock) = (dir.join("one.img"), dir.join("one.lock"));
-    let (code, log) = build(&[&"--lock", &lock, &cfg, &out1]);
+    let (code, log) = build(&[&"--lock", &lock, &"--sbom", &cfg, &out1]);
     assert_eq!(code, 0, "{log}");
     let locked = lock_of(&lock);
     let img = &item(&locked, "oci_images[0].ident")["image"];
@@ -285,6 +285,29 @@ fn a_locked_build_pulls_the_locked_digest_after_the_tag_moved() {
     assert!(manifest.starts_with("sha256:"), "{img}");
     assert_eq!(img["layers"].as_array().unwrap().len(), 1, "{img}");
     let first = tar_of(&out1, "first.tar");
+    // The SBOM names the image by a purl with its manifest digest, and
+    // spdx-tools takes it (the registry's address is no SPDX download
+    // location: NOASSERTION, the URL in sourceInfo).
+    let sbom = dir.join("one.img.spdx.json");
+    if let Some(tool) = pyspdxtools() {
+        let (code, o) = run(Command::new(tool).arg("-i").arg(&sbom));
+        assert_eq!(code, 0, "pyspdxtools: {o}");
+    }
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&sbom).unwrap()).unwrap();
+    let pkg = v["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["primaryPackagePurpose"] == "CONTAINER")
+        .unwrap();
+    let purl = pkg["externalRefs"][0]["referenceLocator"].as_str().unwrap();
+    assert_eq!(
+        purl,
+        format!(
+            "pkg:oci/app@{}?arch=arm64&repository_url={host}/test/app&tag=stable",
+            manifest.replace(':', "%3A")
+        )
+    );
 
     // The tag moves to another image.
     reg.push(&layout, "two", "test/app:stable", &[]);
@@ -583,4 +606,119 @@ fn signed_sets_are_published_before_the_json_and_listed_by_check() {
     assert_eq!(run(&mut c).0, 0);
     assert!(!s.dir.join("o.img.SHA256SUMS").exists());
     assert!(!s.dir.join("o.img.SHA256SUMS.minisig").exists());
+}
+
+/// spdx-tools' `pyspdxtools` (PyPI), in the venv `.ci/run` makes
+/// (`SPDX_TOOLS`, default /opt/spdx/bin/pyspdxtools).
+fn pyspdxtools() -> Option<PathBuf> {
+    let p = std::env::var_os("SPDX_TOOLS")
+        .map_or_else(|| PathBuf::from("/opt/spdx/bin/pyspdxtools"), PathBuf::from);
+    if p.exists() {
+        Some(p)
+    } else {
+        common::skip("pyspdxtools is missing (.ci/run installs spdx-tools in /opt/spdx)");
+        None
+    }
+}
+
+#[test]
+fn the_sbom_validates_with_spdx_tools_and_names_each_file_by_its_bytes() {
+    let Some(s) = site() else { return };
+    let Some(tool) = pyspdxtools() else { return };
+    // The downloads by a host name (SPDX's download locations are names,
+    // not addresses), resolved to nginx on loopback.
+    let cfg = s.dir.join("named.yaml");
+    let text = std::fs::read_to_string(&s.cfg).unwrap();
+    std::fs::write(&cfg, text.replace("127.0.0.1", "files.example.test")).unwrap();
+    let out = s.dir.join("o.img.zst");
+    let (code, log) = build(&[
+        &"--sbom",
+        &"--resolve",
+        &"files.example.test:127.0.0.1",
+        &cfg,
+        &out,
+    ]);
+    assert_eq!(code, 0, "{log}");
+    let doc = s.dir.join("o.img.zst.spdx.json");
+    let (code, o) = run(Command::new(&tool).arg("-i").arg(&doc));
+    assert_eq!(code, 0, "pyspdxtools: {o}");
+    assert!(!o.to_lowercase().contains("invalid"), "pyspdxtools: {o}");
+
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&doc).unwrap()).unwrap();
+    assert_eq!(v["spdxVersion"], "SPDX-2.3");
+    assert_eq!(v["creationInfo"]["created"], "2023-11-14T22:13:20Z");
+    let packages = v["packages"].as_array().unwrap();
+    let sha = |p: &serde_json::Value| {
+        p["checksums"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["algorithm"] == "SHA256")
+            .unwrap()["checksumValue"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let described = packages
+        .iter()
+        .find(|p| p["SPDXID"] == "SPDXRef-Image")
+        .unwrap();
+    assert_eq!(sha(described), sha256_hex(&std::fs::read(&out).unwrap()));
+    let contained: Vec<&str> = v["relationships"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["relationshipType"] == "CONTAINS")
+        .map(|r| r["relatedSpdxElement"].as_str().unwrap())
+        .collect();
+    assert_eq!(contained.len(), packages.len() - 1, "{v}");
+    // The raw image, for debugfs: decompressed by zstd(1).
+    let raw = s.dir.join("o.img");
+    let (code, o) = run(Command::new("zstd")
+        .args(["-d", "-q", "-f", "-o"])
+        .arg(&raw)
+        .arg(&out));
+    assert_eq!(code, 0, "zstd -d: {o}");
+    // Every content file's SHA-256 is the file's in the image.
+    let mut files = 0;
+    for p in packages
+        .iter()
+        .filter(|p| p["primaryPackagePurpose"] == "FILE")
+    {
+        let dest = p["packageFileName"].as_str().unwrap();
+        let got = read_p3(
+            &raw,
+            dest.trim_start_matches("/data"),
+            &s.dir.join("f.back"),
+        );
+        assert_eq!(sha(p), sha256_hex(&got), "{dest}");
+        files += 1;
+    }
+    assert_eq!(files, 3, "a.bin, local.bin, note.txt: {v}");
+    let a = packages
+        .iter()
+        .find(|p| p["packageFileName"] == "/data/a.bin")
+        .unwrap();
+    assert_eq!(
+        a["downloadLocation"],
+        s.nginx
+            .as_ref()
+            .unwrap()
+            .url("a.bin")
+            .replace("127.0.0.1", "files.example.test")
+    );
+    let tar = packages
+        .iter()
+        .find(|p| p["primaryPackagePurpose"] == "ARCHIVE")
+        .unwrap();
+    let tar_bytes = std::fs::read(s.nginx.as_ref().unwrap().root.join("t.tar")).unwrap();
+    assert_eq!(sha(tar), sha256_hex(&tar_bytes));
+    let base = packages
+        .iter()
+        .find(|p| p["SPDXID"] == "SPDXRef-Base")
+        .unwrap();
+    assert_eq!(
+        sha(base),
+        sha256_hex(&std::fs::read(s.dir.join("base.img")).unwrap())
+    );
 }

@@ -179,10 +179,11 @@ fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
 }
 
 /// The side files a build may write beside OUTPUT (docs/spec.md §10).
-pub const SIDE_SUFFIXES: [&str; 5] = [
+pub const SIDE_SUFFIXES: [&str; 6] = [
     ".json",
     ".bmap",
     ".torrent",
+    ".spdx.json",
     ".SHA256SUMS",
     ".SHA256SUMS.minisig",
 ];

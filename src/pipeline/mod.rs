@@ -20,9 +20,10 @@
 //! files without a name until published); [`publish`]: `--publish`,
 //! checked at planning, its upload fed by step 7 and completed once
 //! OUTPUT is published; [`record`]: the record of the inputs (`--lock`,
-//! `--locked`); [`sign`]: the signed list of what a build wrote
+//! `--locked`); [`attest`]: the SBOM (`--sbom`); [`sign`]: the signed list of what a build wrote
 //! (`--sign`); [`error`]: why a build failed.
 
+pub mod attest;
 pub mod base;
 pub mod boot;
 pub mod cache;
@@ -107,12 +108,15 @@ pub struct TrustOptions {
     /// signature are written (the image's sha256 is needed: set
     /// `OutputOptions::json` too).
     pub sign: Option<PathBuf>,
+    /// `--sbom`: write `OUTPUT.spdx.json` (needs `OutputOptions::json`
+    /// too: the image's sha256).
+    pub sbom: bool,
 }
 
 impl TrustOptions {
     /// Whether the build learns every input's sha256 while writing it.
     pub fn records(&self) -> bool {
-        self.lock.is_some() || self.locked.is_some()
+        self.lock.is_some() || self.locked.is_some() || self.sbom
     }
 }
 
@@ -293,11 +297,14 @@ fn run_steps(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Bu
     match written {
         Ok((mut sides, plan, base_sha256)) => {
             let lock = frame.map(|f| recorder.complete(f, base_sha256));
-            if let Some(signer) = &signer {
-                if let Err(e) = sign::sign_sides(opts, signer, &mut sides, lock.as_ref()) {
-                    out.abandon();
-                    return Err(e);
-                }
+            let attested =
+                attest::add_sides(opts, &mut sides, lock.as_ref()).and_then(|()| match &signer {
+                    Some(s) => sign::sign_sides(opts, s, &mut sides, lock.as_ref()),
+                    None => Ok(()),
+                });
+            if let Err(e) = attested {
+                out.abandon();
+                return Err(e);
             }
             out.publish(sides, reporter)?;
             if let (Some(path), Some(lock)) = (&opts.trust.lock, &lock) {

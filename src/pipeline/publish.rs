@@ -52,6 +52,9 @@ pub fn side_suffixes(opts: &BuildOptions, target: super::Target) -> Vec<&'static
     if o.torrent.is_some() {
         suffixes.push(".torrent");
     }
+    if opts.trust.sbom {
+        suffixes.push(super::attest::SBOM);
+    }
     if opts.trust.sign.is_some() {
         suffixes.extend([super::sign::SUMS, super::sign::MINISIG]);
     }
