@@ -285,6 +285,14 @@ pub struct BuildArgs {
     #[arg(long, conflicts_with = "no_hash")]
     pub sbom: bool,
 
+    /// Also write OUTPUT.intoto.jsonl: an in-toto Statement v1 with SLSA
+    /// provenance v1 (subjects: OUTPUT and its side files by sha256; the
+    /// config by digest; every input as a resolved dependency; the
+    /// builder and its version; start and end). Hashes the image in step
+    /// 7 (writes OUTPUT.json too).
+    #[arg(long, conflicts_with = "no_hash")]
+    pub provenance: bool,
+
     /// OUTPUT may be a fixed (non-removable) disk. Removable disks, SD
     /// cards (mmcblk) and loop devices need no --force.
     #[arg(long)]
@@ -488,7 +496,11 @@ impl BuildArgs {
                 hash: !self.no_hash,
                 // The published set includes OUTPUT.json; a signed list
                 // needs the image's sha256 (and has OUTPUT.json in it).
-                json: self.json || self.publish.is_some() || self.sign.is_some() || self.sbom,
+                json: self.json
+                    || self.publish.is_some()
+                    || self.sign.is_some()
+                    || self.sbom
+                    || self.provenance,
                 torrent: self.torrent.then(|| TorrentOptions {
                     webseeds: self.webseed.clone(),
                     trackers: self.tracker.clone(),
@@ -505,6 +517,7 @@ impl BuildArgs {
                 locked: self.locked.clone(),
                 sign: self.sign.clone(),
                 sbom: self.sbom,
+                provenance: self.provenance,
             },
         })
     }

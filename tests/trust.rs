@@ -722,3 +722,101 @@ fn the_sbom_validates_with_spdx_tools_and_names_each_file_by_its_bytes() {
         sha256_hex(&std::fs::read(s.dir.join("base.img")).unwrap())
     );
 }
+
+/// The in-toto attestation Python bindings (PyPI `in-toto-attestation`,
+/// in the venv of [`pyspdxtools`]) parse `path` strictly (protobuf's
+/// JSON parser refuses unknown fields and ill-typed values) as an in-toto
+/// Statement v1 whose predicate is SLSA provenance v1, and run their
+/// validations; prints the subjects as JSON `[[name, sha256], …]`.
+const INTOTO_CHECK: &str = r#"
+import json, sys
+from google.protobuf import json_format
+from in_toto_attestation.v1 import statement_pb2
+from in_toto_attestation.v1.statement import Statement
+from in_toto_attestation.v1.resource_descriptor import ResourceDescriptor
+from in_toto_attestation.predicates.provenance.v1 import provenance_pb2
+lines = open(sys.argv[1]).read().splitlines()
+assert len(lines) == 1, "one statement, one line"
+st = json_format.Parse(lines[0], statement_pb2.Statement())
+Statement.copy_from_pb(st).validate()
+assert st.predicate_type == "https://slsa.dev/provenance/v1", st.predicate_type
+prov = json_format.ParseDict(json.loads(lines[0])["predicate"], provenance_pb2.Provenance())
+bd = prov.build_definition
+assert bd.build_type and prov.run_details.builder.id
+assert "config" in bd.external_parameters
+for rd in bd.resolved_dependencies:
+    ResourceDescriptor.copy_from_pb(rd).validate()
+md = prov.run_details.metadata
+assert md.started_on.seconds > 0 and md.finished_on.ToNanoseconds() >= md.started_on.ToNanoseconds()
+print(json.dumps([[s.name, s.digest["sha256"]] for s in st.subject]))
+print(json.dumps([[d.name, dict(d.digest)] for d in bd.resolved_dependencies]))
+"#;
+
+#[test]
+fn the_provenance_is_an_in_toto_slsa_statement_of_the_files_written() {
+    let Some(s) = site() else { return };
+    let Some(tool) = pyspdxtools() else { return };
+    let python = tool.with_file_name("python3");
+    if !minisign_keys(&s.dir) {
+        return;
+    }
+    let out = s.dir.join("o.img");
+    let key = s.dir.join("u.key");
+    let (code, log) = build(&[
+        &"--provenance",
+        &"--sbom",
+        &"--bmap",
+        &"--sign",
+        &key,
+        &s.cfg,
+        &out,
+    ]);
+    assert_eq!(code, 0, "{log}");
+    let stmt = s.dir.join("o.img.intoto.jsonl");
+    let (code, o) = run(Command::new(&python).arg("-c").arg(INTOTO_CHECK).arg(&stmt));
+    assert_eq!(code, 0, "in-toto bindings: {o}");
+    let mut lines = o.lines().filter(|l| l.starts_with('['));
+    let subjects: Vec<(String, String)> = serde_json::from_str(lines.next().unwrap()).unwrap();
+    let names: Vec<&str> = subjects.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["o.img", "o.img.bmap", "o.img.spdx.json", "o.img.json"]
+    );
+    for (name, sha) in &subjects {
+        assert_eq!(
+            *sha,
+            sha256_hex(&std::fs::read(s.dir.join(name)).unwrap()),
+            "{name}"
+        );
+    }
+    // Every input, by the digest the lock would give it.
+    let deps: Vec<(String, serde_json::Value)> =
+        serde_json::from_str(lines.next().unwrap()).unwrap();
+    let keys: Vec<&str> = deps.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "base.source",
+            "files[0].to",
+            "files[1].to",
+            "files[2].to",
+            "files[3].to"
+        ]
+    );
+    assert_eq!(deps[1].1["sha256"], sha256_hex(&s.a));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&stmt).unwrap()).unwrap();
+    let p = &v["predicate"];
+    assert_eq!(
+        p["buildDefinition"]["externalParameters"]["config"]["digest"]["sha256"],
+        sha256_hex(&std::fs::read(&s.cfg).unwrap())
+    );
+    assert!(p["runDetails"]["builder"]["id"]
+        .as_str()
+        .unwrap()
+        .ends_with(env!("CARGO_PKG_VERSION")));
+    // The signed list covers the statement too.
+    let sums = std::fs::read_to_string(s.dir.join("o.img.SHA256SUMS")).unwrap();
+    assert!(sums.contains("  o.img.intoto.jsonl\n"), "{sums}");
+    let (code, o) = verify_signed(&out, &s.dir.join("u.pub"));
+    assert_eq!(code, 0, "{o}");
+}

@@ -20,7 +20,8 @@
 //! files without a name until published); [`publish`]: `--publish`,
 //! checked at planning, its upload fed by step 7 and completed once
 //! OUTPUT is published; [`record`]: the record of the inputs (`--lock`,
-//! `--locked`); [`attest`]: the SBOM (`--sbom`); [`sign`]: the signed list of what a build wrote
+//! `--locked`); [`attest`]: the SBOM and the provenance (`--sbom`,
+//! `--provenance`); [`sign`]: the signed list of what a build wrote
 //! (`--sign`); [`error`]: why a build failed.
 
 pub mod attest;
@@ -111,12 +112,15 @@ pub struct TrustOptions {
     /// `--sbom`: write `OUTPUT.spdx.json` (needs `OutputOptions::json`
     /// too: the image's sha256).
     pub sbom: bool,
+    /// `--provenance`: write `OUTPUT.intoto.jsonl` (needs
+    /// `OutputOptions::json` too: the image's sha256).
+    pub provenance: bool,
 }
 
 impl TrustOptions {
     /// Whether the build learns every input's sha256 while writing it.
     pub fn records(&self) -> bool {
-        self.lock.is_some() || self.locked.is_some() || self.sbom
+        self.lock.is_some() || self.locked.is_some() || self.sbom || self.provenance
     }
 }
 
@@ -229,6 +233,7 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
 
 /// [`run`]'s steps.
 fn run_steps(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, BuildError> {
+    let started = std::time::SystemTime::now();
     step(reporter, 1);
     let net = Net::new(opts.fetch.clone())?;
     let mut config = load::load_config(&opts.config_src, &net, opts.allow_local_files)?;
@@ -298,9 +303,11 @@ fn run_steps(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Bu
         Ok((mut sides, plan, base_sha256)) => {
             let lock = frame.map(|f| recorder.complete(f, base_sha256));
             let attested =
-                attest::add_sides(opts, &mut sides, lock.as_ref()).and_then(|()| match &signer {
-                    Some(s) => sign::sign_sides(opts, s, &mut sides, lock.as_ref()),
-                    None => Ok(()),
+                attest::add_sides(opts, &mut sides, lock.as_ref(), started).and_then(|()| {
+                    match &signer {
+                        Some(s) => sign::sign_sides(opts, s, &mut sides, lock.as_ref()),
+                        None => Ok(()),
+                    }
                 });
             if let Err(e) = attested {
                 out.abandon();

@@ -55,6 +55,9 @@ pub fn side_suffixes(opts: &BuildOptions, target: super::Target) -> Vec<&'static
     if opts.trust.sbom {
         suffixes.push(super::attest::SBOM);
     }
+    if opts.trust.provenance {
+        suffixes.push(super::attest::PROVENANCE);
+    }
     if opts.trust.sign.is_some() {
         suffixes.extend([super::sign::SUMS, super::sign::MINISIG]);
     }

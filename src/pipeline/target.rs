@@ -405,7 +405,7 @@ fn refuse_on_device(
     trust: &super::TrustOptions,
     output: &Path,
 ) -> Result<(), BuildError> {
-    let (sign, sbom) = (trust.sign.is_some(), trust.sbom);
+    let (sign, sbom, prov) = (trust.sign.is_some(), trust.sbom, trust.provenance);
     let mut refused = Vec::new();
     if o.bmap {
         refused.push("--bmap");
@@ -418,7 +418,7 @@ fn refuse_on_device(
     }
     // (`--publish`, `--sign` and `--sbom` set `json`: their sets hold
     // OUTPUT.json.)
-    if o.json && o.publish.is_none() && !sign && !sbom {
+    if o.json && o.publish.is_none() && !sign && !sbom && !prov {
         refused.push("--json");
     }
     if sign {
@@ -426,6 +426,9 @@ fn refuse_on_device(
     }
     if sbom {
         refused.push("--sbom");
+    }
+    if prov {
+        refused.push("--provenance");
     }
     if o.publish.is_some() {
         refused.push("--publish");
