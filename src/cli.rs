@@ -393,6 +393,16 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "KEY")]
     pub pubkey: Option<PathBuf>,
 
+    /// A lock file (`--lock`'s): every file it names is in the data
+    /// partition with its size and sha256.
+    #[arg(long, value_name = "FILE")]
+    pub lock: Option<PathBuf>,
+
+    /// The container images' platform (`os/arch[/variant]`), for their
+    /// archives' names. Default: the lock's, else linux/arm64/v8.
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+
     /// Image, compressed image or block device.
     #[arg(value_name = "TARGET")]
     pub target: PathBuf,

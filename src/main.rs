@@ -194,6 +194,8 @@ fn verify(args: &VerifyArgs) -> i32 {
         bmap: args.bmap.clone(),
         config: args.config.clone(),
         pubkey: args.pubkey.clone(),
+        lock: args.lock.clone(),
+        platform: args.platform.clone(),
     };
     let target = args.target.display();
     match verify(&opts) {

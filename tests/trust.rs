@@ -820,3 +820,100 @@ fn the_provenance_is_an_in_toto_slsa_statement_of_the_files_written() {
     let (code, o) = verify_signed(&out, &s.dir.join("u.pub"));
     assert_eq!(code, 0, "{o}");
 }
+
+/// `verify IMG ARGS…`.
+fn verify_with(img: &Path, args: &[&dyn AsRef<std::ffi::OsStr>]) -> (i32, String) {
+    let mut c = Command::new(BIN);
+    c.arg("verify");
+    for a in args {
+        c.arg(a);
+    }
+    c.arg(img);
+    run(&mut c)
+}
+
+#[test]
+fn verify_checks_the_lock_archive_members_url_checksums_and_the_platform() {
+    let Some(s) = site() else { return };
+    let www = s.nginx.as_ref().unwrap().root.clone();
+    let nginx = s.nginx.as_ref().unwrap();
+    // A kind: url checksum and a prebuilt image archive (a local tar).
+    std::fs::write(
+        www.join("a.bin.sha256"),
+        format!("{}  a.bin\n", sha256_hex(&s.a)),
+    )
+    .unwrap();
+    let prebuilt = s.dir.join("prebuilt.tar");
+    make_tar(&s.dir, "layer.txt", b"not really an image\n", &prebuilt);
+    let size = std::fs::metadata(&prebuilt).unwrap().len();
+    let mut text = std::fs::read_to_string(&s.cfg).unwrap();
+    text = text.replacen(
+        &format!("url: '{}'}}", nginx.url("a.bin")),
+        &format!(
+            "url: '{}', checksum: {{algo: sha-256, kind: url, value: '{}'}}}}",
+            nginx.url("a.bin"),
+            nginx.url("a.bin.sha256")
+        ),
+        1,
+    );
+    text.push_str(&format!(
+        "oci_images:\n  - {{ident: 'ghcr.io/offspot/demo:1.0', filesize: {size}, fullsize: 100, url: '{}'}}\n",
+        prebuilt.display()
+    ));
+    let cfg = s.dir.join("v.yaml");
+    std::fs::write(&cfg, &text).unwrap();
+    let (out, lock) = (s.dir.join("v.img"), s.dir.join("v.lock"));
+    let (code, log) = build(&[&"--lock", &lock, &cfg, &out]);
+    assert_eq!(code, 0, "{log}");
+
+    let (code, o) = verify_with(&out, &[&"--config", &cfg, &"--lock", &lock]);
+    assert_eq!(code, 0, "{o}");
+
+    // Another platform: the image's archive has another name.
+    let (code, o) = verify_with(&out, &[&"--config", &cfg, &"--platform", &"linux/amd64"]);
+    assert_eq!(code, 1, "{o}");
+    assert!(
+        o.contains("ghcr.io_offspot_demo_1.0_linuxamd64.tar") && o.contains("missing"),
+        "{o}"
+    );
+
+    // The checksum file now names other bytes: the url checksum is read.
+    std::fs::write(
+        www.join("a.bin.sha256"),
+        format!("{}  a.bin\n", "0".repeat(64)),
+    )
+    .unwrap();
+    let (code, o) = verify_with(&out, &[&"--config", &cfg]);
+    assert_eq!(code, 1, "{o}");
+    assert!(o.contains("files[0]") && o.contains(&"0".repeat(64)), "{o}");
+    std::fs::write(
+        www.join("a.bin.sha256"),
+        format!("{}  a.bin\n", sha256_hex(&s.a)),
+    )
+    .unwrap();
+
+    // A member of the served tar changed: named by its path in p3.
+    make_tar(&s.dir, "inner.txt", b"inside the taR\n", &www.join("t.tar"));
+    let (code, o) = verify_with(&out, &[&"--config", &cfg]);
+    assert_eq!(code, 1, "{o}");
+    assert!(o.contains("/t/inner.txt in p3"), "{o}");
+
+    // An image of other content than the lock's: the file is named.
+    std::fs::write(www.join("a.bin"), b"other").unwrap();
+    let text2 = text.replace(
+        &format!(
+            ", checksum: {{algo: sha-256, kind: url, value: '{}'}}",
+            nginx.url("a.bin.sha256")
+        ),
+        "",
+    );
+    let cfg2 = s.dir.join("v2.yaml");
+    std::fs::write(&cfg2, text2).unwrap();
+    let out2 = s.dir.join("v2.img");
+    let (code, log) = build(&[&cfg2, &out2]);
+    assert_eq!(code, 0, "{log}");
+    let (code, o) = verify_with(&out2, &[&"--lock", &lock]);
+    assert_eq!(code, 1, "{o}");
+    assert!(o.contains("lock files[0].to (/a.bin in p3)"), "{o}");
+    assert_eq!(o.matches("differs:").count(), 1, "only a.bin differs: {o}");
+}
