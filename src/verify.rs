@@ -430,17 +430,7 @@ fn check_config(
             report.checked.push(key);
         }
     }
-    for (i, o) in config.oci_images.iter().enumerate() {
-        let path = format!("/images/{}", o.ident.archive_file_name(on.platform));
-        let key = format!("oci_images[{i}] ({path} in p3)");
-        match fs.metadata(ext4_view::Path::new(&path)) {
-            Ok(m) if m.len() > 0 && !m.is_dir() => report.checked.push(key),
-            Ok(_) => report
-                .differences
-                .push(format!("{key}: empty or not a file")),
-            Err(err) => report.differences.push(format!("{key}: missing ({err})")),
-        }
-    }
+    check_images(&fs, config, on.platform, report);
     if let Some(m) = &config.offspot {
         let want = render_offspot_yaml(m);
         let w1 = PartitionWindow::new(image.clone(), target, p1.offset(), p1.len());
@@ -453,6 +443,27 @@ fn check_config(
         }
     }
     Ok(())
+}
+
+/// Each `oci_images[]` archive is a non-empty file in `images/`, named
+/// for `platform`.
+fn check_images(
+    fs: &ext4_view::Ext4,
+    config: &ImageConfig,
+    platform: &str,
+    report: &mut VerifyReport,
+) {
+    for (i, o) in config.oci_images.iter().enumerate() {
+        let path = format!("/images/{}", o.ident.archive_file_name(platform));
+        let key = format!("oci_images[{i}] ({path} in p3)");
+        match fs.metadata(ext4_view::Path::new(&path)) {
+            Ok(m) if m.len() > 0 && !m.is_dir() => report.checked.push(key),
+            Ok(_) => report
+                .differences
+                .push(format!("{key}: empty or not a file")),
+            Err(err) => report.differences.push(format!("{key}: missing ({err})")),
+        }
+    }
 }
 
 /// `TARGET.SHA256SUMS`, its signature by `pk`, and every file it lists
