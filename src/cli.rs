@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::config::{parse_size, ParseError};
 use crate::fetch::{FetchOptions, NetworkPolicy, ResolveOverride};
 use crate::output::TorrentOptions;
-use crate::pipeline::{BuildOptions, OutputOptions};
+use crate::pipeline::{BuildOptions, OutputOptions, TrustOptions};
 
 /// `--webseed`: an http(s) URL, kept as written (a final `/` means a
 /// directory to BEP 19 clients, so it is not normalised).
@@ -254,6 +254,46 @@ pub struct BuildArgs {
     #[arg(long, value_name = "URL", conflicts_with = "no_hash")]
     pub publish: Option<String>,
 
+    /// After a successful build, write every input as resolved to FILE
+    /// (JSON, docs/lock.md): the base, each file and archive (URL, URL
+    /// after redirects, size, sha256, ETag, Last-Modified), each image
+    /// (index, manifest and layer digests), the config's sha256, the
+    /// tool's version and SOURCE_DATE_EPOCH.
+    #[arg(long, value_name = "FILE")]
+    pub lock: Option<PathBuf>,
+
+    /// Build exactly the inputs of the lock in FILE: images pulled by
+    /// the locked manifest digest, every source checked against its
+    /// locked sha256 (a cached copy with it is used without asking the
+    /// server), a config with another sha256 refused. A mismatch is
+    /// exit 3, naming the item; nothing is left behind.
+    #[arg(long, value_name = "FILE")]
+    pub locked: Option<PathBuf>,
+
+    /// Sign what the build wrote with the minisign secret key KEY
+    /// (unencrypted, or its password in IMAGE_CREATOR_SIGN_PASSWORD):
+    /// OUTPUT.SHA256SUMS lists OUTPUT and every side file with its sha256,
+    /// OUTPUT.SHA256SUMS.minisig signs it (`minisign -V` checks it, as
+    /// does `verify --pubkey`). Hashes the image in step 7 (writes
+    /// OUTPUT.json too).
+    #[arg(long, value_name = "KEY", conflicts_with = "no_hash")]
+    pub sign: Option<PathBuf>,
+
+    /// Also write OUTPUT.spdx.json, an SPDX 2.3 SBOM: the image as the
+    /// described package, containing the base, every file, archive and
+    /// container image with its SHA-256, download location and (images)
+    /// purl. Hashes the image in step 7 (writes OUTPUT.json too).
+    #[arg(long, conflicts_with = "no_hash")]
+    pub sbom: bool,
+
+    /// Also write OUTPUT.intoto.jsonl: an in-toto Statement v1 with SLSA
+    /// provenance v1 (subjects: OUTPUT and its side files by sha256; the
+    /// config by digest; every input as a resolved dependency; the
+    /// builder and its version; start and end). Hashes the image in step
+    /// 7 (writes OUTPUT.json too).
+    #[arg(long, conflicts_with = "no_hash")]
+    pub provenance: bool,
+
     /// OUTPUT may be a fixed (non-removable) disk. Removable disks, SD
     /// cards (mmcblk) and loop devices need no --force.
     #[arg(long)]
@@ -361,6 +401,22 @@ pub struct VerifyArgs {
     /// The image's config (path or http(s) URL).
     #[arg(long, value_name = "CONFIG")]
     pub config: Option<String>,
+
+    /// A minisign public key (a `.pub` file or its base64 line): check
+    /// that TARGET.SHA256SUMS.minisig is its signature of
+    /// TARGET.SHA256SUMS and that every file listed there has its sha256.
+    #[arg(long, value_name = "KEY")]
+    pub pubkey: Option<PathBuf>,
+
+    /// A lock file (`--lock`'s): every file it names is in the data
+    /// partition with its size and sha256.
+    #[arg(long, value_name = "FILE")]
+    pub lock: Option<PathBuf>,
+
+    /// The container images' platform (`os/arch[/variant]`), for their
+    /// archives' names. Default: the lock's, else linux/arm64/v8.
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
 
     /// Image, compressed image or block device.
     #[arg(value_name = "TARGET")]
@@ -550,8 +606,13 @@ impl BuildArgs {
             output_options: OutputOptions {
                 bmap: self.bmap,
                 hash: !self.no_hash,
-                // The published set includes OUTPUT.json.
-                json: self.json || self.publish.is_some(),
+                // The published set includes OUTPUT.json; a signed list
+                // needs the image's sha256 (and has OUTPUT.json in it).
+                json: self.json
+                    || self.publish.is_some()
+                    || self.sign.is_some()
+                    || self.sbom
+                    || self.provenance,
                 torrent: self.torrent.then(|| TorrentOptions {
                     webseeds: self.webseed.clone(),
                     trackers: self.tracker.clone(),
@@ -562,6 +623,13 @@ impl BuildArgs {
                 force: self.force,
                 grow: self.grow,
                 publish: self.publish.clone(),
+            },
+            trust: TrustOptions {
+                lock: self.lock.clone(),
+                locked: self.locked.clone(),
+                sign: self.sign.clone(),
+                sbom: self.sbom,
+                provenance: self.provenance,
             },
         })
     }

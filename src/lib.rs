@@ -42,6 +42,7 @@ pub mod partition;
 pub mod pipeline;
 pub mod plan;
 pub mod progress;
+pub mod trust;
 pub mod verify;
 
 pub use error::ExitKind;

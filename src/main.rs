@@ -196,6 +196,9 @@ fn verify(args: &VerifyArgs) -> i32 {
         target: args.target.clone(),
         bmap: args.bmap.clone(),
         config: args.config.clone(),
+        pubkey: args.pubkey.clone(),
+        lock: args.lock.clone(),
+        platform: args.platform.clone(),
     };
     let target = args.target.display();
     match verify(&opts) {

@@ -10,6 +10,19 @@
 //!   `offspot`; every OCI image's archive is in `images/`. A compressed
 //!   TARGET is first decoded into an unnamed temporary file.
 //!
+//! - With a public key (`--pubkey`): `TARGET.SHA256SUMS.minisig` is a
+//!   minisign signature of `TARGET.SHA256SUMS` by that key, and every file
+//!   the list names (beside it) has its sha256.
+//!
+//! - With a lock (`--lock`): every file of the lock is in p3 with its
+//!   size and sha256, archives are directories, images' archives name the
+//!   locked config (`members.rs`).
+//!
+//! Archives named by the config are read (a local file, or downloaded to
+//! an unnamed temporary file) and each member is compared with its file
+//! in p3. The images' platform is `--platform`, else the lock's, else
+//! `linux/arm64/v8`.
+//!
 //! Memory does not grow with file sizes: everything is streamed in 1 MiB
 //! chunks.
 
@@ -29,6 +42,8 @@ use crate::output::Bmap;
 use crate::partition::{Mbr, PartitionWindow};
 use crate::pipeline::BuildError;
 
+mod members;
+
 const CHUNK: usize = 1 << 20;
 
 /// What to verify.
@@ -40,6 +55,12 @@ pub struct VerifyOptions {
     pub bmap: Option<PathBuf>,
     /// A config (path or URL).
     pub config: Option<String>,
+    /// A minisign public key: check `TARGET.SHA256SUMS` and its signature.
+    pub pubkey: Option<PathBuf>,
+    /// A lock file (`--lock`): check p3's content against it.
+    pub lock: Option<PathBuf>,
+    /// The images' platform (default: the lock's, else `linux/arm64/v8`).
+    pub platform: Option<String>,
 }
 
 /// What was found.
@@ -84,13 +105,34 @@ fn open_err(path: &Path, source: std::io::Error) -> BuildError {
 
 /// Run the checks.
 pub fn verify(opts: &VerifyOptions) -> Result<VerifyReport, BuildError> {
-    if opts.bmap.is_none() && opts.config.is_none() {
+    if opts.bmap.is_none() && opts.config.is_none() && opts.pubkey.is_none() && opts.lock.is_none()
+    {
         return Err(BuildError::Usage(
-            "verify: give --bmap FILE, --config CONFIG or both".into(),
+            "verify: give --bmap FILE, --config CONFIG, --pubkey KEY, --lock FILE or several"
+                .into(),
         ));
     }
+    let lock = opts
+        .lock
+        .as_ref()
+        .map(|p| crate::trust::Lock::read(p))
+        .transpose()
+        .map_err(|e| BuildError::Usage(format!("--lock {e}")))?;
+    let platform = match (&opts.platform, &lock) {
+        (Some(p), _) => p.clone(),
+        (None, Some(l)) => l.platform.clone(),
+        (None, None) => crate::oci::Platform::default().normalized(),
+    };
+    let platform = crate::oci::Platform::parse(&platform)
+        .map_err(|e| BuildError::Usage(format!("--platform {platform}: {e}")))?
+        .normalized();
     let mut report = VerifyReport::default();
     let target = &opts.target;
+    if let Some(key) = &opts.pubkey {
+        let pk = crate::trust::sums::PublicKey::load(key)
+            .map_err(|e| BuildError::Usage(format!("--pubkey {e}")))?;
+        check_signed(target, &pk, &mut report)?;
+    }
     let f = File::open(target).map_err(|e| open_err(target, e))?;
     let kind = compression(&f);
     if let Some(b) = &opts.bmap {
@@ -109,9 +151,7 @@ pub fn verify(opts: &VerifyOptions) -> Result<VerifyReport, BuildError> {
             None => check_bmap_file(&f, &bmap, &mut report).map_err(io)?,
         }
     }
-    if let Some(c) = &opts.config {
-        let net = Net::new(FetchOptions::default())?;
-        let config = crate::pipeline::load::load_config(c, &net, true)?;
+    if opts.config.is_some() || lock.is_some() {
         let image = match kind {
             Some(k) => {
                 let tmp = tempfile::tempfile().map_err(|e| open_err(target, e))?;
@@ -125,9 +165,41 @@ pub fn verify(opts: &VerifyOptions) -> Result<VerifyReport, BuildError> {
             }
             None => f,
         };
-        check_config(&Arc::new(image), target, &config, &mut report)?;
+        let image = Arc::new(image);
+        if let Some(c) = &opts.config {
+            let net = Net::new(FetchOptions::default())?;
+            let config = crate::pipeline::load::load_config(c, &net, true)?;
+            let on = Checking {
+                image: &image,
+                target,
+                net: &net,
+                platform: &platform,
+            };
+            check_config(&on, &config, &mut report)?;
+        }
+        if let Some(lock) = &lock {
+            let mut sector = [0u8; 512];
+            image.read_exact_at(&mut sector, 0)?;
+            let p3 = Mbr::parse(&sector)?.partition(3)?;
+            let w3 = PartitionWindow::new(image.clone(), target, p3.offset(), p3.len());
+            match ext4_view::Ext4::load(Box::new(WindowRead(w3))) {
+                Ok(fs) => members::check_lock(&fs, lock, &mut report),
+                Err(e) => report
+                    .differences
+                    .push(format!("p3 is not a readable ext4 filesystem: {e}")),
+            }
+        }
     }
     Ok(report)
+}
+
+/// What the config's checks read from.
+struct Checking<'a> {
+    image: &'a Arc<File>,
+    target: &'a Path,
+    net: &'a Net,
+    /// The images' platform, normalised.
+    platform: &'a str,
 }
 
 /// Range `r` of a map of `block_size` blocks hashed to `got`.
@@ -257,11 +329,11 @@ fn digest_file(
 }
 
 fn check_config(
-    image: &Arc<File>,
-    target: &Path,
+    on: &Checking<'_>,
     config: &ImageConfig,
     report: &mut VerifyReport,
 ) -> Result<(), BuildError> {
+    let (image, target) = (on.image, on.target);
     let mut sector = [0u8; 512];
     image.read_exact_at(&mut sector, 0)?;
     let mbr = Mbr::parse(&sector)?;
@@ -290,7 +362,7 @@ fn check_config(
         let archive = !matches!(e.via, Via::Direct | Via::Base64);
         if archive {
             if meta.is_dir() {
-                report.checked.push(key);
+                check_members(on, &fs, e, &path, &key, report);
             } else {
                 report
                     .differences
@@ -298,11 +370,27 @@ fn check_config(
             }
             continue;
         }
-        let algo = e
-            .checksum
-            .as_ref()
-            .filter(|c| c.kind == ChecksumKind::Digest)
-            .map(|c| c.algo);
+        // A `kind: url` checksum is fetched as the build fetches it.
+        let declared = match e.checksum.as_ref() {
+            Some(c) if c.kind == ChecksumKind::Url => {
+                match crate::plan::base::resolve_checksum(
+                    Some(c),
+                    on.net,
+                    &format!("files[{i}].checksum"),
+                ) {
+                    Ok(d) => d.declared,
+                    Err(err) => {
+                        report
+                            .differences
+                            .push(format!("{key}: its checksum can't be read ({err})"));
+                        continue;
+                    }
+                }
+            }
+            Some(c) => Some((c.algo, c.value.to_ascii_lowercase())),
+            None => None,
+        };
+        let algo = declared.as_ref().map(|(a, _)| *a);
         let (len, sha, sum) = match digest_file(&fs, &path, algo) {
             Ok(x) => x,
             Err(err) => {
@@ -331,9 +419,9 @@ fn check_config(
                 if let Some(size) = e.size.filter(|&s| s != len) {
                     differ(format!("size {len}, the config says {size}"));
                 }
-                if let (Some(c), Some(got)) = (&e.checksum, &sum) {
-                    if *got != c.value {
-                        differ(format!("{} {got}, the config says {}", c.algo, c.value));
+                if let (Some((algo, want)), Some(got)) = (&declared, &sum) {
+                    if got != want {
+                        differ(format!("{algo} {got}, the config says {want}"));
                     }
                 }
             }
@@ -342,18 +430,7 @@ fn check_config(
             report.checked.push(key);
         }
     }
-    let platform = crate::oci::Platform::default().normalized();
-    for (i, o) in config.oci_images.iter().enumerate() {
-        let path = format!("/images/{}", o.ident.archive_file_name(&platform));
-        let key = format!("oci_images[{i}] ({path} in p3)");
-        match fs.metadata(ext4_view::Path::new(&path)) {
-            Ok(m) if m.len() > 0 && !m.is_dir() => report.checked.push(key),
-            Ok(_) => report
-                .differences
-                .push(format!("{key}: empty or not a file")),
-            Err(err) => report.differences.push(format!("{key}: missing ({err})")),
-        }
-    }
+    check_images(&fs, config, on.platform, report);
     if let Some(m) = &config.offspot {
         let want = render_offspot_yaml(m);
         let w1 = PartitionWindow::new(image.clone(), target, p1.offset(), p1.len());
@@ -366,4 +443,183 @@ fn check_config(
         }
     }
     Ok(())
+}
+
+/// Each `oci_images[]` archive is a non-empty file in `images/`, named
+/// for `platform`.
+fn check_images(
+    fs: &ext4_view::Ext4,
+    config: &ImageConfig,
+    platform: &str,
+    report: &mut VerifyReport,
+) {
+    for (i, o) in config.oci_images.iter().enumerate() {
+        let path = format!("/images/{}", o.ident.archive_file_name(platform));
+        let key = format!("oci_images[{i}] ({path} in p3)");
+        match fs.metadata(ext4_view::Path::new(&path)) {
+            Ok(m) if m.len() > 0 && !m.is_dir() => report.checked.push(key),
+            Ok(_) => report
+                .differences
+                .push(format!("{key}: empty or not a file")),
+            Err(err) => report.differences.push(format!("{key}: missing ({err})")),
+        }
+    }
+}
+
+/// `TARGET.SHA256SUMS`, its signature by `pk`, and every file it lists
+/// (beside it) with its sha256. A missing list or signature, a signature
+/// that does not hold, a file missing or with other bytes: a difference.
+fn check_signed(
+    target: &Path,
+    pk: &crate::trust::sums::PublicKey,
+    report: &mut VerifyReport,
+) -> Result<(), BuildError> {
+    use crate::pipeline::output::side_path;
+    use crate::pipeline::sign::{MINISIG, SUMS};
+    let sums_path = side_path(target, SUMS);
+    let sig_path = side_path(target, MINISIG);
+    let read = |p: &Path, max: u64| -> Result<Vec<u8>, String> {
+        let f = File::open(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        let mut bytes = Vec::new();
+        f.take(max + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+        if bytes.len() as u64 > max {
+            return Err(format!("{}: larger than {max} bytes", p.display()));
+        }
+        Ok(bytes)
+    };
+    let (list, sig) = match (read(&sums_path, 16 << 20), read(&sig_path, 64 << 10)) {
+        (Ok(l), Ok(s)) => (l, s),
+        (l, s) => {
+            report.differences.extend(l.err());
+            report.differences.extend(s.err());
+            return Ok(());
+        }
+    };
+    let sig = String::from_utf8_lossy(&sig);
+    match crate::trust::sums::check_signature(pk, &list, &sig, &sig_path) {
+        Ok(()) => report
+            .checked
+            .push(format!("{}: signed by the key", sums_path.display())),
+        Err(e) => {
+            report.differences.push(format!(
+                "{}: the signature does not hold: {e}",
+                sums_path.display()
+            ));
+            // The list is not to be trusted: its files are not checked.
+            return Ok(());
+        }
+    }
+    let text = String::from_utf8_lossy(&list);
+    let entries = match crate::trust::sums::parse(&text, &sums_path) {
+        Ok(e) => e,
+        Err(e) => {
+            report.differences.push(e);
+            return Ok(());
+        }
+    };
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let target_name = target.file_name().map(|n| n.to_string_lossy().into_owned());
+    if !entries.iter().any(|(n, _)| Some(n) == target_name.as_ref()) {
+        report.differences.push(format!(
+            "{}: not listed in {}",
+            target.display(),
+            sums_path.display()
+        ));
+    }
+    for (name, sha) in entries {
+        let path = dir.join(&name);
+        match sha256_of(&path) {
+            Ok(got) if got == sha => report.checked.push(format!("{}: sha256", path.display())),
+            Ok(got) => report.differences.push(format!(
+                "{}: sha256 {got}, the signed list says {sha}",
+                path.display()
+            )),
+            Err(e) => report.differences.push(format!("{}: {e}", path.display())),
+        }
+    }
+    Ok(())
+}
+
+/// The sha256 of a file, streamed.
+fn sha256_of(path: &Path) -> std::io::Result<String> {
+    let mut f = File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(crate::io::hex(&h.finalize()))
+}
+
+/// The members of the archive of `files[i]` (`e`), expanded at `path`:
+/// each regular member is a file there with its size and sha256. The
+/// archive is read from its source: a local file, or downloaded (bounded
+/// by its Content-Length, its checksum checked) to an unnamed temporary
+/// file; content in the config is written to one.
+fn check_members(
+    on: &Checking<'_>,
+    fs: &ext4_view::Ext4,
+    e: &crate::config::FileEntry,
+    path: &str,
+    key: &str,
+    report: &mut VerifyReport,
+) {
+    let Some(format) = crate::expand::Format::of(e.via) else {
+        return;
+    };
+    let fetched = || -> Result<(File, String), String> {
+        match &e.payload {
+            Payload::Source(crate::config::Source::Local(p)) => File::open(p)
+                .map(|f| (f, p.display().to_string()))
+                .map_err(|err| format!("{}: {err}", p.display())),
+            Payload::Source(crate::config::Source::Http(url)) => {
+                let tmp = tempfile::tempfile().map_err(|err| err.to_string())?;
+                let mut sink = crate::io::FileSink::new(&tmp, 0);
+                let check = crate::io::Check::declared(
+                    e.checksum
+                        .as_ref()
+                        .filter(|c| c.kind == ChecksumKind::Digest)
+                        .map(|c| (c.algo, c.value.to_ascii_lowercase())),
+                );
+                on.net
+                    .block_on(on.net.http.download(url, None, check, &mut sink))
+                    .map_err(|err| err.to_string())?;
+                Ok((tmp, crate::fetch::redact(url)))
+            }
+            Payload::Content(bytes) => {
+                let mut tmp = tempfile::tempfile().map_err(|err| err.to_string())?;
+                std::io::Write::write_all(&mut tmp, bytes).map_err(|err| err.to_string())?;
+                std::io::Seek::rewind(&mut tmp).map_err(|err| err.to_string())?;
+                Ok((tmp, key.to_string()))
+            }
+        }
+    };
+    let (file, name) = match fetched() {
+        Ok(x) => x,
+        Err(err) => {
+            report
+                .differences
+                .push(format!("{key}: its archive can't be read ({err})"));
+            return;
+        }
+    };
+    let before = report.differences.len();
+    match members::check_archive(fs, file, format, &name, path, key, report) {
+        Ok(n) if report.differences.len() == before => {
+            report.checked.push(format!("{key}: {n} files of {name}"));
+        }
+        Ok(_) => {}
+        Err(err) => report
+            .differences
+            .push(format!("{key}: its archive can't be read ({err})")),
+    }
 }

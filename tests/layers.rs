@@ -47,6 +47,7 @@ const LAYERS: &[Layer] = &[
     Layer::at("oci", 3),
     Layer::at("cache", 3),
     Layer::at("output", 3),
+    Layer::at("trust", 3),
     Layer::at("plan", 4),
     Layer::at("pipeline", 5),
     Layer::at("verify", 6),

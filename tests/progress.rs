@@ -344,6 +344,7 @@ fn recorded_events_are_in_order_and_bytes_add_up() {
             json: true,
             ..OutputOptions::default()
         },
+        trust: image_creator::pipeline::TrustOptions::default(),
     };
     pipeline::run(&opts, &rec).unwrap();
     let events = rec.events();

@@ -109,7 +109,7 @@ fn expand_into(
             let digest = net.block_on(net.http.download(
                 url,
                 plan.archive_size,
-                checksum.cloned(),
+                checksum.clone(),
                 &mut sink,
             ))?;
             let n = expand_zip(&tmp, &name, limits, target)?;
@@ -136,7 +136,7 @@ fn expand_into(
                 let d = net.block_on(net.http.download(
                     url,
                     plan.archive_size,
-                    checksum.cloned(),
+                    checksum.clone(),
                     &mut sink,
                 ));
                 drop(sink);
@@ -178,7 +178,7 @@ fn expand_file(
             source,
         }
     };
-    let mut verifier = checksum.map(|(a, v)| StreamVerifier::new(*a, v, name));
+    let mut verifier = checksum.verifier(name);
     if plan.format == Format::Zip {
         if let Some(v) = verifier.as_mut() {
             let mut r = f;

@@ -100,7 +100,7 @@ pub fn measure_remote(
         });
         let d = net.block_on(
             net.http
-                .download(url, archive_size, checksum.cloned(), &mut sink),
+                .download(url, archive_size, checksum.clone(), &mut sink),
         );
         drop(sink);
         (worker.join(), d)

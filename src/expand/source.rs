@@ -3,10 +3,9 @@
 
 use std::path::Path;
 
-use crate::config::HashAlgo;
-
-/// An expected digest: algorithm and lowercase hex.
-pub type Expected<'a> = Option<&'a (HashAlgo, String)>;
+/// What the bytes are checked against, and whether their sha256 is
+/// learnt ([`crate::io::Check`]).
+pub type Expected<'a> = &'a crate::io::Check;
 
 /// Where an archive's bytes come from.
 #[derive(Debug, Clone, Copy)]

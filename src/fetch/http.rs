@@ -20,9 +20,8 @@ use super::guard::{redirect_policy, ResolveOverride};
 use super::overlap::BackgroundVerifier;
 use super::policy::NetworkPolicy;
 use super::redact::redact;
-use crate::config::HashAlgo;
 use crate::error::ExitKind;
-use crate::io::{ChecksumMismatch, ChunkSink, StreamVerifier};
+use crate::io::{Check, ChecksumMismatch, ChunkSink, StreamVerifier};
 
 /// Download batch: bytes are handed to the sink 1 MiB at a time (a multiple
 /// of the 4 KiB block, large enough that per-write overhead is negligible).
@@ -292,6 +291,20 @@ pub struct Probe {
     pub last_modified: Option<String>,
 }
 
+/// What a download learnt besides its bytes (a recorded build's lock).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fetched {
+    /// The digest its check computed ([`Check::verifier`]): the sha256
+    /// when it was asked for, else the declared algorithm's.
+    pub digest: Option<String>,
+    /// The URL the bytes came from, after redirects (credentials removed).
+    pub final_url: String,
+    /// The last response's `ETag`.
+    pub etag: Option<String>,
+    /// The last response's `Last-Modified`.
+    pub last_modified: Option<String>,
+}
+
 /// Retryable statuses: 408 Request Timeout, 429 Too Many Requests, 5xx.
 fn retryable(status: StatusCode) -> bool {
     status == StatusCode::REQUEST_TIMEOUT
@@ -545,15 +558,28 @@ impl Http {
         &self,
         url: &str,
         expected: Option<u64>,
-        verify: Option<(HashAlgo, String)>,
+        verify: Check,
         sink: &mut dyn ChunkSink,
     ) -> Result<Option<String>, HttpError> {
         self.download_auth(url, None, expected, verify, sink).await
     }
 
-    /// [`Http::download`] of a payload whose first bytes the sink already
-    /// has (a partial download kept by the cache, `from`): asked from
-    /// `from.offset` with `Range`, guarded by `If-Range`; a server that
+    /// [`Http::download`], with what the responses said: the URL after
+    /// redirects and the validators.
+    pub async fn download_fetched(
+        &self,
+        url: &str,
+        expected: Option<u64>,
+        verify: Check,
+        sink: &mut dyn ChunkSink,
+    ) -> Result<Fetched, HttpError> {
+        let t = Transfer::new(url, expected, verify);
+        self.transfer(url, None, t, sink).await
+    }
+
+    /// [`Http::download_fetched`] of a payload whose first bytes the sink
+    /// already has (a partial download kept by the cache, `from`): asked
+    /// from `from.offset` with `Range`, guarded by `If-Range`; a server that
     /// sends the whole payload instead (it changed, or ignores `Range`)
     /// makes the sink [`ChunkSink::restart`] and the digest start over.
     /// `from.verifier` has hashed the first bytes already.
@@ -561,10 +587,10 @@ impl Http {
         &self,
         url: &str,
         expected: u64,
-        verify: Option<(HashAlgo, String)>,
+        verify: Check,
         from: Continue,
         sink: &mut dyn ChunkSink,
-    ) -> Result<Option<String>, HttpError> {
+    ) -> Result<Fetched, HttpError> {
         let mut t = Transfer::new(url, Some(expected), verify);
         t.offset = from.offset;
         t.validator = Some(from.if_range);
@@ -580,22 +606,22 @@ impl Http {
         url: &str,
         auth: Option<&str>,
         expected: Option<u64>,
-        verify: Option<(HashAlgo, String)>,
+        verify: Check,
         sink: &mut dyn ChunkSink,
     ) -> Result<Option<String>, HttpError> {
         let t = Transfer::new(url, expected, verify);
-        self.transfer(url, auth, t, sink).await
+        Ok(self.transfer(url, auth, t, sink).await?.digest)
     }
 
     /// Run `t` to its end: its requests, retried with backoff, each from
-    /// where the payload stopped.
+    /// where the payload stopped; what the responses said.
     async fn transfer(
         &self,
         url: &str,
         auth: Option<&str>,
         mut t: Transfer,
         sink: &mut dyn ChunkSink,
-    ) -> Result<Option<String>, HttpError> {
+    ) -> Result<Fetched, HttpError> {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -603,7 +629,9 @@ impl Http {
             t.accept(&resp, sink)?;
             let failure = self.receive(resp, &mut t, sink).await?;
             if Some(t.offset) == t.expected {
-                return Ok(t.verifier.finish().await?);
+                let mut fetched = std::mem::take(&mut t.fetched);
+                fetched.digest = t.verifier.finish().await?;
+                return Ok(fetched);
             }
             if attempt >= self.opts.max_attempts {
                 return Err(t.gave_up(failure, attempt));
@@ -687,7 +715,7 @@ pub struct Continue {
 struct Transfer {
     /// The URL, redacted.
     name: String,
-    verify: Option<(HashAlgo, String)>,
+    verify: Check,
     verifier: BackgroundVerifier,
     /// Declared size, else the first response's Content-Length.
     expected: Option<u64>,
@@ -697,12 +725,14 @@ struct Transfer {
     validator: Option<String>,
     /// The batch being received.
     buf: Vec<u8>,
+    /// What the last response said (its URL, validators).
+    fetched: Fetched,
 }
 
 impl Transfer {
-    fn new(url: &str, expected: Option<u64>, verify: Option<(HashAlgo, String)>) -> Self {
+    fn new(url: &str, expected: Option<u64>, verify: Check) -> Self {
         let name = redact(url);
-        let verifier = BackgroundVerifier::new(new_verifier(verify.as_ref(), &name), BATCH);
+        let verifier = BackgroundVerifier::new(verify.verifier(&name), BATCH);
         Self {
             name,
             verify,
@@ -711,6 +741,7 @@ impl Transfer {
             offset: 0,
             validator: None,
             buf: Vec::with_capacity(BATCH),
+            fetched: Fetched::default(),
         }
     }
 
@@ -723,6 +754,12 @@ impl Transfer {
         sink: &mut dyn ChunkSink,
     ) -> Result<(), HttpError> {
         let headers = resp.headers();
+        self.fetched = Fetched {
+            digest: None,
+            final_url: redact(resp.url().as_str()),
+            etag: header(headers, ETAG),
+            last_modified: header(headers, LAST_MODIFIED),
+        };
         let resume = self.offset > 0;
         if resume && resp.status() == StatusCode::PARTIAL_CONTENT {
             let start = header(headers, CONTENT_RANGE).and_then(|v| {
@@ -752,8 +789,7 @@ impl Transfer {
                 });
             }
             self.offset = 0;
-            self.verifier =
-                BackgroundVerifier::new(new_verifier(self.verify.as_ref(), &self.name), BATCH);
+            self.verifier = BackgroundVerifier::new(self.verify.verifier(&self.name), BATCH);
         }
         match (self.expected, content_length(headers)) {
             (Some(d), Some(s)) if d != s => {
@@ -812,10 +848,6 @@ impl Transfer {
             },
         }
     }
-}
-
-fn new_verifier(verify: Option<&(HashAlgo, String)>, name: &str) -> Option<StreamVerifier> {
-    verify.map(|(a, v)| StreamVerifier::new(*a, v, name))
 }
 
 /// An error and its sources, `: `-separated (reqwest hides the cause in them).

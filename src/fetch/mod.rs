@@ -19,8 +19,8 @@ pub use guard::{
     MAX_REDIRECTS,
 };
 pub use http::{
-    check_headers, error_chain, first_token, Continue, FetchOptions, Http, HttpError, Probe, BATCH,
-    MAX_HEADERS, MAX_HEAD_BYTES,
+    check_headers, error_chain, first_token, Continue, FetchOptions, Fetched, Http, HttpError,
+    Probe, BATCH, MAX_HEADERS, MAX_HEAD_BYTES,
 };
 pub use net::Net;
 pub use policy::{classify, embedded_v4, AddressClass, NetworkPolicy, Refusal};

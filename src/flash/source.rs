@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::error::FlashError;
 use crate::cache::FillSink;
 use crate::fetch::{redact, HttpError, Net};
-use crate::io::{channel, drain, Tee};
+use crate::io::{channel, drain, Check, Tee};
 use crate::output::{Bmap, Feed, PassError};
 
 /// Where the image is.
@@ -285,7 +285,7 @@ pub fn produce(
                 first: tx,
                 second: tap,
             };
-            net.block_on(net.http.download(url, None, None, &mut sink))
+            net.block_on(net.http.download(url, None, Check::default(), &mut sink))
         });
         let decoded = decode(src.coding, &mut rx, &path, size, feed);
         // The rest unread, so the download never waits on us (and the

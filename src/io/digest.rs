@@ -109,11 +109,68 @@ pub struct ChecksumMismatch {
     pub actual: String,
 }
 
+/// What to do with a payload's bytes as they pass: check a declared
+/// digest, and (a recorded build: `--lock`, `--sbom`, `--provenance`,
+/// `--locked`) learn its sha256 on the same pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Check {
+    /// The declared digest: algorithm and lowercase hex (`kind: url`
+    /// already resolved).
+    pub declared: Option<(HashAlgo, String)>,
+    /// Also compute the sha256 (free when the declared digest is one).
+    pub sha256: bool,
+}
+
+impl Check {
+    /// Check `declared`, learn nothing more.
+    pub fn declared(declared: Option<(HashAlgo, String)>) -> Self {
+        Self {
+            declared,
+            sha256: false,
+        }
+    }
+
+    /// The same, also learning the sha256 when `on`.
+    #[must_use]
+    pub fn recording(mut self, on: bool) -> Self {
+        self.sha256 |= on;
+        self
+    }
+
+    /// Whether the bytes need hashing at all.
+    pub fn is_active(&self) -> bool {
+        self.declared.is_some() || self.sha256
+    }
+
+    /// The verifier for a stream named `name` (a path or URL, for the
+    /// mismatch message); `None` when nothing is asked.
+    pub fn verifier(&self, name: &str) -> Option<StreamVerifier> {
+        let mut v = match &self.declared {
+            Some((algo, value)) => StreamVerifier::new(*algo, value, name),
+            None if self.sha256 => StreamVerifier {
+                hasher: Hasher::new(HashAlgo::Sha256),
+                expected: None,
+                sha256: None,
+                source_name: name.to_string(),
+            },
+            None => return None,
+        };
+        if self.sha256 && v.hasher.algo() != HashAlgo::Sha256 {
+            v.sha256 = Some(Hasher::new(HashAlgo::Sha256));
+        }
+        Some(v)
+    }
+}
+
 /// Hash a stream as it passes and compare at the end.
 #[derive(Debug)]
 pub struct StreamVerifier {
     hasher: Hasher,
-    expected: String,
+    /// `None`: compute only ([`Check::verifier`] without a declared digest).
+    expected: Option<String>,
+    /// A second hasher learning the sha256 beside another declared
+    /// algorithm ([`Check::sha256`]).
+    sha256: Option<Hasher>,
     source_name: String,
 }
 
@@ -122,7 +179,8 @@ impl StreamVerifier {
     pub fn new(algo: HashAlgo, expected: &str, source_name: &str) -> Self {
         Self {
             hasher: Hasher::new(algo),
-            expected: expected.to_ascii_lowercase(),
+            expected: Some(expected.to_ascii_lowercase()),
+            sha256: None,
             source_name: source_name.to_string(),
         }
     }
@@ -130,21 +188,24 @@ impl StreamVerifier {
     /// Feed bytes.
     pub fn update(&mut self, data: &[u8]) {
         self.hasher.update(data);
+        if let Some(h) = self.sha256.as_mut() {
+            h.update(data);
+        }
     }
 
-    /// Compare; returns the digest on success.
+    /// Compare; returns the digest on success: the sha256 when the
+    /// [`Check`] asked for it, else the declared algorithm's.
     pub fn finish(self) -> Result<String, ChecksumMismatch> {
         let algo = self.hasher.algo();
         let actual = self.hasher.finalize_hex();
-        if actual == self.expected {
-            Ok(actual)
-        } else {
-            Err(ChecksumMismatch {
+        match self.expected {
+            Some(expected) if actual != expected => Err(ChecksumMismatch {
                 source_name: self.source_name,
                 algo,
-                expected: self.expected,
+                expected,
                 actual,
-            })
+            }),
+            _ => Ok(self.sha256.map_or(actual, Hasher::finalize_hex)),
         }
     }
 }
@@ -188,6 +249,26 @@ mod tests {
     fn hex_is_two_lowercase_digits_a_byte() {
         assert_eq!(hex(&[0x00, 0x0f, 0xab, 0xff]), "000fabff");
         assert_eq!(hex(&[]), "");
+    }
+
+    #[test]
+    fn checks_learn_the_sha256_beside_the_declared_digest() {
+        let sha = digest(HashAlgo::Sha256, b"abc");
+        let md5 = "900150983cd24fb0d6963f7d28e17f72".to_string();
+        let run = |c: Check| {
+            let mut v = c.verifier("x").expect("a verifier");
+            v.update(b"abc");
+            v.finish()
+        };
+        assert!(Check::default().verifier("x").is_none());
+        assert_eq!(run(Check::default().recording(true)), Ok(sha.clone()));
+        let declared = Check::declared(Some((HashAlgo::Md5, md5.clone())));
+        assert_eq!(run(declared.clone()), Ok(md5));
+        assert_eq!(run(declared.recording(true)), Ok(sha.clone()));
+        let wrong = Check::declared(Some((HashAlgo::Md5, "0".repeat(32)))).recording(true);
+        assert!(run(wrong).is_err(), "the declared digest is still checked");
+        let sha_declared = Check::declared(Some((HashAlgo::Sha256, sha.clone()))).recording(true);
+        assert_eq!(run(sha_declared), Ok(sha));
     }
 
     #[test]

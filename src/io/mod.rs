@@ -24,7 +24,7 @@ mod sparse;
 
 pub use channel::{channel, ChannelReader, ChannelSink, ReaderStopped};
 pub use decode::{decoder, drain, xz, zstd, Compression, ZSTD_WINDOW_LOG_MAX};
-pub use digest::{hex, ChecksumMismatch, Hasher, StreamVerifier};
+pub use digest::{hex, Check, ChecksumMismatch, Hasher, StreamVerifier};
 pub use hashing::HashingReader;
 pub use holes::data_regions;
 pub use progress::ProgressSink;

@@ -67,6 +67,9 @@ pub struct Resolved {
     pub reference: OciReference,
     /// The requested platform.
     pub platform: Platform,
+    /// Digest of the index (manifest list) the reference named, when it
+    /// named one (not when pulled by a manifest's digest).
+    pub index_digest: Option<String>,
     /// Digest of the platform's image manifest.
     pub manifest_digest: String,
     /// The config JSON, exactly as served.
@@ -403,14 +406,30 @@ impl Registry {
         r: &OciReference,
         platform: &Platform,
     ) -> Result<Resolved, OciError> {
+        self.resolve_at(r, platform, None).await
+    }
+
+    /// [`Registry::resolve`], at the manifest digest `pin` when given
+    /// (`--locked`: the platform's manifest the lock names, whatever the
+    /// tag names now; checked against its digest like any document).
+    pub async fn resolve_at(
+        &self,
+        r: &OciReference,
+        platform: &Platform,
+        pin: Option<&str>,
+    ) -> Result<Resolved, OciError> {
         let image = r.repo_tag();
-        let reference = r.digest.clone().unwrap_or_else(|| r.tag.clone());
+        let reference = pin
+            .map(str::to_string)
+            .or_else(|| r.digest.clone())
+            .unwrap_or_else(|| r.tag.clone());
         let (body, m) = self.manifest(r, &reference).await?;
         let mut manifest_digest = sha256_digest(&body);
+        let mut index_digest = None;
         let m = match choose_manifest(&image, m, platform)? {
             ManifestStep::Image(m) => m,
             ManifestStep::Platform(digest) => {
-                manifest_digest = digest;
+                index_digest = Some(std::mem::replace(&mut manifest_digest, digest));
                 let (_, single) = self.manifest(r, &manifest_digest).await?;
                 match choose_manifest(&image, single, platform)? {
                     ManifestStep::Image(m) => m,
@@ -431,6 +450,7 @@ impl Registry {
         Ok(Resolved {
             reference: r.clone(),
             platform: platform.clone(),
+            index_digest,
             manifest_digest,
             config_digest,
             config,
@@ -462,7 +482,7 @@ impl Registry {
                 &url,
                 auth.as_deref(),
                 Some(layer.size),
-                Some((HashAlgo::Sha256, hex)),
+                crate::io::Check::declared(Some((HashAlgo::Sha256, hex))),
                 sink,
             )
             .await?;

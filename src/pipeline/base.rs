@@ -21,13 +21,15 @@ use crate::progress::Reporter;
 /// Copy the base into `out` (from offset 0) and give `out` its full size.
 /// A remote base in the download cache (`cached`, as planned) is copied
 /// from its blob; one the policy caches is downloaded into the image and
-/// the cache at once.
+/// the cache at once. Returns the digest its check computed: the sha256
+/// when the build records its inputs (else the declared algorithm's, or
+/// none).
 pub fn copy_base(
     out: &File,
     base: &BaseInfo,
     cached: Option<CacheUse>,
     ctx: &Ctx<'_>,
-) -> Result<(), BuildError> {
+) -> Result<Option<String>, BuildError> {
     let (net, reporter, cache) = (ctx.net, ctx.reporter, ctx.cache);
     let name = base.location.name();
     reporter.item_started(&name, Some(base.size));
@@ -45,8 +47,9 @@ pub fn copy_base(
                 validators: hit.validators().clone(),
                 replaces: None,
             };
-            if let Some(decoded) = copy_from_blob(out, base, hit, ctx, cache)? {
-                return finish(out, base, decoded, ctx);
+            if let Some((decoded, sha256)) = copy_from_blob(out, base, hit, ctx, cache)? {
+                finish(out, base, decoded, ctx)?;
+                return Ok(Some(sha256));
             }
             // Unusable blob (dropped): download, filling the cache again.
             claimed = Some(claim(cache.cache(), spec));
@@ -58,7 +61,7 @@ pub fn copy_base(
         }
     }
     let mut tap = FillSink::new(fill.as_ref().map(|(f, _, _)| f));
-    let decoded = copy_source(out, base, net, reporter, &mut tap)?;
+    let (decoded, digest) = copy_source(out, base, net, reporter, &mut tap)?;
     let (failed, end) = (tap.failed, tap.end);
     if let (Some(cache), Some((filler, validators, url))) = (cache, fill) {
         match failed {
@@ -66,7 +69,8 @@ pub fn copy_base(
             None => cache.commit(filler, end, validators, &url),
         }
     }
-    finish(out, base, decoded, ctx)
+    finish(out, base, decoded, ctx)?;
+    Ok(digest)
 }
 
 /// The hit out of `claimed`, leaving anything else in place.
@@ -95,7 +99,8 @@ fn finish(out: &File, base: &BaseInfo, decoded: u64, ctx: &Ctx<'_>) -> Result<()
 
 /// A cached base from its blob, hashed twice on the way: against its entry
 /// (a corrupt blob is dropped) and against the base's own checksum (an
-/// entry from before a change of it is dropped). `Ok(None)`: unusable, the
+/// entry from before a change of it is dropped). The decoded size and the
+/// blob's sha256 (the base's, as stored). `Ok(None)`: unusable, the
 /// output is emptied for the download that follows (the sparse copy relies
 /// on a fresh file reading as zeros).
 fn copy_from_blob(
@@ -104,15 +109,13 @@ fn copy_from_blob(
     hit: Hit,
     ctx: &Ctx<'_>,
     cache: &BuildCache<'_>,
-) -> Result<Option<u64>, BuildError> {
+) -> Result<Option<(u64, String)>, BuildError> {
     let reporter = ctx.reporter;
     let name = base.location.name();
     let key = hit.key().clone();
     let mut blob_check = StreamVerifier::new(HashAlgo::Sha256, &hit.entry().sha256, &name);
-    let mut base_check = base
-        .checksum
-        .as_ref()
-        .map(|(a, v)| StreamVerifier::new(*a, v, &name));
+    // (Not learning a second sha256: the blob's is the base's.)
+    let mut base_check = crate::io::Check::declared(base.checksum.declared.clone()).verifier(&name);
     // Positional reads (the window reader): the pinned blob's own cursor
     // is never moved.
     let blob = std::sync::Arc::new(hit.file()?.try_clone()?);
@@ -126,8 +129,8 @@ fn copy_from_blob(
     );
     let copied = copy_stream(out, &mut hashing, base, reporter)?;
     drop(hashing);
-    let usable =
-        blob_check.finish().is_ok() && base_check.map(StreamVerifier::finish).transpose().is_ok();
+    let blob_sha256 = blob_check.finish();
+    let usable = blob_sha256.is_ok() && base_check.map(StreamVerifier::finish).transpose().is_ok();
     if !usable {
         cache.warn(&crate::cache::CacheError::CorruptBlob {
             key: key.to_string(),
@@ -147,24 +150,25 @@ fn copy_from_blob(
         cache.warn(&e);
     }
     reporter.item_cached(&name);
-    Ok(Some(copied.read))
+    Ok(Some((copied.read, blob_sha256.unwrap_or_default())))
 }
 
 /// Copy from the base's own source (file or network); the network bytes
-/// also go to `tap`. Returns the decoded size.
+/// also go to `tap`. Returns the decoded size and the digest its check
+/// computed.
 fn copy_source(
     out: &File,
     base: &BaseInfo,
     net: &Net,
     reporter: &dyn Reporter,
     tap: &mut FillSink<'_>,
-) -> Result<u64, BuildError> {
+) -> Result<(u64, Option<String>), BuildError> {
     let name = base.location.name();
     let decoded = match &base.location {
-        BaseLocation::Local(path) if base.xz || base.checksum.is_some() => {
+        BaseLocation::Local(path) if base.xz || base.checksum.is_active() => {
             copy_local_stream(out, base, path, reporter)?
         }
-        BaseLocation::Local(path) => copy_local_regions(out, base, path, reporter)?,
+        BaseLocation::Local(path) => (copy_local_regions(out, base, path, reporter)?, None),
         BaseLocation::Http(url) if base.xz => copy_remote_xz(out, base, url, net, reporter, tap)?,
         BaseLocation::Http(url) => {
             let sink = Tee {
@@ -174,13 +178,13 @@ fn copy_source(
             let mut sink = ProgressSink::new(sink, reporter, &name);
             // Exactly the size planned from the probe (or the partition
             // table): a GET that disagrees is an error, never zero-padded.
-            net.block_on(net.http.download(
+            let digest = net.block_on(net.http.download(
                 url,
                 Some(base.size),
                 base.checksum.clone(),
                 &mut sink,
             ))?;
-            base.size
+            (base.size, digest)
         }
     };
     Ok(decoded)
@@ -201,21 +205,16 @@ fn copy_local_stream(
     base: &BaseInfo,
     path: &std::path::Path,
     reporter: &dyn Reporter,
-) -> Result<u64, BuildError> {
+) -> Result<(u64, Option<String>), BuildError> {
     let name = base.location.name();
     let src = open(path)?;
-    let mut verifier = base
-        .checksum
-        .as_ref()
-        .map(|(a, v)| StreamVerifier::new(*a, v, &name));
+    let mut verifier = base.checksum.verifier(&name);
     let mut hashing = HashingReader::new(src, verifier.as_mut());
     let copied = copy_stream(out, &mut hashing, base, reporter)?;
     let copied =
         copied.map_err(|e| BuildError::BadBase(format!("reading base image {name}: {e}")))?;
-    if let Some(v) = verifier {
-        v.finish()?;
-    }
-    Ok(copied.read)
+    let digest = verifier.map(StreamVerifier::finish).transpose()?;
+    Ok((copied.read, digest))
 }
 
 /// `src` into `out` from offset 0, sparse: xz decoded no further than the
@@ -275,7 +274,7 @@ fn copy_remote_xz(
     net: &Net,
     reporter: &dyn Reporter,
     tap: &mut FillSink<'_>,
-) -> Result<u64, BuildError> {
+) -> Result<(u64, Option<String>), BuildError> {
     let name = base.location.name();
     let (tx, rx) = channel("the xz decoder");
     let end = base.size;
@@ -306,8 +305,9 @@ fn copy_remote_xz(
         let st = decoder
             .join()
             .map_err(|_| BuildError::Panicked("the xz decoder"))?;
-        res?;
-        st.map_err(|e| BuildError::BadBase(format!("decompressing base image {name}: {e}")))
+        let digest = res?;
+        st.map(|st| (st.read, digest))
+            .map_err(|e| BuildError::BadBase(format!("decompressing base image {name}: {e}")))
     })?;
-    Ok(decoded.read)
+    Ok(decoded)
 }

@@ -250,9 +250,9 @@ pub fn copy_blob(
         validators: hit.validators().clone(),
         replaces: None,
     };
-    let mut verifier = checksum
-        .as_ref()
-        .map(|(a, v)| StreamVerifier::new(*a, v, name));
+    // The blob's sha256 is checked anyway (it is the entry's): a recorded
+    // build learns it from there, not by hashing twice.
+    let mut verifier = Expected::declared(checksum.declared.clone()).verifier(name);
     // A kernel copy into the reservation (its blocks shared with the blob
     // on XFS and btrfs: FICLONERANGE), then the hash read back from the
     // page cache: one disk read, no copy through user space. Every hit is

@@ -179,7 +179,15 @@ fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
 }
 
 /// The side files a build may write beside OUTPUT (docs/spec.md §10).
-pub const SIDE_SUFFIXES: [&str; 3] = [".json", ".bmap", ".torrent"];
+pub const SIDE_SUFFIXES: [&str; 7] = [
+    ".json",
+    ".bmap",
+    ".torrent",
+    ".spdx.json",
+    ".intoto.jsonl",
+    ".SHA256SUMS",
+    ".SHA256SUMS.minisig",
+];
 
 /// The image being written.
 pub struct PendingOutput {

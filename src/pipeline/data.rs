@@ -16,10 +16,11 @@ use super::cache::{
     claim, copy_blob, try_claim, BuildCache, ClaimSpec, Claimed, FillSink, FillTap, Planned,
 };
 use super::error::BuildError;
+use super::record::{Learnt, Recorder};
 use crate::cache::Hit;
 use crate::cache::{CacheError, FillMeta, Filler, Validators};
 use crate::expand::{expand_archive, ArchiveSource, ExpandError, Expansion};
-use crate::fetch::{redact, Continue, HttpError, Net};
+use crate::fetch::{redact, Continue, Fetched, HttpError, Net};
 use crate::fs::ext4::{Ext4Builder, Ext4Params, FileWriter, InodeMeta, OldTree, Timestamp};
 use crate::io::{ProgressSink, StreamVerifier, Tee, WriterSink, COPY_BUF};
 use crate::oci::{ArchiveSink, PullJob, Registry};
@@ -54,6 +55,17 @@ pub struct DataCtx<'a> {
     pub cache: Option<&'a BuildCache<'a>>,
     /// Told of every write to p3 (a build onto a device).
     pub log: Option<std::sync::Arc<dyn crate::partition::WriteLog>>,
+    /// A recorded build: told what each item's bytes were.
+    pub recorder: Option<&'a Recorder>,
+}
+
+impl DataCtx<'_> {
+    /// Tell the recorder (in a recorded build) what item `name` was.
+    fn learn(&self, name: &str, learnt: impl FnOnce() -> Learnt) {
+        if let Some(r) = self.recorder {
+            r.learn(name, learnt());
+        }
+    }
 }
 
 /// Write the new data partition with the plan's `items`, which it
@@ -103,7 +115,8 @@ pub fn write_data_partition(ctx: &DataCtx<'_>, items: Vec<Item>) -> Result<(), B
                 ctx.reporter.item_done(&name, size, None);
             }
             ItemSource::Local { path, checksum } => {
-                copy_local(&name, size, &path, &checksum, &w, &mut buf, ctx.reporter)?;
+                let digest = copy_local(&name, size, &path, &checksum, &w, &mut buf, ctx.reporter)?;
+                ctx.learn(&name, || Learnt::sha256(digest));
             }
         }
     }
@@ -165,7 +178,7 @@ fn reserve(
 }
 
 /// A local file into its reservation (`size` bytes, the item `item_name`),
-/// verified on the way.
+/// verified on the way; the digest its check computed.
 fn copy_local(
     item_name: &str,
     size: u64,
@@ -174,7 +187,7 @@ fn copy_local(
     w: &FileWriter,
     buf: &mut [u8],
     reporter: &dyn Reporter,
-) -> Result<(), BuildError> {
+) -> Result<Option<String>, BuildError> {
     use crate::fs::ext4::CopyError;
     reporter.item_started(item_name, Some(size));
     let name = path.display().to_string();
@@ -182,9 +195,7 @@ fn copy_local(
         path: path.to_path_buf(),
         source,
     })?;
-    let mut verifier = checksum
-        .as_ref()
-        .map(|(a, v)| StreamVerifier::new(*a, v, &name));
+    let mut verifier = checksum.verifier(&name);
     let changed = |how: String| BuildError::SourceChanged {
         name: name.clone(),
         how,
@@ -220,7 +231,7 @@ fn copy_local(
     }
     let digest = verifier.map(StreamVerifier::finish).transpose()?;
     reporter.item_done(item_name, size, digest.as_deref());
-    Ok(())
+    Ok(digest)
 }
 
 /// A download into its reservation.
@@ -297,7 +308,8 @@ fn copy_hits(
     let mut again = Vec::new();
     for (d, copied) in done.into_inner().unwrap_or_default() {
         match cache.settle(copied?) {
-            Ok((_, digest, shared)) => {
+            Ok((entry, digest, shared)) => {
+                ctx.learn(&d.name, || Learnt::entry(&entry));
                 reporter.item_cached(&d.name);
                 if shared > 0 {
                     reporter.item_cloned(&d.name, shared);
@@ -325,7 +337,7 @@ async fn fetch_one(
         let c = cache.cache().clone();
         match tokio::task::spawn_blocking(move || claim(&c, spec)).await {
             Ok(Claimed::Hit(hit)) => {
-                if copy_claimed(cache, &d, hit, reporter).await? {
+                if copy_claimed(ctx, cache, &d, hit).await? {
                     return Ok(());
                 }
             }
@@ -343,7 +355,11 @@ async fn fetch_one(
     };
     let (result, failed) = download(ctx, &d, fill.as_mut(), clone).await;
     let digest = match result {
-        Ok(digest) => digest,
+        Ok(fetched) => {
+            let digest = fetched.digest.clone();
+            ctx.learn(&d.name, || Learnt::fetched(fetched));
+            digest
+        }
         Err(e) => {
             reporter.item_failed(&d.name, &e.to_string());
             return Err(e.into());
@@ -382,18 +398,20 @@ async fn fetch_one(
 /// Copy a hit another build published while we waited for its key;
 /// `false` when its blob was unusable (then download).
 async fn copy_claimed(
+    ctx: &DataCtx<'_>,
     cache: &BuildCache<'_>,
     d: &Download,
     hit: Hit,
-    reporter: &dyn Reporter,
 ) -> Result<bool, BuildError> {
+    let reporter = ctx.reporter;
     let (w2, ck, n2) = (d.w.clone(), d.checksum.clone(), d.name.clone());
     let copied = tokio::task::spawn_blocking(move || copy_blob(hit, &w2, &ck, &n2, |_| {}))
         .await
         .map_err(|_| BuildError::Panicked("a cache copy"))?;
-    let Ok((_, digest, shared)) = cache.settle(copied?) else {
+    let Ok((entry, digest, shared)) = cache.settle(copied?) else {
         return Ok(false);
     };
+    ctx.learn(&d.name, || Learnt::entry(&entry));
     reporter.item_progress(&d.name, d.size);
     reporter.item_cached(&d.name);
     if shared > 0 {
@@ -412,7 +430,7 @@ async fn download(
     d: &Download,
     mut fill: Option<&mut (Filler, Validators)>,
     clone: bool,
-) -> (Result<Option<String>, HttpError>, Option<CacheError>) {
+) -> (Result<Fetched, HttpError>, Option<CacheError>) {
     let reporter = ctx.reporter;
     let from = match (ctx.cache, fill.as_deref_mut()) {
         (Some(cache), Some((filler, validators))) => tokio::task::block_in_place(|| {
@@ -441,7 +459,7 @@ async fn download(
                 .await
         }
         None => {
-            http.download(url, Some(size), checksum.clone(), &mut sink)
+            http.download_fetched(url, Some(size), checksum.clone(), &mut sink)
                 .await
         }
     };
@@ -454,7 +472,7 @@ async fn download(
         ));
         crate::io::ChunkSink::restart(&mut sink);
         result = http
-            .download(url, Some(size), checksum.clone(), &mut sink)
+            .download_fetched(url, Some(size), checksum.clone(), &mut sink)
             .await;
     }
     (result, sink.into_inner().second.failed)
@@ -510,10 +528,7 @@ fn continue_partial(
         }
     };
     let if_range = validators.if_range().filter(|_| offset > 0)?;
-    let mut verifier = part
-        .checksum
-        .as_ref()
-        .map(|(a, v)| StreamVerifier::new(*a, v, &redact(part.url)));
+    let mut verifier = part.checksum.verifier(&redact(part.url));
     let read = filler.read_prefix(offset, &mut |at, chunk| {
         if let Some(w) = part.w {
             w.write_at(at, chunk).map_err(std::io::Error::other)?;
@@ -579,10 +594,14 @@ fn pull_images(
             match claimed {
                 Some(Claimed::Hit(hit)) => {
                     reporter.item_started(&name, Some(size));
-                    let copied = copy_blob(hit, &w, &None, &name, |n| {
+                    let copied = copy_blob(hit, &w, &Expected::default(), &name, |n| {
                         reporter.item_progress(&name, n as u64);
                     })?;
                     if let Ok((entry, _, _)) = cache.settle(copied) {
+                        ctx.learn(&name, || Learnt {
+                            manifest_digest: entry.validators.digest.clone(),
+                            ..Learnt::default()
+                        });
                         builder.set_len(w.ino(), entry.size)?;
                         reporter.item_cached(&name);
                         reporter.item_done(&name, entry.size, entry.validators.digest.as_deref());
@@ -598,9 +617,13 @@ fn pull_images(
         let image = match pull.resolved {
             Some(r) => r,
             // Planned from the cache without the registry; the copy failed.
-            None => ctx.net.block_on(
-                Registry::new(ctx.net.http.clone()).resolve(&pull.reference, &pull.platform),
-            )?,
+            None => ctx
+                .net
+                .block_on(Registry::new(ctx.net.http.clone()).resolve_at(
+                    &pull.reference,
+                    &pull.platform,
+                    pull.pin.as_deref(),
+                ))?,
         };
         let tap = fill.map(|(filler, validators)| {
             let tap = Arc::new(FillTap::new(filler));
@@ -622,6 +645,10 @@ fn pull_images(
                 tap.commit(cache, p.size, validators, &source);
             }
         }
+        ctx.learn(&p.name, || Learnt {
+            manifest_digest: Some(p.digest.clone()),
+            ..Learnt::default()
+        });
         reporter.item_done(&p.name, p.size, Some(&p.digest));
     }
     Ok(())
@@ -699,15 +726,19 @@ fn expand_cached(
         }
         Err(crate::cache::CopyError::Sink { source, .. }) => return Err(source.into()),
     };
+    // The blob's sha256 was checked (it is the entry's): a recorded build
+    // learns it from there, not by hashing twice.
     let (url, checksum) = match job.source {
-        ArchiveSource::Http { url, checksum } => (redact(url), checksum),
-        _ => (name.clone(), None),
+        ArchiveSource::Http { url, checksum } => {
+            (redact(url), Expected::declared(checksum.declared.clone()))
+        }
+        _ => (name.clone(), Expected::default()),
     };
     let from_blob = Expansion {
         source: ArchiveSource::Open {
             file: &file,
             name: &url,
-            checksum,
+            checksum: &checksum,
         },
         ..*job
     };
@@ -724,6 +755,7 @@ fn expand_cached(
     }
     let (bytes, digest) = expanded?;
     let _ = cache.cache().touch(&entry.key(), crate::cache::unix_now());
+    ctx.learn(&name, || Learnt::entry(&entry));
     ctx.reporter.item_cached(&name);
     ctx.reporter.item_done(&name, bytes, digest.as_deref());
     Ok(None)
@@ -737,9 +769,10 @@ fn expand_spooled(
     job: &Expansion<'_>,
     file: &std::fs::File,
 ) -> Result<(), BuildError> {
+    let unchecked = Expected::default();
     let (url, checksum) = match job.source {
         ArchiveSource::Http { url, checksum } => (redact(url), checksum),
-        _ => (data_path(job.dest), None),
+        _ => (data_path(job.dest), &unchecked),
     };
     let spooled = Expansion {
         source: ArchiveSource::Open {
@@ -756,8 +789,9 @@ fn expand_spooled(
         ctx.build_dir,
         &mut FillSink::new(None),
     )?;
-    ctx.reporter
-        .item_done(&data_path(job.dest), bytes, digest.as_deref());
+    let name = data_path(job.dest);
+    ctx.learn(&name, || Learnt::sha256(digest.clone()));
+    ctx.reporter.item_done(&name, bytes, digest.as_deref());
     Ok(())
 }
 
@@ -795,7 +829,8 @@ fn expand_fetched(
             }
         }
     }
-    ctx.reporter
-        .item_done(&data_path(job.dest), bytes, digest.as_deref());
+    let name = data_path(job.dest);
+    ctx.learn(&name, || Learnt::sha256(digest.clone()));
+    ctx.reporter.item_done(&name, bytes, digest.as_deref());
     Ok(())
 }

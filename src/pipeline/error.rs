@@ -135,6 +135,13 @@ pub enum BuildError {
     /// A worker thread panicked (a bug).
     #[error("{0} thread panicked")]
     Panicked(&'static str),
+    /// `--sign`: the key can't be used, or signing failed.
+    #[error("--sign: {0}")]
+    Sign(#[from] crate::trust::sums::SignError),
+    /// `--locked`: an input is not what the lock says (the config, a
+    /// size, a digest), or the lock can't be used.
+    #[error("--locked: {0}")]
+    Locked(String),
     /// The finished image can't be moved to OUTPUT.
     #[error("moving the image to {}: {source}", path.display())]
     Persist {
@@ -234,8 +241,44 @@ fn space_why(image_size: u64, holes: bool) -> String {
 }
 
 impl BuildError {
+    /// Whether a payload did not have the digest it was checked
+    /// against (a download's, a local file's, an archive's).
+    pub fn is_checksum_mismatch(&self) -> bool {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        // (`#[error(transparent)]` wrappers hide the mismatch from
+        // `source()`: each level is asked what it is.)
+        while let Some(e) = cur {
+            let found = e.downcast_ref::<ChecksumMismatch>().is_some()
+                || matches!(e.downcast_ref::<Self>(), Some(Self::Checksum(_)))
+                || matches!(e.downcast_ref::<HttpError>(), Some(HttpError::Checksum(_)))
+                || matches!(
+                    e.downcast_ref::<ExpandError>(),
+                    Some(ExpandError::Checksum(_))
+                );
+            if found {
+                return true;
+            }
+            cur = match e.downcast_ref::<Self>() {
+                Some(Self::Http(h)) => Some(h),
+                Some(Self::Expand(x)) => Some(x),
+                Some(Self::Plan(p)) => Some(p),
+                _ => match e.downcast_ref::<crate::plan::PlanError>() {
+                    Some(crate::plan::PlanError::Http(h)) => Some(h),
+                    Some(crate::plan::PlanError::Expand(x)) => Some(x),
+                    _ => match e.downcast_ref::<ExpandError>() {
+                        Some(ExpandError::Http(h)) => Some(h),
+                        _ => e.source(),
+                    },
+                },
+            };
+        }
+        false
+    }
+
     /// The exit code class.
     pub fn exit_kind(&self) -> ExitKind {
+        // (A checksum mismatch under `--locked` is made a `Locked`
+        // error by `pipeline::run`: exit 3.)
         match self {
             Self::ConfigRead { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 ExitKind::BadInput
@@ -251,6 +294,7 @@ impl BuildError {
             | Self::BadBase(_)
             | Self::Usage(_)
             | Self::DeviceRefused { .. }
+            | Self::Locked(_)
             | Self::Partition(_) => ExitKind::BadInput,
             Self::NoSpace { .. } => ExitKind::MissingRequirement,
             // A directory we may not write is a bad output path; anything
@@ -267,6 +311,7 @@ impl BuildError {
             Self::Oci(e) => e.exit_kind(),
             Self::Expand(e) => e.exit_kind(),
             Self::Publish(e) => e.exit_kind(),
+            Self::Sign(e) => e.exit_kind(),
             Self::ConfigRead { .. }
             | Self::SourceChanged { .. }
             | Self::Panicked(_)

@@ -19,8 +19,12 @@
 //! ([`lock`]: the output lock and dead builds' leftovers; [`unnamed`]:
 //! files without a name until published); [`publish`]: `--publish`,
 //! checked at planning, its upload fed by step 7 and completed once
-//! OUTPUT is published; [`error`]: why a build failed.
+//! OUTPUT is published; [`record`]: the record of the inputs (`--lock`,
+//! `--locked`); [`attest`]: the SBOM and the provenance (`--sbom`,
+//! `--provenance`); [`sign`]: the signed list of what a build wrote
+//! (`--sign`); [`error`]: why a build failed.
 
+pub mod attest;
 pub mod base;
 pub mod boot;
 pub mod cache;
@@ -33,7 +37,9 @@ pub mod lock;
 pub mod output;
 pub mod planning;
 pub mod publish;
+pub mod record;
 pub mod resize;
+pub mod sign;
 pub mod table;
 pub mod target;
 pub mod unnamed;
@@ -53,6 +59,7 @@ use cache::BuildCache;
 use output::SideFiles;
 use planning::Planned;
 use publish::Checked;
+use record::Recorder;
 use target::{Dirs, Opened};
 
 /// What to build, from the command line.
@@ -85,6 +92,36 @@ pub struct BuildOptions {
     pub allow_local_files: bool,
     /// `--bmap`, `--compress`: what is written besides the image.
     pub output_options: OutputOptions,
+    /// `--lock`, `--locked`: what the build says about its inputs.
+    pub trust: TrustOptions,
+}
+
+/// What a build records of its inputs and how it is held to a record
+/// (docs/spec.md §13).
+#[derive(Debug, Clone, Default)]
+pub struct TrustOptions {
+    /// `--lock FILE`: write every input as resolved to FILE after a
+    /// successful build.
+    pub lock: Option<PathBuf>,
+    /// `--locked FILE`: build exactly the inputs of the lock in FILE.
+    pub locked: Option<PathBuf>,
+    /// `--sign KEY`: a minisign secret key; `OUTPUT.SHA256SUMS` and its
+    /// signature are written (the image's sha256 is needed: set
+    /// `OutputOptions::json` too).
+    pub sign: Option<PathBuf>,
+    /// `--sbom`: write `OUTPUT.spdx.json` (needs `OutputOptions::json`
+    /// too: the image's sha256).
+    pub sbom: bool,
+    /// `--provenance`: write `OUTPUT.intoto.jsonl` (needs
+    /// `OutputOptions::json` too: the image's sha256).
+    pub provenance: bool,
+}
+
+impl TrustOptions {
+    /// Whether the build learns every input's sha256 while writing it.
+    pub fn records(&self) -> bool {
+        self.lock.is_some() || self.locked.is_some() || self.sbom || self.provenance
+    }
 }
 
 /// What a build writes besides the raw image (docs/spec.md §10).
@@ -191,9 +228,25 @@ impl Ctx<'_> {
 
 /// Run a build (or a check): the steps, in order.
 pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, BuildError> {
+    run_steps(opts, reporter).map_err(|e| locked_mismatch(opts, e))
+}
+
+/// [`run`]'s steps.
+fn run_steps(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, BuildError> {
+    let started = std::time::SystemTime::now();
     step(reporter, 1);
     let net = Net::new(opts.fetch.clone())?;
     let mut config = load::load_config(&opts.config_src, &net, opts.allow_local_files)?;
+    let locked = match &opts.trust.locked {
+        Some(path) => {
+            let lock =
+                crate::trust::Lock::read(path).map_err(|e| BuildError::Locked(e.to_string()))?;
+            record::check_config(&config, &lock, path)?;
+            Some(lock)
+        }
+        None => None,
+    };
+    let signer = sign::load_signer(opts)?;
     let (target, dirs) = Target::decide(opts, &mut config)?;
     let claim = target.claim(opts, &dirs)?;
 
@@ -206,13 +259,27 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
         Some(_) => Some(make_build_dir(opts, &dirs)?),
         None => None,
     };
-    let planned = planning::plan(opts, &config, &net, (cache.as_ref(), build_dir), reporter)?;
+    let planned = planning::plan(
+        opts,
+        &config,
+        &net,
+        (cache.as_ref(), build_dir),
+        reporter,
+        locked.as_ref(),
+    )?;
+    let frame = opts
+        .trust
+        .records()
+        .then(|| record::frame(opts, &config, &planned, locked.as_ref()));
+    if let (Some(frame), Some(lock)) = (&frame, &locked) {
+        record::check_planned(frame, lock)?;
+    }
     let Some(claim) = claim else {
         // `--check`: the plan, and nothing written.
         if let Some(c) = &cache {
             planning::report_eviction(c, reporter);
         }
-        let mut checked = Checked::new(planned.plan, opts, publisher.as_ref());
+        let mut checked = Checked::new(planned.plan, opts, target, publisher.as_ref());
         checked.clones = cache
             .as_ref()
             .and_then(crate::cache::Cache::local_dir)
@@ -232,13 +299,29 @@ pub fn run(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Buil
         build_dir: &dirs.build,
     };
     let out = target.open(claim, opts, &dirs)?;
-    let written = write(&ctx, &out, planned, publisher.as_ref());
+    let recorder = Recorder::default();
+    let written = write(&ctx, &out, planned, publisher.as_ref(), &recorder);
     if let Some(c) = &build_cache {
         c.evict();
     }
     match written {
-        Ok((sides, plan)) => {
+        Ok((mut sides, plan, base_sha256)) => {
+            let lock = frame.map(|f| recorder.complete(f, base_sha256));
+            let attested =
+                attest::add_sides(opts, &mut sides, lock.as_ref(), started).and_then(|()| {
+                    match &signer {
+                        Some(s) => sign::sign_sides(opts, s, &mut sides, lock.as_ref()),
+                        None => Ok(()),
+                    }
+                });
+            if let Err(e) = attested {
+                out.abandon();
+                return Err(e);
+            }
             out.publish(sides, reporter)?;
+            if let (Some(path), Some(lock)) = (&opts.trust.lock, &lock) {
+                record::write_lock(path, lock)?;
+            }
             Ok(Outcome::Built {
                 output: opts.output.clone(),
                 image_size: plan.image_size,
@@ -270,14 +353,29 @@ fn make_build_dir<'d>(opts: &BuildOptions, dirs: &'d Dirs) -> Result<&'d Path, B
     Ok(&dirs.build)
 }
 
+/// Under `--locked`, a payload that is not what the lock names (its
+/// sha256 differs) is a refused input, exit 3, naming the lock.
+fn locked_mismatch(opts: &BuildOptions, e: BuildError) -> BuildError {
+    match &opts.trust.locked {
+        Some(path) if e.is_checksum_mismatch() => BuildError::Locked(format!(
+            "{e}: not the bytes the lock {} names",
+            path.display()
+        )),
+        _ => e,
+    }
+}
+
 /// Steps 3 to 7 into the opened target: the side files to publish (and
-/// the upload to complete), and the plan carried out (its items consumed).
+/// the upload to complete), the plan carried out (its items consumed),
+/// and the digest step 3's check computed of the base (its sha256 in a
+/// recorded build, which tells `recorder` what each item's was).
 fn write(
     ctx: &Ctx<'_>,
     out: &Opened,
     planned: Planned,
     publisher: Option<&Publisher>,
-) -> Result<(SideFiles, Plan), BuildError> {
+    recorder: &Recorder,
+) -> Result<(SideFiles, Plan, Option<String>), BuildError> {
     let Planned {
         base,
         base_cache,
@@ -285,7 +383,7 @@ fn write(
     } = planned;
     let (staging, reopen) = out.staging();
     step(ctx.reporter, 3);
-    base::copy_base(staging, &base, base_cache, ctx)?;
+    let base_sha256 = base::copy_base(staging, &base, base_cache, ctx)?;
     let mut plan = resize::exact(plan, &base, reopen, ctx)?;
     let image = out.lay_out(ctx.opts, &base, &plan)?;
     let mbr = table::read_base(staging, &ctx.opts.output)?;
@@ -305,6 +403,7 @@ fn write(
         reporter: ctx.reporter,
         cache: ctx.cache,
         log: image.log.clone(),
+        recorder: ctx.opts.trust.records().then_some(recorder),
     };
     data::write_data_partition(&data, items)?;
 
@@ -316,5 +415,5 @@ fn write(
 
     step(ctx.reporter, 7);
     let sides = out.finish(ctx.opts, &plan, publisher, ctx.reporter)?;
-    Ok((sides, plan))
+    Ok((sides, plan, base_sha256))
 }

@@ -120,6 +120,11 @@ pub struct SideFiles {
     /// `--publish`: the download file's upload, fed by the pass, completed
     /// (with the side files) once OUTPUT is published.
     pub upload: Option<ImageUpload>,
+    /// The download file's (OUTPUT's) sha256, when the pass hashed it
+    /// (what `--sign`'s list names it with).
+    pub download_sha256: Option<String>,
+    /// The download file's size, when the pass read it.
+    pub download_size: Option<u64>,
 }
 
 /// What step 7 makes.
@@ -234,6 +239,8 @@ pub fn finish(f: &Finish<'_>, upload: Option<&mut ImageUpload>) -> Result<SideFi
     Ok(SideFiles {
         files,
         upload: None,
+        download_sha256: pass.download_sha256.clone(),
+        download_size: pass.download_sha256.is_some().then_some(pass.download_size),
     })
 }
 

@@ -13,6 +13,7 @@ use crate::config::ImageConfig;
 use crate::fetch::Net;
 use crate::plan::{self, BaseInfo, CacheUse, Plan};
 use crate::progress::Reporter;
+use crate::trust::Lock;
 
 /// What planning decided.
 #[derive(Debug)]
@@ -34,9 +35,15 @@ pub fn plan(
     net: &Net,
     (cache, build_dir): (Option<&Cache>, Option<&Path>),
     reporter: &dyn Reporter,
+    locked: Option<&Lock>,
 ) -> Result<Planned, BuildError> {
-    let mut spec = plan::locate_base(config, &opts.base_url, net)?;
+    let record = opts.trust.records();
+    let pin = locked.and_then(|l| l.base.sha256.as_deref());
+    let mut spec = plan::locate_base(config, &opts.base_url, net, record, pin)?;
     let mut base_cache = plan::Planner::new(cache);
+    if let Some(l) = locked {
+        base_cache.pin_to(l);
+    }
     plan::cache_base(&mut spec, &mut base_cache, net);
     for w in &base_cache.warnings {
         reporter.warn(w);
@@ -47,6 +54,8 @@ pub fn plan(
         cache,
         check: opts.check,
         spool_dir: build_dir,
+        record,
+        locked,
     };
     let the_plan = plan::make_plan(config, &base, net, &plan_opts)?;
     for w in &the_plan.warnings {

@@ -32,7 +32,7 @@ pub fn exact(plan: Plan, base: &BaseInfo, copy: &Path, ctx: &Ctx<'_>) -> Result<
     let copied = BaseSpec {
         location: BaseLocation::Local(copy.to_path_buf()),
         xz: false,
-        checksum: None,
+        checksum: crate::plan::Expected::default(),
         cache: None,
     };
     let copied = plan::inspect_base(&copied, ctx.net)?;

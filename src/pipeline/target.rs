@@ -61,7 +61,7 @@ impl Target {
         let o = &opts.output_options;
         let on_device = device::is_block_device(&opts.output);
         let target = if on_device {
-            refuse_on_device(o, &opts.output)?;
+            refuse_on_device(o, &opts.trust, &opts.output)?;
             Self::Device
         } else {
             match output::resolve_compression(o.compress, &opts.output, config)? {
@@ -400,7 +400,12 @@ impl Opened {
 /// What a block device can't take: a bmap, compression, a torrent and
 /// `OUTPUT.json` are for image files; `--publish` uploads a file (and a device is written in place,
 /// with no pass over the image to feed an upload).
-fn refuse_on_device(o: &super::OutputOptions, output: &Path) -> Result<(), BuildError> {
+fn refuse_on_device(
+    o: &super::OutputOptions,
+    trust: &super::TrustOptions,
+    output: &Path,
+) -> Result<(), BuildError> {
+    let (sign, sbom, prov) = (trust.sign.is_some(), trust.sbom, trust.provenance);
     let mut refused = Vec::new();
     if o.bmap {
         refused.push("--bmap");
@@ -411,9 +416,19 @@ fn refuse_on_device(o: &super::OutputOptions, output: &Path) -> Result<(), Build
     if o.torrent.is_some() {
         refused.push("--torrent");
     }
-    // (`--publish` sets `json`: it publishes OUTPUT.json.)
-    if o.json && o.publish.is_none() {
+    // (`--publish`, `--sign` and `--sbom` set `json`: their sets hold
+    // OUTPUT.json.)
+    if o.json && o.publish.is_none() && !sign && !sbom && !prov {
         refused.push("--json");
+    }
+    if sign {
+        refused.push("--sign");
+    }
+    if sbom {
+        refused.push("--sbom");
+    }
+    if prov {
+        refused.push("--provenance");
     }
     if o.publish.is_some() {
         refused.push("--publish");

@@ -104,26 +104,43 @@ impl BaseInfo {
 }
 
 /// Resolve the base source: location, xz or not, expected digest.
-pub fn locate_base(config: &ImageConfig, base_url: &str, net: &Net) -> Result<BaseSpec, PlanError> {
-    let (source, checksum) = match &config.base.source {
-        BaseSource::Version(v) => {
-            let url = format!(
-                "{}/offspot-base-arm64-{v}.img",
-                base_url.trim_end_matches('/')
-            );
+///
+/// `record`: learn the base's sha256 while it is copied. `pin`
+/// (`--locked`): the sha256 it must have, checked instead of the declared
+/// digest (which is then not fetched).
+pub fn locate_base(
+    config: &ImageConfig,
+    base_url: &str,
+    net: &Net,
+    record: bool,
+    pin: Option<&str>,
+) -> Result<BaseSpec, PlanError> {
+    let (source, checksum) = match (pin, &config.base.source) {
+        (Some(pin), _) => (
+            base_source(config, base_url),
+            super::cached::pinned(pin.to_string()),
+        ),
+        (None, BaseSource::Version(v)) => {
+            let Source::Http(url) = base_source(config, base_url) else {
+                return Err(PlanError::NoBaseDigest { url: v.to_string() });
+            };
             // The published md5 sits beside the image.
             let body =
                 net.block_on(net.http.get_small(&format!("{url}.md5"), MAX_CHECKSUM_FILE))?;
             let md5 = first_token(&body)
                 .filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()))
                 .ok_or_else(|| PlanError::NoBaseDigest { url: redact(&url) })?;
-            (Source::Http(url), Some((HashAlgo::Md5, md5)))
+            (
+                Source::Http(url),
+                Expected::declared(Some((HashAlgo::Md5, md5))),
+            )
         }
-        BaseSource::Source(s) => (
+        (None, BaseSource::Source(s)) => (
             s.clone(),
             resolve_checksum(config.base.checksum.as_ref(), net, "base.checksum")?,
         ),
     };
+    let checksum = checksum.recording(record);
     let xz = source.is_xz();
     let location = match source {
         Source::Local(path) if !path.is_file() => return Err(PlanError::BaseMissing { path }),
@@ -138,12 +155,26 @@ pub fn locate_base(config: &ImageConfig, base_url: &str, net: &Net) -> Result<Ba
     })
 }
 
+/// Where the base comes from: a version's URL under `base_url`, or the
+/// source as given.
+fn base_source(config: &ImageConfig, base_url: &str) -> Source {
+    match &config.base.source {
+        BaseSource::Version(v) => Source::Http(format!(
+            "{}/offspot-base-arm64-{v}.img",
+            base_url.trim_end_matches('/')
+        )),
+        BaseSource::Source(s) => s.clone(),
+    }
+}
+
 /// A declared checksum as (algorithm, digest), fetching `kind: url` values
 /// (at most [`MAX_CHECKSUM_FILE`], first token). `key` names it in errors.
 pub fn resolve_checksum(c: Option<&Checksum>, net: &Net, key: &str) -> Result<Expected, PlanError> {
-    let Some(c) = c else { return Ok(None) };
+    let Some(c) = c else {
+        return Ok(Expected::default());
+    };
     match c.kind {
-        ChecksumKind::Digest => Ok(Some((c.algo, c.value.clone()))),
+        ChecksumKind::Digest => Ok(Expected::declared(Some((c.algo, c.value.clone())))),
         ChecksumKind::Url => {
             let body = net.block_on(net.http.get_small(&c.value, MAX_CHECKSUM_FILE))?;
             let t = first_token(&body)
@@ -153,7 +184,7 @@ pub fn resolve_checksum(c: Option<&Checksum>, net: &Net, key: &str) -> Result<Ex
                     url: redact(&c.value),
                     algo: c.algo.to_string(),
                 })?;
-            Ok(Some((c.algo, t)))
+            Ok(Expected::declared(Some((c.algo, t))))
         }
     }
 }

@@ -4,7 +4,7 @@
 //! unless `check_after` has passed; then the remote's validators decide
 //! whether it is outdated, and a failed check keeps it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::cache::{
     unix_now, Cache, Claim, Decision, FillMeta, FillSink, Freshness, Hit, Key, Validators,
@@ -63,6 +63,20 @@ pub struct Planner<'a> {
     now: u64,
     /// Remarks for the plan's warnings.
     pub warnings: Vec<String>,
+    /// `--locked`: the sha256 each URL must have. An entry with it is a
+    /// hit whatever the remote's validators say now (no check); an entry
+    /// with other bytes is replaced.
+    pub pins: HashMap<String, String>,
+    /// `--locked`: the lock the items are pinned to.
+    pub locked: Option<&'a crate::trust::Lock>,
+    /// A recorded build (`--lock`, `--sbom`, `--provenance`,
+    /// `--locked`): every source's sha256 is learnt while it is written.
+    pub record: bool,
+}
+
+/// The check of a source pinned to `sha256` (learning it, so recorded).
+pub fn pinned(sha256: String) -> crate::io::Check {
+    crate::io::Check::declared(Some((crate::config::HashAlgo::Sha256, sha256))).recording(true)
 }
 
 /// What the cache knows of a URL at planning.
@@ -98,7 +112,43 @@ impl<'a> Planner<'a> {
             seen: HashSet::new(),
             now: unix_now(),
             warnings: Vec::new(),
+            pins: HashMap::new(),
+            locked: None,
+            record: false,
         }
+    }
+
+    /// `--locked`: pin every URL the lock gives a sha256 to it
+    /// ([`Planner::pins`]).
+    pub fn pin_to(&mut self, lock: &'a crate::trust::Lock) {
+        let inputs = std::iter::once(&lock.base).chain(&lock.items);
+        for i in inputs {
+            if let (Some(url), Some(sha)) = (&i.url, &i.sha256) {
+                self.pins.insert(url.clone(), sha.clone());
+            }
+        }
+        self.locked = Some(lock);
+    }
+
+    /// The check of the source of config key `key` (`files[2].to`):
+    /// `declared` learning the sha256 in a recorded build; with
+    /// `--locked`, the lock's sha256 instead (the lock was made by a
+    /// build that checked `declared`, and the config is the same).
+    /// `declared` is only resolved (a `kind: url` checksum fetched) when
+    /// the lock has no sha256 for it.
+    pub fn check_for<E>(
+        &self,
+        key: &str,
+        declared: impl FnOnce() -> Result<crate::io::Check, E>,
+    ) -> Result<crate::io::Check, E> {
+        let locked = self
+            .locked
+            .and_then(|l| l.item(key))
+            .and_then(|i| i.sha256.clone());
+        Ok(match locked {
+            Some(sha) => pinned(sha),
+            None => declared()?.recording(self.record),
+        })
     }
 
     /// Whether a cache is in use.
@@ -155,6 +205,17 @@ impl<'a> Planner<'a> {
             Lookup::Hit(hit) => hit,
             other => return other,
         };
+        if let Some(pin) = self.pins.get(url) {
+            return if hit.entry().sha256.eq_ignore_ascii_case(pin) {
+                Lookup::Hit(hit)
+            } else {
+                Lookup::Miss(Miss {
+                    key: hit.key().clone(),
+                    remote: None,
+                    replaces: Some(hit.entry().sha256.clone()),
+                })
+            };
+        }
         if !hit.is_due_for_check() {
             return Lookup::Hit(hit);
         }

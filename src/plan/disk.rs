@@ -85,7 +85,7 @@ mod tests {
         sector[511] = 0xAA;
         Ok(BaseInfo {
             location: BaseLocation::Local(path.to_path_buf()),
-            checksum: None,
+            checksum: Default::default(),
             xz: false,
             size,
             mbr: Mbr::parse(&sector)?,
@@ -100,7 +100,7 @@ mod tests {
             size,
             source: ItemSource::Local {
                 path: path.to_path_buf(),
-                checksum: None,
+                checksum: Default::default(),
             },
             archive: None,
             cache: None,

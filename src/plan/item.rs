@@ -4,14 +4,14 @@
 use std::path::PathBuf;
 
 use super::cached::CacheUse;
-use crate::config::HashAlgo;
 use crate::config::OciReference;
 use crate::expand::{ArchivePlan, ArchiveSource};
 use crate::fetch::redact;
 use crate::oci::{Platform, Resolved};
 
-/// An expected digest: algorithm and lowercase hex.
-pub type Expected = Option<(HashAlgo, String)>;
+/// What a source's bytes are checked against (its declared digest) and
+/// whether the build learns their sha256 (a recorded build).
+pub type Expected = crate::io::Check;
 
 /// Where the data partition is mounted on the Pi: item destinations are
 /// relative to it.
@@ -52,6 +52,9 @@ pub struct OciPull {
     /// the registry (a cache hit not due for a check): the build resolves
     /// it if the cached copy turns out unusable.
     pub resolved: Option<Resolved>,
+    /// `--locked`: the platform manifest digest to pull, whatever the tag
+    /// names now.
+    pub pin: Option<String>,
 }
 
 impl OciPull {
@@ -80,14 +83,8 @@ impl ItemSource {
     pub fn as_archive(&self) -> Option<ArchiveSource<'_>> {
         match self {
             Self::Bytes(b) => Some(ArchiveSource::Bytes(b)),
-            Self::Local { path, checksum } => Some(ArchiveSource::Local {
-                path,
-                checksum: checksum.as_ref(),
-            }),
-            Self::Http { url, checksum } => Some(ArchiveSource::Http {
-                url,
-                checksum: checksum.as_ref(),
-            }),
+            Self::Local { path, checksum } => Some(ArchiveSource::Local { path, checksum }),
+            Self::Http { url, checksum } => Some(ArchiveSource::Http { url, checksum }),
             Self::Oci(_) => None,
         }
     }

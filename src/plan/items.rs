@@ -28,7 +28,7 @@ pub fn plan_items(
     let (mut items, oci_free) = oci_items(&config.oci_images, &Platform::default(), net, cache)?;
     for (i, f) in config.files.iter().enumerate() {
         let key = format!("files[{i}]");
-        let source = file_source(&key, f, net, &mut unreachable)?;
+        let source = file_source(&key, f, net, cache, &mut unreachable)?;
         items.push(match Format::of(f.via) {
             Some(format) => archive_item(&key, f, format, source, net, cache, &mut unreachable)?,
             None => file_item(&key, f, source, net, cache, &mut unreachable)?,
@@ -114,7 +114,7 @@ fn oci_items(
                     .map_err(crate::oci::OciError::from)?;
                 let source = ItemSource::Http {
                     url: url.clone(),
-                    checksum: None,
+                    checksum: super::Expected::default(),
                 };
                 (source, probe.size.unwrap_or(e.filesize))
             }
@@ -129,13 +129,14 @@ fn oci_items(
                     .len();
                 let source = ItemSource::Local {
                     path: path.clone(),
-                    checksum: None,
+                    checksum: super::Expected::default(),
                 };
                 (source, size)
             }
             None => {
                 let size = e.filesize.saturating_add(e.fullsize);
-                let (pull, use_) = image_pull(e, platform, &registry, net, cache)?;
+                let key = format!("oci_images[{i}].ident");
+                let (pull, use_) = image_pull(e, &key, platform, &registry, net, cache)?;
                 cached = use_;
                 (ItemSource::Oci(Box::new(pull)), size)
             }
@@ -155,18 +156,31 @@ fn oci_items(
 
 /// An image to pull, and the cache's part in it: a hit not due for a check
 /// needs no registry at all; one due is compared by its platform manifest
-/// digest (a registry that can't be reached keeps it).
+/// digest (a registry that can't be reached keeps it). With `--locked`,
+/// the lock's manifest digest is pulled, whatever the tag names now, and
+/// a hit is used only when it is that digest (without asking the
+/// registry).
 fn image_pull(
     e: &OciEntry,
+    item_key: &str,
     platform: &Platform,
     registry: &Registry,
     net: &Net,
     cache: &mut Planner<'_>,
 ) -> Result<(OciPull, Option<CacheUse>), PlanError> {
+    let pin = cache
+        .locked
+        .and_then(|l| l.item(item_key))
+        .and_then(|i| i.image.as_ref())
+        .map(|i| i.manifest_digest.clone());
+    if let Some(pin) = pin {
+        return pinned_pull(e, &pin, platform, registry, net, cache);
+    }
     let mut pull = OciPull {
         reference: e.ident.clone(),
         platform: platform.clone(),
         resolved: None,
+        pin: None,
     };
     let key = Key::image(
         &e.ident.registry,
@@ -216,11 +230,53 @@ fn image_pull(
     Ok((pull, use_))
 }
 
+/// `--locked`'s pull of the image of `e` at manifest digest `pin`.
+fn pinned_pull(
+    e: &OciEntry,
+    pin: &str,
+    platform: &Platform,
+    registry: &Registry,
+    net: &Net,
+    cache: &mut Planner<'_>,
+) -> Result<(OciPull, Option<CacheUse>), PlanError> {
+    let key = Key::image(
+        &e.ident.registry,
+        &e.ident.repository,
+        &e.ident.name,
+        Some(&e.ident.tag),
+        e.ident.digest.as_deref(),
+        &platform.normalized(),
+    );
+    let mut pull = OciPull {
+        reference: e.ident.clone(),
+        platform: platform.clone(),
+        resolved: None,
+        pin: Some(pin.to_string()),
+    };
+    let (fill_key, replaces) = match cache.find(key, &e.ident.repo_tag()) {
+        Lookup::Hit(hit) if hit.validators().digest.as_deref() == Some(pin) => {
+            return Ok((pull, Some(Planner::hit(hit))));
+        }
+        Lookup::Hit(hit) => (Some(hit.key().clone()), Some(hit.entry().sha256.clone())),
+        Lookup::Miss(m) => (Some(m.key), m.replaces),
+        Lookup::No => (None, None),
+    };
+    let r = net.block_on(registry.resolve_at(&e.ident, platform, Some(pin)))?;
+    let v = Validators {
+        digest: Some(r.manifest_digest.clone()),
+        ..Validators::default()
+    };
+    pull.resolved = Some(r);
+    let use_ = fill_key.and_then(|k| cache.fill(k, v, replaces, e.filesize));
+    Ok((pull, use_))
+}
+
 /// Where `files[i]` (`key`) comes from, its checksum resolved.
 fn file_source(
     key: &str,
     f: &FileEntry,
     net: &Net,
+    planner: &Planner<'_>,
     unreachable: &mut Unreachable,
 ) -> Result<ItemSource, PlanError> {
     let checksum_key = format!("{key}.checksum");
@@ -229,9 +285,12 @@ fn file_source(
         net,
         &checksum_key,
     ) {
-        Err(PlanError::Http(e)) => Ok(unreachable.note(&checksum_key, Err(e))?.flatten()),
+        Err(PlanError::Http(e)) => Ok(unreachable.note(&checksum_key, Err(e))?.unwrap_or_default()),
         other => other,
     };
+    let item_key = format!("{key}.to");
+    let checksum =
+        |unreachable: &mut Unreachable| planner.check_for(&item_key, || checksum(unreachable));
     Ok(match &f.payload {
         Payload::Content(bytes) => ItemSource::Bytes(bytes.clone()),
         Payload::Source(Source::Local(p)) => ItemSource::Local {

@@ -84,6 +84,11 @@ pub struct PlanOptions<'a> {
     /// The build directory, where a remote archive's pre-scan keeps it for
     /// the build when the cache does not (src/plan/spool.rs).
     pub spool_dir: Option<&'a std::path::Path>,
+    /// Learn every source's sha256 while it is written (`--lock`,
+    /// `--sbom`, `--provenance`).
+    pub record: bool,
+    /// `--locked`: build exactly the lock's inputs.
+    pub locked: Option<&'a crate::trust::Lock>,
 }
 
 /// Make the plan: the config's items (probed, measured), then their sizes
@@ -97,6 +102,10 @@ pub fn make_plan(
     let mut planner = Planner::new(opts.cache);
     planner.prescan = !opts.check;
     planner.spool_dir = opts.spool_dir.map(std::path::Path::to_path_buf);
+    planner.record = opts.record || opts.locked.is_some();
+    if let Some(lock) = opts.locked {
+        planner.pin_to(lock);
+    }
     let (items, oci_free) = items::plan_items(config, net, &mut planner)?;
     dest::check_items(&items)?;
     let found = Found {
