@@ -185,6 +185,13 @@ fn a_locked_build_with_the_origin_stopped_and_the_cache_warm_is_byte_identical()
     assert!(log.contains("sha256") && log.contains("one.lock"), "{log}");
     assert_nothing_left(&s.dir, &out3);
 
+    // A lock that can't be written: refused before the build (exit 3).
+    let nowhere = s.dir.join("no-such-dir/x.lock");
+    let (code, log) = build(&[&"--lock", &nowhere, &s.cfg, &out3]);
+    assert_eq!(code, 3, "{log}");
+    assert!(log.contains("no-such-dir"), "{log}");
+    assert_nothing_left(&s.dir, &out3);
+
     // Not a lock: exit 3 naming the file.
     std::fs::write(s.dir.join("bad.lock"), b"{\"lock_version\": 1").unwrap();
     let (code, log) = build(&[&"--locked", &s.dir.join("bad.lock"), &s.cfg, &out3]);

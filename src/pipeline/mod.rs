@@ -247,6 +247,9 @@ fn run_steps(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Outcome, Bu
         None => None,
     };
     let signer = sign::load_signer(opts)?;
+    if let Some(path) = &opts.trust.lock {
+        record::check_lock_path(path)?;
+    }
     let (target, dirs) = Target::decide(opts, &mut config)?;
     let claim = target.claim(opts, &dirs)?;
 

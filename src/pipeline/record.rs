@@ -281,6 +281,22 @@ fn image_input(item: &Item, pull: &crate::plan::OciPull, locked: Option<&Lock>) 
     img
 }
 
+/// `--lock FILE` can be written: its directory exists (checked in step 1,
+/// so a typo costs no build).
+pub fn check_lock_path(path: &Path) -> Result<(), BuildError> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if dir.is_dir() && !path.is_dir() {
+        return Ok(());
+    }
+    Err(BuildError::Usage(format!(
+        "--lock {}: not a file in an existing directory",
+        path.display()
+    )))
+}
+
 /// Write the lock to `path`: a temporary file beside it, synced, renamed
 /// over it.
 pub fn write_lock(path: &Path, lock: &Lock) -> Result<(), BuildError> {
