@@ -60,6 +60,7 @@ fn main() -> ExitCode {
         // As a build decides it: --torrent writes the json too.
         json: json || torrent,
         torrent: torrent.then_some(&options),
+        files: &[],
         threads: 0,
         sync_raw: true,
         reporter: &Silent,

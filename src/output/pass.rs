@@ -64,6 +64,9 @@ pub struct Pass<'a> {
     /// The download file's other consumers (the torrent's pieces, an
     /// upload), fed in order as it is written.
     pub sinks: Vec<&'a mut dyn DownloadSink>,
+    /// The raw image's other consumers (the files' sha256 of a recorded
+    /// build), fed in order as it is read.
+    pub raw_sinks: Vec<&'a mut dyn DownloadSink>,
 }
 
 /// What the pass measured.
@@ -94,12 +97,18 @@ pub fn run_pass(p: Pass<'_>, progress: &dyn Fn(u64)) -> Result<PassResult, PassE
         compress,
         download_sha256,
         sinks,
+        raw_sinks,
     } = p;
     let raw_download = compress.is_none();
     let mut image_sha = (image_sha256 || (raw_download && download_sha256))
         .then(|| Sha256Sink::new("the image's sha256"));
     let mut ranges = map.map(|m| RangeHashes::new(m, len));
-    if image_sha.is_none() && ranges.is_none() && raw_download && sinks.is_empty() {
+    if image_sha.is_none()
+        && ranges.is_none()
+        && raw_download
+        && sinks.is_empty()
+        && raw_sinks.is_empty()
+    {
         return Ok(PassResult {
             extract_size: len,
             extract_sha256: None,
@@ -155,6 +164,7 @@ pub fn run_pass(p: Pass<'_>, progress: &dyn Fn(u64)) -> Result<PassResult, PassE
     if let Some(r) = ranges.as_mut() {
         raw_wired.push(raw_fan.connect(r));
     }
+    raw_wired.extend(raw_sinks.into_iter().map(|r| raw_fan.connect(r)));
 
     drive(
         Wiring {
@@ -317,6 +327,7 @@ mod tests {
                 compress: None,
                 download_sha256: true,
                 sinks: vec![&mut pieces],
+                raw_sinks: Vec::new(),
             },
             &progress,
         )
@@ -354,6 +365,7 @@ mod tests {
                 }),
                 download_sha256: true,
                 sinks: vec![&mut pieces],
+                raw_sinks: Vec::new(),
             },
             &|_| {},
         )
@@ -393,6 +405,7 @@ mod tests {
                     }),
                     download_sha256: false,
                     sinks: vec![&mut broken],
+                    raw_sinks: Vec::new(),
                 },
                 &|_| {},
             )
@@ -418,6 +431,7 @@ mod tests {
                 compress: None,
                 download_sha256: false,
                 sinks: Vec::new(),
+                raw_sinks: Vec::new(),
             },
             &|n| {
                 read.fetch_add(n, std::sync::atomic::Ordering::Relaxed);

@@ -748,6 +748,7 @@ mod tests {
                 }),
                 download_sha256: true,
                 sinks: vec![&mut got],
+                raw_sinks: Vec::new(),
             };
             let pass = run_pass(pass, &|_| {})?;
             let want = if out.is_some() {

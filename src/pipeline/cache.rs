@@ -174,20 +174,21 @@ impl<'a> BuildCache<'a> {
         size: u64,
         validators: Validators,
         source: &str,
-    ) {
+    ) -> Option<crate::cache::Entry> {
         let key = filler.key().to_string();
         let meta = FillMeta {
             validators,
             source: source.to_string(),
         };
         match tokio::task::spawn_blocking(move || filler.commit(size, meta)).await {
-            Ok(Ok(_)) => {}
+            Ok(Ok(entry)) => return Some(entry),
             Ok(Err(e)) => self.warn(&e),
             Err(_) => self.warn(&CacheError::IncompleteFill {
                 key,
                 reason: "its commit panicked".into(),
             }),
         }
+        None
     }
 
     /// After the build: apply the policy, then make what this build

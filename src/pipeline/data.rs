@@ -24,6 +24,7 @@ use crate::fetch::{redact, Continue, Fetched, HttpError, Net};
 use crate::fs::ext4::{Ext4Builder, Ext4Params, FileWriter, InodeMeta, OldTree, Timestamp};
 use crate::io::{ProgressSink, StreamVerifier, Tee, WriterSink, COPY_BUF};
 use crate::oci::{ArchiveSink, PullJob, Registry};
+use crate::output::FileSpans;
 use crate::partition::PartitionWindow;
 use crate::plan::{
     data_path, CacheUse, Expected, Item, ItemSource, OciPull, Plan, DIR_PERM, FILE_PERM,
@@ -57,6 +58,12 @@ pub struct DataCtx<'a> {
     pub log: Option<std::sync::Arc<dyn crate::partition::WriteLog>>,
     /// A recorded build: told what each item's bytes were.
     pub recorder: Option<&'a Recorder>,
+    /// Step 7 reads the finished image (a file OUTPUT with an output that
+    /// needs its bytes): a recorded build's download with no declared
+    /// checksum is hashed there, from the image, instead of while it
+    /// downloads (the spans are collected here; see
+    /// [`crate::output::FileHashes`]).
+    pub deferred: Option<&'a Mutex<Vec<FileSpans>>>,
 }
 
 impl DataCtx<'_> {
@@ -64,6 +71,35 @@ impl DataCtx<'_> {
     fn learn(&self, name: &str, learnt: impl FnOnce() -> Learnt) {
         if let Some(r) = self.recorder {
             r.learn(name, learnt());
+        }
+    }
+
+    /// Where `d`'s bytes will be in the image, when its sha256 is wanted
+    /// only for the record (nothing declared) and step 7 can hash them
+    /// there: then its download computes no hash.
+    fn defer_hash(&self, d: &Download) -> Option<FileSpans> {
+        self.deferred?;
+        if d.checksum.declared.is_some() || !d.checksum.sha256 {
+            return None;
+        }
+        let spans = FileSpans {
+            name: d.name.clone(),
+            spans: d.w.image_spans(d.size).ok()?,
+        };
+        spans.in_image_order().then_some(spans)
+    }
+
+    /// Tell the recorder item `name`'s sha256, keeping what it knew.
+    fn learn_sha256(&self, name: &str, sha256: String) {
+        if let Some(r) = self.recorder {
+            r.learn_sha256(name, sha256);
+        }
+    }
+
+    /// Step 7 hashes `spans` for the record.
+    fn defer(&self, spans: FileSpans) {
+        if let Some(Ok(mut v)) = self.deferred.map(Mutex::lock) {
+            v.push(spans);
         }
     }
 }
@@ -327,7 +363,7 @@ fn copy_hits(
 /// what that build published, or download into the image and the cache.
 async fn fetch_one(
     ctx: &DataCtx<'_>,
-    d: Download,
+    mut d: Download,
     spec: Option<ClaimSpec>,
 ) -> Result<(), BuildError> {
     let reporter = ctx.reporter;
@@ -353,6 +389,12 @@ async fn fetch_one(
         (Some(cache), Some((f, _))) => f.file().is_some_and(|_| cache.clones_into(ctx.image)),
         _ => false,
     };
+    // The record's sha256, when nothing else needs a hash: from the
+    // cache's commit, which computes its entry's, or from step 7's read.
+    let deferred = ctx.defer_hash(&d);
+    if deferred.is_some() {
+        d.checksum.sha256 = false;
+    }
     let (result, failed) = download(ctx, &d, fill.as_mut(), clone).await;
     let digest = match result {
         Ok(fetched) => {
@@ -365,6 +407,7 @@ async fn fetch_one(
             return Err(e.into());
         }
     };
+    let mut committed = None;
     if let (Some(cache), Some((filler, validators))) = (ctx.cache, fill) {
         match failed {
             Some(e) => {
@@ -386,8 +429,14 @@ async fn fetch_one(
                         reporter.item_cloned(&d.name, shared);
                     }
                 }
-                cache.commit_async(filler, d.size, validators, &d.url).await;
+                committed = cache.commit_async(filler, d.size, validators, &d.url).await;
             }
+        }
+    }
+    if let Some(spans) = deferred {
+        match committed {
+            Some(entry) => ctx.learn_sha256(&d.name, entry.sha256),
+            None => ctx.defer(spans),
         }
     }
     // Reported as each finishes, so the history is live.

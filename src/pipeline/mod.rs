@@ -394,6 +394,7 @@ fn write(
 
     step(ctx.reporter, 4);
     let items = std::mem::take(&mut plan.items);
+    let deferred = std::sync::Mutex::new(Vec::new());
     let data = data::DataCtx {
         image: &image.file,
         image_path: &ctx.opts.output,
@@ -407,6 +408,7 @@ fn write(
         cache: ctx.cache,
         log: image.log.clone(),
         recorder: ctx.opts.trust.records().then_some(recorder),
+        deferred: (ctx.opts.trust.records() && out.pass_reads(ctx.opts)).then_some(&deferred),
     };
     data::write_data_partition(&data, items)?;
 
@@ -417,6 +419,10 @@ fn write(
     out.write_table(ctx.opts, table::final_mbr(mbr, plan.fs_size)?)?;
 
     step(ctx.reporter, 7);
-    let sides = out.finish(ctx.opts, &plan, publisher, ctx.reporter)?;
+    let files = deferred.into_inner().unwrap_or_default();
+    let sides = out.finish(ctx.opts, &plan, publisher, files, ctx.reporter)?;
+    for (name, sha256) in &sides.file_sha256 {
+        recorder.learn_sha256(name, sha256.clone());
+    }
     Ok((sides, plan, base_sha256))
 }

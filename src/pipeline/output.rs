@@ -19,8 +19,8 @@ use super::unnamed;
 use crate::config::ImageConfig;
 use crate::fs::ext4::Timestamp;
 use crate::output::{
-    map_image, piece_length, run_pass, Bmap, Compress, Compression, DownloadSink, ImageUpload,
-    Pass, Pieces, Torrent, TorrentOptions,
+    map_image, piece_length, run_pass, Bmap, Compress, Compression, DownloadSink, FileHashes,
+    FileSpans, ImageUpload, Pass, Pieces, Torrent, TorrentOptions,
 };
 use crate::progress::Reporter;
 
@@ -125,6 +125,8 @@ pub struct SideFiles {
     pub download_sha256: Option<String>,
     /// The download file's size, when the pass read it.
     pub download_size: Option<u64>,
+    /// The sha256 of each file of [`Finish::files`], by item name.
+    pub file_sha256: Vec<(String, String)>,
 }
 
 /// What step 7 makes.
@@ -146,6 +148,9 @@ pub struct Finish<'a> {
     pub json: bool,
     /// `--torrent`.
     pub torrent: Option<&'a TorrentOptions>,
+    /// Files of the image to hash for a recorded build (its downloads
+    /// that declared no checksum: [`crate::output::FileHashes`]).
+    pub files: &'a [FileSpans],
     /// Encoder threads.
     pub threads: u32,
     /// Make the raw image durable (`fsync`) during the pass: the raw
@@ -180,6 +185,20 @@ pub fn finish(f: &Finish<'_>, upload: Option<&mut ImageUpload>) -> Result<SideFi
         upload,
         reporter: f.reporter,
     });
+    // Spans that can't be hashed in one forward read are a bug of the
+    // data step, which only defers files laid out in image order.
+    let mut file_hashes = match f.files {
+        [] => None,
+        files => Some(FileHashes::new(files.to_vec()).ok_or_else(|| {
+            io(std::io::Error::other(
+                "the files to hash are not laid out in the image's order",
+            ))
+        })?),
+    };
+    let mut raw_sinks: Vec<&mut dyn DownloadSink> = Vec::new();
+    if let Some(h) = file_hashes.as_mut() {
+        raw_sinks.push(h);
+    }
     let mut sinks: Vec<&mut dyn DownloadSink> = Vec::new();
     if let Some(p) = pieces.as_mut() {
         sinks.push(p);
@@ -201,8 +220,14 @@ pub fn finish(f: &Finish<'_>, upload: Option<&mut ImageUpload>) -> Result<SideFi
         }),
         download_sha256: f.json,
         sinks,
+        raw_sinks,
     };
-    let reads = f.json || f.bmap || f.compressed.is_some() || f.torrent.is_some() || uploads;
+    let reads = f.json
+        || f.bmap
+        || f.compressed.is_some()
+        || f.torrent.is_some()
+        || uploads
+        || !f.files.is_empty();
     if reads {
         f.reporter.pass_started(f.len);
     }
@@ -241,6 +266,9 @@ pub fn finish(f: &Finish<'_>, upload: Option<&mut ImageUpload>) -> Result<SideFi
         upload: None,
         download_sha256: pass.download_sha256.clone(),
         download_size: pass.download_sha256.is_some().then_some(pass.download_size),
+        file_sha256: file_hashes
+            .map(FileHashes::into_digests)
+            .unwrap_or_default(),
     })
 }
 

@@ -81,6 +81,14 @@ impl Recorder {
         }
     }
 
+    /// Note item `name`'s sha256 (learnt after the rest: from the
+    /// cache's commit, or from step 7's read of the image).
+    pub fn learn_sha256(&self, name: &str, sha256: String) {
+        if let Ok(mut m) = self.learnt.lock() {
+            m.entry(name.to_string()).or_default().sha256 = Some(sha256);
+        }
+    }
+
     /// The record: `frame` with what was learnt, and the base's sha256.
     pub fn complete(self, mut frame: Lock, base_sha256: Option<String>) -> Lock {
         let mut learnt = self.learnt.into_inner().unwrap_or_default();

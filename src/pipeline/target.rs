@@ -21,7 +21,7 @@ use super::output::{self, RawImage, SideFiles};
 use super::planning::Planned;
 use super::BuildOptions;
 use crate::config::{ImageConfig, OutputSize};
-use crate::output::{Compression, Publisher};
+use crate::output::{Compression, FileSpans, Publisher};
 use crate::partition::WriteLog;
 use crate::plan::{BaseInfo, Plan};
 use crate::progress::Reporter;
@@ -297,6 +297,18 @@ impl Opened {
         }
     }
 
+    /// Whether step 7 will read the finished image (a file OUTPUT that is
+    /// compressed, or hashed, mapped or torrented: see
+    /// [`output::finish`]).
+    pub fn pass_reads(&self, opts: &BuildOptions) -> bool {
+        let o = &opts.output_options;
+        match self {
+            Self::Device { .. } => false,
+            Self::File { .. } => o.writes_json(false) || o.bmap,
+            Self::Compressed { .. } => true,
+        }
+    }
+
     /// Step 7: the output pass and the side files (files), or the device's
     /// zeros and partition table. With `publisher`, the download file's
     /// upload is fed by the pass (and aborted if the pass fails).
@@ -305,6 +317,7 @@ impl Opened {
         opts: &BuildOptions,
         plan: &Plan,
         publisher: Option<&Publisher>,
+        files: Vec<FileSpans>,
         reporter: &dyn Reporter,
     ) -> Result<SideFiles, BuildError> {
         let o = &opts.output_options;
@@ -337,6 +350,7 @@ impl Opened {
                 bmap: o.bmap,
                 json: o.writes_json(compressed.is_some()),
                 torrent: o.torrent.as_ref(),
+                files: &files,
                 threads,
                 reporter,
             },

@@ -176,6 +176,45 @@ impl FileWriter {
         }
     }
 
+    /// Where the file's first `len` bytes lie in the file the partition
+    /// window is over (the image): `(offset, length)` byte ranges in the
+    /// file's order, the last cut at `len`. `len` may not exceed the
+    /// file's size.
+    pub fn image_spans(&self, len: u64) -> Result<Vec<(u64, u64)>, Ext4Error> {
+        if len > self.size() {
+            return Err(Ext4Error::WritePastEnd {
+                path: self.path.to_string(),
+                offset: 0,
+                len,
+                size: self.size(),
+            });
+        }
+        let overflow =
+            |at: u64| Ext4Error::Internal(format!("{}: offset past 2^64 near {at}", self.path));
+        let mut spans = Vec::new();
+        let mut pos = 0u64;
+        for run in self.runs.iter() {
+            if pos >= len {
+                break;
+            }
+            let n = run.len.bytes()?.min(len.saturating_sub(pos));
+            let at = self
+                .window
+                .start()
+                .checked_add(run.start.byte_offset()?)
+                .ok_or_else(|| overflow(pos))?;
+            spans.push((at, n));
+            pos = pos.checked_add(n).ok_or_else(|| overflow(pos))?;
+        }
+        if pos < len {
+            return Err(Ext4Error::Internal(format!(
+                "{}: reserved blocks do not cover offset {pos}",
+                self.path
+            )));
+        }
+        Ok(spans)
+    }
+
     /// Copy the first `len` bytes of the file `src` to the start of this
     /// one, run by run, sharing the blocks where the filesystem can
     /// (FICLONERANGE on XFS and btrfs: nothing written but the unaligned
