@@ -278,7 +278,7 @@ struct Download {
     url: String,
     checksum: Expected,
     /// The cache's part, as planned (consumed when the download starts).
-    cache: Option<CacheUse>,
+    cache: Option<Box<CacheUse>>,
     w: FileWriter,
 }
 
@@ -293,7 +293,7 @@ fn download_all(ctx: &DataCtx<'_>, downloads: Vec<Download>) -> Result<(), Build
     let mut fetches: Vec<Fetch> = Vec::with_capacity(downloads.len());
     for mut d in downloads {
         let planned = match (ctx.cache, d.cache.take()) {
-            (Some(c), use_) => c.planned(use_),
+            (Some(c), use_) => c.planned(use_.map(|b| *b)),
             (None, _) => Planned::Plain,
         };
         match planned {
@@ -608,7 +608,7 @@ struct Image {
     size: u64,
     pull: Box<OciPull>,
     /// The cache's part, as planned.
-    cache: Option<CacheUse>,
+    cache: Option<Box<CacheUse>>,
     w: FileWriter,
 }
 
@@ -632,7 +632,7 @@ fn pull_images(
         } = image;
         let mut fill = None;
         if let Some(cache) = ctx.cache {
-            let claimed = match cache.planned(cached) {
+            let claimed = match cache.planned(cached.map(|b| *b)) {
                 Planned::Plain => None,
                 Planned::Hit(hit) => Some(Claimed::Hit(hit)),
                 // Without waiting: images are claimed before any pull
@@ -732,11 +732,13 @@ fn expand_all(
             expand_spooled(ctx, builder, &job, file)?;
             continue;
         }
-        let mut claimed = ctx.cache.and_then(|c| match c.planned(item.cache) {
-            Planned::Plain => None,
-            Planned::Hit(hit) => Some(Claimed::Hit(hit)),
-            Planned::Claim(spec) => Some(claim(c.cache(), spec)),
-        });
+        let mut claimed = ctx
+            .cache
+            .and_then(|c| match c.planned(item.cache.map(|b| *b)) {
+                Planned::Plain => None,
+                Planned::Hit(hit) => Some(Claimed::Hit(hit)),
+                Planned::Claim(spec) => Some(claim(c.cache(), spec)),
+            });
         if let (Some(cache), Some(Claimed::Hit(_))) = (ctx.cache, &claimed) {
             let Some(Claimed::Hit(hit)) = claimed.take() else {
                 continue;

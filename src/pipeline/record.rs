@@ -234,7 +234,7 @@ fn item_input(item: &Item, locked: Option<&Lock>) -> Input {
         ItemSource::Http { url, .. } => i.url = Some(redact(url)),
         ItemSource::Oci(pull) => i.image = Some(image_input(item, pull, locked)),
     }
-    match &item.cache {
+    match item.cache.as_deref() {
         Some(CacheUse::Hit(hit)) if kind != InputKind::Image => from_hit(&mut i, hit),
         Some(CacheUse::Fill { validators, .. }) => {
             i.etag.clone_from(&validators.etag);
@@ -274,7 +274,7 @@ fn image_input(item: &Item, pull: &crate::plan::OciPull, locked: Option<&Lock>) 
                 size: l.size,
             })
             .collect();
-    } else if let Some(CacheUse::Hit(hit)) = &item.cache {
+    } else if let Some(CacheUse::Hit(hit)) = item.cache.as_deref() {
         img.manifest_digest = hit.validators().digest.clone().unwrap_or_default();
     }
     if let Some(l) = from_lock.filter(|l| l.manifest_digest == img.manifest_digest) {

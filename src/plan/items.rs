@@ -147,7 +147,7 @@ fn oci_items(
             size,
             source,
             archive: None,
-            cache: cached,
+            cache: cached.map(Box::new),
             spool: None,
         });
     }
@@ -339,7 +339,7 @@ fn file_item(
         size,
         source,
         archive: None,
-        cache: cached,
+        cache: cached.map(Box::new),
         spool: None,
     })
 }
@@ -493,7 +493,7 @@ fn archive_item(
             needs,
             exact,
         }),
-        cache: cached,
+        cache: cached.map(Box::new),
         spool,
     })
 }
