@@ -74,6 +74,24 @@ fn raise_open_file_limit() {
     }
 }
 
+/// `--progress-file PATH` created and kept in [`PROGRESS`] (where the
+/// signal handler finds it); `Err` is the exit code when it can't be.
+fn progress_file(path: Option<&std::path::Path>) -> Result<Option<&'static ProgressFile>, i32> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    match ProgressFile::create(path, ProgressFileOptions::default()) {
+        Ok(pf) => {
+            let _ = PROGRESS.set(pf);
+            Ok(PROGRESS.get())
+        }
+        Err(e) => {
+            let what = format_args!("--progress-file {}: {e}", path.display());
+            Err(fail(what, ExitKind::BadInput))
+        }
+    }
+}
+
 /// The build: the console, the progress file if asked for, the signal
 /// handler, then the pipeline.
 fn build(args: &BuildArgs, config_src: String, output: PathBuf) -> i32 {
@@ -82,19 +100,10 @@ fn build(args: &BuildArgs, config_src: String, output: PathBuf) -> i32 {
         debug: args.debug,
     });
     let mut reporters: Vec<&dyn Reporter> = vec![&console];
-    if let Some(path) = &args.progress_file {
-        match ProgressFile::create(path, ProgressFileOptions::default()) {
-            Ok(pf) => {
-                let _ = PROGRESS.set(pf);
-                if let Some(pf) = PROGRESS.get() {
-                    reporters.push(pf);
-                }
-            }
-            Err(e) => {
-                let what = format_args!("--progress-file {}: {e}", path.display());
-                return fail(what, ExitKind::BadInput);
-            }
-        }
+    match progress_file(args.progress_file.as_deref()) {
+        Ok(Some(pf)) => reporters.push(pf),
+        Ok(None) => {}
+        Err(code) => return code,
     }
     let reporter = Tee(reporters);
     let code = match args.options(config_src, output) {
@@ -229,19 +238,10 @@ fn flash(args: &FlashArgs) -> i32 {
         debug: args.debug,
     });
     let mut reporters: Vec<&dyn Reporter> = vec![&console];
-    if let Some(path) = &args.progress_file {
-        match ProgressFile::create(path, ProgressFileOptions::default()) {
-            Ok(pf) => {
-                let _ = PROGRESS.set(pf);
-                if let Some(pf) = PROGRESS.get() {
-                    reporters.push(pf);
-                }
-            }
-            Err(e) => {
-                let what = format_args!("--progress-file {}: {e}", path.display());
-                return fail(what, ExitKind::BadInput);
-            }
-        }
+    match progress_file(args.progress_file.as_deref()) {
+        Ok(Some(pf)) => reporters.push(pf),
+        Ok(None) => {}
+        Err(code) => return code,
     }
     let reporter = Tee(reporters);
     // SIGINT/SIGTERM: the cards keep their zeroed partition tables (the
