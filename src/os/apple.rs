@@ -10,6 +10,7 @@ use super::portable::copy_by_buffer;
 pub(super) const NAME: &str = "macos";
 pub(super) const RAW_DISKS: bool = true;
 
+pub(super) use super::portable::{map_in, Mapped};
 pub(super) use super::seek::{data_bytes, data_regions};
 
 /// Whether a file written here can keep holes ([`super::KEEPS_HOLES`]).

@@ -10,6 +10,7 @@ use super::portable::{copy_by_buffer, offsets, short_source};
 pub(super) const NAME: &str = "linux";
 pub(super) const RAW_DISKS: bool = false;
 
+pub(super) use super::mapped::{map_in, Mapped};
 pub(super) use super::seek::{data_bytes, data_regions};
 
 /// Whether a file written here can keep holes ([`super::KEEPS_HOLES`]).

@@ -13,6 +13,7 @@
 //! | [`will_need`] | `posix_fadvise(WILLNEED)` | nothing (the kernel's own readahead) | nothing |
 //! | [`raw_device_path`] | the path | `/dev/diskN` → `/dev/rdiskN` | the path |
 //! | [`blockdev::open_direct`] | `open(O_DIRECT)` | none | none: the caller uses a plain descriptor |
+//! | [`map_in`] | `mmap(PROT_READ, MAP_SHARED)` + `madvise(MADV_POPULATE_READ)` | none | none: the caller reads |
 //!
 //! [`blockdev`] holds what a whole-disk device needs before it is written
 //! (the refusals, read from `/proc` and `/sys`, which elsewhere find
@@ -56,6 +57,12 @@ use portable as native;
     not(feature = "portable")
 ))]
 mod seek;
+
+#[cfg(all(
+    any(target_os = "linux", target_os = "android"),
+    not(feature = "portable")
+))]
+mod mapped;
 
 pub mod blockdev;
 mod device;
@@ -225,6 +232,35 @@ pub fn drop_cache(file: &File) -> bool {
 /// when nothing was done.
 pub fn will_need(file: &File, offset: u64, len: u64) -> bool {
     native::will_need(file, offset, len)
+}
+
+/// Bytes of a file seen in place ([`map_in`]); unmapped when dropped.
+pub struct Mapped(native::Mapped);
+
+impl std::ops::Deref for Mapped {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.0.as_slice()
+    }
+}
+
+/// `len` bytes of `file` at `offset`, mapped read-only and paged in (from
+/// the page cache where they are, else from the disk), so that a reader
+/// sees them without copying them: the output pass over a finished image.
+/// `None` when the platform can't, the file is shorter, or a page can't be
+/// read (the caller then reads the range, and `read(2)` reports the error
+/// with its offset). Memory: the pages are the page cache's; mapped, they
+/// count in the process's RSS until the mapping drops.
+///
+/// # Safety
+/// Nothing may write to or truncate that range of `file` while the
+/// mapping lives (the bytes are handed out as `&[u8]`; a truncated page
+/// would raise SIGBUS). A file this build finished and now only reads
+/// (the output pass's raw image) qualifies.
+#[allow(unsafe_code)]
+pub unsafe fn map_in(file: &File, offset: u64, len: usize) -> Option<Mapped> {
+    // SAFETY: the caller's promise, passed on.
+    unsafe { native::map_in(file, offset, len) }.map(Mapped)
 }
 
 /// Bytes [`ReadAhead`] asks for ahead of its reads.

@@ -129,6 +129,24 @@ pub(super) fn short_source(offset: u64) -> Error {
     )
 }
 
+/// No mapping here: never made ([`map_in`] says `None`).
+pub(super) enum Mapped {}
+
+impl Mapped {
+    pub(super) fn as_slice(&self) -> &[u8] {
+        match *self {}
+    }
+}
+
+/// No mapping: the caller reads.
+///
+/// # Safety
+/// None needed (nothing is mapped); the signature is the Linux one's.
+#[allow(unsafe_code, clippy::unnecessary_safety_doc)]
+pub(super) unsafe fn map_in(_file: &File, _offset: u64, _len: usize) -> Option<Mapped> {
+    None
+}
+
 /// No direct I/O: the caller uses a plain descriptor.
 pub(super) fn open_direct(_path: &std::path::Path, _write: bool) -> Option<File> {
     None

@@ -46,13 +46,25 @@ pub struct Chunk {
     /// Where the bytes are in the stream.
     pub offset: u64,
     len: usize,
-    buf: Arc<Buf>,
+    from: Store,
+}
+
+/// Where a chunk's bytes are.
+#[derive(Clone)]
+enum Store {
+    /// A buffer of the pool (or the shared zeros), from its start.
+    Buf(Arc<Buf>),
+    /// A file's bytes seen in place, from this index of the mapping.
+    Mapped(Arc<crate::os::Mapped>, usize),
 }
 
 impl Chunk {
     /// The bytes.
     pub fn bytes(&self) -> &[u8] {
-        &self.buf.data[..self.len.min(self.buf.data.len())]
+        match &self.from {
+            Store::Buf(b) => &b.data[..self.len.min(b.data.len())],
+            Store::Mapped(m, at) => m.get(*at..at.saturating_add(self.len)).unwrap_or_default(),
+        }
     }
 }
 
@@ -92,10 +104,26 @@ impl Pool {
         Chunk {
             offset,
             len,
-            buf: Arc::new(Buf {
+            from: Store::Buf(Arc::new(Buf {
                 data,
                 home: Some(self.home.clone()),
-            }),
+            })),
+        }
+    }
+
+    /// `map[at..at + len]` (at most [`CHUNK`] bytes) as a chunk at
+    /// `offset`; the mapping lives until every chunk of it is dropped.
+    pub fn mapped(
+        &self,
+        offset: u64,
+        map: &Arc<crate::os::Mapped>,
+        at: usize,
+        len: usize,
+    ) -> Chunk {
+        Chunk {
+            offset,
+            len: len.min(CHUNK),
+            from: Store::Mapped(map.clone(), at),
         }
     }
 
@@ -104,7 +132,7 @@ impl Pool {
         Chunk {
             offset,
             len: len.min(CHUNK),
-            buf: self.zeros.clone(),
+            from: Store::Buf(self.zeros.clone()),
         }
     }
 }

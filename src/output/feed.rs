@@ -10,7 +10,7 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use super::chunk::{first_cause, join_all, Fanout, Pool, CHUNK};
+use super::chunk::{first_cause, join_all, Fanout, Pool, CHUNK, DEPTH};
 use super::error::PassError;
 use super::sink::DownloadSink;
 use crate::os::blockdev::AlignedBuf;
@@ -115,16 +115,72 @@ impl<'p> Feed<'p> {
         for &(rs, re) in regions {
             let (rs, re) = (rs.max(self.at).min(len), re.min(len));
             self.zeros_to(rs)?;
+            self.read_to(file, path, re)?;
+        }
+        self.zeros_to(len)
+    }
+
+    /// `file`'s bytes from here to `end`, read in chunks.
+    fn read_to(&mut self, file: &File, path: &Path, end: u64) -> Result<(), PassError> {
+        while self.at < end {
+            let n = usize::try_from((end - self.at).min(CHUNK as u64)).unwrap_or(CHUNK);
+            let mut buf = self.pool.take();
+            file.read_exact_at(&mut buf[..n], self.at)
+                .map_err(|source| PassError::Read {
+                    path: path.to_path_buf(),
+                    offset: self.at,
+                    source,
+                })?;
+            self.send(buf, n)?;
+        }
+        Ok(())
+    }
+}
+
+/// Bytes mapped at a time by [`Feed::map_regions`]: as many as the
+/// chunks queued before a consumer, so a few windows are mapped at once
+/// (their pages count in the RSS while they are), whatever the file's size.
+pub(super) const WINDOW: usize = DEPTH * CHUNK;
+
+impl Feed<'_> {
+    /// [`Feed::copy_regions`] without the copy: each window of the data
+    /// regions is mapped ([`crate::os::map_in`]) and its chunks are views
+    /// of the page cache the consumers read in place; a window the
+    /// platform can't map, or whose pages can't all be read, is read into
+    /// buffers as `copy_regions` does (which then reports the error with
+    /// its offset).
+    ///
+    /// # Safety
+    /// Nothing may write to or truncate `file` until the stream's last
+    /// chunk is dropped (for the pass: until [`fan_out`]'s consumers are
+    /// joined).
+    #[allow(unsafe_code)]
+    pub(super) unsafe fn map_regions(
+        &mut self,
+        file: &File,
+        path: &Path,
+        len: u64,
+        regions: &[(u64, u64)],
+    ) -> Result<(), PassError> {
+        for &(rs, re) in regions {
+            let (rs, re) = (rs.max(self.at).min(len), re.min(len));
+            self.zeros_to(rs)?;
             while self.at < re {
-                let n = usize::try_from((re - self.at).min(CHUNK as u64)).unwrap_or(CHUNK);
-                let mut buf = self.pool.take();
-                file.read_exact_at(&mut buf[..n], self.at)
-                    .map_err(|source| PassError::Read {
-                        path: path.to_path_buf(),
-                        offset: self.at,
-                        source,
-                    })?;
-                self.send(buf, n)?;
+                let n = usize::try_from((re - self.at).min(WINDOW as u64)).unwrap_or(WINDOW);
+                // SAFETY: the caller's promise covers the whole file.
+                let Some(map) = (unsafe { crate::os::map_in(file, self.at, n) }) else {
+                    self.read_to(file, path, self.at + n as u64)?;
+                    continue;
+                };
+                let map = std::sync::Arc::new(map);
+                let mut at = 0;
+                while at < n {
+                    let k = (n - at).min(CHUNK);
+                    self.fan.send(&self.pool.mapped(self.at, &map, at, k))?;
+                    (self.progress)(k as u64);
+                    self.at += k as u64;
+                    at += k;
+                }
             }
         }
         self.zeros_to(len)
@@ -244,6 +300,55 @@ mod tests {
         .expect_err("the read failed");
         assert!(matches!(&e, PassError::Read { offset: 12, .. }), "{e}");
         assert!(b.aborted && b.end.is_none());
+    }
+
+    /// The same stream from the page cache in place and from reads: a
+    /// sparse file whose data regions start and end off page boundaries
+    /// and span several windows, the holes sent as zeros.
+    #[test]
+    #[allow(unsafe_code)]
+    fn mapped_regions_stream_what_reads_do() {
+        use std::os::unix::fs::FileExt;
+        let f = tempfile::tempfile().expect("tempfile");
+        let len = 3 * WINDOW + 5 * CHUNK + 123;
+        let pattern = |at: usize| u8::try_from(at % 251).unwrap_or(0) + 1;
+        let spans = [
+            (5000, 8000),
+            (WINDOW - 7, WINDOW + 2 * CHUNK + 11),
+            (len - 4099, len),
+        ];
+        for &(s, e) in &spans {
+            let bytes: Vec<u8> = (s..e).map(pattern).collect();
+            f.write_all_at(&bytes, s as u64).expect("write");
+        }
+        f.set_len(len as u64).expect("length");
+        let regions: Vec<(u64, u64)> = spans.iter().map(|&(s, e)| (s as u64, e as u64)).collect();
+        let (mut read, mut mapped) = (Collect::default(), Collect::default());
+        let path = Path::new("img");
+        fan_out(vec![&mut read], &|_| {}, |feed| {
+            feed.copy_regions(&f, path, len as u64, &regions)
+        })
+        .expect("read");
+        let seen = std::sync::atomic::AtomicU64::new(0);
+        let n = fan_out(
+            vec![&mut mapped],
+            &|n| {
+                seen.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            },
+            // SAFETY: nothing else has the file.
+            |feed| unsafe { feed.map_regions(&f, path, len as u64, &regions) },
+        )
+        .expect("mapped");
+        assert_eq!((n, seen.into_inner()), (len as u64, len as u64));
+        assert_eq!(read.got.len(), len);
+        assert!(mapped.got == read.got, "the two streams differ");
+        for &(s, e) in &spans {
+            assert!(mapped.got[s..e]
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| b == pattern(s + i)));
+        }
+        assert!(mapped.got[..5000].iter().all(|&b| b == 0));
     }
 
     struct Failing;
