@@ -5,7 +5,8 @@
 //!
 //! Async (tokio + reqwest) lives here only; bytes leave through a
 //! [`ChunkSink`] in bounded 1 MiB batches written from a blocking section,
-//! so memory does not grow with file size or slow disks.
+//! so memory does not grow with file size or slow disks, while a task of
+//! its own receives the body a few chunks ahead ([`pump`]).
 
 use std::time::Duration;
 
@@ -669,17 +670,18 @@ impl Http {
     /// returns why it broke off, if it did.
     async fn receive(
         &self,
-        mut resp: reqwest::Response,
+        resp: reqwest::Response,
         t: &mut Transfer,
         sink: &mut dyn ChunkSink,
     ) -> Result<Option<String>, HttpError> {
         let total = t.expected.unwrap_or(0);
+        let (mut body, _pump) = pump(resp, self.opts.idle_timeout);
         let failure = loop {
-            match tokio::time::timeout(self.opts.idle_timeout, resp.chunk()).await {
-                Err(_) => break Some(format!("no data for {}s", self.opts.idle_timeout.as_secs())),
-                Ok(Err(e)) => break Some(error_chain(&e)),
-                Ok(Ok(None)) => break None,
-                Ok(Ok(Some(chunk))) => {
+            match body.recv().await {
+                None => break Some("the body's receiving task ended".into()),
+                Some(Err(message)) => break Some(message),
+                Some(Ok(None)) => break None,
+                Some(Ok(Some(chunk))) => {
                     let pending = t.offset + t.buf.len() as u64;
                     if pending + chunk.len() as u64 > total {
                         return Err(HttpError::TooLong {
@@ -697,6 +699,50 @@ impl Http {
         t.flush(sink).await?;
         Ok(failure)
     }
+}
+
+/// Body chunks received ahead of the writer at most (hyper's are at most
+/// its 408 KiB buffer, mostly 16-64 KiB: a few MiB in the worst case).
+const AHEAD: usize = 16;
+
+/// What the receiving task hands on: the next chunk, the body's end
+/// (`None`), or why it broke off.
+type Received = Result<Option<bytes::Bytes>, String>;
+
+/// Ends the receiving task (and so drops its response, closing the
+/// connection) when the download stops listening to it.
+struct Pump(tokio::task::JoinHandle<()>);
+
+impl Drop for Pump {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Receive `resp`'s body on a task of its own, [`AHEAD`] chunks ahead:
+/// the socket is read while the previous batch is written (a `ChunkSink`
+/// write blocks its task, and hyper reads the body only when asked), so
+/// receiving and writing overlap instead of taking turns. An idle body
+/// (no bytes for `idle`) is a break, as before.
+fn pump(
+    mut resp: reqwest::Response,
+    idle: Duration,
+) -> (tokio::sync::mpsc::Receiver<Received>, Pump) {
+    let (tx, rx) = tokio::sync::mpsc::channel(AHEAD);
+    let task = tokio::spawn(async move {
+        loop {
+            let next = match tokio::time::timeout(idle, resp.chunk()).await {
+                Err(_) => Err(format!("no data for {}s", idle.as_secs())),
+                Ok(Err(e)) => Err(error_chain(&e)),
+                Ok(Ok(c)) => Ok(c),
+            };
+            let more = matches!(next, Ok(Some(_)));
+            if tx.send(next).await.is_err() || !more {
+                return;
+            }
+        }
+    });
+    (rx, Pump(task))
 }
 
 /// Where [`Http::download_from`] continues a payload.
