@@ -59,6 +59,16 @@ enum Store {
 }
 
 impl Chunk {
+    /// `map[at..at + len]` (at most [`CHUNK`] bytes) as a chunk at
+    /// `offset`; the mapping lives until every chunk of it is dropped.
+    pub fn mapped(offset: u64, map: &Arc<crate::os::Mapped>, at: usize, len: usize) -> Chunk {
+        Chunk {
+            offset,
+            len: len.min(CHUNK),
+            from: Store::Mapped(map.clone(), at),
+        }
+    }
+
     /// The bytes.
     pub fn bytes(&self) -> &[u8] {
         match &self.from {
@@ -108,22 +118,6 @@ impl Pool {
                 data,
                 home: Some(self.home.clone()),
             })),
-        }
-    }
-
-    /// `map[at..at + len]` (at most [`CHUNK`] bytes) as a chunk at
-    /// `offset`; the mapping lives until every chunk of it is dropped.
-    pub fn mapped(
-        &self,
-        offset: u64,
-        map: &Arc<crate::os::Mapped>,
-        at: usize,
-        len: usize,
-    ) -> Chunk {
-        Chunk {
-            offset,
-            len: len.min(CHUNK),
-            from: Store::Mapped(map.clone(), at),
         }
     }
 

@@ -10,7 +10,7 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use super::chunk::{first_cause, join_all, Fanout, Pool, CHUNK, DEPTH};
+use super::chunk::{first_cause, join_all, Chunk, Fanout, Pool, CHUNK, DEPTH};
 use super::error::PassError;
 use super::sink::DownloadSink;
 use crate::os::blockdev::AlignedBuf;
@@ -49,7 +49,13 @@ impl<'p> Feed<'p> {
 
     /// `n` (at most [`CHUNK`]) bytes of `buf` (from [`Feed::buffer`]).
     fn send(&mut self, buf: AlignedBuf, n: usize) -> Result<(), PassError> {
-        self.fan.send(&self.pool.chunk(self.at, buf, n))?;
+        let chunk = self.pool.chunk(self.at, buf, n);
+        self.push(&chunk, n)
+    }
+
+    /// `chunk` (`n` bytes, at [`Feed::position`]) out to every consumer.
+    fn push(&mut self, chunk: &Chunk, n: usize) -> Result<(), PassError> {
+        self.fan.send(chunk)?;
         (self.progress)(n as u64);
         self.at += n as u64;
         Ok(())
@@ -112,10 +118,21 @@ impl<'p> Feed<'p> {
         len: u64,
         regions: &[(u64, u64)],
     ) -> Result<(), PassError> {
+        self.walk(len, regions, |feed, end| feed.read_to(file, path, end))
+    }
+
+    /// The holes before, between and after `regions` (up to `len`) sent
+    /// as zeros; each region's data sent by `data(self, its end)`.
+    fn walk(
+        &mut self,
+        len: u64,
+        regions: &[(u64, u64)],
+        mut data: impl FnMut(&mut Self, u64) -> Result<(), PassError>,
+    ) -> Result<(), PassError> {
         for &(rs, re) in regions {
             let (rs, re) = (rs.max(self.at).min(len), re.min(len));
             self.zeros_to(rs)?;
-            self.read_to(file, path, re)?;
+            data(self, re)?;
         }
         self.zeros_to(len)
     }
@@ -162,28 +179,24 @@ impl Feed<'_> {
         len: u64,
         regions: &[(u64, u64)],
     ) -> Result<(), PassError> {
-        for &(rs, re) in regions {
-            let (rs, re) = (rs.max(self.at).min(len), re.min(len));
-            self.zeros_to(rs)?;
-            while self.at < re {
-                let n = usize::try_from((re - self.at).min(WINDOW as u64)).unwrap_or(WINDOW);
+        self.walk(len, regions, |feed, end| {
+            while feed.at < end {
+                let n = usize::try_from((end - feed.at).min(WINDOW as u64)).unwrap_or(WINDOW);
                 // SAFETY: the caller's promise covers the whole file.
-                let Some(map) = (unsafe { crate::os::map_in(file, self.at, n) }) else {
-                    self.read_to(file, path, self.at + n as u64)?;
+                let Some(map) = (unsafe { crate::os::map_in(file, feed.at, n) }) else {
+                    feed.read_to(file, path, feed.at + n as u64)?;
                     continue;
                 };
                 let map = std::sync::Arc::new(map);
                 let mut at = 0;
                 while at < n {
                     let k = (n - at).min(CHUNK);
-                    self.fan.send(&self.pool.mapped(self.at, &map, at, k))?;
-                    (self.progress)(k as u64);
-                    self.at += k as u64;
+                    feed.push(&Chunk::mapped(feed.at, &map, at, k), k)?;
                     at += k;
                 }
             }
-        }
-        self.zeros_to(len)
+            Ok(())
+        })
     }
 }
 
